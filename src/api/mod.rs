@@ -1,0 +1,44 @@
+//! HTTP only: each resource file owns its routes; this file merges them and adds the
+//! layers every request goes through.
+
+pub mod agents;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod models;
+
+use crate::error::Error;
+use crate::AppState;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+pub fn router(state: AppState) -> Router {
+    let max_body = state.limits.max_body_bytes;
+    Router::new()
+        .merge(health::routes())
+        .merge(agents::routes())
+        .merge(models::routes())
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        // Request spans carry method and path only: never headers, so keys stay out of logs.
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+async fn route_not_found(request: Request) -> Error {
+    Error::RouteNotFound { method: request.method().to_string(), path: request.uri().path().to_owned() }
+}
+
+async fn method_not_allowed(request: Request) -> Error {
+    Error::MethodNotAllowed { method: request.method().to_string(), path: request.uri().path().to_owned() }
+}
+
+fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    Error::Internal(anyhow::anyhow!("a request handler panicked")).into_response()
+}

@@ -1,0 +1,132 @@
+//! Model backends (DESIGN decision 6) and the routing of model names to them. Which
+//! backend serves a model is configuration: `PALAVER_UPSTREAM_URL` for one upstream, the
+//! TOML file for several, the built-in `echo` model when nothing is configured.
+
+pub mod echo;
+pub mod openai_compat;
+
+use crate::config::{Config, FileConfig};
+use crate::domain::models::ModelCard;
+use crate::error::Result;
+use openai_compat::OpenAiCompat;
+
+/// Where one model name is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Echo,
+    Upstream(usize),
+}
+
+#[derive(Debug, Clone)]
+struct Route {
+    pattern: String,
+    target: Target,
+}
+
+impl Route {
+    fn matches(&self, model: &str) -> bool {
+        match self.pattern.strip_suffix('*') {
+            Some(prefix) => model.starts_with(prefix),
+            None => self.pattern == model,
+        }
+    }
+}
+
+pub struct ModelRouter {
+    upstreams: Vec<OpenAiCompat>,
+    routes: Vec<Route>,
+    fallback: Target,
+}
+
+impl ModelRouter {
+    /// Builds the router once at start-up (HTTP clients included, so no request pays for
+    /// connection-pool construction).
+    pub fn from_config(config: &Config, file: &FileConfig) -> anyhow::Result<Self> {
+        let mut upstreams = Vec::new();
+        for upstream in &file.upstreams {
+            let key = match &upstream.api_key_env {
+                Some(var) => {
+                    Some(std::env::var(var).map_err(|_| anyhow::anyhow!("environment variable `{var}` is not set"))?)
+                }
+                None => None,
+            };
+            upstreams.push(OpenAiCompat::new(&upstream.name, &upstream.url, key, upstream.models.clone())?);
+        }
+        let mut fallback = Target::Echo;
+        if let Some(url) = &config.upstream_url {
+            upstreams.push(OpenAiCompat::new("default", url, config.upstream_api_key.clone(), Vec::new())?);
+            fallback = Target::Upstream(upstreams.len() - 1);
+        }
+        let routes = file
+            .routes
+            .iter()
+            .map(|route| {
+                let target = match upstreams.iter().position(|u| u.name() == route.upstream) {
+                    Some(index) => Target::Upstream(index),
+                    None => Target::Echo,
+                };
+                Route { pattern: route.model.clone(), target }
+            })
+            .collect();
+        Ok(ModelRouter { upstreams, routes, fallback })
+    }
+
+    /// The backend that serves `model`.
+    pub fn route(&self, model: &str) -> Target {
+        self.routes.iter().find(|r| r.matches(model)).map(|r| r.target).unwrap_or(self.fallback)
+    }
+
+    /// Model cards for `GET /v1/models`: `echo` when it serves anything, the models each
+    /// upstream declares in the config file, or else what the upstream itself lists.
+    pub async fn cards(&self) -> Result<Vec<ModelCard>> {
+        let mut cards = Vec::new();
+        let echo_used = self.fallback == Target::Echo || self.routes.iter().any(|r| r.target == Target::Echo);
+        if echo_used {
+            cards.push(echo::card());
+        }
+        for upstream in &self.upstreams {
+            for card in upstream.cards().await? {
+                if !cards.iter().any(|c| c.id == card.id) {
+                    cards.push(card);
+                }
+            }
+        }
+        Ok(cards)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RouteConfig;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn routes_match_exact_names_and_prefixes_in_order() {
+        let config = Cli::parse_from(["palaver"]).config;
+        let file = FileConfig {
+            upstreams: vec![crate::config::UpstreamConfig {
+                name: "local".into(),
+                url: "http://127.0.0.1:1/v1".into(),
+                api_key_env: None,
+                models: vec![],
+            }],
+            routes: vec![
+                RouteConfig { model: "echo-exact".into(), upstream: "echo".into() },
+                RouteConfig { model: "llama*".into(), upstream: "local".into() },
+            ],
+        };
+
+        let router = ModelRouter::from_config(&config, &file).unwrap();
+
+        assert_eq!(router.route("llama3"), Target::Upstream(0));
+        assert_eq!(router.route("echo-exact"), Target::Echo);
+        assert_eq!(router.route("other"), Target::Echo, "without an upstream URL, echo answers the rest");
+    }
+}

@@ -1,0 +1,165 @@
+//! Every setting in one place: a clap struct whose flags are also environment variables
+//! (the names are the operator contract of DESIGN.md), plus the optional TOML file.
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Clone, Args)]
+pub struct Config {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long = "addr", env = "PALAVER_ADDR", default_value = "127.0.0.1:8000")]
+    pub addr: SocketAddr,
+
+    /// `sqlite://FILE` (created if missing), `sqlite::memory:` or `postgres://…`.
+    #[arg(long = "database-url", env = "DATABASE_URL", default_value = "sqlite://palaver.db")]
+    pub database_url: String,
+
+    /// Base URL of an OpenAI-compatible API (e.g. `https://api.mistral.ai/v1`,
+    /// `http://localhost:11434/v1`). Unset: the built-in `echo` model answers every model name.
+    #[arg(long = "upstream-url", env = "PALAVER_UPSTREAM_URL")]
+    pub upstream_url: Option<String>,
+
+    /// Bearer key sent to the upstream.
+    #[arg(long = "upstream-api-key", env = "PALAVER_UPSTREAM_API_KEY", hide_env_values = true)]
+    pub upstream_api_key: Option<String>,
+
+    /// Comma-separated keys clients must present as `Authorization: Bearer …`; each key is
+    /// its own workspace. Unset: no auth, one workspace (only sensible on loopback).
+    #[arg(long = "api-keys", env = "PALAVER_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<String>,
+
+    /// Optional TOML file: several upstreams and model → upstream routes.
+    #[arg(long = "config", env = "PALAVER_CONFIG")]
+    pub config_file: Option<PathBuf>,
+
+    /// Largest accepted request body, in bytes; larger bodies get a 413.
+    #[arg(long = "max-body-bytes", env = "PALAVER_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Size of the database connection pool.
+    #[arg(long = "db-max-connections", env = "PALAVER_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// Log format.
+    #[arg(long = "log-format", env = "PALAVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+// Hand-written so that keys never reach a log line.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("upstream_url", &self.upstream_url)
+            .field("upstream_api_key", &self.upstream_api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_keys", &format_args!("<{} keys>", self.api_keys.len()))
+            .field("config_file", &self.config_file)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("db_max_connections", &self.db_max_connections)
+            .finish()
+    }
+}
+
+/// A database URL without its password.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{}:***@{}", &url[..scheme_end], user, &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The optional TOML file named by `PALAVER_CONFIG`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Named OpenAI-compatible upstreams.
+    #[serde(default, rename = "upstream")]
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Model name → upstream, checked in order; the first match wins.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub url: String,
+    /// Name of the environment variable holding the key (keeps secrets out of the file).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Model names listed by `GET /v1/models` for this upstream.
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// An exact model name, or a prefix ending in `*`.
+    pub model: String,
+    /// An upstream's `name`, or `echo` for the built-in model.
+    pub upstream: String,
+}
+
+impl Config {
+    /// Reads the TOML file if one is configured.
+    pub fn file_config(&self) -> anyhow::Result<FileConfig> {
+        let Some(path) = &self.config_file else {
+            return Ok(FileConfig::default());
+        };
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let parsed: FileConfig = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        for route in &parsed.routes {
+            let known = route.upstream == "echo" || parsed.upstreams.iter().any(|u| u.name == route.upstream);
+            anyhow::ensure!(known, "route for `{}` names unknown upstream `{}`", route.model, route.upstream);
+        }
+        Ok(parsed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_password_is_redacted() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("sqlite://palaver.db"), "sqlite://palaver.db");
+    }
+
+    #[test]
+    fn the_config_file_declares_upstreams_and_routes() {
+        let parsed: FileConfig = toml::from_str(
+            r#"
+            [[upstream]]
+            name = "local"
+            url = "http://localhost:11434/v1"
+            models = ["llama3"]
+
+            [[route]]
+            model = "llama*"
+            upstream = "local"
+            "#,
+        )
+        .unwrap();
+
+        assert_eq!(parsed.upstreams[0].models, vec!["llama3"]);
+        assert_eq!(parsed.routes[0].upstream, "local");
+    }
+}

@@ -1,0 +1,355 @@
+//! Agents on the wire (`contract/agents.md`): request bodies, the stored configuration of
+//! one version, and the `Agent` / alias objects returned to clients.
+
+use super::completion::CompletionArgs;
+use super::ids::AgentId;
+use super::patch::Patch;
+use super::time::Timestamp;
+use super::tools::{validate_tools, Tool};
+use crate::error::{FieldError, Loc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardrailAction {
+    None,
+    Block,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModerationConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_category_thresholds: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_other_categories: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<GuardrailAction>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardrailConfig {
+    #[serde(default)]
+    pub block_on_error: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moderation_llm_v1: Option<ModerationConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moderation_llm_v2: Option<ModerationConfig>,
+}
+
+/// Body of `POST /v1/agents`. Unknown fields are rejected, as by the hosted API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgentRequest {
+    pub model: String,
+    pub name: String,
+    #[serde(default)]
+    pub instructions: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    // `null` is read as "no tools": liberal in what we accept, `[]` in what we send.
+    #[serde(default)]
+    pub tools: Option<Vec<Tool>>,
+    #[serde(default)]
+    pub completion_args: Option<CompletionArgs>,
+    #[serde(default)]
+    pub handoffs: Option<Vec<String>>,
+    #[serde(default)]
+    pub guardrails: Option<Vec<GuardrailConfig>>,
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub version_message: Option<String>,
+}
+
+/// Body of `PATCH /v1/agents/{id}`: absent = keep, `null` = clear, value = replace.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAgentRequest {
+    #[serde(default)]
+    pub model: Patch<String>,
+    #[serde(default)]
+    pub name: Patch<String>,
+    #[serde(default)]
+    pub instructions: Patch<String>,
+    #[serde(default)]
+    pub description: Patch<String>,
+    #[serde(default)]
+    pub tools: Patch<Vec<Tool>>,
+    #[serde(default)]
+    pub completion_args: Patch<CompletionArgs>,
+    #[serde(default)]
+    pub handoffs: Patch<Vec<String>>,
+    #[serde(default)]
+    pub guardrails: Patch<Vec<GuardrailConfig>>,
+    #[serde(default)]
+    pub deployment_chat: Patch<bool>,
+    #[serde(default)]
+    pub metadata: Patch<Map<String, Value>>,
+    #[serde(default)]
+    pub version_message: Patch<String>,
+}
+
+/// What one immutable agent version holds. Stored as JSON, one row per version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentConfig {
+    pub name: String,
+    pub model: String,
+    pub instructions: Option<String>,
+    pub description: Option<String>,
+    pub tools: Vec<Tool>,
+    pub completion_args: CompletionArgs,
+    pub handoffs: Option<Vec<String>>,
+    pub guardrails: Option<Vec<GuardrailConfig>>,
+    pub metadata: Option<Map<String, Value>>,
+    pub version_message: Option<String>,
+    #[serde(default)]
+    pub deployment_chat: bool,
+}
+
+const VERSION_MESSAGE_MAX_CHARS: usize = 500;
+
+fn require_non_blank(value: &str, name: &str, errors: &mut Vec<FieldError>) {
+    if value.trim().is_empty() {
+        errors.push(FieldError::body(&[name.into()], "string_too_short", "String should have at least 1 character"));
+    }
+}
+
+fn validate_common(config: &AgentConfig, errors: &mut Vec<FieldError>) {
+    require_non_blank(&config.model, "model", errors);
+    require_non_blank(&config.name, "name", errors);
+    validate_tools(&config.tools, &["tools".into()], errors);
+    config.completion_args.validate(&["completion_args".into()], errors);
+    if let Some(handoffs) = &config.handoffs {
+        if handoffs.is_empty() {
+            errors.push(FieldError::body(
+                &["handoffs".into()],
+                "too_short",
+                "List should have at least 1 item; send null for none",
+            ));
+        }
+    }
+    if let Some(message) = &config.version_message {
+        if message.chars().count() > VERSION_MESSAGE_MAX_CHARS {
+            let msg = format!("String should have at most {VERSION_MESSAGE_MAX_CHARS} characters");
+            errors.push(FieldError::body(&["version_message".into()], "string_too_long", msg));
+        }
+    }
+}
+
+impl CreateAgentRequest {
+    /// The configuration of version 0, or every problem found in the request.
+    pub fn into_config(self) -> Result<AgentConfig, Vec<FieldError>> {
+        let config = AgentConfig {
+            name: self.name,
+            model: self.model,
+            instructions: self.instructions,
+            description: self.description,
+            tools: self.tools.unwrap_or_default(),
+            completion_args: self.completion_args.unwrap_or_default(),
+            handoffs: self.handoffs,
+            guardrails: self.guardrails,
+            metadata: self.metadata,
+            version_message: self.version_message,
+            deployment_chat: false,
+        };
+        let mut errors = Vec::new();
+        validate_common(&config, &mut errors);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+impl UpdateAgentRequest {
+    /// The configuration of the next version: `base` (the active version) patched.
+    /// `version_message` belongs to one version, so it is not inherited.
+    pub fn apply_to(self, base: &AgentConfig) -> Result<AgentConfig, Vec<FieldError>> {
+        let base = base.clone();
+        let config = AgentConfig {
+            // `model` and `name` cannot be cleared: `null` keeps them.
+            name: match self.name {
+                Patch::Value(v) => v,
+                _ => base.name,
+            },
+            model: match self.model {
+                Patch::Value(v) => v,
+                _ => base.model,
+            },
+            instructions: self.instructions.apply(base.instructions),
+            description: self.description.apply(base.description),
+            tools: self.tools.apply(Some(base.tools)).unwrap_or_default(),
+            completion_args: self.completion_args.apply(Some(base.completion_args)).unwrap_or_default(),
+            handoffs: self.handoffs.apply(base.handoffs),
+            guardrails: self.guardrails.apply(base.guardrails),
+            metadata: self.metadata.apply(base.metadata),
+            version_message: self.version_message.apply(None),
+            deployment_chat: self.deployment_chat.apply(Some(base.deployment_chat)).unwrap_or(false),
+        };
+        let mut errors = Vec::new();
+        validate_common(&config, &mut errors);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// The `Agent` object every agent endpoint returns.
+#[derive(Debug, Clone, Serialize)]
+pub struct Agent {
+    pub object: &'static str,
+    pub id: AgentId,
+    pub name: String,
+    pub model: String,
+    pub version: i64,
+    pub versions: Vec<i64>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub deployment_chat: bool,
+    pub source: &'static str,
+    pub instructions: Option<String>,
+    pub description: Option<String>,
+    pub tools: Vec<Tool>,
+    pub completion_args: CompletionArgs,
+    pub handoffs: Option<Vec<String>>,
+    pub guardrails: Option<Vec<GuardrailConfig>>,
+    pub metadata: Option<Map<String, Value>>,
+    pub owner_id: Option<String>,
+    pub version_message: Option<String>,
+}
+
+/// `GET /v1/agents/pages`.
+#[derive(Debug, Serialize)]
+pub struct AgentListPage {
+    pub object: &'static str,
+    pub data: Vec<Agent>,
+    pub next_page_token: Option<String>,
+}
+
+/// One named pointer to an agent version.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentAlias {
+    pub alias: String,
+    pub version: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Which version of an agent a request means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionSelector {
+    Active,
+    Number(i64),
+    Alias(String),
+}
+
+impl VersionSelector {
+    /// Reads `agent_version` as the SDKs send it: a number, or an alias name. Alias names
+    /// start with a letter, so the two can never be confused.
+    pub fn parse(raw: &str) -> Option<Self> {
+        if let Ok(n) = raw.parse::<i64>() {
+            return (n >= 0).then_some(VersionSelector::Number(n));
+        }
+        is_valid_alias(raw).then(|| VersionSelector::Alias(raw.to_owned()))
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            VersionSelector::Active => "active".to_owned(),
+            VersionSelector::Number(n) => n.to_string(),
+            VersionSelector::Alias(a) => a.clone(),
+        }
+    }
+}
+
+/// `^[a-z]([a-z0-9_-]*[a-z0-9])?$`, 1 to 64 characters (`contract/agents.md`).
+pub fn is_valid_alias(alias: &str) -> bool {
+    let bytes = alias.as_bytes();
+    let inner_ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-';
+    let end_ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    match bytes {
+        [] => false,
+        _ if bytes.len() > 64 => false,
+        [first] => first.is_ascii_lowercase(),
+        [first, middle @ .., last] => first.is_ascii_lowercase() && middle.iter().all(inner_ok) && end_ok(last),
+    }
+}
+
+/// Location helper for handlers that report on a named body or query field.
+pub fn body_loc(name: &str) -> Vec<Loc> {
+    vec![name.into()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> AgentConfig {
+        CreateAgentRequest {
+            model: "m".into(),
+            name: "n".into(),
+            instructions: Some("be nice".into()),
+            description: Some("d".into()),
+            tools: None,
+            completion_args: None,
+            handoffs: Some(vec!["ag_x".into()]),
+            guardrails: None,
+            metadata: None,
+            version_message: Some("first".into()),
+        }
+        .into_config()
+        .unwrap()
+    }
+
+    #[test]
+    fn an_update_keeps_absent_fields_clears_null_ones_and_replaces_the_rest() {
+        let patch: UpdateAgentRequest =
+            serde_json::from_str(r#"{"instructions":"new","tools":[],"description":null,"handoffs":null}"#).unwrap();
+
+        let next = patch.apply_to(&base()).unwrap();
+
+        assert_eq!(next.instructions.as_deref(), Some("new"));
+        assert_eq!(next.description, None);
+        assert_eq!(next.handoffs, None);
+        assert_eq!(next.name, "n");
+        assert_eq!(next.version_message, None, "a version message belongs to one version");
+    }
+
+    #[test]
+    fn alias_names_follow_the_documented_pattern() {
+        for good in ["a", "prod", "prod-2", "a_b", "x9"] {
+            assert!(is_valid_alias(good), "{good}");
+        }
+        for bad in ["", "Prod", "9a", "a-", "a_", "a b", &"a".repeat(65)] {
+            assert!(!is_valid_alias(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn agent_version_is_a_number_or_an_alias() {
+        assert_eq!(VersionSelector::parse("3"), Some(VersionSelector::Number(3)));
+        assert_eq!(VersionSelector::parse("prod"), Some(VersionSelector::Alias("prod".into())));
+        assert_eq!(VersionSelector::parse("-1"), None);
+        assert_eq!(VersionSelector::parse("Bad Alias"), None);
+    }
+
+    #[test]
+    fn blank_names_and_empty_handoff_lists_are_rejected() {
+        let mut request: CreateAgentRequest =
+            serde_json::from_str(r#"{"model":"m","name":" ","handoffs":[]}"#).unwrap();
+        request.version_message = Some("x".repeat(501));
+
+        let errors = request.into_config().unwrap_err();
+
+        let fields: Vec<String> = errors.iter().map(FieldError::field_name).collect();
+        assert_eq!(fields, vec!["name", "handoffs", "version_message"]);
+    }
+}

@@ -1,0 +1,88 @@
+//! Object ids in the hosted API's shapes (`contract/README.md#id-formats`): a prefix and 32
+//! lowercase hex digits of a UUIDv7, so ids sort by creation time.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+
+            /// A fresh, time-ordered id.
+            pub fn generate() -> Self {
+                Self(format!("{}{}", $prefix, uuid::Uuid::now_v7().simple()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(value: String) -> Self {
+                Self(value)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// `ag_…`
+    AgentId,
+    "ag_"
+);
+id_type!(
+    /// `conv_…`
+    ConversationId,
+    "conv_"
+);
+
+/// The tenant every stored row belongs to. Derived from the API key (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WorkspaceId(pub String);
+
+impl WorkspaceId {
+    /// The workspace of a server that runs without API keys.
+    pub fn default_workspace() -> Self {
+        Self("default".to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_ids_are_the_prefix_and_32_lowercase_hex_digits() {
+        let id = AgentId::generate();
+
+        let hex = id.as_str().strip_prefix("ag_").unwrap();
+        assert_eq!(hex.len(), 32);
+        assert!(hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)));
+    }
+
+    #[test]
+    fn ids_generated_later_sort_later() {
+        let ids: Vec<AgentId> = (0..200).map(|_| AgentId::generate()).collect();
+
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+    }
+}

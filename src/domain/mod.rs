@@ -1,0 +1,10 @@
+//! Wire types (serde) shared by every layer: agents, tools, completion arguments, ids and
+//! timestamps. No I/O here; validation that needs no store lives beside the types.
+
+pub mod agents;
+pub mod completion;
+pub mod ids;
+pub mod models;
+pub mod patch;
+pub mod time;
+pub mod tools;

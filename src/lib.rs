@@ -1,0 +1,89 @@
+//! palaver: a self-hostable server for the Agents & Conversations API. `App::build`
+//! connects the store, builds the model router and binds the listener; tests use it too.
+
+pub mod api;
+pub mod backends;
+pub mod config;
+pub mod connectors;
+pub mod domain;
+pub mod engine;
+pub mod error;
+pub mod store;
+
+use crate::api::auth::KeyRing;
+use crate::backends::ModelRouter;
+use crate::config::Config;
+use crate::store::Store;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Request limits, fixed at start-up.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+}
+
+/// Everything a handler may touch: cheap to clone, no generics in handler signatures.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub models: Arc<ModelRouter>,
+    pub keys: Arc<KeyRing>,
+    pub limits: Limits,
+    /// Cancelled when the server shuts down, so long-lived responses can end.
+    pub shutdown: CancellationToken,
+}
+
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl App {
+    /// Connects and migrates the store, builds the backends and binds the address (port 0
+    /// picks a free one; `local_addr` tells which).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let file = config.file_config()?;
+        let store = store::connect(&config.database_url, config.db_max_connections, true).await?;
+        let models = Arc::new(ModelRouter::from_config(&config, &file)?);
+        if config.api_keys.iter().all(|k| k.trim().is_empty()) && !config.addr.ip().is_loopback() {
+            tracing::warn!(addr = %config.addr, "PALAVER_API_KEYS is unset: anyone who can reach this address has full access");
+        }
+        let state = AppState {
+            store,
+            models,
+            keys: Arc::new(KeyRing::new(&config.api_keys)),
+            limits: Limits { max_body_bytes: config.max_body_bytes },
+            shutdown: CancellationToken::new(),
+        };
+        let listener = TcpListener::bind(config.addr).await?;
+        Ok(App { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `signal` resolves, then stops accepting, lets open requests finish
+    /// and ends long-lived responses through `AppState::shutdown`.
+    pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let token = self.state.shutdown.clone();
+        let router = api::router(self.state);
+        tracing::info!(addr = %self.listener.local_addr()?, "palaver listening");
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(async move {
+                signal.await;
+                tracing::info!("shutting down");
+                token.cancel();
+            })
+            .await?;
+        Ok(())
+    }
+}

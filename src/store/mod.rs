@@ -1,0 +1,275 @@
+//! The persistence port. One method = one use case = one transaction, every method takes the
+//! workspace. Business rules (version numbering, merges, head moves) live in `engine`; the
+//! two implementations only run SQL.
+//!
+//! Why two concrete implementations rather than one: `sqlx::Any` has no JSON type, and an
+//! implementation generic over `sqlx::Database` needs a wall of higher-ranked trait bounds
+//! on every method while still branching on the real dialect differences (JSON operators,
+//! SQLite's single writer). Two short files with the same SQL side by side read better; the
+//! shared store suite (`tests/api/store.rs`) keeps them equal in behaviour.
+
+pub mod postgres;
+mod sql;
+pub mod sqlite;
+
+use crate::domain::agents::{AgentConfig, VersionSelector};
+use crate::domain::ids::{AgentId, WorkspaceId};
+use crate::domain::time::Timestamp;
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A compare-and-set lost, or a unique key is taken.
+    #[error("conflict")]
+    Conflict,
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            _ => StoreError::Other(anyhow::Error::new(error).context("database query failed")),
+        }
+    }
+}
+
+impl From<StoreError> for crate::error::Error {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound => crate::error::Error::not_found("Object", "unknown"),
+            StoreError::Conflict => {
+                crate::error::Error::Conflict("The object was changed by another request; retry.".to_owned())
+            }
+            StoreError::Other(e) => crate::error::Error::Internal(e),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One version of an agent together with the agent's pointer row.
+#[derive(Debug, Clone)]
+pub struct AgentRecord {
+    pub id: AgentId,
+    /// The version this record describes.
+    pub version: i64,
+    pub active_version: i64,
+    pub latest_version: i64,
+    pub revision: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub config: AgentConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct AliasRecord {
+    pub alias: String,
+    pub version: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Filters of `GET /v1/agents` and `/v1/agents/pages`, applied to each agent's active
+/// version. Agents are listed newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AgentFilter {
+    pub name: Option<String>,
+    pub id: Option<String>,
+    /// Case-insensitive substring of the name or the id.
+    pub search: Option<String>,
+    pub deployment_chat: Option<bool>,
+    /// Every key must be present in the agent's metadata with an equal value.
+    pub metadata: Option<Map<String, Value>>,
+    /// Keyset cursor: only agents whose id sorts before this one.
+    pub before_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub offset: i64,
+    pub limit: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Answers when the database does; backs `GET /health`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Creates an agent with `config` as version 0.
+    async fn create_agent(
+        &self,
+        ws: &WorkspaceId,
+        id: &AgentId,
+        config: &AgentConfig,
+        now: Timestamp,
+    ) -> StoreResult<AgentRecord>;
+
+    /// One version of an agent: the active one, a number, or the one an alias points to.
+    /// `NotFound` when the agent, version or alias does not exist.
+    async fn agent(&self, ws: &WorkspaceId, id: &AgentId, version: &VersionSelector) -> StoreResult<AgentRecord>;
+
+    /// Whether each of `ids` names an agent of the workspace (same order).
+    async fn agents_exist(&self, ws: &WorkspaceId, ids: &[String]) -> StoreResult<Vec<bool>>;
+
+    /// The active versions of the workspace's agents, newest agent first.
+    async fn list_agents(&self, ws: &WorkspaceId, filter: &AgentFilter, page: Page) -> StoreResult<Vec<AgentRecord>>;
+
+    /// Writes `config` as the next version and makes it active, if the agent's revision is
+    /// still `expected_revision` (`Conflict` otherwise).
+    async fn append_agent_version(
+        &self,
+        ws: &WorkspaceId,
+        id: &AgentId,
+        expected_revision: i64,
+        config: &AgentConfig,
+        now: Timestamp,
+    ) -> StoreResult<AgentRecord>;
+
+    /// Makes an existing version the active one.
+    async fn activate_agent_version(
+        &self,
+        ws: &WorkspaceId,
+        id: &AgentId,
+        version: i64,
+        now: Timestamp,
+    ) -> StoreResult<AgentRecord>;
+
+    /// Deletes an agent with its versions and aliases.
+    async fn delete_agent(&self, ws: &WorkspaceId, id: &AgentId) -> StoreResult<()>;
+
+    /// Versions of an agent, oldest first.
+    async fn list_agent_versions(&self, ws: &WorkspaceId, id: &AgentId, page: Page) -> StoreResult<Vec<AgentRecord>>;
+
+    /// Creates an alias or points it at another version.
+    async fn put_alias(
+        &self,
+        ws: &WorkspaceId,
+        id: &AgentId,
+        alias: &str,
+        version: i64,
+        now: Timestamp,
+    ) -> StoreResult<AliasRecord>;
+
+    async fn list_aliases(&self, ws: &WorkspaceId, id: &AgentId) -> StoreResult<Vec<AliasRecord>>;
+
+    async fn delete_alias(&self, ws: &WorkspaceId, id: &AgentId, alias: &str) -> StoreResult<()>;
+}
+
+/// Opens the store a `DATABASE_URL` names (`sqlite://…`, `sqlite::memory:`,
+/// `postgres://…`), applying pending migrations when `migrate` is set.
+pub async fn connect(url: &str, max_connections: u32, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(url, max_connections, migrate).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(postgres::PgStore::connect(url, max_connections, migrate).await?))
+    } else {
+        anyhow::bail!("DATABASE_URL must start with `sqlite:` or `postgres://`")
+    }
+}
+
+/// A row of an agent query, shared by both backends.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AgentRow {
+    pub id: String,
+    pub version: i64,
+    pub active_version: i64,
+    pub latest_version: i64,
+    pub revision: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub config: sqlx::types::Json<AgentConfig>,
+}
+
+impl AgentRecord {
+    /// The record of a freshly created agent: version 0, active.
+    pub fn first(id: AgentId, config: AgentConfig, now: Timestamp) -> Self {
+        AgentRecord {
+            id,
+            version: 0,
+            active_version: 0,
+            latest_version: 0,
+            revision: 0,
+            created_at: now,
+            updated_at: now,
+            config,
+        }
+    }
+}
+
+/// `NotFound` when a write touched no row.
+pub(crate) fn found(rows_affected: u64) -> StoreResult<()> {
+    if rows_affected == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+impl From<AgentRow> for AgentRecord {
+    fn from(row: AgentRow) -> Self {
+        AgentRecord {
+            id: AgentId(row.id),
+            version: row.version,
+            active_version: row.active_version,
+            latest_version: row.latest_version,
+            revision: row.revision,
+            created_at: Timestamp::from_micros(row.created_at),
+            updated_at: Timestamp::from_micros(row.updated_at),
+            config: row.config.0,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AliasRow {
+    pub alias: String,
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<AliasRow> for AliasRecord {
+    fn from(row: AliasRow) -> Self {
+        AliasRecord {
+            alias: row.alias,
+            version: row.version,
+            created_at: Timestamp::from_micros(row.created_at),
+            updated_at: Timestamp::from_micros(row.updated_at),
+        }
+    }
+}
+
+/// `LIKE` pattern matching `needle` anywhere, with the wildcards in it escaped.
+pub(crate) fn contains_pattern(needle: &str) -> String {
+    let escaped = needle.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn both_backends_have_the_same_migration_files() {
+        let names = |dir: &str| {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+
+        assert_eq!(names("migrations/sqlite"), names("migrations/postgres"));
+    }
+
+    #[test]
+    fn like_wildcards_in_a_search_are_escaped() {
+        assert_eq!(super::contains_pattern("a_B%"), "%a\\_b\\%%");
+    }
+}

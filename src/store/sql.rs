@@ -1,0 +1,84 @@
+//! SQL text both backends run unchanged (`$N` placeholders work on both). Dialect-specific
+//! pieces are passed in by the backend that needs them.
+
+/// The columns every agent query selects, in the order `AgentRow` reads them.
+const AGENT_COLUMNS: &str = "a.id, v.version, a.active_version, a.latest_version, a.revision, \
+     a.created_at, a.updated_at, v.config";
+
+const AGENT_JOIN: &str = "FROM agents a JOIN agent_versions v ON v.workspace = a.workspace AND v.agent_id = a.id";
+
+pub const INSERT_AGENT: &str = "INSERT INTO agents \
+     (workspace, id, active_version, latest_version, revision, created_at, updated_at) \
+     VALUES ($1, $2, 0, 0, 0, $3, $3)";
+
+pub const INSERT_VERSION: &str = "INSERT INTO agent_versions \
+     (workspace, agent_id, version, name, deployment_chat, metadata, config, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+pub const AGENT_EXISTS: &str = "SELECT id FROM agents WHERE workspace = $1 AND id = $2";
+
+/// Binds: workspace, id.
+pub fn select_active_agent() -> String {
+    format!("SELECT {AGENT_COLUMNS} {AGENT_JOIN} AND v.version = a.active_version WHERE a.workspace = $1 AND a.id = $2")
+}
+
+/// Binds: workspace, id, version.
+pub fn select_agent_version() -> String {
+    format!("SELECT {AGENT_COLUMNS} {AGENT_JOIN} AND v.version = $3 WHERE a.workspace = $1 AND a.id = $2")
+}
+
+/// Binds: workspace, id, alias.
+pub fn select_agent_by_alias() -> String {
+    format!(
+        "SELECT {AGENT_COLUMNS} {AGENT_JOIN} JOIN agent_aliases al ON al.workspace = a.workspace \
+         AND al.agent_id = a.id AND al.version = v.version \
+         WHERE a.workspace = $1 AND a.id = $2 AND al.alias = $3"
+    )
+}
+
+/// Binds: workspace, name, id, deployment_chat, search pattern, before_id, metadata, limit,
+/// offset. `metadata_matches` is the backend's test that `v.metadata` holds every key/value
+/// of the JSON object `$7`.
+pub fn list_agents(metadata_matches: &str) -> String {
+    format!(
+        "SELECT {AGENT_COLUMNS} {AGENT_JOIN} AND v.version = a.active_version \
+         WHERE a.workspace = $1 \
+         AND ($2 IS NULL OR v.name = $2) \
+         AND ($3 IS NULL OR a.id = $3) \
+         AND ($4 IS NULL OR v.deployment_chat = $4) \
+         AND ($5 IS NULL OR LOWER(v.name) LIKE $5 ESCAPE '\\' OR a.id LIKE $5 ESCAPE '\\') \
+         AND ($6 IS NULL OR a.id < $6) \
+         AND ($7 IS NULL OR {metadata_matches}) \
+         ORDER BY a.id DESC LIMIT $8 OFFSET $9"
+    )
+}
+
+/// Binds: workspace, id, limit, offset.
+pub fn list_agent_versions() -> String {
+    format!("SELECT {AGENT_COLUMNS} {AGENT_JOIN} WHERE a.workspace = $1 AND a.id = $2 ORDER BY v.version LIMIT $3 OFFSET $4")
+}
+
+/// The first statement of an update's transaction (so SQLite takes its write lock at once):
+/// allocates the next version number if the revision is unchanged. Binds: workspace, id,
+/// expected revision, now.
+pub const BUMP_AGENT_FOR_NEW_VERSION: &str = "UPDATE agents SET latest_version = latest_version + 1, \
+     active_version = latest_version + 1, revision = revision + 1, updated_at = $4 \
+     WHERE workspace = $1 AND id = $2 AND revision = $3 RETURNING latest_version";
+
+/// Binds: workspace, id, version, now.
+pub const ACTIVATE_VERSION: &str = "UPDATE agents SET active_version = $3, revision = revision + 1, updated_at = $4 \
+     WHERE workspace = $1 AND id = $2 AND EXISTS (SELECT 1 FROM agent_versions v \
+     WHERE v.workspace = $1 AND v.agent_id = $2 AND v.version = $3)";
+
+pub const DELETE_AGENT: &str = "DELETE FROM agents WHERE workspace = $1 AND id = $2";
+
+/// Binds: workspace, id, alias, version, now.
+pub const UPSERT_ALIAS: &str = "INSERT INTO agent_aliases (workspace, agent_id, alias, version, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $5) \
+     ON CONFLICT (workspace, agent_id, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at \
+     RETURNING alias, version, created_at, updated_at";
+
+pub const LIST_ALIASES: &str = "SELECT alias, version, created_at, updated_at FROM agent_aliases \
+     WHERE workspace = $1 AND agent_id = $2 ORDER BY created_at, alias";
+
+pub const DELETE_ALIAS: &str = "DELETE FROM agent_aliases WHERE workspace = $1 AND agent_id = $2 AND alias = $3";

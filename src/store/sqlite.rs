@@ -1,0 +1,266 @@
+//! SQLite store: the zero set-up default. One file in WAL mode; writers queue on SQLite's
+//! lock (busy timeout), and every write transaction starts with a write so it never has to
+//! upgrade a read snapshot (SQLite refuses that with `SQLITE_BUSY` instead of waiting).
+
+use super::{sql, AgentFilter, AgentRecord, AgentRow, AliasRecord, AliasRow, Page, Store, StoreError, StoreResult};
+use crate::domain::agents::{AgentConfig, VersionSelector};
+use crate::domain::ids::{AgentId, WorkspaceId};
+use crate::domain::time::Timestamp;
+use anyhow::Context;
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::types::Json;
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// `v.metadata` holds every top-level key of `$7` with an equal value. Same meaning as the
+/// Postgres version; SQLite has no `jsonb`, so values are compared by JSON type and text.
+const METADATA_MATCHES: &str = "NOT EXISTS (SELECT 1 FROM json_each($7) f WHERE NOT EXISTS (\
+     SELECT 1 FROM json_each(v.metadata) m WHERE m.key = f.key AND m.type = f.type \
+     AND (m.atom = f.atom OR (m.atom IS NULL AND f.atom IS NULL AND json(m.value) = json(f.value)))))";
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str, max_connections: u32, migrate: bool) -> anyhow::Result<Self> {
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let options = SqliteConnectOptions::from_str(url)
+            .context("DATABASE_URL is not a valid SQLite URL")?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL: commits survive a process crash; an OS crash may lose the last
+            // ones but never corrupts the file. One fsync per checkpoint, not per turn.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = if in_memory {
+            // Each connection to `:memory:` is its own empty database: keep exactly one.
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options)
+                .await?
+        } else {
+            SqlitePoolOptions::new().max_connections(max_connections.max(1)).connect_with(options).await?
+        };
+        let store = SqliteStore { pool };
+        if migrate {
+            sqlx::migrate!("./migrations/sqlite").run(&store.pool).await.context("applying SQLite migrations")?;
+        }
+        Ok(store)
+    }
+}
+
+async fn insert_version(
+    tx: &mut Transaction<'_, Sqlite>,
+    ws: &WorkspaceId,
+    id: &AgentId,
+    version: i64,
+    config: &AgentConfig,
+    now: Timestamp,
+) -> StoreResult<()> {
+    sqlx::query(sql::INSERT_VERSION)
+        .bind(ws.as_str())
+        .bind(id.as_str())
+        .bind(version)
+        .bind(&config.name)
+        .bind(config.deployment_chat)
+        .bind(config.metadata.as_ref().map(Json))
+        .bind(Json(config))
+        .bind(now.micros())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn agent_version(
+    tx: &mut Transaction<'_, Sqlite>,
+    ws: &WorkspaceId,
+    id: &AgentId,
+    version: i64,
+) -> StoreResult<AgentRecord> {
+    let row: AgentRow = sqlx::query_as(&sql::select_agent_version())
+        .bind(ws.as_str())
+        .bind(id.as_str())
+        .bind(version)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(row.into())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_agent(
+        &self,
+        ws: &WorkspaceId,
+        id: &AgentId,
+        config: &AgentConfig,
+        now: Timestamp,
+    ) -> StoreResult<AgentRecord> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(sql::INSERT_AGENT).bind(ws.as_str()).bind(id.as_str()).bind(now.micros()).execute(&mut *tx).await?;
+        insert_version(&mut tx, ws, id, 0, config, now).await?;
+        tx.commit().await?;
+        Ok(AgentRecord::first(id.clone(), config.clone(), now))
+    }
+
+    async fn agent(&self, ws: &WorkspaceId, id: &AgentId, version: &VersionSelector) -> StoreResult<AgentRecord> {
+        let row: AgentRow = match version {
+            VersionSelector::Active => {
+                sqlx::query_as(&sql::select_active_agent())
+                    .bind(ws.as_str())
+                    .bind(id.as_str())
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+            VersionSelector::Number(n) => {
+                sqlx::query_as(&sql::select_agent_version())
+                    .bind(ws.as_str())
+                    .bind(id.as_str())
+                    .bind(n)
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+            VersionSelector::Alias(alias) => {
+                sqlx::query_as(&sql::select_agent_by_alias())
+                    .bind(ws.as_str())
+                    .bind(id.as_str())
+                    .bind(alias)
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+        };
+        Ok(row.into())
+    }
+
+    async fn agents_exist(&self, ws: &WorkspaceId, ids: &[String]) -> StoreResult<Vec<bool>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row: Option<(String,)> =
+                sqlx::query_as(sql::AGENT_EXISTS).bind(ws.as_str()).bind(id).fetch_optional(&self.pool).await?;
+            found.push(row.is_some());
+        }
+        Ok(found)
+    }
+
+    async fn list_agents(&self, ws: &WorkspaceId, filter: &AgentFilter, page: Page) -> StoreResult<Vec<AgentRecord>> {
+        let rows: Vec<AgentRow> = sqlx::query_as(&sql::list_agents(METADATA_MATCHES))
+            .bind(ws.as_str())
+            .bind(filter.name.as_deref())
+            .bind(filter.id.as_deref())
+            .bind(filter.deployment_chat)
+            .bind(filter.search.as_deref().map(super::contains_pattern))
+            .bind(filter.before_id.as_deref())
+            .bind(filter.metadata.as_ref().map(Json))
+            .bind(page.limit)
+            .bind(page.offset)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(AgentRecord::from).collect())
+    }
+
+    async fn append_agent_version(
+        &self,
+        ws: &WorkspaceId,
+        id: &AgentId,
+        expected_revision: i64,
+        config: &AgentConfig,
+        now: Timestamp,
+    ) -> StoreResult<AgentRecord> {
+        let mut tx = self.pool.begin().await?;
+        let bumped: Option<(i64,)> = sqlx::query_as(sql::BUMP_AGENT_FOR_NEW_VERSION)
+            .bind(ws.as_str())
+            .bind(id.as_str())
+            .bind(expected_revision)
+            .bind(now.micros())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((version,)) = bumped else {
+            return Err(StoreError::Conflict);
+        };
+        insert_version(&mut tx, ws, id, version, config, now).await?;
+        let record = agent_version(&mut tx, ws, id, version).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn activate_agent_version(
+        &self,
+        ws: &WorkspaceId,
+        id: &AgentId,
+        version: i64,
+        now: Timestamp,
+    ) -> StoreResult<AgentRecord> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(sql::ACTIVATE_VERSION)
+            .bind(ws.as_str())
+            .bind(id.as_str())
+            .bind(version)
+            .bind(now.micros())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let record = agent_version(&mut tx, ws, id, version).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn delete_agent(&self, ws: &WorkspaceId, id: &AgentId) -> StoreResult<()> {
+        let done = sqlx::query(sql::DELETE_AGENT).bind(ws.as_str()).bind(id.as_str()).execute(&self.pool).await?;
+        super::found(done.rows_affected())
+    }
+
+    async fn list_agent_versions(&self, ws: &WorkspaceId, id: &AgentId, page: Page) -> StoreResult<Vec<AgentRecord>> {
+        let rows: Vec<AgentRow> = sqlx::query_as(&sql::list_agent_versions())
+            .bind(ws.as_str())
+            .bind(id.as_str())
+            .bind(page.limit)
+            .bind(page.offset)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(AgentRecord::from).collect())
+    }
+
+    async fn put_alias(
+        &self,
+        ws: &WorkspaceId,
+        id: &AgentId,
+        alias: &str,
+        version: i64,
+        now: Timestamp,
+    ) -> StoreResult<AliasRecord> {
+        let row: AliasRow = sqlx::query_as(sql::UPSERT_ALIAS)
+            .bind(ws.as_str())
+            .bind(id.as_str())
+            .bind(alias)
+            .bind(version)
+            .bind(now.micros())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.into())
+    }
+
+    async fn list_aliases(&self, ws: &WorkspaceId, id: &AgentId) -> StoreResult<Vec<AliasRecord>> {
+        let rows: Vec<AliasRow> =
+            sqlx::query_as(sql::LIST_ALIASES).bind(ws.as_str()).bind(id.as_str()).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(AliasRecord::from).collect())
+    }
+
+    async fn delete_alias(&self, ws: &WorkspaceId, id: &AgentId, alias: &str) -> StoreResult<()> {
+        let done =
+            sqlx::query(sql::DELETE_ALIAS).bind(ws.as_str()).bind(id.as_str()).bind(alias).execute(&self.pool).await?;
+        super::found(done.rows_affected())
+    }
+}

@@ -1,0 +1,149 @@
+//! `TestApp::spawn()` and request helpers.
+
+use palaver::config::{Config, LogFormat};
+use reqwest::{Method, Response};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    /// The key sent as `Authorization: Bearer` by the helpers, if any.
+    pub key: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+#[derive(Default)]
+pub struct Options {
+    pub api_keys: Vec<String>,
+    pub upstream_url: Option<String>,
+    pub max_body_bytes: Option<usize>,
+}
+
+static DATABASE_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh Postgres database on the server of `TEST_DATABASE_URL`. Names start with
+/// `palaver_t_`; the test script drops them after the run.
+async fn fresh_postgres(admin_url: &str) -> String {
+    use sqlx::Connection;
+    let name = format!(
+        "palaver_t_{}_{}_{}",
+        std::process::id(),
+        DATABASE_COUNTER.fetch_add(1, Ordering::Relaxed),
+        uuid_suffix()
+    );
+    let mut admin = sqlx::PgConnection::connect(admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("TEST_DATABASE_URL is set but Postgres is not reachable: {e}"));
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create test database");
+    let (base, _) = admin_url.rsplit_once('/').expect("TEST_DATABASE_URL ends with /DBNAME");
+    format!("{base}/{name}")
+}
+
+fn uuid_suffix() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{nanos:x}")
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> TestApp {
+        let (database_url, dir) = match std::env::var("TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => (fresh_postgres(&url).await, None),
+            _ => {
+                let dir = tempfile::tempdir().unwrap();
+                (format!("sqlite://{}", dir.path().join("palaver.db").display()), Some(dir))
+            }
+        };
+        let config = Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url,
+            upstream_url: options.upstream_url,
+            upstream_api_key: None,
+            api_keys: options.api_keys.clone(),
+            config_file: None,
+            max_body_bytes: options.max_body_bytes.unwrap_or(10 * 1024 * 1024),
+            db_max_connections: 8,
+            log_format: LogFormat::Text,
+        };
+        let app = palaver::App::build(config).await.expect("palaver starts");
+        let addr = app.local_addr().unwrap();
+        tokio::spawn(app.run_until(std::future::pending()));
+        TestApp {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            key: options.api_keys.first().cloned(),
+            _dir: dir,
+        }
+    }
+
+    /// The same server, seen with another key (or none).
+    pub fn with_key(&self, key: Option<&str>) -> TestApp {
+        TestApp { base: self.base.clone(), client: self.client.clone(), key: key.map(str::to_owned), _dir: None }
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let builder = self.client.request(method, format!("{}{}", self.base, path));
+        match &self.key {
+            Some(key) => builder.bearer_auth(key),
+            None => builder,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.request(Method::GET, path).send().await.unwrap()
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.request(Method::DELETE, path).send().await.unwrap()
+    }
+
+    pub async fn send_json(&self, method: Method, path: &str, body: &Value) -> Response {
+        self.request(method, path).json(body).send().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.send_json(Method::POST, path, body).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Response {
+        self.send_json(Method::PATCH, path, body).await
+    }
+
+    /// Sends raw bytes as a JSON body.
+    pub async fn post_raw(&self, path: &str, body: &'static str) -> Response {
+        self.request(Method::POST, path).header("content-type", "application/json").body(body).send().await.unwrap()
+    }
+
+    /// Creates an agent and returns its JSON (panics unless 200).
+    pub async fn create_agent(&self, body: Value) -> Value {
+        let response = self.post("/v1/agents", &body).await;
+        assert_eq!(response.status(), 200, "creating an agent");
+        response.json().await.unwrap()
+    }
+}
+
+/// Asserts the status and returns the JSON body.
+pub async fn json_of(response: Response, status: u16) -> Value {
+    let actual = response.status().as_u16();
+    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+    let text = response.text().await.unwrap();
+    assert_eq!(actual, status, "unexpected status; body: {text}");
+    assert_eq!(content_type.as_deref(), Some("application/json"), "content type of a JSON answer");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("body is not JSON ({e}): {text}"))
+}
+
+/// Asserts a 422 whose first `detail` item is located at `loc` with `kind`.
+pub async fn assert_invalid(response: Response, loc: Value, kind: &str) -> Value {
+    let body = json_of(response, 422).await;
+    assert_eq!(body["object"], "error");
+    assert_eq!(body["type"], "invalid_request_error");
+    assert_eq!(body["detail"][0]["loc"], loc, "location of the error in {body}");
+    assert_eq!(body["detail"][0]["type"], kind, "kind of the error in {body}");
+    assert!(body["detail"][0]["msg"].as_str().is_some_and(|m| !m.is_empty()));
+    body
+}
