@@ -40,6 +40,19 @@ pub struct Config {
     #[arg(long = "max-body-bytes", env = "PALAVER_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Longest wait for a connection to an upstream, in milliseconds.
+    #[arg(long = "upstream-connect-timeout-ms", env = "PALAVER_UPSTREAM_CONNECT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub upstream_connect_timeout_ms: u64,
+
+    /// Longest silence of an upstream while it answers, in milliseconds; then the turn
+    /// fails with a 504 and stores nothing.
+    #[arg(long = "upstream-read-timeout-ms", env = "PALAVER_UPSTREAM_READ_TIMEOUT_MS", default_value_t = 120_000)]
+    pub upstream_read_timeout_ms: u64,
+
+    /// Most model calls one turn may make (tool and handoff rounds); past it the turn fails.
+    #[arg(long = "max-rounds", env = "PALAVER_MAX_ROUNDS", default_value_t = 8)]
+    pub max_rounds: u32,
+
     /// Size of the database connection pool.
     #[arg(long = "db-max-connections", env = "PALAVER_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
@@ -67,6 +80,8 @@ impl fmt::Debug for Config {
             .field("config_file", &self.config_file)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("db_max_connections", &self.db_max_connections)
+            .field("upstream_read_timeout_ms", &self.upstream_read_timeout_ms)
+            .field("max_rounds", &self.max_rounds)
             .finish()
     }
 }
@@ -106,6 +121,9 @@ pub struct UpstreamConfig {
     /// Model names listed by `GET /v1/models` for this upstream.
     #[serde(default)]
     pub models: Vec<String>,
+    /// `mistral` or `openai`; guessed from the URL when absent.
+    #[serde(default)]
+    pub dialect: Option<crate::backends::openai_compat::Dialect>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

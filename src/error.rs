@@ -89,6 +89,10 @@ pub enum Error {
     /// The model upstream failed; `status` is what palaver answers (429, 502, 503 or 504).
     #[error("Upstream model error: {message}")]
     Upstream { status: u16, message: String },
+    /// A run that failed after it started (its stream already began, or a non-streaming
+    /// run reporting the same failure); `status` is the HTTP-like code of the event.
+    #[error("{message}")]
+    RunFailed { status: u16, message: String },
     #[error("The store is not reachable.")]
     StoreUnavailable,
     #[error("Internal server error.")]

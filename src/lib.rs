@@ -19,11 +19,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long shutdown waits for runs in flight to commit.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Request limits, fixed at start-up.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_body_bytes: usize,
+    /// Most model calls in one turn.
+    pub max_rounds: u32,
 }
 
 /// Everything a handler may touch: cheap to clone, no generics in handler signatures.
@@ -35,6 +41,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Cancelled when the server shuts down, so long-lived responses can end.
     pub shutdown: CancellationToken,
+    /// Runs in flight: shutdown waits for them so no started turn is lost.
+    pub runs: TaskTracker,
 }
 
 pub struct App {
@@ -56,8 +64,9 @@ impl App {
             store,
             models,
             keys: Arc::new(KeyRing::new(&config.api_keys)),
-            limits: Limits { max_body_bytes: config.max_body_bytes },
+            limits: Limits { max_body_bytes: config.max_body_bytes, max_rounds: config.max_rounds.max(1) },
             shutdown: CancellationToken::new(),
+            runs: TaskTracker::new(),
         };
         let listener = TcpListener::bind(config.addr).await?;
         Ok(App { listener, state })
@@ -75,6 +84,7 @@ impl App {
     /// and ends long-lived responses through `AppState::shutdown`.
     pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let token = self.state.shutdown.clone();
+        let runs = self.state.runs.clone();
         let router = api::router(self.state);
         tracing::info!(addr = %self.listener.local_addr()?, "palaver listening");
         axum::serve(self.listener, router)
@@ -84,6 +94,14 @@ impl App {
                 token.cancel();
             })
             .await?;
+        // Turns whose clients already left still finish and commit, within a bound.
+        runs.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, runs.wait()).await.is_err() {
+            tracing::warn!(
+                open_runs = runs.len(),
+                "shutdown: runs still open after the grace period; they store nothing"
+            );
+        }
         Ok(())
     }
 }

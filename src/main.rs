@@ -19,6 +19,8 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Exit 0 when the server at `--addr` answers `GET /health` (for container healthchecks).
+    Health,
 }
 
 #[tokio::main]
@@ -35,12 +37,22 @@ async fn main() -> anyhow::Result<()> {
             let app = palaver::App::build(cli.config).await?;
             app.run_until(shutdown_signal()).await
         }
+        Command::Health => check_health(cli.config.addr).await,
         Command::Migrate => {
             palaver::store::connect(&cli.config.database_url, 1, true).await?;
             tracing::info!(database = %palaver::config::redact_url(&cli.config.database_url), "migrations applied");
             Ok(())
         }
     }
+}
+
+async fn check_health(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    // A server bound to all interfaces is reached on loopback.
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+    let url = format!("http://{host}:{}/health", addr.port());
+    let response = reqwest::Client::new().get(&url).timeout(std::time::Duration::from_secs(3)).send().await?;
+    anyhow::ensure!(response.status().is_success(), "{url} answered {}", response.status());
+    Ok(())
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (`docker stop`).

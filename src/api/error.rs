@@ -28,6 +28,16 @@ impl IntoResponse for Error {
                 let kind = if status == StatusCode::TOO_MANY_REQUESTS { "rate_limit_error" } else { SERVER };
                 (status, kind, Some("upstream_error"))
             }
+            RunFailed { status, .. } => {
+                let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY);
+                match status {
+                    StatusCode::CONFLICT => (status, INVALID, Some("conflict")),
+                    StatusCode::TOO_MANY_REQUESTS => (status, "rate_limit_error", Some("upstream_error")),
+                    s if s.is_client_error() => (status, INVALID, None),
+                    StatusCode::INTERNAL_SERVER_ERROR => (status, SERVER, None),
+                    _ => (status, SERVER, Some("upstream_error")),
+                }
+            }
             StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, SERVER, Some("store_unavailable")),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, SERVER, None),
         };

@@ -3,10 +3,12 @@
 
 pub mod agents;
 pub mod auth;
+pub mod conversations;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod models;
+pub mod sse;
 
 use crate::error::Error;
 use crate::AppState;
@@ -21,6 +23,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(agents::routes())
+        .merge(conversations::routes())
         .merge(models::routes())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -1,7 +1,12 @@
 //! The built-in deterministic `echo` model: zero-config runs and users' own tests get
-//! answers without any model server.
+//! answers without any model server. It answers with the text of the last user message,
+//! streamed word by word; token counts are word counts.
 
+use super::chat::{ChatDelta, ChatMessage, ChatRequest, DeltaStream, ModelBackend};
+use crate::domain::conversations::Usage;
 use crate::domain::models::{Capabilities, ModelCard};
+use crate::error::Error;
+use futures::StreamExt;
 
 pub const MODEL_NAME: &str = "echo";
 
@@ -24,5 +29,81 @@ pub fn card() -> ModelCard {
         aliases: Vec::new(),
         deprecation: None,
         default_model_temperature: None,
+    }
+}
+
+pub struct Echo;
+
+fn words(text: &str) -> u64 {
+    text.split_whitespace().count() as u64
+}
+
+fn message_text(message: &ChatMessage) -> String {
+    match message {
+        ChatMessage::System { content } => content.clone(),
+        ChatMessage::User { content } => content.text(),
+        ChatMessage::Assistant { content, .. } => content.as_ref().map(|c| c.text()).unwrap_or_default(),
+        ChatMessage::Tool { content, .. } => content.clone(),
+    }
+}
+
+/// The answer: the last user message's text, else the last tool result, else a fixed line.
+pub fn answer(request: &ChatRequest) -> String {
+    let last = request.messages.iter().rev().find_map(|m| match m {
+        ChatMessage::User { content } => Some(content.text()),
+        ChatMessage::Tool { content, .. } => Some(content.clone()),
+        _ => None,
+    });
+    match last {
+        Some(text) if !text.trim().is_empty() => text,
+        _ => "(echo: nothing to repeat)".to_owned(),
+    }
+}
+
+/// Splits text into word-sized deltas that concatenate back to it exactly.
+pub fn word_pieces(text: &str) -> Vec<String> {
+    let mut pieces = Vec::new();
+    let mut current = String::new();
+    let mut in_word = false;
+    for ch in text.chars() {
+        let is_space = ch.is_whitespace();
+        if in_word && is_space && !current.trim().is_empty() {
+            pieces.push(std::mem::take(&mut current));
+        }
+        in_word = !is_space;
+        current.push(ch);
+    }
+    if !current.is_empty() {
+        pieces.push(current);
+    }
+    pieces
+}
+
+#[async_trait::async_trait]
+impl ModelBackend for Echo {
+    async fn chat_stream(&self, request: ChatRequest) -> Result<DeltaStream, Error> {
+        let text = answer(&request);
+        let prompt_tokens: u64 = request.messages.iter().map(|m| words(&message_text(m))).sum();
+        let completion_tokens = words(&text);
+        let usage = Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens };
+        let deltas: Vec<Result<ChatDelta, Error>> = word_pieces(&text)
+            .into_iter()
+            .map(|piece| Ok(ChatDelta::Text(piece)))
+            .chain(std::iter::once(Ok(ChatDelta::Usage(usage))))
+            .collect();
+        Ok(futures::stream::iter(deltas).boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn word_pieces_concatenate_to_the_text() {
+        for text in ["Hello world", "  lead and trail  ", "one", "", "a\n\nb\tc"] {
+            assert_eq!(word_pieces(text).concat(), text);
+        }
+        assert_eq!(word_pieces("Hello big world"), vec!["Hello", " big", " world"]);
     }
 }

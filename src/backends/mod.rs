@@ -2,13 +2,17 @@
 //! backend serves a model is configuration: `PALAVER_UPSTREAM_URL` for one upstream, the
 //! TOML file for several, the built-in `echo` model when nothing is configured.
 
+pub mod chat;
 pub mod echo;
 pub mod openai_compat;
 
 use crate::config::{Config, FileConfig};
 use crate::domain::models::ModelCard;
 use crate::error::Result;
-use openai_compat::OpenAiCompat;
+use chat::ModelBackend;
+use openai_compat::{OpenAiCompat, Timeouts};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Where one model name is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +37,7 @@ impl Route {
 }
 
 pub struct ModelRouter {
-    upstreams: Vec<OpenAiCompat>,
+    upstreams: Vec<Arc<OpenAiCompat>>,
     routes: Vec<Route>,
     fallback: Target,
 }
@@ -42,6 +46,10 @@ impl ModelRouter {
     /// Builds the router once at start-up (HTTP clients included, so no request pays for
     /// connection-pool construction).
     pub fn from_config(config: &Config, file: &FileConfig) -> anyhow::Result<Self> {
+        let timeouts = Timeouts {
+            connect: Duration::from_millis(config.upstream_connect_timeout_ms),
+            read: Duration::from_millis(config.upstream_read_timeout_ms),
+        };
         let mut upstreams = Vec::new();
         for upstream in &file.upstreams {
             let key = match &upstream.api_key_env {
@@ -50,11 +58,21 @@ impl ModelRouter {
                 }
                 None => None,
             };
-            upstreams.push(OpenAiCompat::new(&upstream.name, &upstream.url, key, upstream.models.clone())?);
+            let client = OpenAiCompat::new(
+                &upstream.name,
+                &upstream.url,
+                key,
+                upstream.models.clone(),
+                upstream.dialect,
+                timeouts,
+            )?;
+            upstreams.push(Arc::new(client));
         }
         let mut fallback = Target::Echo;
-        if let Some(url) = &config.upstream_url {
-            upstreams.push(OpenAiCompat::new("default", url, config.upstream_api_key.clone(), Vec::new())?);
+        // An empty value (as `docker compose` passes for an unset variable) means unset.
+        if let Some(url) = config.upstream_url.as_deref().filter(|u| !u.trim().is_empty()) {
+            let key = config.upstream_api_key.clone().filter(|k| !k.trim().is_empty());
+            upstreams.push(Arc::new(OpenAiCompat::new("default", url, key, Vec::new(), None, timeouts)?));
             fallback = Target::Upstream(upstreams.len() - 1);
         }
         let routes = file
@@ -74,6 +92,22 @@ impl ModelRouter {
     /// The backend that serves `model`.
     pub fn route(&self, model: &str) -> Target {
         self.routes.iter().find(|r| r.matches(model)).map(|r| r.target).unwrap_or(self.fallback)
+    }
+
+    /// The backend that answers `model`.
+    pub fn backend(&self, model: &str) -> Arc<dyn ModelBackend> {
+        match self.route(model) {
+            Target::Echo => Arc::new(echo::Echo),
+            Target::Upstream(index) => self.upstreams[index].clone(),
+        }
+    }
+
+    /// The upstream client for `model`, if an upstream (not `echo`) serves it.
+    pub fn upstream(&self, model: &str) -> Option<Arc<OpenAiCompat>> {
+        match self.route(model) {
+            Target::Echo => None,
+            Target::Upstream(index) => Some(self.upstreams[index].clone()),
+        }
     }
 
     /// Model cards for `GET /v1/models`: `echo` when it serves anything, the models each
@@ -116,6 +150,7 @@ mod tests {
                 url: "http://127.0.0.1:1/v1".into(),
                 api_key_env: None,
                 models: vec![],
+                dialect: None,
             }],
             routes: vec![
                 RouteConfig { model: "echo-exact".into(), upstream: "echo".into() },

@@ -1,17 +1,54 @@
 //! Client for OpenAI-compatible chat APIs: Mistral's own API, vLLM, Ollama, llama.cpp,
-//! TGI, LiteLLM.
+//! TGI, LiteLLM. Dialect differences (`random_seed` vs `seed`, `tool_choice: "any"` vs
+//! `"required"`, asking for usage in streams) stay in this file.
 
+use super::chat::{ChatDelta, ChatRequest, DeltaStream, ModelBackend, ToolCallDelta};
+use crate::domain::completion::{CompletionArgs, ToolChoice};
+use crate::domain::conversations::Usage;
 use crate::domain::models::{Capabilities, ModelCard};
 use crate::error::{Error, Result};
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
 use serde::Deserialize;
+use serde_json::{json, Map, Value};
 use std::time::Duration;
+
+/// Which flavour of the chat completions API an upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    /// Mistral's chat API: `random_seed`, `tool_choice: "any"`, rejects unknown fields.
+    Mistral,
+    /// OpenAI and the servers that copy it: `seed`, `"required"`, usage only on request.
+    Openai,
+}
+
+impl Dialect {
+    /// Mistral's hosted API is recognised by its host; everything else speaks OpenAI's.
+    pub fn guess(base_url: &str) -> Dialect {
+        if base_url.contains("mistral.ai") {
+            Dialect::Mistral
+        } else {
+            Dialect::Openai
+        }
+    }
+}
 
 pub struct OpenAiCompat {
     name: String,
     base_url: String,
     api_key: Option<String>,
     declared_models: Vec<String>,
+    dialect: Dialect,
     http: reqwest::Client,
+}
+
+/// Connection settings shared by every upstream.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// Longest silence between two bytes of an answer.
+    pub read: Duration,
 }
 
 #[derive(Deserialize)]
@@ -38,18 +75,29 @@ impl OpenAiCompat {
         base_url: &str,
         api_key: Option<String>,
         declared_models: Vec<String>,
+        dialect: Option<Dialect>,
+        timeouts: Timeouts,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(300))
-            .build()?;
+        let http = reqwest::Client::builder().connect_timeout(timeouts.connect).read_timeout(timeouts.read).build()?;
         Ok(OpenAiCompat {
             name: name.to_owned(),
             base_url: base_url.trim_end_matches('/').to_owned(),
             api_key,
             declared_models,
+            dialect: dialect.unwrap_or_else(|| Dialect::guess(base_url)),
             http,
         })
+    }
+
+    /// `POST /chat/completions` passed through unchanged (for clients whose base URL is
+    /// palaver): the upstream's own response, streamed or not.
+    pub async fn passthrough(&self, body: bytes::Bytes) -> Result<reqwest::Response> {
+        self.request(reqwest::Method::POST, "/chat/completions")
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| upstream_unreachable(&self.name, &e))
     }
 
     pub fn name(&self) -> &str {
@@ -131,4 +179,317 @@ pub fn upstream_status(status: u16, body: &str) -> Error {
 fn upstream_unreachable(name: &str, error: &reqwest::Error) -> Error {
     let status = if error.is_timeout() { 504 } else { 502 };
     Error::Upstream { status, message: format!("upstream `{name}` could not be reached: {error}") }
+}
+
+/// The JSON body of a streamed chat completion in `dialect`.
+pub fn request_body(dialect: Dialect, request: &ChatRequest) -> Value {
+    let mut body = Map::new();
+    body.insert("model".into(), json!(request.model));
+    body.insert("messages".into(), json!(request.messages));
+    body.insert("stream".into(), json!(true));
+    if !request.tools.is_empty() {
+        body.insert("tools".into(), json!(request.tools));
+    }
+    let CompletionArgs {
+        stop,
+        presence_penalty,
+        frequency_penalty,
+        temperature,
+        top_p,
+        max_tokens,
+        random_seed,
+        prediction,
+        response_format,
+        tool_choice,
+        reasoning_effort,
+    } = &request.args;
+    let mut put = |key: &str, value: Value| {
+        if !value.is_null() {
+            body.insert(key.to_owned(), value);
+        }
+    };
+    put("temperature", json!(temperature));
+    put("top_p", json!(top_p));
+    put("max_tokens", json!(max_tokens));
+    put("stop", json!(stop));
+    put("presence_penalty", json!(presence_penalty));
+    put("frequency_penalty", json!(frequency_penalty));
+    put("response_format", json!(response_format));
+    put("prediction", json!(prediction));
+    put("reasoning_effort", json!(reasoning_effort));
+    match dialect {
+        Dialect::Mistral => {
+            put("random_seed", json!(random_seed));
+            put("tool_choice", json!(tool_choice));
+        }
+        Dialect::Openai => {
+            put("seed", json!(random_seed));
+            let choice = tool_choice.map(|c| match c {
+                ToolChoice::Any | ToolChoice::Required => "required",
+                ToolChoice::Auto => "auto",
+                ToolChoice::None => "none",
+            });
+            put("tool_choice", json!(choice));
+            // OpenAI-style servers send usage in streams only when asked; Mistral always
+            // does and rejects the field.
+            put("stream_options", json!({"include_usage": true}));
+        }
+    }
+    Value::Object(body)
+}
+
+#[derive(Deserialize)]
+struct StreamChunk {
+    #[serde(default)]
+    choices: Vec<StreamChoice>,
+    #[serde(default)]
+    usage: Option<StreamUsage>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct StreamChoice {
+    #[serde(default)]
+    delta: Option<StreamDelta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct StreamDelta {
+    #[serde(default)]
+    content: Option<Value>,
+    #[serde(default)]
+    tool_calls: Option<Vec<StreamToolCall>>,
+}
+
+#[derive(Deserialize)]
+struct StreamToolCall {
+    #[serde(default)]
+    index: Option<u32>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<StreamFunction>,
+}
+
+#[derive(Deserialize)]
+struct StreamFunction {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct StreamUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    total_tokens: u64,
+}
+
+/// The human part of an upstream error body: `error.message`, `message` or `detail`.
+fn error_message(body: &str) -> String {
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let found = parsed.as_ref().and_then(|v| {
+        v.pointer("/error/message")
+            .or_else(|| v.get("message"))
+            .or_else(|| v.get("detail"))
+            .or_else(|| v.get("error"))
+            .map(|m| match m {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+    });
+    found.unwrap_or_else(|| body.chars().take(2000).collect())
+}
+
+/// Text of a streamed `content`: a string, or (some servers) a list of text parts.
+fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
+        _ => String::new(),
+    }
+}
+
+/// Turns one SSE data payload into deltas; `finished` is set once the answer is complete.
+fn parse_chunk(data: &str, finished: &mut bool) -> Result<Vec<ChatDelta>> {
+    let chunk: StreamChunk = serde_json::from_str(data)
+        .map_err(|e| Error::Upstream { status: 502, message: format!("upstream sent an unreadable chunk: {e}") })?;
+    if let Some(error) = chunk.error {
+        return Err(Error::Upstream { status: 502, message: error_message(&error.to_string()) });
+    }
+    let mut deltas = Vec::new();
+    for choice in chunk.choices {
+        if let Some(delta) = choice.delta {
+            if let Some(text) = delta.content.as_ref().map(content_text).filter(|t| !t.is_empty()) {
+                deltas.push(ChatDelta::Text(text));
+            }
+            for (position, call) in delta.tool_calls.unwrap_or_default().into_iter().enumerate() {
+                let function = call.function.unwrap_or(StreamFunction { name: None, arguments: None });
+                let arguments = match function.arguments {
+                    Some(Value::String(s)) => s,
+                    Some(Value::Null) | None => String::new(),
+                    // Some servers send whole argument objects instead of a string.
+                    Some(other) => other.to_string(),
+                };
+                deltas.push(ChatDelta::ToolCall(ToolCallDelta {
+                    index: call.index.unwrap_or(position as u32),
+                    id: call.id.filter(|id| !id.is_empty()),
+                    name: function.name.filter(|n| !n.is_empty()),
+                    arguments,
+                }));
+            }
+        }
+        if choice.finish_reason.is_some() {
+            *finished = true;
+        }
+    }
+    if let Some(usage) = chunk.usage {
+        let total =
+            if usage.total_tokens > 0 { usage.total_tokens } else { usage.prompt_tokens + usage.completion_tokens };
+        deltas.push(ChatDelta::Usage(Usage {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            total_tokens: total,
+        }));
+    }
+    Ok(deltas)
+}
+
+#[async_trait::async_trait]
+impl ModelBackend for OpenAiCompat {
+    async fn chat_stream(&self, request: ChatRequest) -> Result<DeltaStream> {
+        let body = request_body(self.dialect, &request);
+        let response = self
+            .request(reqwest::Method::POST, "/chat/completions")
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| upstream_unreachable(&self.name, &e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(upstream_status(status.as_u16(), &error_message(&text)));
+        }
+        let name = self.name.clone();
+        let mut events = response.bytes_stream().eventsource();
+        let stream = async_stream::stream! {
+            let mut finished = false;
+            while let Some(event) = events.next().await {
+                let event = match event {
+                    Ok(event) => event,
+                    Err(error) => {
+                        let message = format!("upstream `{name}` stream failed: {error}");
+                        let status = if format!("{error:?}").contains("TimedOut") || error.to_string().contains("timed out") { 504 } else { 502 };
+                        yield Err(Error::Upstream { status, message });
+                        return;
+                    }
+                };
+                let data = event.data.trim();
+                if data.is_empty() {
+                    continue;
+                }
+                if data == "[DONE]" {
+                    finished = true;
+                    break;
+                }
+                if event.event == "error" {
+                    yield Err(Error::Upstream { status: 502, message: error_message(data) });
+                    return;
+                }
+                match parse_chunk(data, &mut finished) {
+                    Ok(deltas) => {
+                        for delta in deltas {
+                            yield Ok(delta);
+                        }
+                    }
+                    Err(error) => {
+                        yield Err(error);
+                        return;
+                    }
+                }
+            }
+            if !finished {
+                yield Err(Error::Upstream {
+                    status: 502,
+                    message: format!("upstream `{name}` closed the stream before the answer was complete"),
+                });
+            }
+        };
+        Ok(stream.boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::chat::ChatMessage;
+    use crate::domain::entries::Content;
+
+    fn request(args: CompletionArgs) -> ChatRequest {
+        ChatRequest {
+            model: "m".into(),
+            messages: vec![ChatMessage::User { content: Content::Text("hi".into()) }],
+            tools: vec![],
+            args,
+        }
+    }
+
+    #[test]
+    fn the_seed_and_tool_choice_follow_the_dialect() {
+        let args = CompletionArgs { random_seed: Some(7), tool_choice: Some(ToolChoice::Any), ..Default::default() };
+
+        let mistral = request_body(Dialect::Mistral, &request(args.clone()));
+        let openai = request_body(Dialect::Openai, &request(args));
+
+        assert_eq!(mistral["random_seed"], 7);
+        assert_eq!(mistral["tool_choice"], "any");
+        assert!(mistral.get("seed").is_none() && mistral.get("stream_options").is_none());
+        assert_eq!(openai["seed"], 7);
+        assert_eq!(openai["tool_choice"], "required");
+        assert_eq!(openai["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn unset_arguments_are_not_sent() {
+        let body = request_body(Dialect::Mistral, &request(CompletionArgs::default()));
+
+        let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+        assert_eq!(keys, vec!["messages", "model", "stream"]);
+    }
+
+    #[test]
+    fn chunks_become_text_tool_call_and_usage_deltas() {
+        let mut finished = false;
+        let data = r#"{"choices":[{"index":0,"delta":{"content":"Hi","tool_calls":[{"index":0,"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\""}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
+
+        let deltas = parse_chunk(data, &mut finished).unwrap();
+
+        assert!(finished);
+        assert_eq!(deltas[0], ChatDelta::Text("Hi".into()));
+        assert_eq!(
+            deltas[1],
+            ChatDelta::ToolCall(ToolCallDelta {
+                index: 0,
+                id: Some("c1".into()),
+                name: Some("f".into()),
+                arguments: "{\"a\"".into()
+            })
+        );
+        assert_eq!(deltas[2], ChatDelta::Usage(Usage { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 }));
+    }
+
+    #[test]
+    fn upstream_error_bodies_are_reduced_to_their_message() {
+        assert_eq!(error_message(r#"{"error":{"message":"bad model"}}"#), "bad model");
+        assert_eq!(error_message(r#"{"object":"error","message":"nope"}"#), "nope");
+        assert_eq!(error_message("plain text"), "plain text");
+    }
 }

@@ -49,6 +49,36 @@ id_type!(
     "conv_"
 );
 
+/// The id of one entry of a conversation tree. The prefix tells the entry type, as in the
+/// hosted API (`msg_`, `fc_`, `fr_`, `tool_exec_`, `handoff_`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EntryId(pub String);
+
+impl EntryId {
+    pub fn generate(prefix: &str) -> Self {
+        Self(format!("{prefix}{}", uuid::Uuid::now_v7().simple()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A `tool_call_id` in the hosted API's shape: 9 characters `[A-Za-z0-9]`. Mistral's chat
+/// API rejects replayed tool calls whose ids have another shape.
+pub fn generate_tool_call_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let random = uuid::Uuid::new_v4().into_bytes();
+    random.iter().take(9).map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect()
+}
+
 /// The tenant every stored row belongs to. Derived from the API key (never the key itself).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct WorkspaceId(pub String);
@@ -75,6 +105,14 @@ mod tests {
         let hex = id.as_str().strip_prefix("ag_").unwrap();
         assert_eq!(hex.len(), 32);
         assert!(hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)));
+    }
+
+    #[test]
+    fn tool_call_ids_are_nine_alphanumerics() {
+        let id = generate_tool_call_id();
+
+        assert_eq!(id.len(), 9);
+        assert!(id.chars().all(|c| c.is_ascii_alphanumeric()));
     }
 
     #[test]

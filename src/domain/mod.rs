@@ -1,8 +1,12 @@
-//! Wire types (serde) shared by every layer: agents, tools, completion arguments, ids and
-//! timestamps. No I/O here; validation that needs no store lives beside the types.
+//! Wire types (serde) shared by every layer: agents, conversations, entries, events, tools,
+//! completion arguments, ids and timestamps. No I/O here; validation that needs no store
+//! lives beside the types.
 
 pub mod agents;
 pub mod completion;
+pub mod conversations;
+pub mod entries;
+pub mod events;
 pub mod ids;
 pub mod models;
 pub mod patch;

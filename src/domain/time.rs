@@ -2,7 +2,7 @@
 //! TypeScript, accepts only that family) and stored as microseconds since the Unix epoch.
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Timestamp(DateTime<Utc>);
@@ -32,6 +32,16 @@ impl Timestamp {
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.rfc3339())
+    }
+}
+
+// Stored entries are JSON written by palaver itself, so only its own format is read back.
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|dt| Timestamp(dt.with_timezone(&Utc)))
+            .map_err(|e| serde::de::Error::custom(format!("invalid timestamp `{text}`: {e}")))
     }
 }
 

@@ -1,4 +1,9 @@
 //! The rules of palaver, written once for every transport and store: agent versions and
-//! aliases now, the conversation run loop next. Knows nothing about HTTP or SQL.
+//! aliases, conversations as entry trees, and the run loop that calls the model. Knows
+//! nothing about HTTP or SQL.
 
 pub mod agents;
+pub mod context;
+pub mod conversations;
+pub mod fold;
+pub mod run;

@@ -12,11 +12,16 @@ pub mod postgres;
 mod sql;
 pub mod sqlite;
 
-use crate::domain::agents::{AgentConfig, VersionSelector};
-use crate::domain::ids::{AgentId, WorkspaceId};
+use crate::domain::agents::{AgentConfig, GuardrailConfig, VersionSelector};
+use crate::domain::completion::CompletionArgs;
+use crate::domain::conversations::AgentVersionRef;
+use crate::domain::entries::Entry;
+use crate::domain::ids::{AgentId, ConversationId, EntryId, WorkspaceId};
 use crate::domain::time::Timestamp;
+use crate::domain::tools::Tool;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
+use sqlx::types::Json;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +165,61 @@ pub trait Store: Send + Sync + 'static {
     async fn list_aliases(&self, ws: &WorkspaceId, id: &AgentId) -> StoreResult<Vec<AliasRecord>>;
 
     async fn delete_alias(&self, ws: &WorkspaceId, id: &AgentId, alias: &str) -> StoreResult<()>;
+
+    /// Writes a turn atomically: the conversation row (created, or its head moved with a
+    /// compare-and-set) and the turn's entries.
+    async fn commit_turn(&self, ws: &WorkspaceId, turn: &TurnWrite) -> StoreResult<()>;
+
+    async fn conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<ConversationRecord>;
+
+    /// Newest first; `metadata` keeps those holding every given key/value.
+    async fn list_conversations(
+        &self,
+        ws: &WorkspaceId,
+        metadata: Option<&Map<String, Value>>,
+        page: Page,
+    ) -> StoreResult<Vec<ConversationRecord>>;
+
+    /// Deletes the conversation. Its entries stay: restarts may share them.
+    async fn delete_conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<()>;
+
+    /// The entries from the root to `head`, oldest first.
+    async fn history(&self, ws: &WorkspaceId, head: &EntryId) -> StoreResult<Vec<Entry>>;
+}
+
+/// A stored conversation: settings plus the head of its branch of the entry tree.
+#[derive(Debug, Clone)]
+pub struct ConversationRecord {
+    pub id: ConversationId,
+    pub head: Option<EntryId>,
+    pub agent_id: Option<String>,
+    pub agent_version: Option<AgentVersionRef>,
+    pub model: Option<String>,
+    pub instructions: Option<String>,
+    pub tools: Option<Vec<Tool>>,
+    pub completion_args: Option<CompletionArgs>,
+    pub guardrails: Option<Vec<GuardrailConfig>>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub metadata: Option<Map<String, Value>>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Everything one turn writes, in one transaction.
+#[derive(Debug, Clone)]
+pub struct TurnWrite {
+    /// The conversation as it is after the turn (`head` = the last of `entries`).
+    pub conversation: ConversationRecord,
+    /// Start and restart create the conversation row; append moves an existing head.
+    pub create: bool,
+    /// For appends: the head the turn was built on. If another turn moved it meanwhile,
+    /// the write fails with `Conflict` and nothing is stored.
+    pub expected_head: Option<EntryId>,
+    /// The entry the turn hangs from (`None` for a new root) and its depth.
+    pub parent: Option<(EntryId, i64)>,
+    /// Inputs, then outputs, chained in this order.
+    pub entries: Vec<Entry>,
 }
 
 /// Opens the store a `DATABASE_URL` names (`sqlite://…`, `sqlite::memory:`,
@@ -245,6 +305,90 @@ impl From<AliasRow> for AliasRecord {
         }
     }
 }
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ConversationRow {
+    pub id: String,
+    pub head_entry_id: Option<String>,
+    pub agent_id: Option<String>,
+    pub agent_version: Option<Json<AgentVersionRef>>,
+    pub model: Option<String>,
+    pub instructions: Option<String>,
+    pub tools: Option<Json<Vec<Tool>>>,
+    pub completion_args: Option<Json<CompletionArgs>>,
+    pub guardrails: Option<Json<Vec<GuardrailConfig>>>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub metadata: Option<Json<Map<String, Value>>>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<ConversationRow> for ConversationRecord {
+    fn from(row: ConversationRow) -> Self {
+        ConversationRecord {
+            id: ConversationId(row.id),
+            head: row.head_entry_id.map(EntryId),
+            agent_id: row.agent_id,
+            agent_version: row.agent_version.map(|j| j.0),
+            model: row.model,
+            instructions: row.instructions,
+            tools: row.tools.map(|j| j.0),
+            completion_args: row.completion_args.map(|j| j.0),
+            guardrails: row.guardrails.map(|j| j.0),
+            name: row.name,
+            description: row.description,
+            metadata: row.metadata.map(|j| j.0),
+            created_at: Timestamp::from_micros(row.created_at),
+            updated_at: Timestamp::from_micros(row.updated_at),
+        }
+    }
+}
+
+/// Binds a conversation's columns after the workspace, in `sql::insert_conversation` order.
+macro_rules! bind_conversation {
+    ($query:expr, $ws:expr, $c:expr) => {
+        $query
+            .bind($ws.as_str())
+            .bind($c.id.as_str())
+            .bind($c.head.as_ref().map(|h| h.as_str()))
+            .bind($c.agent_id.as_deref())
+            .bind($c.agent_version.as_ref().map(Json))
+            .bind($c.model.as_deref())
+            .bind($c.instructions.as_deref())
+            .bind($c.tools.as_ref().map(Json))
+            .bind($c.completion_args.as_ref().map(Json))
+            .bind($c.guardrails.as_ref().map(Json))
+            .bind($c.name.as_deref())
+            .bind($c.description.as_deref())
+            .bind($c.metadata.as_ref().map(Json))
+            .bind($c.created_at.micros())
+            .bind($c.updated_at.micros())
+    };
+}
+pub(crate) use bind_conversation;
+
+/// Pushes the `VALUES` of a turn's entries onto an insert, chaining each to the previous.
+macro_rules! push_entries {
+    ($builder:expr, $ws:expr, $turn:expr) => {{
+        let (mut parent, mut depth) = match &$turn.parent {
+            Some((id, depth)) => (Some(id.as_str().to_owned()), *depth),
+            None => (None, -1),
+        };
+        $builder.push_values($turn.entries.iter(), |mut row, entry| {
+            depth += 1;
+            row.push_bind($ws.as_str())
+                .push_bind(entry.id().as_str().to_owned())
+                .push_bind(parent.replace(entry.id().as_str().to_owned()))
+                .push_bind(depth)
+                .push_bind($turn.conversation.id.as_str().to_owned())
+                .push_bind(entry.kind())
+                .push_bind(Json(entry.clone()))
+                .push_bind(entry.created_at().micros());
+        });
+    }};
+}
+pub(crate) use push_entries;
 
 /// `LIKE` pattern matching `needle` anywhere, with the wildcards in it escaped.
 pub(crate) fn contains_pattern(needle: &str) -> String {

@@ -1,21 +1,29 @@
 //! Postgres store: for production and for several palaver processes sharing one database.
 //! Row locks serialize the compare-and-set updates; JSON columns are `jsonb`.
 
-use super::{sql, AgentFilter, AgentRecord, AgentRow, AliasRecord, AliasRow, Page, Store, StoreError, StoreResult};
+use super::{
+    bind_conversation, push_entries, sql, AgentFilter, AgentRecord, AgentRow, AliasRecord, AliasRow,
+    ConversationRecord, ConversationRow, Page, Store, StoreError, StoreResult, TurnWrite,
+};
 use crate::domain::agents::{AgentConfig, VersionSelector};
+use crate::domain::entries::Entry;
 use crate::domain::ids::{AgentId, WorkspaceId};
+use crate::domain::ids::{ConversationId, EntryId};
 use crate::domain::time::Timestamp;
 use anyhow::Context;
 use async_trait::async_trait;
+use serde_json::{Map, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 
-/// `v.metadata` holds every top-level key of `$7` with an equal value (`jsonb` equality).
-const METADATA_MATCHES: &str =
-    "NOT EXISTS (SELECT 1 FROM jsonb_each($7) f WHERE (v.metadata -> f.key) IS DISTINCT FROM f.value)";
+/// `column` holds every top-level key of the JSON object `param` with an equal value
+/// (`jsonb` equality).
+fn metadata_matches(column: &str, param: &str) -> String {
+    format!("NOT EXISTS (SELECT 1 FROM jsonb_each({param}) f WHERE ({column} -> f.key) IS DISTINCT FROM f.value)")
+}
 
 pub struct PgStore {
     pool: PgPool,
@@ -136,7 +144,7 @@ impl Store for PgStore {
     }
 
     async fn list_agents(&self, ws: &WorkspaceId, filter: &AgentFilter, page: Page) -> StoreResult<Vec<AgentRecord>> {
-        let rows: Vec<AgentRow> = sqlx::query_as(&sql::list_agents(METADATA_MATCHES))
+        let rows: Vec<AgentRow> = sqlx::query_as(&sql::list_agents(&metadata_matches("v.metadata", "$7")))
             .bind(ws.as_str())
             .bind(filter.name.as_deref())
             .bind(filter.id.as_deref())
@@ -244,5 +252,72 @@ impl Store for PgStore {
         let done =
             sqlx::query(sql::DELETE_ALIAS).bind(ws.as_str()).bind(id.as_str()).bind(alias).execute(&self.pool).await?;
         super::found(done.rows_affected())
+    }
+
+    async fn commit_turn(&self, ws: &WorkspaceId, turn: &TurnWrite) -> StoreResult<()> {
+        let conversation = &turn.conversation;
+        let mut tx = self.pool.begin().await?;
+        // The conversation row is written first, so the transaction holds its write lock
+        // (SQLite) or row lock (Postgres) before anything else.
+        if turn.create {
+            bind_conversation!(sqlx::query(&sql::insert_conversation()), ws, conversation).execute(&mut *tx).await?;
+        } else {
+            let moved = sqlx::query(sql::ADVANCE_HEAD)
+                .bind(ws.as_str())
+                .bind(conversation.id.as_str())
+                .bind(conversation.head.as_ref().map(EntryId::as_str))
+                .bind(conversation.updated_at.micros())
+                .bind(turn.expected_head.as_ref().map(EntryId::as_str))
+                .execute(&mut *tx)
+                .await?;
+            if moved.rows_affected() == 0 {
+                return Err(StoreError::Conflict);
+            }
+        }
+        if !turn.entries.is_empty() {
+            let mut insert = QueryBuilder::<Postgres>::new(sql::INSERT_ENTRIES_PREFIX);
+            push_entries!(insert, ws, turn);
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<ConversationRecord> {
+        let row: ConversationRow = sqlx::query_as(&sql::select_conversation())
+            .bind(ws.as_str())
+            .bind(id.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.into())
+    }
+
+    async fn list_conversations(
+        &self,
+        ws: &WorkspaceId,
+        metadata: Option<&Map<String, Value>>,
+        page: Page,
+    ) -> StoreResult<Vec<ConversationRecord>> {
+        let rows: Vec<ConversationRow> =
+            sqlx::query_as(&sql::list_conversations(&metadata_matches("c.metadata", "$2")))
+                .bind(ws.as_str())
+                .bind(metadata.map(Json))
+                .bind(page.limit)
+                .bind(page.offset)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(ConversationRecord::from).collect())
+    }
+
+    async fn delete_conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<()> {
+        let done =
+            sqlx::query(sql::DELETE_CONVERSATION).bind(ws.as_str()).bind(id.as_str()).execute(&self.pool).await?;
+        super::found(done.rows_affected())
+    }
+
+    async fn history(&self, ws: &WorkspaceId, head: &EntryId) -> StoreResult<Vec<Entry>> {
+        let rows: Vec<(Json<Entry>,)> =
+            sqlx::query_as(sql::HISTORY).bind(ws.as_str()).bind(head.as_str()).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|(entry,)| entry.0).collect())
     }
 }

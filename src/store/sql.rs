@@ -37,8 +37,8 @@ pub fn select_agent_by_alias() -> String {
 }
 
 /// Binds: workspace, name, id, deployment_chat, search pattern, before_id, metadata, limit,
-/// offset. `metadata_matches` is the backend's test that `v.metadata` holds every key/value
-/// of the JSON object `$7`.
+/// offset. `metadata_matches` is the backend's test (see `metadata_matches` in each
+/// backend) that `v.metadata` holds every key/value of the JSON object `$7`.
 pub fn list_agents(metadata_matches: &str) -> String {
     format!(
         "SELECT {AGENT_COLUMNS} {AGENT_JOIN} AND v.version = a.active_version \
@@ -82,3 +82,47 @@ pub const LIST_ALIASES: &str = "SELECT alias, version, created_at, updated_at FR
      WHERE workspace = $1 AND agent_id = $2 ORDER BY created_at, alias";
 
 pub const DELETE_ALIAS: &str = "DELETE FROM agent_aliases WHERE workspace = $1 AND agent_id = $2 AND alias = $3";
+
+const CONVERSATION_COLUMNS: &str = "id, head_entry_id, agent_id, agent_version, model, instructions, tools, \
+     completion_args, guardrails, name, description, metadata, created_at, updated_at";
+
+/// Binds, in `CONVERSATION_COLUMNS` order after the workspace: 15 values.
+pub fn insert_conversation() -> String {
+    format!(
+        "INSERT INTO conversations (workspace, {CONVERSATION_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+    )
+}
+
+/// The compare-and-set that makes a turn atomic against concurrent appends: moves the head
+/// only if it is still the one the turn was built on. Binds: workspace, id, new head, now,
+/// expected head.
+pub const ADVANCE_HEAD: &str = "UPDATE conversations SET head_entry_id = $3, updated_at = $4 \
+     WHERE workspace = $1 AND id = $2 AND head_entry_id = $5";
+
+pub const INSERT_ENTRIES_PREFIX: &str =
+    "INSERT INTO entries (workspace, id, parent_id, depth, conversation_id, kind, body, created_at) ";
+
+/// Binds: workspace, id.
+pub fn select_conversation() -> String {
+    format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE workspace = $1 AND id = $2")
+}
+
+/// Binds: workspace, metadata filter, limit, offset.
+pub fn list_conversations(metadata_matches: &str) -> String {
+    format!(
+        "SELECT {CONVERSATION_COLUMNS} FROM conversations c WHERE workspace = $1 \
+         AND ($2 IS NULL OR {metadata_matches}) \
+         ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+    )
+}
+
+pub const DELETE_CONVERSATION: &str = "DELETE FROM conversations WHERE workspace = $1 AND id = $2";
+
+/// The path from the root to entry `$2`, oldest first: one query however long the history.
+pub const HISTORY: &str = "WITH RECURSIVE chain(id, parent_id, depth, body) AS ( \
+       SELECT id, parent_id, depth, body FROM entries WHERE workspace = $1 AND id = $2 \
+       UNION ALL \
+       SELECT e.id, e.parent_id, e.depth, e.body FROM entries e JOIN chain c \
+         ON e.workspace = $1 AND e.id = c.parent_id \
+     ) SELECT body FROM chain ORDER BY depth";

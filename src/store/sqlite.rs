@@ -2,23 +2,34 @@
 //! lock (busy timeout), and every write transaction starts with a write so it never has to
 //! upgrade a read snapshot (SQLite refuses that with `SQLITE_BUSY` instead of waiting).
 
-use super::{sql, AgentFilter, AgentRecord, AgentRow, AliasRecord, AliasRow, Page, Store, StoreError, StoreResult};
+use super::{
+    bind_conversation, push_entries, sql, AgentFilter, AgentRecord, AgentRow, AliasRecord, AliasRow,
+    ConversationRecord, ConversationRow, Page, Store, StoreError, StoreResult, TurnWrite,
+};
 use crate::domain::agents::{AgentConfig, VersionSelector};
+use crate::domain::entries::Entry;
 use crate::domain::ids::{AgentId, WorkspaceId};
+use crate::domain::ids::{ConversationId, EntryId};
 use crate::domain::time::Timestamp;
 use anyhow::Context;
 use async_trait::async_trait;
+use serde_json::{Map, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::types::Json;
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 
-/// `v.metadata` holds every top-level key of `$7` with an equal value. Same meaning as the
-/// Postgres version; SQLite has no `jsonb`, so values are compared by JSON type and text.
-const METADATA_MATCHES: &str = "NOT EXISTS (SELECT 1 FROM json_each($7) f WHERE NOT EXISTS (\
-     SELECT 1 FROM json_each(v.metadata) m WHERE m.key = f.key AND m.type = f.type \
-     AND (m.atom = f.atom OR (m.atom IS NULL AND f.atom IS NULL AND json(m.value) = json(f.value)))))";
+/// `column` holds every top-level key of the JSON object `param` with an equal value. Same
+/// meaning as the Postgres version; SQLite has no `jsonb`, so values are compared by JSON
+/// type and text.
+fn metadata_matches(column: &str, param: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM json_each({param}) f WHERE NOT EXISTS (\
+         SELECT 1 FROM json_each({column}) m WHERE m.key = f.key AND m.type = f.type \
+         AND (m.atom = f.atom OR (m.atom IS NULL AND f.atom IS NULL AND json(m.value) = json(f.value)))))"
+    )
+}
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -154,7 +165,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_agents(&self, ws: &WorkspaceId, filter: &AgentFilter, page: Page) -> StoreResult<Vec<AgentRecord>> {
-        let rows: Vec<AgentRow> = sqlx::query_as(&sql::list_agents(METADATA_MATCHES))
+        let rows: Vec<AgentRow> = sqlx::query_as(&sql::list_agents(&metadata_matches("v.metadata", "$7")))
             .bind(ws.as_str())
             .bind(filter.name.as_deref())
             .bind(filter.id.as_deref())
@@ -262,5 +273,72 @@ impl Store for SqliteStore {
         let done =
             sqlx::query(sql::DELETE_ALIAS).bind(ws.as_str()).bind(id.as_str()).bind(alias).execute(&self.pool).await?;
         super::found(done.rows_affected())
+    }
+
+    async fn commit_turn(&self, ws: &WorkspaceId, turn: &TurnWrite) -> StoreResult<()> {
+        let conversation = &turn.conversation;
+        let mut tx = self.pool.begin().await?;
+        // The conversation row is written first, so the transaction holds its write lock
+        // (SQLite) or row lock (Postgres) before anything else.
+        if turn.create {
+            bind_conversation!(sqlx::query(&sql::insert_conversation()), ws, conversation).execute(&mut *tx).await?;
+        } else {
+            let moved = sqlx::query(sql::ADVANCE_HEAD)
+                .bind(ws.as_str())
+                .bind(conversation.id.as_str())
+                .bind(conversation.head.as_ref().map(EntryId::as_str))
+                .bind(conversation.updated_at.micros())
+                .bind(turn.expected_head.as_ref().map(EntryId::as_str))
+                .execute(&mut *tx)
+                .await?;
+            if moved.rows_affected() == 0 {
+                return Err(StoreError::Conflict);
+            }
+        }
+        if !turn.entries.is_empty() {
+            let mut insert = QueryBuilder::<Sqlite>::new(sql::INSERT_ENTRIES_PREFIX);
+            push_entries!(insert, ws, turn);
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<ConversationRecord> {
+        let row: ConversationRow = sqlx::query_as(&sql::select_conversation())
+            .bind(ws.as_str())
+            .bind(id.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.into())
+    }
+
+    async fn list_conversations(
+        &self,
+        ws: &WorkspaceId,
+        metadata: Option<&Map<String, Value>>,
+        page: Page,
+    ) -> StoreResult<Vec<ConversationRecord>> {
+        let rows: Vec<ConversationRow> =
+            sqlx::query_as(&sql::list_conversations(&metadata_matches("c.metadata", "$2")))
+                .bind(ws.as_str())
+                .bind(metadata.map(Json))
+                .bind(page.limit)
+                .bind(page.offset)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(ConversationRecord::from).collect())
+    }
+
+    async fn delete_conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<()> {
+        let done =
+            sqlx::query(sql::DELETE_CONVERSATION).bind(ws.as_str()).bind(id.as_str()).execute(&self.pool).await?;
+        super::found(done.rows_affected())
+    }
+
+    async fn history(&self, ws: &WorkspaceId, head: &EntryId) -> StoreResult<Vec<Entry>> {
+        let rows: Vec<(Json<Entry>,)> =
+            sqlx::query_as(sql::HISTORY).bind(ws.as_str()).bind(head.as_str()).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|(entry,)| entry.0).collect())
     }
 }

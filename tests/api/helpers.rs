@@ -19,6 +19,7 @@ pub struct Options {
     pub api_keys: Vec<String>,
     pub upstream_url: Option<String>,
     pub max_body_bytes: Option<usize>,
+    pub upstream_read_timeout_ms: Option<u64>,
 }
 
 static DATABASE_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -68,6 +69,9 @@ impl TestApp {
             config_file: None,
             max_body_bytes: options.max_body_bytes.unwrap_or(10 * 1024 * 1024),
             db_max_connections: 8,
+            upstream_connect_timeout_ms: 2_000,
+            upstream_read_timeout_ms: options.upstream_read_timeout_ms.unwrap_or(10_000),
+            max_rounds: 8,
             log_format: LogFormat::Text,
         };
         let app = palaver::App::build(config).await.expect("palaver starts");

@@ -1,9 +1,9 @@
 //! HTTP tests against a real palaver on a random port. Every test gets its own database:
+//! a temporary SQLite file, or a fresh Postgres database when `TEST_DATABASE_URL` is set
+//! (the test script runs the suite once each way).
 
 // Test code: a failed unwrap is a failed test, which is what we want.
 #![allow(clippy::unwrap_used)]
-//! a temporary SQLite file, or a fresh Postgres database when `TEST_DATABASE_URL` is set
-//! (the test script runs the suite once each way).
 
 mod agents;
 mod auth;

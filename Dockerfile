@@ -1,0 +1,37 @@
+# syntax=docker/dockerfile:1
+# Multi-stage build: dependencies compile in a layer of their own (rebuilt only when
+# Cargo.toml/Cargo.lock change), the runtime image is slim and runs as a non-root user.
+
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+# 1. Dependencies only: a stub crate with the real manifests.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir -p src tests/api \
+ && echo 'fn main() {}' > src/main.rs \
+ && touch src/lib.rs \
+ && echo '' > tests/api/main.rs \
+ && cargo build --release --locked --bin palaver \
+ && rm -rf src tests
+# 2. The crate itself (migrations are embedded at compile time).
+COPY migrations ./migrations
+COPY src ./src
+RUN touch src/main.rs src/lib.rs \
+ && cargo build --release --locked --bin palaver \
+ && cp target/release/palaver /usr/local/bin/palaver
+
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /data --create-home palaver
+COPY --from=build /usr/local/bin/palaver /usr/local/bin/palaver
+USER palaver
+WORKDIR /data
+ENV PALAVER_ADDR=0.0.0.0:8000 \
+    DATABASE_URL=sqlite:///data/palaver.db \
+    RUST_LOG=info
+VOLUME ["/data"]
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 CMD ["palaver", "health"]
+ENTRYPOINT ["palaver"]
+CMD ["serve"]

@@ -1,0 +1,60 @@
+# Shared helpers of the project's scripts (sourced, not run).
+
+# Everything worth keeping between runs (cargo target dir, SDK virtualenvs) lives here, so a
+# second run on the same machine skips the slow parts; a fresh machine just builds it all.
+export PALAVER_CACHE="${PALAVER_CACHE:-$HOME/.cache/palaver}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PALAVER_CACHE/target}"
+mkdir -p "$PALAVER_CACHE"
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Postgres for the tests: 127.0.0.1:5432 with trust auth. Starts the local cluster when it is
+# installed but stopped. Prints the admin URL; fails (never skips) when there is no Postgres.
+ensure_postgres() {
+  local url="${TEST_POSTGRES_URL:-}"
+  if [ -n "$url" ]; then echo "$url"; return 0; fi
+  for user in postgres root; do
+    if psql "postgres://$user@127.0.0.1:5432/test" -Atqc 'select 1' >/dev/null 2>&1; then
+      echo "postgres://$user@127.0.0.1:5432/test"; return 0
+    fi
+  done
+  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+    log "starting the local Postgres cluster" 
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start >&2 || true
+    for _ in $(seq 1 30); do
+      for user in postgres root; do
+        if psql "postgres://$user@127.0.0.1:5432/test" -Atqc 'select 1' >/dev/null 2>&1; then
+          echo "postgres://$user@127.0.0.1:5432/test"; return 0
+        fi
+      done
+      sleep 1
+    done
+  fi
+  echo "error: Postgres is required on 127.0.0.1:5432 (trust auth, database 'test'); set TEST_POSTGRES_URL to use another" >&2
+  return 1
+}
+
+# Creates a fresh database next to the admin URL's and prints its URL.
+fresh_database() {
+  local admin="$1" name="$2"
+  psql "$admin" -Atqc "DROP DATABASE IF EXISTS $name" >/dev/null
+  psql "$admin" -Atqc "CREATE DATABASE $name" >/dev/null
+  echo "${admin%/*}/$name"
+}
+
+# Drops the databases the test suites created (their names start with palaver_t_).
+drop_test_databases() {
+  local admin="$1"
+  psql "$admin" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'palaver\_t\_%'" 2>/dev/null |
+    while read -r db; do psql "$admin" -Atqc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true; done
+}
+
+# Sum of the numbers in front of WORD ("12 passed") in FILE; 0 when there are none.
+count_word() {
+  { grep -Eo "[0-9]+ $1" "$2" || true; } | awk '{s+=$1} END {print s+0}'
+}

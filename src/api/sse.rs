@@ -1,0 +1,30 @@
+//! SSE framing of a run's events (`contract/streaming.md`): `event:` + one-line JSON
+//! `data:` + blank line, keep-alive comments on idle streams, no `[DONE]`. Streams end on
+//! server shutdown so graceful shutdown never waits on them; the run itself goes on.
+
+use crate::domain::events::RunEvent;
+use crate::AppState;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use std::convert::Infallible;
+use tokio::sync::mpsc;
+
+pub fn respond(state: &AppState, mut events: mpsc::Receiver<RunEvent>) -> Response {
+    let frames = async_stream::stream! {
+        while let Some(event) = events.recv().await {
+            // Internal markers (entry completion) have no wire name.
+            let Some(name) = event.name() else { continue };
+            match serde_json::to_string(&event) {
+                Ok(data) => yield Ok::<Event, Infallible>(Event::default().event(name).data(data)),
+                Err(error) => tracing::error!(%error, "an event could not be serialized"),
+            }
+            if event.is_terminal() {
+                break;
+            }
+        }
+    };
+    let frames = frames.take_until(state.shutdown.clone().cancelled_owned());
+    let headers = [("x-accel-buffering", "no"), ("cache-control", "no-cache")];
+    (headers, Sse::new(frames).keep_alive(KeepAlive::default())).into_response()
+}

@@ -1,0 +1,214 @@
+//! Conversations on the wire (`contract/conversations.md`): start/append/restart bodies,
+//! the response of a run, conversation objects, history and messages.
+
+use super::agents::GuardrailConfig;
+use super::completion::CompletionArgs;
+use super::entries::{Entry, Inputs};
+use super::ids::ConversationId;
+use super::time::Timestamp;
+use super::tools::Tool;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandoffExecution {
+    Server,
+    Client,
+}
+
+/// `agent_version`: a version number or an alias name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged, expecting = "a version number or an alias name")]
+pub enum AgentVersionRef {
+    Number(i64),
+    Alias(String),
+}
+
+/// Body of `POST /v1/conversations`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartConversationRequest {
+    #[serde(default)]
+    pub inputs: Option<Inputs>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub store: Option<bool>,
+    #[serde(default)]
+    pub handoff_execution: Option<HandoffExecution>,
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    #[serde(default)]
+    pub agent_version: Option<AgentVersionRef>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub instructions: Option<String>,
+    #[serde(default)]
+    pub tools: Option<Vec<Tool>>,
+    #[serde(default)]
+    pub completion_args: Option<CompletionArgs>,
+    #[serde(default)]
+    pub guardrails: Option<Vec<GuardrailConfig>>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Confirmation {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolConfirmation {
+    pub tool_call_id: String,
+    pub confirmation: Confirmation,
+}
+
+/// Body of `POST /v1/conversations/{id}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppendConversationRequest {
+    #[serde(default)]
+    pub inputs: Option<Inputs>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub store: Option<bool>,
+    #[serde(default)]
+    pub handoff_execution: Option<HandoffExecution>,
+    #[serde(default)]
+    pub completion_args: Option<CompletionArgs>,
+    #[serde(default)]
+    pub tool_confirmations: Option<Vec<ToolConfirmation>>,
+}
+
+/// Body of `POST /v1/conversations/{id}/restart`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartConversationRequest {
+    pub from_entry_id: String,
+    #[serde(default)]
+    pub inputs: Option<Inputs>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub store: Option<bool>,
+    #[serde(default)]
+    pub handoff_execution: Option<HandoffExecution>,
+    #[serde(default)]
+    pub completion_args: Option<CompletionArgs>,
+    #[serde(default)]
+    pub guardrails: Option<Vec<GuardrailConfig>>,
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub agent_version: Option<AgentVersionRef>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.total_tokens += other.total_tokens;
+    }
+}
+
+/// `usage` as the hosted API writes it (connector members `null` until tools run).
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageInfo {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    pub connector_tokens: Option<u64>,
+    pub connectors: Option<Map<String, Value>>,
+}
+
+impl From<Usage> for UsageInfo {
+    fn from(usage: Usage) -> Self {
+        UsageInfo {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            total_tokens: usage.total_tokens,
+            connector_tokens: None,
+            connectors: None,
+        }
+    }
+}
+
+/// What start, append and restart return.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConversationResponse {
+    pub object: &'static str,
+    pub conversation_id: ConversationId,
+    pub outputs: Vec<Entry>,
+    pub usage: UsageInfo,
+}
+
+/// A conversation as `get` and `list` return it: the agent shape or the model shape,
+/// never both (the SDKs tell them apart by which key is present).
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Conversation {
+    Agent(AgentConversation),
+    Model(Box<ModelConversation>),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentConversation {
+    pub object: &'static str,
+    pub id: ConversationId,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub agent_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<AgentVersionRef>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub metadata: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelConversation {
+    pub object: &'static str,
+    pub id: ConversationId,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub model: String,
+    pub instructions: Option<String>,
+    pub tools: Vec<Tool>,
+    pub completion_args: CompletionArgs,
+    pub guardrails: Option<Vec<GuardrailConfig>>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub metadata: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConversationHistory {
+    pub object: &'static str,
+    pub conversation_id: ConversationId,
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConversationMessages {
+    pub object: &'static str,
+    pub conversation_id: ConversationId,
+    pub messages: Vec<Entry>,
+}

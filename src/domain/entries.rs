@@ -1,0 +1,552 @@
+//! Conversation entries and content chunks (`contract/entries-and-chunks.md`): the six entry
+//! types as stored and returned, and the validation of entries clients send as `inputs`.
+
+use super::ids::{generate_tool_call_id, EntryId};
+use super::time::Timestamp;
+use crate::error::{decode_value, Error, FieldError, Loc, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// `content` of a message: a plain string, or a list of chunks. Chunks are kept as JSON
+/// (validated on the way in) because palaver passes them through rather than interpreting
+/// them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Chunks(Vec<Value>),
+}
+
+impl Content {
+    /// The text of the message: the string, or its `text` chunks joined.
+    pub fn text(&self) -> String {
+        match self {
+            Content::Text(text) => text.clone(),
+            Content::Chunks(chunks) => chunks
+                .iter()
+                .filter(|c| c["type"] == "text")
+                .filter_map(|c| c["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(""),
+        }
+    }
+}
+
+fn entry_object() -> &'static str {
+    "entry"
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageInput {
+    pub id: EntryId,
+    pub created_at: Timestamp,
+    pub completed_at: Option<Timestamp>,
+    pub role: String,
+    pub content: Content,
+    #[serde(default)]
+    pub prefix: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageOutput {
+    pub id: EntryId,
+    pub created_at: Timestamp,
+    pub completed_at: Option<Timestamp>,
+    #[serde(default = "assistant")]
+    pub role: String,
+    pub content: Content,
+    pub agent_id: Option<String>,
+    pub model: Option<String>,
+}
+
+fn assistant() -> String {
+    "assistant".to_owned()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub id: EntryId,
+    pub created_at: Timestamp,
+    pub completed_at: Option<Timestamp>,
+    pub tool_call_id: String,
+    pub name: String,
+    /// Always a JSON-encoded string, as the hosted API sends it.
+    pub arguments: String,
+    pub agent_id: Option<String>,
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmation_status: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionResult {
+    pub id: EntryId,
+    pub created_at: Timestamp,
+    pub completed_at: Option<Timestamp>,
+    pub tool_call_id: String,
+    pub result: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolExecution {
+    pub id: EntryId,
+    pub created_at: Timestamp,
+    pub completed_at: Option<Timestamp>,
+    pub name: String,
+    pub arguments: String,
+    #[serde(default)]
+    pub info: Map<String, Value>,
+    pub agent_id: Option<String>,
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentHandoff {
+    pub id: EntryId,
+    pub created_at: Timestamp,
+    pub completed_at: Option<Timestamp>,
+    pub previous_agent_id: String,
+    pub previous_agent_name: String,
+    pub next_agent_id: String,
+    pub next_agent_name: String,
+}
+
+/// One entry of a conversation, as stored and as every endpoint returns it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type")]
+pub enum Entry {
+    #[serde(rename = "message.input")]
+    MessageInput(MessageInput),
+    #[serde(rename = "message.output")]
+    MessageOutput(MessageOutput),
+    #[serde(rename = "function.call")]
+    FunctionCall(FunctionCall),
+    #[serde(rename = "function.result")]
+    FunctionResult(FunctionResult),
+    #[serde(rename = "tool.execution")]
+    ToolExecution(ToolExecution),
+    #[serde(rename = "agent.handoff")]
+    AgentHandoff(AgentHandoff),
+}
+
+impl Serialize for Entry {
+    // Written by hand to add `object: "entry"` and `type` to every entry (both required by
+    // the strictest SDK readers) without repeating them in six structs.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeMap};
+        let body = match self {
+            Entry::MessageInput(e) => serde_json::to_value(e),
+            Entry::MessageOutput(e) => serde_json::to_value(e),
+            Entry::FunctionCall(e) => serde_json::to_value(e),
+            Entry::FunctionResult(e) => serde_json::to_value(e),
+            Entry::ToolExecution(e) => serde_json::to_value(e),
+            Entry::AgentHandoff(e) => serde_json::to_value(e),
+        }
+        .map_err(S::Error::custom)?;
+        let Value::Object(fields) = body else {
+            return Err(S::Error::custom("an entry serializes to an object"));
+        };
+        let mut map = serializer.serialize_map(Some(fields.len() + 2))?;
+        map.serialize_entry("object", entry_object())?;
+        map.serialize_entry("type", self.kind())?;
+        for (key, value) in &fields {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+impl Entry {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Entry::MessageInput(_) => "message.input",
+            Entry::MessageOutput(_) => "message.output",
+            Entry::FunctionCall(_) => "function.call",
+            Entry::FunctionResult(_) => "function.result",
+            Entry::ToolExecution(_) => "tool.execution",
+            Entry::AgentHandoff(_) => "agent.handoff",
+        }
+    }
+
+    pub fn id(&self) -> &EntryId {
+        match self {
+            Entry::MessageInput(e) => &e.id,
+            Entry::MessageOutput(e) => &e.id,
+            Entry::FunctionCall(e) => &e.id,
+            Entry::FunctionResult(e) => &e.id,
+            Entry::ToolExecution(e) => &e.id,
+            Entry::AgentHandoff(e) => &e.id,
+        }
+    }
+
+    pub fn created_at(&self) -> Timestamp {
+        match self {
+            Entry::MessageInput(e) => e.created_at,
+            Entry::MessageOutput(e) => e.created_at,
+            Entry::FunctionCall(e) => e.created_at,
+            Entry::FunctionResult(e) => e.created_at,
+            Entry::ToolExecution(e) => e.created_at,
+            Entry::AgentHandoff(e) => e.created_at,
+        }
+    }
+
+    /// Entries that `/messages` lists.
+    pub fn is_message(&self) -> bool {
+        matches!(self, Entry::MessageInput(_) | Entry::MessageOutput(_))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Inputs: what clients send in `inputs`.
+
+/// `inputs` of a start/append/restart body: a string (one user message) or entries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged, expecting = "a string or a list of entries")]
+pub enum Inputs {
+    Text(String),
+    Entries(Vec<Value>),
+}
+
+/// The fields any accepted input entry may carry. Decoded flat (not as a tagged enum) so a
+/// 422 names the exact field; server-assigned fields (`id`, `created_at`, …) are accepted
+/// and ignored, because clients replay entries they received.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputEntryWire {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    object: Option<String>,
+    #[serde(default, rename = "id")]
+    _id: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "created_at")]
+    _created_at: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "completed_at")]
+    _completed_at: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    content: Option<Content>,
+    #[serde(default)]
+    prefix: Option<bool>,
+    #[serde(default)]
+    tool_call_id: Option<String>,
+    #[serde(default)]
+    result: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<Value>,
+    #[serde(default)]
+    agent_id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    confirmation_status: Option<String>,
+}
+
+const INPUT_TYPES: [&str; 4] = ["message.input", "message.output", "function.call", "function.result"];
+
+fn at(base: &[Loc], field: &str) -> Vec<Loc> {
+    let mut path = base.to_vec();
+    path.push(field.into());
+    path
+}
+
+fn missing(base: &[Loc], field: &str) -> FieldError {
+    FieldError::body(&at(base, field), "missing", "Field required")
+}
+
+/// Validates the chunks of an input message (`entries-and-chunks.md#content-chunks`).
+fn validate_input_chunks(chunks: &[Value], base: &[Loc], errors: &mut Vec<FieldError>) {
+    for (index, chunk) in chunks.iter().enumerate() {
+        let mut path = base.to_vec();
+        path.push(index.into());
+        let Some(object) = chunk.as_object() else {
+            errors.push(FieldError::body(&path, "dict_type", "Input should be a chunk object"));
+            continue;
+        };
+        let kind = object.get("type").and_then(Value::as_str).unwrap_or("text");
+        let required: &[&str] = match kind {
+            "text" => &["text"],
+            "image_url" => &["image_url"],
+            "document_url" => &["document_url"],
+            "tool_file" => &["tool", "file_id"],
+            "thinking" => &["thinking"],
+            _ => {
+                let msg = format!(
+                    "Input should be one of `text`, `image_url`, `document_url`, `tool_file`, `thinking`, got `{kind}`"
+                );
+                errors.push(FieldError::body(&at(&path, "type"), "enum", msg));
+                continue;
+            }
+        };
+        for field in required {
+            if !object.contains_key(*field) {
+                errors.push(missing(&path, field));
+            }
+        }
+        if kind == "text" && object.get("text").is_some_and(|t| !t.is_string()) {
+            errors.push(FieldError::body(&at(&path, "text"), "string_type", "Input should be a string"));
+        }
+    }
+}
+
+impl Inputs {
+    /// The input entries, stamped with fresh ids, or every problem found. `base` is the
+    /// location of `inputs` in the body.
+    pub fn into_entries(self, now: Timestamp) -> Result<Vec<Entry>> {
+        let base: Vec<Loc> = vec!["inputs".into()];
+        match self {
+            Inputs::Text(text) => Ok(vec![Entry::MessageInput(MessageInput {
+                id: EntryId::generate("msg_"),
+                created_at: now,
+                completed_at: None,
+                role: "user".to_owned(),
+                content: Content::Text(text),
+                prefix: false,
+            })]),
+            Inputs::Entries(values) => {
+                let mut entries = Vec::with_capacity(values.len());
+                let mut errors = Vec::new();
+                for (index, value) in values.into_iter().enumerate() {
+                    let mut path = base.clone();
+                    path.push(index.into());
+                    match input_entry(value, &path, now) {
+                        Ok(entry) => entries.push(entry),
+                        Err(Error::Invalid(mut found)) => errors.append(&mut found),
+                        Err(other) => return Err(other),
+                    }
+                }
+                if errors.is_empty() {
+                    Ok(entries)
+                } else {
+                    Err(Error::Invalid(errors))
+                }
+            }
+        }
+    }
+}
+
+fn input_entry(value: Value, path: &[Loc], now: Timestamp) -> Result<Entry> {
+    // Reject server-produced entry types by name before field checks, for a clear message.
+    if let Some(kind) = value.get("type").and_then(Value::as_str) {
+        if !INPUT_TYPES.contains(&kind) {
+            let msg = format!(
+                "Entries of type `{kind}` are produced by the server and cannot be sent as inputs; \
+                 send `message.input`, `message.output`, `function.call` or `function.result`"
+            );
+            return Err(Error::invalid(FieldError::body(&at(path, "type"), "enum", msg)));
+        }
+    }
+    let mut prefix = vec![Loc::from("body")];
+    prefix.extend_from_slice(path);
+    let wire: InputEntryWire = decode_value(&prefix, value)?;
+    if let Some(object) = &wire.object {
+        if object != "entry" {
+            let msg = format!("Input should be `entry`, got `{object}`");
+            return Err(Error::invalid(FieldError::body(&at(path, "object"), "literal_error", msg)));
+        }
+    }
+    // Untyped entries are matched structurally, as the SDKs do.
+    let kind = wire.kind.clone().unwrap_or_else(|| {
+        if wire.tool_call_id.is_some() && wire.result.is_some() {
+            "function.result".to_owned()
+        } else if wire.tool_call_id.is_some() {
+            "function.call".to_owned()
+        } else {
+            "message.input".to_owned()
+        }
+    });
+    let mut errors = Vec::new();
+    let entry = match kind.as_str() {
+        "message.input" => {
+            let role = wire.role.clone().unwrap_or_default();
+            if wire.role.is_none() {
+                errors.push(missing(path, "role"));
+            } else if role != "user" && role != "assistant" {
+                let msg = format!("Input should be `user` or `assistant`, got `{role}`");
+                errors.push(FieldError::body(&at(path, "role"), "literal_error", msg));
+            }
+            let content = check_content(&wire.content, path, &mut errors);
+            let is_prefix = wire.prefix.unwrap_or(false);
+            if is_prefix && role != "assistant" {
+                let msg = "Only an `assistant` message can be a `prefix`";
+                errors.push(FieldError::body(&at(path, "prefix"), "value_error", msg));
+            }
+            Entry::MessageInput(MessageInput {
+                id: EntryId::generate("msg_"),
+                created_at: now,
+                completed_at: None,
+                role,
+                content,
+                prefix: is_prefix,
+            })
+        }
+        "message.output" => {
+            if let Some(role) = wire.role.as_deref().filter(|r| *r != "assistant") {
+                let msg = format!("Input should be `assistant`, got `{role}`");
+                errors.push(FieldError::body(&at(path, "role"), "literal_error", msg));
+            }
+            let content = check_content(&wire.content, path, &mut errors);
+            Entry::MessageOutput(MessageOutput {
+                id: EntryId::generate("msg_"),
+                created_at: now,
+                completed_at: Some(now),
+                role: "assistant".to_owned(),
+                content,
+                agent_id: wire.agent_id.clone(),
+                model: wire.model.clone(),
+            })
+        }
+        "function.call" => {
+            let name = wire.name.clone().unwrap_or_else(|| {
+                errors.push(missing(path, "name"));
+                String::new()
+            });
+            let arguments = match &wire.arguments {
+                Some(Value::String(text)) => text.clone(),
+                Some(other @ Value::Object(_)) => other.to_string(),
+                Some(_) => {
+                    let msg = "Input should be a JSON string or an object";
+                    errors.push(FieldError::body(&at(path, "arguments"), "type_error", msg));
+                    String::new()
+                }
+                None => {
+                    errors.push(missing(path, "arguments"));
+                    String::new()
+                }
+            };
+            Entry::FunctionCall(FunctionCall {
+                id: EntryId::generate("fc_"),
+                created_at: now,
+                completed_at: None,
+                tool_call_id: wire.tool_call_id.clone().unwrap_or_else(generate_tool_call_id),
+                name,
+                arguments,
+                agent_id: wire.agent_id.clone(),
+                model: wire.model.clone(),
+                confirmation_status: wire.confirmation_status.clone(),
+            })
+        }
+        "function.result" => {
+            let tool_call_id = wire.tool_call_id.clone().unwrap_or_else(|| {
+                errors.push(missing(path, "tool_call_id"));
+                String::new()
+            });
+            let result = wire.result.clone().unwrap_or_else(|| {
+                errors.push(missing(path, "result"));
+                String::new()
+            });
+            Entry::FunctionResult(FunctionResult {
+                id: EntryId::generate("fr_"),
+                created_at: now,
+                completed_at: None,
+                tool_call_id,
+                result,
+            })
+        }
+        other => {
+            let msg =
+                format!("Input should be one of {}, got `{other}`", INPUT_TYPES.map(|t| format!("`{t}`")).join(", "));
+            errors.push(FieldError::body(&at(path, "type"), "enum", msg));
+            return Err(Error::Invalid(errors));
+        }
+    };
+    if errors.is_empty() {
+        Ok(entry)
+    } else {
+        Err(Error::Invalid(errors))
+    }
+}
+
+fn check_content(content: &Option<Content>, path: &[Loc], errors: &mut Vec<FieldError>) -> Content {
+    match content {
+        None => {
+            errors.push(missing(path, "content"));
+            Content::Text(String::new())
+        }
+        Some(Content::Chunks(chunks)) => {
+            validate_input_chunks(chunks, &at(path, "content"), errors);
+            Content::Chunks(chunks.clone())
+        }
+        Some(text) => text.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(inputs: Value) -> Result<Vec<Entry>> {
+        let inputs: Inputs = serde_json::from_value(inputs).unwrap();
+        inputs.into_entries(Timestamp::now())
+    }
+
+    fn first_error(inputs: Value) -> FieldError {
+        match parse(inputs) {
+            Err(Error::Invalid(mut errors)) => errors.remove(0),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_string_is_one_user_message() {
+        let entries = parse(json!("Who is Albert Einstein?")).unwrap();
+
+        let Entry::MessageInput(message) = &entries[0] else { panic!("{entries:?}") };
+        assert_eq!(message.role, "user");
+        assert_eq!(message.content, Content::Text("Who is Albert Einstein?".into()));
+        assert!(message.id.as_str().starts_with("msg_"));
+    }
+
+    #[test]
+    fn untyped_entries_are_matched_by_their_fields() {
+        let entries = parse(json!([
+            {"role": "user", "content": "hi"},
+            {"tool_call_id": "abc", "result": "42"}
+        ]))
+        .unwrap();
+
+        assert_eq!(entries[0].kind(), "message.input");
+        assert_eq!(entries[1].kind(), "function.result");
+    }
+
+    #[test]
+    fn server_only_entry_types_are_rejected_as_inputs() {
+        let error = first_error(json!([{"type": "tool.execution", "name": "web_search", "arguments": "{}"}]));
+
+        assert_eq!(error.field_name(), "inputs.0.type");
+    }
+
+    #[test]
+    fn a_function_result_needs_its_tool_call_id() {
+        let error = first_error(json!([{"type": "function.result", "result": "42"}]));
+
+        assert_eq!(error.kind, "missing");
+        assert_eq!(error.field_name(), "inputs.0.tool_call_id");
+    }
+
+    #[test]
+    fn unknown_fields_and_chunk_types_are_located() {
+        let unknown = first_error(json!([{"role": "user", "content": "x", "colour": 1}]));
+        let chunk = first_error(json!([{"role": "user", "content": [{"type": "video", "url": "x"}]}]));
+
+        assert_eq!(unknown.field_name(), "inputs.0.colour");
+        assert_eq!(chunk.field_name(), "inputs.0.content.0.type");
+    }
+
+    #[test]
+    fn entries_serialize_with_object_and_type() {
+        let entries = parse(json!("hi")).unwrap();
+
+        let json = serde_json::to_value(&entries[0]).unwrap();
+
+        assert_eq!(json["object"], "entry");
+        assert_eq!(json["type"], "message.input");
+        assert_eq!(json["completed_at"], Value::Null);
+        let back: Entry = serde_json::from_value(json).unwrap();
+        assert_eq!(back, entries[0]);
+    }
+}

@@ -1,0 +1,397 @@
+//! Conversation rules: what start, append and restart mean (DESIGN decision 3), checked
+//! and loaded before a run starts, and the read side (get, list, history, messages).
+
+use super::agents as agent_rules;
+use super::run::TurnPlan;
+use crate::domain::agents::VersionSelector;
+use crate::domain::completion::CompletionArgs;
+use crate::domain::conversations::{
+    AgentConversation, AgentVersionRef, AppendConversationRequest, Conversation, ConversationHistory,
+    ConversationMessages, ModelConversation, RestartConversationRequest, StartConversationRequest,
+};
+use crate::domain::entries::{Entry, Inputs};
+use crate::domain::ids::{AgentId, ConversationId, EntryId, WorkspaceId};
+use crate::domain::time::Timestamp;
+use crate::domain::tools::validate_tools;
+use crate::error::{Error, FieldError, Result};
+use crate::store::{ConversationRecord, Page, StoreError};
+use crate::AppState;
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+
+fn invalid(path: &[&str], kind: &'static str, msg: impl Into<String>) -> Error {
+    let loc: Vec<_> = path.iter().map(|p| (*p).into()).collect();
+    Error::invalid(FieldError::body(&loc, kind, msg))
+}
+
+fn selector(version: &Option<AgentVersionRef>) -> Result<VersionSelector> {
+    match version {
+        None => Ok(VersionSelector::Active),
+        Some(AgentVersionRef::Number(n)) if *n >= 0 => Ok(VersionSelector::Number(*n)),
+        Some(AgentVersionRef::Alias(alias)) => VersionSelector::parse(alias).ok_or_else(|| {
+            invalid(
+                &["agent_version"],
+                "value_error",
+                format!("`{alias}` is neither a version number nor an alias name"),
+            )
+        }),
+        Some(AgentVersionRef::Number(n)) => {
+            Err(invalid(&["agent_version"], "value_error", format!("Input should be at least 0, got {n}")))
+        }
+    }
+}
+
+/// The model settings of one turn: the agent version in force, or the conversation's own.
+struct Settings {
+    model: String,
+    agent_id: Option<String>,
+    instructions: Option<String>,
+    tools: Vec<crate::domain::tools::Tool>,
+    args: CompletionArgs,
+}
+
+async fn settings(
+    state: &AppState,
+    ws: &WorkspaceId,
+    conversation: &ConversationRecord,
+    turn_args: Option<&CompletionArgs>,
+) -> Result<Settings> {
+    let stored_args = conversation.completion_args.clone().unwrap_or_default();
+    let mut settings = match &conversation.agent_id {
+        Some(agent_id) => {
+            let version = selector(&conversation.agent_version)?;
+            let agent = agent_rules::load(state, ws, &AgentId(agent_id.clone()), &version).await?;
+            Settings {
+                model: agent.config.model,
+                agent_id: Some(agent_id.clone()),
+                instructions: agent.config.instructions,
+                tools: agent.config.tools,
+                args: agent.config.completion_args.overridden_by(&stored_args),
+            }
+        }
+        None => Settings {
+            model: conversation.model.clone().unwrap_or_default(),
+            agent_id: None,
+            instructions: conversation.instructions.clone(),
+            tools: conversation.tools.clone().unwrap_or_default(),
+            args: stored_args,
+        },
+    };
+    if let Some(turn_args) = turn_args {
+        settings.args = settings.args.overridden_by(turn_args);
+    }
+    Ok(settings)
+}
+
+fn validate_args(args: &Option<CompletionArgs>) -> Result<()> {
+    let mut errors = Vec::new();
+    if let Some(args) = args {
+        args.validate(&["completion_args".into()], &mut errors);
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(errors))
+    }
+}
+
+/// Reads `inputs`; `required` turns an absent or empty value into a 422.
+fn read_inputs(inputs: Option<Inputs>, required: bool, now: Timestamp) -> Result<Vec<Entry>> {
+    let entries = match inputs {
+        Some(inputs) => inputs.into_entries(now)?,
+        None if required => return Err(invalid(&["inputs"], "missing", "Field required")),
+        None => Vec::new(),
+    };
+    let empty = entries.is_empty()
+        || entries.iter().all(|e| matches!(e, Entry::MessageInput(m) if m.content.text().is_empty() && matches!(m.content, crate::domain::entries::Content::Text(_))));
+    if required && empty {
+        return Err(invalid(&["inputs"], "too_short", "Inputs should hold at least one non-empty entry"));
+    }
+    Ok(entries)
+}
+
+/// Function calls are answered by `function.result` inputs, each once: a result for an
+/// unknown or already answered call is a 422, and the model runs only when no call is
+/// left unanswered (it cannot continue past an open call).
+fn check_function_results(history: &[Entry], inputs: &[Entry]) -> Result<()> {
+    let mut open: Vec<String> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut apply = |entry: &Entry, index: Option<usize>| -> Result<()> {
+        match entry {
+            Entry::FunctionCall(call) => {
+                seen.insert(call.tool_call_id.clone());
+                open.push(call.tool_call_id.clone());
+            }
+            Entry::FunctionResult(result) => match open.iter().position(|id| *id == result.tool_call_id) {
+                Some(position) => {
+                    open.remove(position);
+                }
+                None => {
+                    if let Some(index) = index {
+                        let id = &result.tool_call_id;
+                        let msg = if seen.contains(id) {
+                            format!("Function call `{id}` already has a result")
+                        } else {
+                            format!("No function call `{id}` is waiting for a result")
+                        };
+                        let loc = ["inputs".into(), index.into(), "tool_call_id".into()];
+                        return Err(Error::invalid(FieldError::body(&loc, "value_error", msg)));
+                    }
+                }
+            },
+            _ => {}
+        }
+        Ok(())
+    };
+    for entry in history {
+        apply(entry, None)?;
+    }
+    for (index, entry) in inputs.iter().enumerate() {
+        apply(entry, Some(index))?;
+    }
+    if open.is_empty() {
+        Ok(())
+    } else {
+        let ids = open.iter().map(|id| format!("`{id}`")).collect::<Vec<_>>().join(", ");
+        let msg = format!("Send a `function.result` input for each open function call: {ids}");
+        Err(invalid(&["inputs"], "value_error", msg))
+    }
+}
+
+/// `POST /v1/conversations`: a new conversation with an agent or a model.
+pub async fn plan_start(state: &AppState, ws: &WorkspaceId, request: StartConversationRequest) -> Result<TurnPlan> {
+    let now = Timestamp::now();
+    match (&request.agent_id, &request.model) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(&["model"], "value_error", "Give either `agent_id` or `model`, not both"));
+        }
+        (None, None) => return Err(invalid(&["agent_id"], "missing", "Give either `agent_id` or `model`")),
+        _ => {}
+    }
+    if request.agent_id.is_some() {
+        for (name, present) in [("instructions", request.instructions.is_some()), ("tools", request.tools.is_some())] {
+            if present {
+                let msg = format!("`{name}` belongs to model conversations; change the agent instead");
+                return Err(invalid(&[name], "extra_forbidden", msg));
+            }
+        }
+    } else if request.agent_version.is_some() {
+        return Err(invalid(&["agent_version"], "extra_forbidden", "`agent_version` needs an `agent_id`"));
+    }
+    if let Some(model) = &request.model {
+        if model.trim().is_empty() {
+            return Err(invalid(&["model"], "string_too_short", "String should have at least 1 character"));
+        }
+    }
+    let mut errors = Vec::new();
+    if let Some(tools) = &request.tools {
+        validate_tools(tools, &["tools".into()], &mut errors);
+    }
+    if let Some(args) = &request.completion_args {
+        args.validate(&["completion_args".into()], &mut errors);
+    }
+    if !errors.is_empty() {
+        return Err(Error::Invalid(errors));
+    }
+    let inputs = read_inputs(request.inputs, true, now)?;
+    check_function_results(&[], &inputs)?;
+    let conversation = ConversationRecord {
+        id: ConversationId::generate(),
+        head: None,
+        agent_id: request.agent_id,
+        agent_version: request.agent_version,
+        model: request.model,
+        instructions: request.instructions,
+        tools: request.tools,
+        completion_args: request.completion_args,
+        guardrails: request.guardrails,
+        name: request.name,
+        description: request.description,
+        metadata: request.metadata,
+        created_at: now,
+        updated_at: now,
+    };
+    let settings = settings(state, ws, &conversation, None).await?;
+    Ok(plan(ws, conversation, true, request.store.unwrap_or(true), None, None, Vec::new(), inputs, settings))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan(
+    ws: &WorkspaceId,
+    conversation: ConversationRecord,
+    create: bool,
+    store: bool,
+    expected_head: Option<EntryId>,
+    parent: Option<(EntryId, i64)>,
+    history: Vec<Entry>,
+    inputs: Vec<Entry>,
+    settings: Settings,
+) -> TurnPlan {
+    TurnPlan {
+        ws: ws.clone(),
+        conversation,
+        create,
+        store,
+        expected_head,
+        parent,
+        history,
+        inputs,
+        model: settings.model,
+        agent_id: settings.agent_id,
+        instructions: settings.instructions,
+        tools: settings.tools,
+        args: settings.args,
+    }
+}
+
+async fn load(state: &AppState, ws: &WorkspaceId, id: &ConversationId) -> Result<ConversationRecord> {
+    match state.store.conversation(ws, id).await {
+        Ok(record) => Ok(record),
+        Err(StoreError::NotFound) => Err(Error::not_found("Conversation", id.as_str())),
+        Err(other) => Err(other.into()),
+    }
+}
+
+async fn history_of(state: &AppState, ws: &WorkspaceId, conversation: &ConversationRecord) -> Result<Vec<Entry>> {
+    match &conversation.head {
+        Some(head) => Ok(state.store.history(ws, head).await?),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// `POST /v1/conversations/{id}`: the next turn, built on the current head.
+pub async fn plan_append(
+    state: &AppState,
+    ws: &WorkspaceId,
+    id: &ConversationId,
+    request: AppendConversationRequest,
+) -> Result<TurnPlan> {
+    let now = Timestamp::now();
+    validate_args(&request.completion_args)?;
+    let inputs = read_inputs(request.inputs, false, now)?;
+    if let Some(confirmations) = request.tool_confirmations.as_ref().filter(|c| !c.is_empty()) {
+        // Confirmations answer calls to server-side tools, which no connector runs yet: no
+        // call of this conversation can be waiting for one.
+        let loc = ["tool_confirmations".into(), 0usize.into(), "tool_call_id".into()];
+        let msg = format!("No tool call `{}` is waiting for a confirmation", confirmations[0].tool_call_id);
+        return Err(Error::invalid(FieldError::body(&loc, "value_error", msg)));
+    }
+    let conversation = load(state, ws, id).await?;
+    let history = history_of(state, ws, &conversation).await?;
+    check_function_results(&history, &inputs)?;
+    let settings = settings(state, ws, &conversation, request.completion_args.as_ref()).await?;
+    let head = conversation.head.clone();
+    let parent = head.clone().map(|h| (h, history.len() as i64 - 1));
+    let store = request.store.unwrap_or(true);
+    Ok(plan(ws, conversation, false, store, head, parent, history, inputs, settings))
+}
+
+/// `POST /v1/conversations/{id}/restart`: a new conversation sharing the original's
+/// entries up to and including `from_entry_id`, then the new turn. The original is not
+/// touched and nothing is copied.
+pub async fn plan_restart(
+    state: &AppState,
+    ws: &WorkspaceId,
+    id: &ConversationId,
+    request: RestartConversationRequest,
+) -> Result<TurnPlan> {
+    let now = Timestamp::now();
+    validate_args(&request.completion_args)?;
+    let inputs = read_inputs(request.inputs, false, now)?;
+    let original = load(state, ws, id).await?;
+    if original.agent_id.is_none() && request.agent_version.is_some() {
+        return Err(invalid(
+            &["agent_version"],
+            "extra_forbidden",
+            "`agent_version` applies to agent conversations only",
+        ));
+    }
+    let mut history = history_of(state, ws, &original).await?;
+    let Some(position) = history.iter().position(|e| e.id().as_str() == request.from_entry_id) else {
+        return Err(Error::NotFound {
+            what: "Entry",
+            id: format!("{}` in conversation `{}", request.from_entry_id, id),
+        });
+    };
+    history.truncate(position + 1);
+    check_function_results(&history, &inputs)?;
+    let parent = Some((history[position].id().clone(), position as i64));
+    let conversation = ConversationRecord {
+        id: ConversationId::generate(),
+        head: None,
+        agent_version: request.agent_version.or(original.agent_version.clone()),
+        guardrails: request.guardrails.or(original.guardrails.clone()),
+        metadata: request.metadata.or(original.metadata.clone()),
+        created_at: now,
+        updated_at: now,
+        ..original
+    };
+    let settings = settings(state, ws, &conversation, request.completion_args.as_ref()).await?;
+    let store = request.store.unwrap_or(true);
+    Ok(plan(ws, conversation, true, store, None, parent, history, inputs, settings))
+}
+
+pub fn to_wire(record: ConversationRecord) -> Conversation {
+    match record.agent_id {
+        Some(agent_id) => Conversation::Agent(AgentConversation {
+            object: "conversation",
+            id: record.id,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            agent_id,
+            agent_version: record.agent_version,
+            name: record.name,
+            description: record.description,
+            metadata: record.metadata,
+        }),
+        None => Conversation::Model(Box::new(ModelConversation {
+            object: "conversation",
+            id: record.id,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            model: record.model.unwrap_or_default(),
+            instructions: record.instructions,
+            tools: record.tools.unwrap_or_default(),
+            completion_args: record.completion_args.unwrap_or_default(),
+            guardrails: record.guardrails,
+            name: record.name,
+            description: record.description,
+            metadata: record.metadata,
+        })),
+    }
+}
+
+pub async fn get_conversation(state: &AppState, ws: &WorkspaceId, id: &ConversationId) -> Result<Conversation> {
+    Ok(to_wire(load(state, ws, id).await?))
+}
+
+pub async fn list_conversations(
+    state: &AppState,
+    ws: &WorkspaceId,
+    page: i64,
+    page_size: i64,
+    metadata: Option<&Map<String, Value>>,
+) -> Result<Vec<Conversation>> {
+    let page = Page { offset: page * page_size, limit: page_size };
+    Ok(state.store.list_conversations(ws, metadata, page).await?.into_iter().map(to_wire).collect())
+}
+
+pub async fn delete_conversation(state: &AppState, ws: &WorkspaceId, id: &ConversationId) -> Result<()> {
+    match state.store.delete_conversation(ws, id).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::NotFound) => Err(Error::not_found("Conversation", id.as_str())),
+        Err(other) => Err(other.into()),
+    }
+}
+
+pub async fn history(state: &AppState, ws: &WorkspaceId, id: &ConversationId) -> Result<ConversationHistory> {
+    let conversation = load(state, ws, id).await?;
+    let entries = history_of(state, ws, &conversation).await?;
+    Ok(ConversationHistory { object: "conversation.history", conversation_id: conversation.id, entries })
+}
+
+pub async fn messages(state: &AppState, ws: &WorkspaceId, id: &ConversationId) -> Result<ConversationMessages> {
+    let conversation = load(state, ws, id).await?;
+    let messages = history_of(state, ws, &conversation).await?.into_iter().filter(Entry::is_message).collect();
+    Ok(ConversationMessages { object: "conversation.messages", conversation_id: conversation.id, messages })
+}

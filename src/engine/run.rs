@@ -1,0 +1,277 @@
+//! The run loop (DESIGN decisions 1 and 2): one loop for start, append and restart that
+//! calls the model, turns its deltas into typed events, and stores the whole turn in one
+//! transaction when it ends. A failed run stores nothing.
+//!
+//! The run owns a task and feeds a bounded channel. A client that goes away stops
+//! receiving, not the run: the turn still commits when it ends.
+
+use super::context;
+use super::fold::Fold;
+use crate::backends::chat::{ChatDelta, ChatRequest, DeltaStream};
+use crate::domain::completion::CompletionArgs;
+use crate::domain::entries::Entry;
+use crate::domain::events::RunEvent;
+use crate::domain::ids::{generate_tool_call_id, EntryId, WorkspaceId};
+use crate::domain::time::Timestamp;
+use crate::domain::tools::Tool;
+use crate::error::Error;
+use crate::store::{ConversationRecord, StoreError, TurnWrite};
+use crate::AppState;
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use tokio::sync::mpsc;
+
+/// Everything a run needs, loaded and validated before the first byte is sent.
+#[derive(Debug, Clone)]
+pub struct TurnPlan {
+    pub ws: WorkspaceId,
+    /// The conversation as it will be stored (id, settings); `head` is set by the run.
+    pub conversation: ConversationRecord,
+    /// Start and restart create the conversation; append moves its head.
+    pub create: bool,
+    /// `store: false` runs the turn and returns it without persisting anything.
+    pub store: bool,
+    pub expected_head: Option<EntryId>,
+    /// The entry the turn hangs from and its depth (`None`: a new root).
+    pub parent: Option<(EntryId, i64)>,
+    /// The path from the root to `parent`.
+    pub history: Vec<Entry>,
+    pub inputs: Vec<Entry>,
+    pub model: String,
+    pub agent_id: Option<String>,
+    pub instructions: Option<String>,
+    pub tools: Vec<Tool>,
+    pub args: CompletionArgs,
+}
+
+/// Events buffered between the run and a slow client before the run waits.
+const CHANNEL_CAPACITY: usize = 64;
+
+/// Starts the run in its own task and returns its events.
+pub fn spawn(state: &AppState, plan: TurnPlan) -> mpsc::Receiver<RunEvent> {
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let state = state.clone();
+    state.runs.clone().spawn(async move {
+        let conversation_id = plan.conversation.id.clone();
+        let mut out = Emitter { tx, fold: Fold::default(), client_gone: false };
+        run(&state, plan, &mut out).await;
+        if let Some((message, code)) = &out.fold.failure {
+            tracing::warn!(conversation_id = %conversation_id, code, message, "turn failed; nothing stored");
+        }
+    });
+    rx
+}
+
+/// Sends events to the client while folding them into the turn's outputs.
+struct Emitter {
+    tx: mpsc::Sender<RunEvent>,
+    fold: Fold,
+    client_gone: bool,
+}
+
+impl Emitter {
+    async fn emit(&mut self, event: RunEvent) {
+        self.fold.apply(&event);
+        if !self.client_gone && self.tx.send(event).await.is_err() {
+            // The client disconnected: keep running so the turn is stored whole.
+            self.client_gone = true;
+        }
+    }
+
+    async fn fail(&mut self, error: &Error) {
+        let code = match error {
+            Error::Upstream { status, .. } | Error::RunFailed { status, .. } => *status,
+            Error::Conflict(_) => 409,
+            Error::Invalid(_) => 422,
+            _ => 500,
+        };
+        if code >= 500 {
+            tracing::error!(error = ?error, "run failed");
+        }
+        self.emit(RunEvent::Failed { message: error.to_string(), code, created_at: Timestamp::now() }).await;
+    }
+
+    fn next_index(&self) -> u32 {
+        self.fold.outputs.len() as u32
+    }
+}
+
+/// A tool call being assembled from its fragments.
+struct PendingCall {
+    output_index: Option<u32>,
+    entry_id: EntryId,
+    tool_call_id: Option<String>,
+    name: Option<String>,
+    /// Arguments that arrived before the name (only then can the first event be sent).
+    buffered: String,
+}
+
+async fn run(state: &AppState, plan: TurnPlan, out: &mut Emitter) {
+    out.emit(RunEvent::Started { conversation_id: plan.conversation.id.clone(), created_at: Timestamp::now() }).await;
+    let backend = state.models.backend(&plan.model);
+    let tools = context::chat_tools(&plan.tools);
+    let mut usage = crate::domain::conversations::Usage::default();
+    let mut rounds = 0;
+    loop {
+        if rounds >= state.limits.max_rounds {
+            let message =
+                format!("The turn needed more than {} model calls (PALAVER_MAX_ROUNDS).", state.limits.max_rounds);
+            out.fail(&Error::RunFailed { status: 500, message }).await;
+            return;
+        }
+        rounds += 1;
+        let messages = context::messages(
+            plan.instructions.as_deref(),
+            plan.history.iter().chain(&plan.inputs).chain(&out.fold.outputs),
+        );
+        let request =
+            ChatRequest { model: plan.model.clone(), messages, tools: tools.clone(), args: plan.args.clone() };
+        let stream = match backend.chat_stream(request).await {
+            Ok(stream) => stream,
+            Err(error) => return out.fail(&error).await,
+        };
+        match consume(stream, &plan, out).await {
+            Ok(round) => {
+                usage.add(round.usage);
+                if !round.needs_another_round {
+                    break;
+                }
+            }
+            Err(error) => return out.fail(&error).await,
+        }
+    }
+    if plan.store {
+        if let Err(error) = commit(state, &plan, &out.fold.outputs).await {
+            return out.fail(&error).await;
+        }
+    }
+    out.emit(RunEvent::Done { usage: usage.into(), created_at: Timestamp::now() }).await;
+}
+
+struct RoundOutcome {
+    usage: crate::domain::conversations::Usage,
+    /// Set when the round's tool calls ran on the server and the model must see their
+    /// results. Calls to client functions end the turn instead: the client answers them
+    /// with `function.result` entries in its next append.
+    needs_another_round: bool,
+}
+
+/// Streams one model answer out as events: text as `message.output.delta`s of one entry,
+/// each tool call as `function.call.delta`s of its own entry.
+async fn consume(mut stream: DeltaStream, plan: &TurnPlan, out: &mut Emitter) -> Result<RoundOutcome, Error> {
+    let mut message: Option<(EntryId, u32, Timestamp)> = None;
+    let mut calls: BTreeMap<u32, PendingCall> = BTreeMap::new();
+    let mut usage = crate::domain::conversations::Usage::default();
+    while let Some(delta) = stream.next().await {
+        match delta? {
+            ChatDelta::Text(text) => {
+                let (id, output_index, created_at) = match &message {
+                    Some(m) => m.clone(),
+                    None => {
+                        let m = (EntryId::generate("msg_"), out.next_index(), Timestamp::now());
+                        message = Some(m.clone());
+                        m
+                    }
+                };
+                out.emit(RunEvent::MessageDelta {
+                    id,
+                    output_index,
+                    content_index: 0,
+                    created_at,
+                    model: Some(plan.model.clone()),
+                    agent_id: plan.agent_id.clone(),
+                    role: "assistant",
+                    content: text,
+                })
+                .await;
+            }
+            ChatDelta::ToolCall(fragment) => {
+                let call = calls.entry(fragment.index).or_insert_with(|| PendingCall {
+                    output_index: None,
+                    entry_id: EntryId::generate("fc_"),
+                    tool_call_id: None,
+                    name: None,
+                    buffered: String::new(),
+                });
+                if call.tool_call_id.is_none() {
+                    call.tool_call_id = fragment.id;
+                }
+                if call.name.is_none() {
+                    call.name = fragment.name;
+                }
+                call.buffered.push_str(&fragment.arguments);
+                // The first event of a call needs its name; until then, fragments wait.
+                if let Some(name) = call.name.clone() {
+                    let first = call.output_index.is_none();
+                    if first {
+                        close_message(&mut message, out).await;
+                        call.output_index = Some(out.next_index());
+                        call.tool_call_id.get_or_insert_with(generate_tool_call_id);
+                    }
+                    if first || !call.buffered.is_empty() {
+                        let arguments = std::mem::take(&mut call.buffered);
+                        out.emit(function_delta(plan, call, name, arguments)).await;
+                    }
+                }
+            }
+            ChatDelta::Usage(u) => usage = u,
+        }
+    }
+    close_message(&mut message, out).await;
+    // A call whose name never came cannot be answered by the client.
+    if let Some(call) = calls.values().find(|c| c.name.is_none()) {
+        let id = call.tool_call_id.clone().unwrap_or_default();
+        return Err(Error::Upstream {
+            status: 502,
+            message: format!("the model sent tool call `{id}` without a name"),
+        });
+    }
+    Ok(RoundOutcome { usage, needs_another_round: false })
+}
+
+fn function_delta(plan: &TurnPlan, call: &PendingCall, name: String, arguments: String) -> RunEvent {
+    RunEvent::FunctionCallDelta {
+        id: call.entry_id.clone(),
+        output_index: call.output_index.unwrap_or_default(),
+        created_at: Timestamp::now(),
+        name,
+        tool_call_id: call.tool_call_id.clone().unwrap_or_default(),
+        arguments,
+        model: Some(plan.model.clone()),
+        agent_id: plan.agent_id.clone(),
+        confirmation_status: None,
+    }
+}
+
+/// Marks the message being streamed as complete.
+async fn close_message(message: &mut Option<(EntryId, u32, Timestamp)>, out: &mut Emitter) {
+    if let Some((_, output_index, _)) = message.take() {
+        out.emit(RunEvent::EntryDone { output_index, completed_at: Timestamp::now() }).await;
+    }
+}
+
+/// Stores inputs and outputs as one turn, moving the head if nobody else did.
+async fn commit(state: &AppState, plan: &TurnPlan, outputs: &[Entry]) -> Result<(), Error> {
+    let entries: Vec<Entry> = plan.inputs.iter().chain(outputs).cloned().collect();
+    let mut conversation = plan.conversation.clone();
+    conversation.head = entries.last().map(|e| e.id().clone()).or_else(|| plan.parent.as_ref().map(|p| p.0.clone()));
+    conversation.updated_at = Timestamp::now();
+    let turn = TurnWrite {
+        conversation,
+        create: plan.create,
+        expected_head: plan.expected_head.clone(),
+        parent: plan.parent.clone(),
+        entries,
+    };
+    match state.store.commit_turn(&plan.ws, &turn).await {
+        Ok(()) => {
+            tracing::info!(conversation_id = %plan.conversation.id, entries = turn.entries.len(), "turn committed");
+            Ok(())
+        }
+        Err(StoreError::Conflict) => Err(Error::Conflict(format!(
+            "Conversation `{}` moved on while this turn ran; nothing was stored. Retry the request.",
+            plan.conversation.id
+        ))),
+        Err(other) => Err(other.into()),
+    }
+}
