@@ -1,7 +1,7 @@
 //! Agents on the wire (`contract/agents.md`): request bodies, the stored configuration of
 //! one version, and the `Agent` / alias objects returned to clients.
 
-use super::completion::CompletionArgs;
+use super::completion::{CompletionArgs, CompletionArgsView};
 use super::ids::AgentId;
 use super::patch::Patch;
 use super::time::Timestamp;
@@ -218,7 +218,7 @@ pub struct Agent {
     pub instructions: Option<String>,
     pub description: Option<String>,
     pub tools: Vec<Tool>,
-    pub completion_args: CompletionArgs,
+    pub completion_args: CompletionArgsView,
     pub handoffs: Option<Vec<String>>,
     pub guardrails: Option<Vec<GuardrailConfig>>,
     pub metadata: Option<Map<String, Value>>,

@@ -68,52 +68,58 @@ pub struct JsonSchema {
     pub strict: Option<bool>,
 }
 
-/// Every member optional. Written back the way the hosted API does: all members present,
-/// `null` when unset, and `tool_choice` defaulting to `"auto"` (TypeScript rejects `null`
-/// there).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+/// Every member optional; unset members are stored as absent, so what a user set is
+/// exactly what reaches the model. Clients see [`CompletionArgsView`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CompletionArgs {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<Stop>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presence_penalty: Option<f64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency_penalty: Option<f64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub random_seed: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prediction: Option<Prediction>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_format: Option<ResponseFormat>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<ToolChoice>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_effort: Option<String>,
 }
 
-impl Serialize for CompletionArgs {
+/// Completion arguments as clients receive them, the way the hosted API writes them: all
+/// members present, `null` when unset, and `tool_choice` defaulting to `"auto"`
+/// (TypeScript rejects `null` there).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CompletionArgsView(pub CompletionArgs);
+
+impl Serialize for CompletionArgsView {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
+        let args = &self.0;
         let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("stop", &self.stop)?;
-        map.serialize_entry("presence_penalty", &self.presence_penalty)?;
-        map.serialize_entry("frequency_penalty", &self.frequency_penalty)?;
-        map.serialize_entry("temperature", &self.temperature)?;
-        map.serialize_entry("top_p", &self.top_p)?;
-        map.serialize_entry("max_tokens", &self.max_tokens)?;
-        map.serialize_entry("random_seed", &self.random_seed)?;
-        map.serialize_entry("prediction", &self.prediction)?;
-        map.serialize_entry("response_format", &self.response_format)?;
-        map.serialize_entry("tool_choice", &self.tool_choice.unwrap_or(ToolChoice::Auto))?;
+        map.serialize_entry("stop", &args.stop)?;
+        map.serialize_entry("presence_penalty", &args.presence_penalty)?;
+        map.serialize_entry("frequency_penalty", &args.frequency_penalty)?;
+        map.serialize_entry("temperature", &args.temperature)?;
+        map.serialize_entry("top_p", &args.top_p)?;
+        map.serialize_entry("max_tokens", &args.max_tokens)?;
+        map.serialize_entry("random_seed", &args.random_seed)?;
+        map.serialize_entry("prediction", &args.prediction)?;
+        map.serialize_entry("response_format", &args.response_format)?;
+        map.serialize_entry("tool_choice", &args.tool_choice.unwrap_or(ToolChoice::Auto))?;
         // Newer field: written only when set, so older readers see the classic shape.
-        if let Some(effort) = &self.reasoning_effort {
+        if let Some(effort) = &args.reasoning_effort {
             map.serialize_entry("reasoning_effort", effort)?;
         }
         map.end()
@@ -176,7 +182,7 @@ mod tests {
     fn unset_members_are_written_as_null_and_tool_choice_as_auto() {
         let args = CompletionArgs { temperature: Some(0.3), ..Default::default() };
 
-        let json = serde_json::to_value(&args).unwrap();
+        let json = serde_json::to_value(CompletionArgsView(args)).unwrap();
 
         assert_eq!(
             json,
@@ -184,6 +190,13 @@ mod tests {
                 "temperature": 0.3, "top_p": null, "max_tokens": null, "random_seed": null,
                 "prediction": null, "response_format": null, "tool_choice": "auto"})
         );
+    }
+
+    #[test]
+    fn stored_arguments_keep_unset_members_absent() {
+        let args = CompletionArgs { temperature: Some(0.3), ..Default::default() };
+
+        assert_eq!(serde_json::to_value(&args).unwrap(), serde_json::json!({"temperature": 0.3}));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! the response of a run, conversation objects, history and messages.
 
 use super::agents::GuardrailConfig;
-use super::completion::CompletionArgs;
+use super::completion::{CompletionArgs, CompletionArgsView};
 use super::entries::{Entry, Inputs};
 use super::ids::ConversationId;
 use super::time::Timestamp;
@@ -192,7 +192,7 @@ pub struct ModelConversation {
     pub model: String,
     pub instructions: Option<String>,
     pub tools: Vec<Tool>,
-    pub completion_args: CompletionArgs,
+    pub completion_args: CompletionArgsView,
     pub guardrails: Option<Vec<GuardrailConfig>>,
     pub name: Option<String>,
     pub description: Option<String>,

@@ -5,6 +5,7 @@ use crate::domain::agents::{
     is_valid_alias, Agent, AgentAlias, AgentConfig, AgentListPage, CreateAgentRequest, UpdateAgentRequest,
     VersionSelector,
 };
+use crate::domain::completion::CompletionArgsView;
 use crate::domain::ids::{AgentId, WorkspaceId};
 use crate::domain::time::Timestamp;
 use crate::error::{Error, FieldError, Loc, Result};
@@ -74,7 +75,7 @@ pub fn to_wire(record: AgentRecord) -> Agent {
         instructions: config.instructions,
         description: config.description,
         tools: config.tools,
-        completion_args: config.completion_args,
+        completion_args: CompletionArgsView(config.completion_args),
         handoffs: config.handoffs,
         guardrails: config.guardrails,
         metadata: config.metadata,

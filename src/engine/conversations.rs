@@ -4,7 +4,7 @@
 use super::agents as agent_rules;
 use super::run::TurnPlan;
 use crate::domain::agents::VersionSelector;
-use crate::domain::completion::CompletionArgs;
+use crate::domain::completion::{CompletionArgs, CompletionArgsView};
 use crate::domain::conversations::{
     AgentConversation, AgentVersionRef, AppendConversationRequest, Conversation, ConversationHistory,
     ConversationMessages, ModelConversation, RestartConversationRequest, StartConversationRequest,
@@ -352,7 +352,7 @@ pub fn to_wire(record: ConversationRecord) -> Conversation {
             model: record.model.unwrap_or_default(),
             instructions: record.instructions,
             tools: record.tools.unwrap_or_default(),
-            completion_args: record.completion_args.unwrap_or_default(),
+            completion_args: CompletionArgsView(record.completion_args.unwrap_or_default()),
             guardrails: record.guardrails,
             name: record.name,
             description: record.description,

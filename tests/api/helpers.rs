@@ -131,6 +131,72 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// A server whose every model name is answered by a fresh scripted upstream.
+    pub async fn with_upstream() -> (TestApp, crate::upstream::FakeUpstream) {
+        Self::with_upstream_options(Options::default()).await
+    }
+
+    pub async fn with_upstream_options(options: Options) -> (TestApp, crate::upstream::FakeUpstream) {
+        let upstream = crate::upstream::FakeUpstream::start().await;
+        let app = TestApp::spawn_with(Options { upstream_url: Some(upstream.url.clone()), ..options }).await;
+        (app, upstream)
+    }
+
+    /// `POST` that must answer 200; returns the JSON body.
+    pub async fn ok(&self, path: &str, body: &Value) -> Value {
+        json_of(self.post(path, body).await, 200).await
+    }
+
+    /// The history's entries of a conversation.
+    pub async fn history(&self, conversation_id: &str) -> Vec<Value> {
+        let body = json_of(self.get(&format!("/v1/conversations/{conversation_id}/history")).await, 200).await;
+        body["entries"].as_array().unwrap().clone()
+    }
+
+    /// Sends a streaming request and reads the whole SSE body as `(event, data)` pairs.
+    pub async fn stream(&self, path: &str, body: &Value) -> Vec<(String, Value)> {
+        let response = self.post(path, body).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        parse_sse(&response.text().await.unwrap())
+    }
+}
+
+/// Parses an SSE body into `(event, data)` pairs, checking the framing the SDKs need:
+/// every block has an `event:` line and a one-line JSON `data:` whose `type` is the name.
+pub fn parse_sse(body: &str) -> Vec<(String, Value)> {
+    assert!(body.ends_with("\n\n"), "the last event ends with a blank line");
+    let mut events = Vec::new();
+    for block in body.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let mut name = None;
+        let mut data = None;
+        for line in block.lines() {
+            if let Some(rest) = line.strip_prefix("event:") {
+                name = Some(rest.trim().to_owned());
+            } else if let Some(rest) = line.strip_prefix("data:") {
+                assert!(data.is_none(), "one data line per event: {block}");
+                data = Some(serde_json::from_str::<Value>(rest.trim()).expect("data is JSON"));
+            } else {
+                assert!(line.starts_with(':'), "only comments besides event and data: {line}");
+            }
+        }
+        let (Some(name), Some(data)) = (name, data) else {
+            if block.lines().all(|l| l.starts_with(':')) {
+                continue;
+            }
+            panic!("an event without `event:` or `data:`: {block}");
+        };
+        assert_eq!(data["type"], name.as_str());
+        events.push((name, data));
+    }
+    events
+}
+
+pub fn names(events: &[(String, Value)]) -> Vec<&str> {
+    events.iter().map(|(n, _)| n.as_str()).collect()
+}
+
 /// Asserts the status and returns the JSON body.
 pub async fn json_of(response: Response, status: u16) -> Value {
     let actual = response.status().as_u16();

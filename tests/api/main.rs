@@ -7,6 +7,9 @@
 
 mod agents;
 mod auth;
+mod conversations;
 mod errors;
 mod helpers;
 mod models;
+mod streaming;
+mod upstream;

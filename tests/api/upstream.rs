@@ -1,0 +1,196 @@
+//! A scripted fake of an OpenAI-compatible model server, over real HTTP. Each chat request
+//! takes the next scripted reply (text, tool calls, an error status, a cut or slow stream)
+//! and is recorded, so tests assert exactly what palaver sent upstream.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// A streamed answer, one chunk per word.
+    Text(&'static str),
+    /// Text (possibly empty) then tool calls `(id, name, arguments)`, arguments split in two
+    /// fragments.
+    ToolCalls(&'static str, Vec<(&'static str, &'static str, &'static str)>),
+    /// An HTTP error with this status and body.
+    Status(u16, &'static str),
+    /// Some words, then the connection drops without a finish.
+    Cut(&'static str),
+    /// Words spaced by a delay.
+    Slow(&'static str, Duration),
+    /// Sends the first word, then waits until `release()` before the rest.
+    Gated(&'static str),
+    /// Headers, then silence.
+    Hang,
+}
+
+#[derive(Clone, Default)]
+struct Shared {
+    script: Arc<Mutex<VecDeque<Reply>>>,
+    requests: Arc<Mutex<Vec<Value>>>,
+    gate: Arc<Notify>,
+}
+
+pub struct FakeUpstream {
+    /// Base URL including `/v1`, as `PALAVER_UPSTREAM_URL` takes it.
+    pub url: String,
+    shared: Shared,
+}
+
+impl FakeUpstream {
+    pub async fn start() -> FakeUpstream {
+        let shared = Shared::default();
+        let router = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/models", get(|| async { Json(json!({"object": "list", "data": [{"id": "fake-model"}]})) }))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        FakeUpstream { url: format!("http://{addr}/v1"), shared }
+    }
+
+    /// Queues replies for the next chat requests (after them: a default text answer).
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.shared.script.lock().unwrap().extend(replies);
+    }
+
+    /// Every chat request body received so far.
+    pub fn requests(&self) -> Vec<Value> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    pub fn last_request(&self) -> Value {
+        self.requests().last().cloned().expect("the upstream received a request")
+    }
+
+    /// Lets a `Gated` reply finish.
+    pub fn release(&self) {
+        self.shared.gate.notify_waiters();
+        self.shared.gate.notify_one();
+    }
+}
+
+fn chunk(delta: Value, finish: Option<&str>) -> Bytes {
+    let body = json!({"id": "cmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "fake-model",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+    Bytes::from(format!("data: {body}\n\n"))
+}
+
+fn usage_chunk(completion_tokens: usize) -> Bytes {
+    let body = json!({"id": "cmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "fake-model", "choices": [],
+        "usage": {"prompt_tokens": 11, "completion_tokens": completion_tokens, "total_tokens": 11 + completion_tokens}});
+    Bytes::from(format!("data: {body}\n\n"))
+}
+
+fn words(text: &str) -> Vec<String> {
+    let mut pieces: Vec<String> = Vec::new();
+    for (i, word) in text.split(' ').enumerate() {
+        pieces.push(if i == 0 { word.to_owned() } else { format!(" {word}") });
+    }
+    pieces.retain(|p| !p.is_empty());
+    pieces
+}
+
+fn sse(stream: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static) -> Response {
+    Response::builder().header(header::CONTENT_TYPE, "text/event-stream").body(Body::from_stream(stream)).unwrap()
+}
+
+async fn chat(State(shared): State<Shared>, Json(body): Json<Value>) -> Response {
+    shared.requests.lock().unwrap().push(body);
+    let reply = shared.script.lock().unwrap().pop_front().unwrap_or(Reply::Text("default answer"));
+    match reply {
+        Reply::Text(text) => {
+            let pieces = words(text);
+            let count = pieces.len();
+            let stream = async_stream::stream! {
+                for piece in pieces {
+                    yield Ok(chunk(json!({"role": "assistant", "content": piece}), None));
+                }
+                yield Ok(chunk(json!({}), Some("stop")));
+                yield Ok(usage_chunk(count));
+                yield Ok(Bytes::from("data: [DONE]\n\n"));
+            };
+            sse(stream)
+        }
+        Reply::ToolCalls(text, calls) => {
+            let stream = async_stream::stream! {
+                for piece in words(text) {
+                    yield Ok(chunk(json!({"role": "assistant", "content": piece}), None));
+                }
+                for (index, (id, name, arguments)) in calls.iter().enumerate() {
+                    let (head, tail) = arguments.split_at(arguments.len() / 2);
+                    yield Ok(chunk(json!({"tool_calls": [{"index": index, "id": id, "type": "function",
+                        "function": {"name": name, "arguments": head}}]}), None));
+                    yield Ok(chunk(json!({"tool_calls": [{"index": index, "function": {"arguments": tail}}]}), None));
+                }
+                yield Ok(chunk(json!({}), Some("tool_calls")));
+                yield Ok(usage_chunk(calls.len()));
+                yield Ok(Bytes::from("data: [DONE]\n\n"));
+            };
+            sse(stream)
+        }
+        Reply::Status(status, body) => {
+            (StatusCode::from_u16(status).unwrap(), [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Reply::Cut(text) => {
+            let stream = async_stream::stream! {
+                for piece in words(text) {
+                    yield Ok(chunk(json!({"role": "assistant", "content": piece}), None));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                yield Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "cut"));
+            };
+            sse(stream)
+        }
+        Reply::Slow(text, delay) => {
+            let pieces = words(text);
+            let count = pieces.len();
+            let stream = async_stream::stream! {
+                for piece in pieces {
+                    yield Ok(chunk(json!({"role": "assistant", "content": piece}), None));
+                    tokio::time::sleep(delay).await;
+                }
+                yield Ok(chunk(json!({}), Some("stop")));
+                yield Ok(usage_chunk(count));
+                yield Ok(Bytes::from("data: [DONE]\n\n"));
+            };
+            sse(stream)
+        }
+        Reply::Gated(text) => {
+            let pieces = words(text);
+            let count = pieces.len();
+            let gate = shared.gate.clone();
+            let stream = async_stream::stream! {
+                let mut pieces = pieces.into_iter();
+                if let Some(first) = pieces.next() {
+                    yield Ok(chunk(json!({"role": "assistant", "content": first}), None));
+                }
+                gate.notified().await;
+                for piece in pieces {
+                    yield Ok(chunk(json!({"content": piece}), None));
+                }
+                yield Ok(chunk(json!({}), Some("stop")));
+                yield Ok(usage_chunk(count));
+                yield Ok(Bytes::from("data: [DONE]\n\n"));
+            };
+            sse(stream)
+        }
+        Reply::Hang => {
+            let stream = async_stream::stream! {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                yield Ok::<Bytes, std::io::Error>(Bytes::new());
+            };
+            sse(stream)
+        }
+    }
+}
