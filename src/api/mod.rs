@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod auth;
+pub mod completions;
 pub mod conversations;
 pub mod error;
 pub mod extract;
@@ -24,6 +25,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(agents::routes())
         .merge(conversations::routes())
+        .merge(completions::routes())
         .merge(models::routes())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -43,6 +43,13 @@ pub struct OpenAiCompat {
     http: reqwest::Client,
 }
 
+/// An upstream response relayed as it is.
+pub struct Passthrough {
+    pub status: u16,
+    pub content_type: String,
+    pub body: futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>,
+}
+
 /// Connection settings shared by every upstream.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -90,14 +97,26 @@ impl OpenAiCompat {
     }
 
     /// `POST /chat/completions` passed through unchanged (for clients whose base URL is
-    /// palaver): the upstream's own response, streamed or not.
-    pub async fn passthrough(&self, body: bytes::Bytes) -> Result<reqwest::Response> {
-        self.request(reqwest::Method::POST, "/chat/completions")
+    /// palaver): the upstream's own status, content type and body, streamed.
+    pub async fn passthrough(&self, body: bytes::Bytes) -> Result<Passthrough> {
+        let response = self
+            .request(reqwest::Method::POST, "/chat/completions")
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
             .send()
             .await
-            .map_err(|e| upstream_unreachable(&self.name, &e))
+            .map_err(|e| upstream_unreachable(&self.name, &e))?;
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_owned();
+        Ok(Passthrough {
+            status: response.status().as_u16(),
+            content_type,
+            body: response.bytes_stream().map(|chunk| chunk.map_err(std::io::Error::other)).boxed(),
+        })
     }
 
     pub fn name(&self) -> &str {

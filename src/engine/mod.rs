@@ -3,6 +3,7 @@
 //! nothing about HTTP or SQL.
 
 pub mod agents;
+pub mod completions;
 pub mod context;
 pub mod conversations;
 pub mod fold;

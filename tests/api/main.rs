@@ -7,6 +7,7 @@
 
 mod agents;
 mod auth;
+mod completions;
 mod conversations;
 mod errors;
 mod helpers;
