@@ -22,8 +22,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/agents", post(create_agent).get(list_agents))
         .route("/v1/agents/pages", get(list_agent_pages))
-        .route("/v1/agents/{agent_id}", get(get_agent).patch(update_agent).delete(delete_agent))
-        .route("/v1/agents/{agent_id}/version", patch(update_agent_version))
+        // POST on these two paths is what the public page's curl examples send (`--data`
+        // without `-X PATCH`); the SDKs use PATCH.
+        .route("/v1/agents/{agent_id}", get(get_agent).patch(update_agent).post(update_agent).delete(delete_agent))
+        .route("/v1/agents/{agent_id}/version", patch(update_agent_version).post(update_agent_version))
         .route("/v1/agents/{agent_id}/versions", get(list_agent_versions))
         .route("/v1/agents/{agent_id}/versions/{version}", get(get_agent_version))
         .route("/v1/agents/{agent_id}/aliases", put(put_alias).get(list_aliases).delete(delete_alias))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import SDK_MAJOR, HTTPValidationError, SDKError, make_client, modern_only
+from conftest import SDK_MAJOR, HTTPValidationError, SDKError, assert_complete, make_client, modern_only
 
 FUNCTION_TOOL = {
     "type": "function",
@@ -52,6 +52,7 @@ def test_create_with_every_tool_type_round_trips(client, unique):
         completion_args={"temperature": 0.3, "top_p": 0.95},
     )
 
+    assert_complete(agent)
     assert agent.id.startswith("ag_")
     assert agent.version == 0
     assert tool_types(agent) == [t["type"] for t in ALL_TOOLS]
@@ -134,6 +135,7 @@ def test_versions_can_be_listed_and_fetched(client, unique):
     one = client.beta.agents.get_version(agent_id=agent.id, version="1")
     pinned = client.beta.agents.get(agent_id=agent.id, agent_version=1)
 
+    assert_complete(versions)
     assert [v.version for v in versions] == [0, 1, 2]
     assert [v.description for v in versions] == ["v0", "v1", "v2"]
     assert one.description == "v1"
@@ -222,6 +224,7 @@ def test_another_keys_agents_are_invisible(client, other_client, unique):
 def test_models_list_has_explicit_capabilities(client):
     models = client.models.list()
 
+    assert_complete(models)
     ids = [m.id for m in models.data]
     assert "echo" in ids
     echo = models.data[ids.index("echo")]
