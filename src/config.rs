@@ -124,6 +124,10 @@ pub struct UpstreamConfig {
     /// `mistral` or `openai`; guessed from the URL when absent.
     #[serde(default)]
     pub dialect: Option<crate::backends::openai_compat::Dialect>,
+    /// Speak HTTP/2 without negotiation (h2c) to this upstream: every run shares a few
+    /// multiplexed connections instead of holding one socket each.
+    #[serde(default)]
+    pub http2: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

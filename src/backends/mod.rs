@@ -10,7 +10,7 @@ use crate::config::{Config, FileConfig};
 use crate::domain::models::ModelCard;
 use crate::error::Result;
 use chat::ModelBackend;
-use openai_compat::{OpenAiCompat, Timeouts};
+use openai_compat::{OpenAiCompat, Timeouts, UpstreamOptions};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,21 +58,17 @@ impl ModelRouter {
                 }
                 None => None,
             };
-            let client = OpenAiCompat::new(
-                &upstream.name,
-                &upstream.url,
-                key,
-                upstream.models.clone(),
-                upstream.dialect,
-                timeouts,
-            )?;
+            let options =
+                UpstreamOptions { dialect: upstream.dialect, timeouts, http2_prior_knowledge: upstream.http2 };
+            let client = OpenAiCompat::new(&upstream.name, &upstream.url, key, upstream.models.clone(), options)?;
             upstreams.push(Arc::new(client));
         }
         let mut fallback = Target::Echo;
         // An empty value (as `docker compose` passes for an unset variable) means unset.
         if let Some(url) = config.upstream_url.as_deref().filter(|u| !u.trim().is_empty()) {
             let key = config.upstream_api_key.clone().filter(|k| !k.trim().is_empty());
-            upstreams.push(Arc::new(OpenAiCompat::new("default", url, key, Vec::new(), None, timeouts)?));
+            let options = UpstreamOptions { dialect: None, timeouts, http2_prior_knowledge: false };
+            upstreams.push(Arc::new(OpenAiCompat::new("default", url, key, Vec::new(), options)?));
             fallback = Target::Upstream(upstreams.len() - 1);
         }
         let routes = file
@@ -151,6 +147,7 @@ mod tests {
                 api_key_env: None,
                 models: vec![],
                 dialect: None,
+                http2: false,
             }],
             routes: vec![
                 RouteConfig { model: "echo-exact".into(), upstream: "echo".into() },

@@ -58,6 +58,14 @@ pub struct Timeouts {
     pub read: Duration,
 }
 
+/// How to reach one upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamOptions {
+    pub dialect: Option<Dialect>,
+    pub timeouts: Timeouts,
+    pub http2_prior_knowledge: bool,
+}
+
 #[derive(Deserialize)]
 struct UpstreamModelList {
     data: Vec<UpstreamModel>,
@@ -82,10 +90,19 @@ impl OpenAiCompat {
         base_url: &str,
         api_key: Option<String>,
         declared_models: Vec<String>,
-        dialect: Option<Dialect>,
-        timeouts: Timeouts,
+        options: UpstreamOptions,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().connect_timeout(timeouts.connect).read_timeout(timeouts.read).build()?;
+        let UpstreamOptions { dialect, timeouts, http2_prior_knowledge } = options;
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .read_timeout(timeouts.read)
+            // Keep-alive connections are reused by every run: no per-request handshake.
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true);
+        if http2_prior_knowledge {
+            http = http.http2_prior_knowledge();
+        }
+        let http = http.build()?;
         Ok(OpenAiCompat {
             name: name.to_owned(),
             base_url: base_url.trim_end_matches('/').to_owned(),

@@ -1,0 +1,557 @@
+//! `cargo bench --bench turns`: what palaver costs on top of the model.
+//!
+//! Starts the real `palaver` binary (release build) as a child process, so its CPU time and
+//! memory can be read from `/proc`, against a fast fake OpenAI-compatible upstream running
+//! in this process. Every figure is measured side by side with its floor: the same request
+//! sent straight to the fake upstream. Each measurement is repeated and the median of the
+//! runs is printed with the budget beside it. Loopback only; bounded in requests and time.
+//!
+//! Environment: `BENCH_BACKENDS` (`sqlite,postgres`), `BENCH_POSTGRES_URL` (admin URL,
+//! default `postgres://postgres@127.0.0.1:5432/test`), `BENCH_STREAMS` (10000),
+//! `BENCH_RUNS` (3).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+// ---------------------------------------------------------------------------------------
+// The fake upstream: answers every chat request at once with a short streamed answer, or,
+// in hold mode, sends the first chunk and waits for `release`.
+
+#[derive(Clone)]
+struct Upstream {
+    hold: Arc<std::sync::atomic::AtomicBool>,
+    release: Arc<Notify>,
+    held: Arc<AtomicUsize>,
+}
+
+fn chunk(delta: Value, finish: Option<&str>) -> Bytes {
+    let body = json!({"id": "b", "object": "chat.completion.chunk", "created": 1, "model": "bench",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+    Bytes::from(format!("data: {body}\n\n"))
+}
+
+fn answer(upstream: Upstream) -> axum::body::Body {
+    let stream = async_stream::stream! {
+        yield Ok::<Bytes, Infallible>(chunk(json!({"role": "assistant", "content": "Hello"}), None));
+        if upstream.hold.load(Ordering::SeqCst) {
+            upstream.held.fetch_add(1, Ordering::SeqCst);
+            let released = upstream.release.notified();
+            released.await;
+        }
+        yield Ok(chunk(json!({"content": " from the"}), None));
+        yield Ok(chunk(json!({"content": " bench."}), None));
+        yield Ok(chunk(json!({}), Some("stop")));
+        yield Ok(Bytes::from("data: {\"id\":\"b\",\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":3,\"total_tokens\":13}}\n\ndata: [DONE]\n\n"));
+    };
+    axum::body::Body::from_stream(stream)
+}
+
+async fn start_upstream() -> (String, Upstream) {
+    let upstream = Upstream { hold: Default::default(), release: Arc::new(Notify::new()), held: Default::default() };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = upstream.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else { continue };
+            let _ = socket.set_nodelay(true);
+            let state = state.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let state = state.clone();
+                    async move {
+                        use http_body_util::BodyExt;
+                        let _ = request.into_body().collect().await;
+                        let response = hyper::Response::builder()
+                            .header("content-type", "text/event-stream")
+                            .body(answer(state))
+                            .unwrap();
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                // One multiplexed connection must carry every held stream.
+                builder.http2().max_concurrent_streams(None);
+                let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(socket), service).await;
+            });
+        }
+    });
+    (format!("http://{addr}/v1"), upstream)
+}
+
+// ---------------------------------------------------------------------------------------
+// The palaver child process.
+
+struct Palaver {
+    child: Child,
+    base: String,
+    startup: Duration,
+}
+
+impl Drop for Palaver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn spawn_palaver(database_url: &str, upstream_url: &str, http2: bool, dir: &std::path::Path) -> Palaver {
+    let config = dir.join(format!("palaver-{}.toml", free_port()));
+    std::fs::write(
+        &config,
+        format!("[[upstream]]\nname = \"bench\"\nurl = \"{upstream_url}\"\nhttp2 = {http2}\n\n[[route]]\nmodel = \"*\"\nupstream = \"bench\"\n"),
+    )
+    .unwrap();
+    let port = free_port();
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_palaver"))
+        .env("PALAVER_ADDR", format!("127.0.0.1:{port}"))
+        .env("DATABASE_URL", database_url)
+        .env("PALAVER_CONFIG", &config)
+        .env("PALAVER_DB_MAX_CONNECTIONS", "16")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the palaver binary starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    loop {
+        if let Ok(response) = client.get(format!("{base}/health")).send().await {
+            if response.status().is_success() {
+                break;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "palaver became healthy");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Palaver { child, base, startup: started.elapsed() }
+}
+
+/// (utime + stime) of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Resident memory of a process in KiB (`VmRSS`, or `VmHWM` for the peak).
+fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Requests.
+
+async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> Value {
+    let response = client.post(url).json(body).send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert!(status.is_success(), "{url}: {status} {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Sends a streamed request and returns (time to the first delta, time to the end).
+async fn stream_timing(client: &reqwest::Client, url: &str, body: &Value, first_marker: &str) -> (Duration, Duration) {
+    let started = Instant::now();
+    let response = client.post(url).json(body).send().await.unwrap();
+    assert!(response.status().is_success());
+    let mut body = response.bytes_stream();
+    let mut first = None;
+    let mut seen = String::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.unwrap();
+        if first.is_none() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains(first_marker) {
+                first = Some(started.elapsed());
+            }
+        }
+    }
+    (first.expect("a first delta"), started.elapsed())
+}
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[index]
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    percentile(&mut values, 0.5)
+}
+
+/// The messages palaver sends upstream for a conversation's history (to replay as floor).
+async fn upstream_messages(client: &reqwest::Client, base: &str, conversation_id: &str, next: &str) -> Vec<Value> {
+    let history = client.get(format!("{base}/v1/conversations/{conversation_id}/history")).send().await.unwrap();
+    let history: Value = history.json().await.unwrap();
+    let mut messages: Vec<Value> = history["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let role = if e["type"] == "message.input" { "user" } else { "assistant" };
+            json!({"role": role, "content": e["content"]})
+        })
+        .collect();
+    messages.push(json!({"role": "user", "content": next}));
+    messages
+}
+
+async fn new_conversation(client: &reqwest::Client, base: &str, turns: usize) -> String {
+    let start =
+        post_json(client, &format!("{base}/v1/conversations"), &json!({"model": "bench", "inputs": "Hi there"})).await;
+    let id = start["conversation_id"].as_str().unwrap().to_owned();
+    for n in 1..turns {
+        post_json(client, &format!("{base}/v1/conversations/{id}"), &json!({"inputs": format!("Question {n}")})).await;
+    }
+    id
+}
+
+// ---------------------------------------------------------------------------------------
+// The report.
+
+struct Row {
+    figure: String,
+    value: String,
+    floor: String,
+    budget: String,
+    met: Option<bool>,
+}
+
+fn row(figure: &str, value: String, floor: String, budget: &str, met: Option<bool>) -> Row {
+    Row { figure: figure.to_owned(), value, floor, budget: budget.to_owned(), met }
+}
+
+fn ms(seconds: f64) -> String {
+    format!("{:.3} ms", seconds * 1000.0)
+}
+
+async fn bench_backend(
+    name: &str,
+    database_url: &str,
+    upstream_url: &str,
+    upstream: &Upstream,
+    runs: usize,
+    streams: usize,
+) -> Vec<Row> {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::builder().tcp_nodelay(true).build().unwrap();
+    let mut rows = Vec::new();
+    let overhead_budget = if name == "sqlite" { 0.001 } else { 0.0015 };
+
+    // Footprint: start to healthy and idle RSS, over fresh processes.
+    let mut startups = Vec::new();
+    let mut idle = Vec::new();
+    for _ in 0..runs {
+        let db = fresh_database(name, database_url, dir.path()).await;
+        let palaver = spawn_palaver(&db, upstream_url, false, dir.path()).await;
+        startups.push(palaver.startup.as_secs_f64());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        idle.push(memory_kib(palaver.child.id(), "VmRSS:") as f64);
+    }
+    let startup = median(startups);
+    let idle_rss = median(idle);
+    rows.push(row(
+        "start to healthy /health",
+        ms(startup),
+        "-".into(),
+        "≤ 200 ms (SQLite)",
+        (name == "sqlite").then_some(startup <= 0.2),
+    ));
+    rows.push(row(
+        "idle RSS",
+        format!("{:.1} MiB", idle_rss / 1024.0),
+        "-".into(),
+        "≤ 30 MiB",
+        Some(idle_rss <= 30.0 * 1024.0),
+    ));
+
+    let db = fresh_database(name, database_url, dir.path()).await;
+    let palaver = spawn_palaver(&db, upstream_url, false, dir.path()).await;
+    let base = palaver.base.clone();
+    let pid = palaver.child.id();
+    let chat_url = format!("{upstream_url}/chat/completions");
+
+    // Overhead per turn at concurrency 1: palaver's append against the same request sent
+    // straight upstream, interleaved so both see the same noise.
+    let conversations: Vec<String> =
+        futures::future::join_all((0..30).map(|_| new_conversation(&client, &base, 5))).await;
+    let (mut p50s, mut p99s, mut floors50) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (mut ours, mut floor) = (Vec::new(), Vec::new());
+        for i in 0..300 {
+            let id = &conversations[i % conversations.len()];
+            let input = format!("Turn {i}");
+            let messages = upstream_messages(&client, &base, id, &input).await;
+            let floor_body = json!({"model": "bench", "messages": messages, "stream": true});
+            let started = Instant::now();
+            let _ = stream_timing(&client, &chat_url, &floor_body, "data:").await;
+            floor.push(started.elapsed().as_secs_f64());
+            let started = Instant::now();
+            post_json(&client, &format!("{base}/v1/conversations/{id}"), &json!({"inputs": input})).await;
+            ours.push(started.elapsed().as_secs_f64());
+        }
+        let floor50 = percentile(&mut floor, 0.5);
+        let floor99 = percentile(&mut floor, 0.99);
+        p50s.push(percentile(&mut ours, 0.5) - floor50);
+        p99s.push(percentile(&mut ours, 0.99) - floor99);
+        floors50.push(floor50);
+    }
+    let (p50, p99, floor50) = (median(p50s), median(p99s), median(floors50));
+    let budget = if name == "sqlite" { "p50 ≤ 1 ms" } else { "p50 ≤ 1.5 ms" };
+    rows.push(row("overhead per turn, p50 (c=1)", ms(p50), ms(floor50), budget, Some(p50 <= overhead_budget)));
+    rows.push(row("overhead per turn, p99 (c=1)", ms(p99), "-".into(), "p99 ≤ 3 ms", Some(p99 <= 0.003)));
+
+    // Throughput at concurrency 32, and palaver's own CPU time per turn.
+    let (mut rates, mut floor_rates, mut cpus) = (Vec::new(), Vec::new(), Vec::new());
+    let workers: Vec<String> = futures::future::join_all((0..32).map(|_| new_conversation(&client, &base, 1))).await;
+    for _ in 0..runs {
+        let per_worker = 60;
+        let floor_body = json!({"model": "bench", "messages": [{"role": "user", "content": "Hi"}], "stream": true});
+        let started = Instant::now();
+        futures::future::join_all((0..32).map(|_| async {
+            for _ in 0..per_worker {
+                let _ = stream_timing(&client, &chat_url, &floor_body, "data:").await;
+            }
+        }))
+        .await;
+        floor_rates.push((32 * per_worker) as f64 / started.elapsed().as_secs_f64());
+        let cpu_before = cpu_seconds(pid);
+        let started = Instant::now();
+        futures::future::join_all(workers.iter().map(|id| {
+            let client = &client;
+            let base = &base;
+            async move {
+                for n in 0..per_worker {
+                    post_json(client, &format!("{base}/v1/conversations/{id}"), &json!({"inputs": format!("t{n}")}))
+                        .await;
+                }
+            }
+        }))
+        .await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let turns = (32 * per_worker) as f64;
+        rates.push(turns / elapsed);
+        cpus.push((cpu_seconds(pid) - cpu_before) / turns);
+    }
+    let (rate, floor_rate, cpu) = (median(rates), median(floor_rates), median(cpus));
+    rows.push(row("throughput (c=32)", format!("{rate:.0} turns/s"), format!("{floor_rate:.0} req/s"), "-", None));
+    rows.push(row("palaver CPU per turn", format!("{:.0} µs", cpu * 1e6), "-".into(), "≤ 200 µs", Some(cpu <= 200e-6)));
+
+    // Time to first delta, streaming append, concurrency 1.
+    let mut ttfd = Vec::new();
+    let mut floor_ttfd = Vec::new();
+    for _ in 0..runs {
+        let (mut ours, mut floor) = (Vec::new(), Vec::new());
+        for i in 0..200 {
+            let id = &conversations[i % conversations.len()];
+            let floor_body = json!({"model": "bench", "messages": [{"role": "user", "content": "Hi"}], "stream": true});
+            floor.push(stream_timing(&client, &chat_url, &floor_body, "content").await.0.as_secs_f64());
+            let body = json!({"inputs": format!("s{i}"), "stream": true});
+            ours.push(
+                stream_timing(&client, &format!("{base}/v1/conversations/{id}"), &body, "message.output.delta")
+                    .await
+                    .0
+                    .as_secs_f64(),
+            );
+        }
+        let floor50 = percentile(&mut floor, 0.5);
+        ttfd.push(percentile(&mut ours, 0.5) - floor50);
+        floor_ttfd.push(floor50);
+    }
+    let (ttfd, floor_ttfd) = (median(ttfd), median(floor_ttfd));
+    rows.push(row("time-to-first-delta overhead, p50", ms(ttfd), ms(floor_ttfd), "≤ 1 ms", Some(ttfd <= 0.001)));
+
+    // History length: append overhead with ~1,000 entries of history against ~10.
+    let long: Vec<String> = futures::future::join_all((0..3).map(|_| new_conversation(&client, &base, 500))).await;
+    let short: Vec<String> = futures::future::join_all((0..3).map(|_| new_conversation(&client, &base, 5))).await;
+    let measure = |ids: Vec<String>| {
+        let client = client.clone();
+        let base = base.clone();
+        let chat_url = chat_url.clone();
+        async move {
+            let mut overheads = Vec::new();
+            for _ in 0..runs {
+                let (mut ours, mut floor) = (Vec::new(), Vec::new());
+                for i in 0..30 {
+                    let id = &ids[i % ids.len()];
+                    let input = format!("h{i}");
+                    let messages = upstream_messages(&client, &base, id, &input).await;
+                    let started = Instant::now();
+                    let _ = stream_timing(
+                        &client,
+                        &chat_url,
+                        &json!({"model": "bench", "messages": messages, "stream": true}),
+                        "data:",
+                    )
+                    .await;
+                    floor.push(started.elapsed().as_secs_f64());
+                    let started = Instant::now();
+                    post_json(&client, &format!("{base}/v1/conversations/{id}"), &json!({"inputs": input})).await;
+                    ours.push(started.elapsed().as_secs_f64());
+                }
+                overheads.push(percentile(&mut ours, 0.5) - percentile(&mut floor, 0.5));
+            }
+            median(overheads)
+        }
+    };
+    let long_overhead = measure(long).await;
+    let short_overhead = measure(short).await;
+    let ratio = long_overhead / short_overhead.max(1e-6);
+    rows.push(row(
+        "append overhead, 1,000 vs 10 entries",
+        format!("{} vs {} ({ratio:.1}×)", ms(long_overhead), ms(short_overhead)),
+        "-".into(),
+        "≤ 3×",
+        Some(ratio <= 3.0),
+    ));
+    drop(palaver);
+
+    // Open streams: many concurrent streaming starts held open by a slow upstream.
+    let db = fresh_database(name, database_url, dir.path()).await;
+    let palaver = spawn_palaver(&db, upstream_url, true, dir.path()).await;
+    let pid = palaver.child.id();
+    let base = palaver.base.clone();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = memory_kib(pid, "VmRSS:");
+    upstream.hold.store(true, Ordering::SeqCst);
+    upstream.held.store(0, Ordering::SeqCst);
+    let opened = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut tasks = Vec::with_capacity(streams);
+    for i in 0..streams {
+        let url = format!("{base}/v1/conversations");
+        let opened = opened.clone();
+        let errors = errors.clone();
+        let gate = gate.clone();
+        tasks.push(tokio::spawn(async move {
+            // Each stream has a connection of its own, as separate SDK clients would.
+            let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+            let permit = gate.acquire_owned().await.unwrap();
+            let response = client
+                .post(url)
+                .json(&json!({"model": "bench", "inputs": format!("stream {i}"), "stream": true}))
+                .send()
+                .await;
+            let Ok(response) = response else {
+                errors.fetch_add(1, Ordering::SeqCst);
+                return;
+            };
+            let mut body = response.bytes_stream();
+            let mut text = String::new();
+            while let Some(chunk) = body.next().await {
+                let Ok(chunk) = chunk else {
+                    errors.fetch_add(1, Ordering::SeqCst);
+                    return;
+                };
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                if text.contains("message.output.delta") {
+                    opened.fetch_add(1, Ordering::SeqCst);
+                    drop(permit);
+                    break;
+                }
+            }
+            while let Some(chunk) = body.next().await {
+                if chunk.is_err() {
+                    errors.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            }
+            if !text.contains("conversation.response.done") {
+                errors.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while opened.load(Ordering::SeqCst) + errors.load(Ordering::SeqCst) < streams && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let open_now = opened.load(Ordering::SeqCst);
+    let peak = memory_kib(pid, "VmRSS:");
+    upstream.hold.store(false, Ordering::SeqCst);
+    upstream.release.notify_waiters();
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(60), task).await;
+    }
+    let stream_errors = errors.load(Ordering::SeqCst);
+    let per_stream = (peak.saturating_sub(before)) as f64 / open_now.max(1) as f64;
+    rows.push(row(
+        &format!("RSS per open stream ({open_now} open)"),
+        format!("{per_stream:.1} KiB ({} errors)", stream_errors),
+        "-".into(),
+        "≤ 50 KiB, no errors",
+        Some(per_stream <= 50.0 && stream_errors == 0 && open_now == streams),
+    ));
+    drop(palaver);
+    rows
+}
+
+async fn fresh_database(backend: &str, admin_url: &str, dir: &std::path::Path) -> String {
+    if backend == "sqlite" {
+        return format!("sqlite://{}", dir.join(format!("bench-{}.db", free_port())).display());
+    }
+    use sqlx::Connection;
+    let name = format!("palaver_t_bench_{}", free_port());
+    let mut admin = sqlx::PgConnection::connect(admin_url).await.expect("Postgres for the bench");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+    format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let started = Instant::now();
+        let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+        let postgres =
+            std::env::var("BENCH_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+        let streams: usize = std::env::var("BENCH_STREAMS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+        let (upstream_url, upstream) = start_upstream().await;
+        let mut report = Vec::new();
+        for backend in backends.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+            eprintln!("benchmarking {backend} …");
+            let rows = bench_backend(backend, &postgres, &upstream_url, &upstream, runs, streams).await;
+            report.push((backend.to_owned(), rows));
+        }
+        println!();
+        println!("palaver benchmark — medians of {runs} runs; floor = the same request straight to the fake upstream");
+        println!();
+        println!("| backend | figure | palaver | floor | budget | met |");
+        println!("|---|---|---|---|---|---|");
+        for (backend, rows) in &report {
+            for r in rows {
+                let met = match r.met {
+                    Some(true) => "yes",
+                    Some(false) => "**no**",
+                    None => "-",
+                };
+                println!("| {backend} | {} | {} | {} | {} | {met} |", r.figure, r.value, r.floor, r.budget);
+            }
+        }
+        println!();
+        println!("total bench time: {:.0} s", started.elapsed().as_secs_f64());
+    });
+}
