@@ -455,9 +455,14 @@ async fn bench_backend(
                 .json(&json!({"model": "bench", "inputs": format!("stream {i}"), "stream": true}))
                 .send()
                 .await;
-            let Ok(response) = response else {
-                errors.fetch_add(1, Ordering::SeqCst);
-                return;
+            let response = match response {
+                Ok(response) => response,
+                Err(error) => {
+                    if errors.fetch_add(1, Ordering::SeqCst) < 3 {
+                        eprintln!("stream {i}: request failed: {error}");
+                    }
+                    return;
+                }
             };
             let mut body = response.bytes_stream();
             let mut text = String::new();
@@ -480,8 +485,9 @@ async fn bench_backend(
                 }
                 text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
             }
-            if !text.contains("conversation.response.done") {
-                errors.fetch_add(1, Ordering::SeqCst);
+            if !text.contains("conversation.response.done") && errors.fetch_add(1, Ordering::SeqCst) < 3 {
+                let tail: String = text.chars().rev().take(300).collect::<Vec<_>>().into_iter().rev().collect();
+                eprintln!("stream {i}: ended without done: …{tail}");
             }
         }));
     }

@@ -53,6 +53,11 @@ pub struct Config {
     #[arg(long = "max-rounds", env = "PALAVER_MAX_ROUNDS", default_value_t = 8)]
     pub max_rounds: u32,
 
+    /// Entries the in-memory history cache may hold (0 turns it off). Histories are
+    /// immutable per head, so the cache is safe with several processes on one database.
+    #[arg(long = "history-cache-entries", env = "PALAVER_HISTORY_CACHE_ENTRIES", default_value_t = 200_000)]
+    pub history_cache_entries: usize,
+
     /// Size of the database connection pool.
     #[arg(long = "db-max-connections", env = "PALAVER_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,

@@ -14,6 +14,7 @@ use crate::api::auth::KeyRing;
 use crate::backends::ModelRouter;
 use crate::config::Config;
 use crate::store::Store;
+use axum::serve::ListenerExt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Runs in flight: shutdown waits for them so no started turn is lost.
     pub runs: TaskTracker,
+    /// Histories by head entry (immutable, so never stale).
+    pub histories: Arc<engine::history::HistoryCache>,
 }
 
 pub struct App {
@@ -67,6 +70,7 @@ impl App {
             limits: Limits { max_body_bytes: config.max_body_bytes, max_rounds: config.max_rounds.max(1) },
             shutdown: CancellationToken::new(),
             runs: TaskTracker::new(),
+            histories: Arc::new(engine::history::HistoryCache::new(config.history_cache_entries)),
         };
         let listener = TcpListener::bind(config.addr).await?;
         Ok(App { listener, state })
@@ -87,7 +91,13 @@ impl App {
         let runs = self.state.runs.clone();
         let router = api::router(self.state);
         tracing::info!(addr = %self.listener.local_addr()?, "palaver listening");
-        axum::serve(self.listener, router)
+        // Without TCP_NODELAY, small SSE frames wait for the client's delayed ACK (~40 ms).
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::warn!(%error, "cannot set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 signal.await;
                 tracing::info!("shutting down");

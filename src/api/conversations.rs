@@ -40,7 +40,7 @@ async fn respond(state: &AppState, plan: TurnPlan, stream: bool) -> Result<Respo
     }
     let mut events = events;
     let mut fold = Fold::default();
-    while let Some(event) = events.recv().await {
+    while let Some(event) = futures::StreamExt::next(&mut events).await {
         fold.apply(&event);
     }
     Ok(Json(fold.into_response()?).into_response())

@@ -6,13 +6,13 @@ use crate::domain::events::RunEvent;
 use crate::AppState;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures::channel::mpsc;
 use futures::StreamExt;
 use std::convert::Infallible;
-use tokio::sync::mpsc;
 
 pub fn respond(state: &AppState, mut events: mpsc::Receiver<RunEvent>) -> Response {
     let frames = async_stream::stream! {
-        while let Some(event) = events.recv().await {
+        while let Some(event) = events.next().await {
             // Internal markers (entry completion) have no wire name.
             let Some(name) = event.name() else { continue };
             match serde_json::to_string(&event) {

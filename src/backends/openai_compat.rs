@@ -43,6 +43,9 @@ pub struct OpenAiCompat {
     http: reqwest::Client,
 }
 
+/// Flow-control window of a shared HTTP/2 upstream connection (64 MiB).
+const HTTP2_CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
+
 /// An upstream response relayed as it is.
 pub struct Passthrough {
     pub status: u16,
@@ -100,7 +103,11 @@ impl OpenAiCompat {
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true);
         if http2_prior_knowledge {
-            http = http.http2_prior_knowledge();
+            // All runs share one connection. h2 caps the small DATA frames buffered per
+            // connection at half its window; SSE answers are many small frames, and when
+            // thousands of streams speak at once the default window closes the connection
+            // (`too_many_data_frames`). The window bounds buffering, it is not allocated.
+            http = http.http2_prior_knowledge().http2_initial_connection_window_size(HTTP2_CONNECTION_WINDOW);
         }
         let http = http.build()?;
         Ok(OpenAiCompat {
@@ -214,7 +221,22 @@ pub fn upstream_status(status: u16, body: &str) -> Error {
 
 fn upstream_unreachable(name: &str, error: &reqwest::Error) -> Error {
     let status = if error.is_timeout() { 504 } else { 502 };
-    Error::Upstream { status, message: format!("upstream `{name}` could not be reached: {error}") }
+    Error::Upstream { status, message: format!("upstream `{name}` could not be reached: {}", error_chain(error)) }
+}
+
+/// An error with its causes (`a: b: c`): transport errors say little without them.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The JSON body of a streamed chat completion in `dialect`.
@@ -422,7 +444,11 @@ impl ModelBackend for OpenAiCompat {
                 let event = match event {
                     Ok(event) => event,
                     Err(error) => {
-                        let message = format!("upstream `{name}` stream failed: {error}");
+                        let cause = match &error {
+                            eventsource_stream::EventStreamError::Transport(transport) => error_chain(transport),
+                            other => error_chain(other),
+                        };
+                        let message = format!("upstream `{name}` stream failed: {cause}");
                         let status = if format!("{error:?}").contains("TimedOut") || error.to_string().contains("timed out") { 504 } else { 502 };
                         yield Err(Error::Upstream { status, message });
                         return;

@@ -203,12 +203,12 @@ pub struct ModelConversation {
 pub struct ConversationHistory {
     pub object: &'static str,
     pub conversation_id: ConversationId,
-    pub entries: Vec<Entry>,
+    pub entries: Vec<std::sync::Arc<Entry>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ConversationMessages {
     pub object: &'static str,
     pub conversation_id: ConversationId,
-    pub messages: Vec<Entry>,
+    pub messages: Vec<std::sync::Arc<Entry>>,
 }

@@ -32,12 +32,28 @@ impl Content {
     }
 }
 
-fn entry_object() -> &'static str {
-    "entry"
+/// The `object: "entry"` every entry carries (required by the strictest SDK readers). A
+/// field of its own, so entries serialize directly instead of through a JSON map.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EntryObject;
+
+impl Serialize for EntryObject {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str("entry")
+    }
+}
+
+impl<'de> Deserialize<'de> for EntryObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer)?;
+        Ok(EntryObject)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageInput {
+    #[serde(default)]
+    pub object: EntryObject,
     pub id: EntryId,
     pub created_at: Timestamp,
     pub completed_at: Option<Timestamp>,
@@ -49,6 +65,8 @@ pub struct MessageInput {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageOutput {
+    #[serde(default)]
+    pub object: EntryObject,
     pub id: EntryId,
     pub created_at: Timestamp,
     pub completed_at: Option<Timestamp>,
@@ -65,6 +83,8 @@ fn assistant() -> String {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FunctionCall {
+    #[serde(default)]
+    pub object: EntryObject,
     pub id: EntryId,
     pub created_at: Timestamp,
     pub completed_at: Option<Timestamp>,
@@ -80,6 +100,8 @@ pub struct FunctionCall {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FunctionResult {
+    #[serde(default)]
+    pub object: EntryObject,
     pub id: EntryId,
     pub created_at: Timestamp,
     pub completed_at: Option<Timestamp>,
@@ -89,6 +111,8 @@ pub struct FunctionResult {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolExecution {
+    #[serde(default)]
+    pub object: EntryObject,
     pub id: EntryId,
     pub created_at: Timestamp,
     pub completed_at: Option<Timestamp>,
@@ -102,6 +126,8 @@ pub struct ToolExecution {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentHandoff {
+    #[serde(default)]
+    pub object: EntryObject,
     pub id: EntryId,
     pub created_at: Timestamp,
     pub completed_at: Option<Timestamp>,
@@ -112,7 +138,7 @@ pub struct AgentHandoff {
 }
 
 /// One entry of a conversation, as stored and as every endpoint returns it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum Entry {
     #[serde(rename = "message.input")]
@@ -127,33 +153,6 @@ pub enum Entry {
     ToolExecution(ToolExecution),
     #[serde(rename = "agent.handoff")]
     AgentHandoff(AgentHandoff),
-}
-
-impl Serialize for Entry {
-    // Written by hand to add `object: "entry"` and `type` to every entry (both required by
-    // the strictest SDK readers) without repeating them in six structs.
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::{Error as _, SerializeMap};
-        let body = match self {
-            Entry::MessageInput(e) => serde_json::to_value(e),
-            Entry::MessageOutput(e) => serde_json::to_value(e),
-            Entry::FunctionCall(e) => serde_json::to_value(e),
-            Entry::FunctionResult(e) => serde_json::to_value(e),
-            Entry::ToolExecution(e) => serde_json::to_value(e),
-            Entry::AgentHandoff(e) => serde_json::to_value(e),
-        }
-        .map_err(S::Error::custom)?;
-        let Value::Object(fields) = body else {
-            return Err(S::Error::custom("an entry serializes to an object"));
-        };
-        let mut map = serializer.serialize_map(Some(fields.len() + 2))?;
-        map.serialize_entry("object", entry_object())?;
-        map.serialize_entry("type", self.kind())?;
-        for (key, value) in &fields {
-            map.serialize_entry(key, value)?;
-        }
-        map.end()
-    }
 }
 
 impl Entry {
@@ -299,6 +298,7 @@ impl Inputs {
         let base: Vec<Loc> = vec!["inputs".into()];
         match self {
             Inputs::Text(text) => Ok(vec![Entry::MessageInput(MessageInput {
+                object: EntryObject,
                 id: EntryId::generate("msg_"),
                 created_at: now,
                 completed_at: None,
@@ -375,6 +375,7 @@ fn input_entry(value: Value, path: &[Loc], now: Timestamp) -> Result<Entry> {
                 errors.push(FieldError::body(&at(path, "prefix"), "value_error", msg));
             }
             Entry::MessageInput(MessageInput {
+                object: EntryObject,
                 id: EntryId::generate("msg_"),
                 created_at: now,
                 completed_at: None,
@@ -390,6 +391,7 @@ fn input_entry(value: Value, path: &[Loc], now: Timestamp) -> Result<Entry> {
             }
             let content = check_content(&wire.content, path, &mut errors);
             Entry::MessageOutput(MessageOutput {
+                object: EntryObject,
                 id: EntryId::generate("msg_"),
                 created_at: now,
                 completed_at: Some(now),
@@ -418,6 +420,7 @@ fn input_entry(value: Value, path: &[Loc], now: Timestamp) -> Result<Entry> {
                 }
             };
             Entry::FunctionCall(FunctionCall {
+                object: EntryObject,
                 id: EntryId::generate("fc_"),
                 created_at: now,
                 completed_at: None,
@@ -439,6 +442,7 @@ fn input_entry(value: Value, path: &[Loc], now: Timestamp) -> Result<Entry> {
                 String::new()
             });
             Entry::FunctionResult(FunctionResult {
+                object: EntryObject,
                 id: EntryId::generate("fr_"),
                 created_at: now,
                 completed_at: None,

@@ -83,13 +83,14 @@ pub fn chat_tools(tools: &[Tool]) -> Vec<ChatTool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::entries::{FunctionCall, FunctionResult, MessageInput, MessageOutput};
+    use crate::domain::entries::{EntryObject, FunctionCall, FunctionResult, MessageInput, MessageOutput};
     use crate::domain::ids::EntryId;
     use crate::domain::time::Timestamp;
     use serde_json::json;
 
     fn input(role: &str, text: &str) -> Entry {
         Entry::MessageInput(MessageInput {
+            object: EntryObject,
             id: EntryId("msg_1".into()),
             created_at: Timestamp::now(),
             completed_at: None,
@@ -105,6 +106,7 @@ mod tests {
         let entries = vec![
             input("user", "weather?"),
             Entry::MessageOutput(MessageOutput {
+                object: EntryObject,
                 id: EntryId("msg_2".into()),
                 created_at: now,
                 completed_at: Some(now),
@@ -114,6 +116,7 @@ mod tests {
                 model: None,
             }),
             Entry::FunctionCall(FunctionCall {
+                object: EntryObject,
                 id: EntryId("fc_1".into()),
                 created_at: now,
                 completed_at: None,
@@ -125,6 +128,7 @@ mod tests {
                 confirmation_status: None,
             }),
             Entry::FunctionResult(FunctionResult {
+                object: EntryObject,
                 id: EntryId("fr_1".into()),
                 created_at: now,
                 completed_at: None,

@@ -2,6 +2,7 @@
 //! and loaded before a run starts, and the read side (get, list, history, messages).
 
 use super::agents as agent_rules;
+use super::history::History;
 use super::run::TurnPlan;
 use crate::domain::agents::VersionSelector;
 use crate::domain::completion::{CompletionArgs, CompletionArgsView};
@@ -18,6 +19,7 @@ use crate::store::{ConversationRecord, Page, StoreError};
 use crate::AppState;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
+use std::sync::Arc;
 
 fn invalid(path: &[&str], kind: &'static str, msg: impl Into<String>) -> Error {
     let loc: Vec<_> = path.iter().map(|p| (*p).into()).collect();
@@ -113,7 +115,7 @@ fn read_inputs(inputs: Option<Inputs>, required: bool, now: Timestamp) -> Result
 /// Function calls are answered by `function.result` inputs, each once: a result for an
 /// unknown or already answered call is a 422, and the model runs only when no call is
 /// left unanswered (it cannot continue past an open call).
-fn check_function_results(history: &[Entry], inputs: &[Entry]) -> Result<()> {
+fn check_function_results<'a>(history: impl IntoIterator<Item = &'a Entry>, inputs: &[Entry]) -> Result<()> {
     let mut open: Vec<String> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     let mut apply = |entry: &Entry, index: Option<usize>| -> Result<()> {
@@ -194,7 +196,7 @@ pub async fn plan_start(state: &AppState, ws: &WorkspaceId, request: StartConver
         return Err(Error::Invalid(errors));
     }
     let inputs = read_inputs(request.inputs, true, now)?;
-    check_function_results(&[], &inputs)?;
+    check_function_results([], &inputs)?;
     let conversation = ConversationRecord {
         id: ConversationId::generate(),
         head: None,
@@ -212,7 +214,7 @@ pub async fn plan_start(state: &AppState, ws: &WorkspaceId, request: StartConver
         updated_at: now,
     };
     let settings = settings(state, ws, &conversation, None).await?;
-    Ok(plan(ws, conversation, true, request.store.unwrap_or(true), None, None, Vec::new(), inputs, settings))
+    Ok(plan(ws, conversation, true, request.store.unwrap_or(true), None, None, History::default(), inputs, settings))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -223,7 +225,7 @@ fn plan(
     store: bool,
     expected_head: Option<EntryId>,
     parent: Option<(EntryId, i64)>,
-    history: Vec<Entry>,
+    history: History,
     inputs: Vec<Entry>,
     settings: Settings,
 ) -> TurnPlan {
@@ -252,11 +254,17 @@ async fn load(state: &AppState, ws: &WorkspaceId, id: &ConversationId) -> Result
     }
 }
 
-async fn history_of(state: &AppState, ws: &WorkspaceId, conversation: &ConversationRecord) -> Result<Vec<Entry>> {
-    match &conversation.head {
-        Some(head) => Ok(state.store.history(ws, head).await?),
-        None => Ok(Vec::new()),
+/// The conversation's branch, from the cache when a turn already produced it.
+async fn history_of(state: &AppState, ws: &WorkspaceId, conversation: &ConversationRecord) -> Result<History> {
+    let Some(head) = &conversation.head else {
+        return Ok(History::default());
+    };
+    if let Some(history) = state.histories.get(ws, head) {
+        return Ok(history);
     }
+    let entries: History = Arc::new(state.store.history(ws, head).await?.into_iter().map(Arc::new).collect());
+    state.histories.insert(ws, head, entries.clone());
+    Ok(entries)
 }
 
 /// `POST /v1/conversations/{id}`: the next turn, built on the current head.
@@ -278,7 +286,7 @@ pub async fn plan_append(
     }
     let conversation = load(state, ws, id).await?;
     let history = history_of(state, ws, &conversation).await?;
-    check_function_results(&history, &inputs)?;
+    check_function_results(history.iter().map(|e| e.as_ref()), &inputs)?;
     let settings = settings(state, ws, &conversation, request.completion_args.as_ref()).await?;
     let head = conversation.head.clone();
     let parent = head.clone().map(|h| (h, history.len() as i64 - 1));
@@ -306,15 +314,15 @@ pub async fn plan_restart(
             "`agent_version` applies to agent conversations only",
         ));
     }
-    let mut history = history_of(state, ws, &original).await?;
-    let Some(position) = history.iter().position(|e| e.id().as_str() == request.from_entry_id) else {
+    let branch = history_of(state, ws, &original).await?;
+    let Some(position) = branch.iter().position(|e| e.id().as_str() == request.from_entry_id) else {
         return Err(Error::NotFound {
             what: "Entry",
             id: format!("{}` in conversation `{}", request.from_entry_id, id),
         });
     };
-    history.truncate(position + 1);
-    check_function_results(&history, &inputs)?;
+    let history: History = Arc::new(branch[..=position].to_vec());
+    check_function_results(history.iter().map(|e| e.as_ref()), &inputs)?;
     let parent = Some((history[position].id().clone(), position as i64));
     let conversation = ConversationRecord {
         id: ConversationId::generate(),
@@ -386,12 +394,12 @@ pub async fn delete_conversation(state: &AppState, ws: &WorkspaceId, id: &Conver
 
 pub async fn history(state: &AppState, ws: &WorkspaceId, id: &ConversationId) -> Result<ConversationHistory> {
     let conversation = load(state, ws, id).await?;
-    let entries = history_of(state, ws, &conversation).await?;
+    let entries = history_of(state, ws, &conversation).await?.as_ref().clone();
     Ok(ConversationHistory { object: "conversation.history", conversation_id: conversation.id, entries })
 }
 
 pub async fn messages(state: &AppState, ws: &WorkspaceId, id: &ConversationId) -> Result<ConversationMessages> {
     let conversation = load(state, ws, id).await?;
-    let messages = history_of(state, ws, &conversation).await?.into_iter().filter(Entry::is_message).collect();
+    let messages = history_of(state, ws, &conversation).await?.iter().filter(|e| e.is_message()).cloned().collect();
     Ok(ConversationMessages { object: "conversation.messages", conversation_id: conversation.id, messages })
 }

@@ -3,7 +3,7 @@
 //! into their response: stored history, JSON response and SSE stream agree by construction.
 
 use crate::domain::conversations::{ConversationResponse, Usage};
-use crate::domain::entries::{AgentHandoff, Content, Entry, FunctionCall, MessageOutput, ToolExecution};
+use crate::domain::entries::{AgentHandoff, Content, Entry, EntryObject, FunctionCall, MessageOutput, ToolExecution};
 use crate::domain::events::RunEvent;
 use crate::domain::ids::ConversationId;
 use crate::error::Error;
@@ -25,6 +25,7 @@ impl Fold {
             RunEvent::MessageDelta { id, output_index, created_at, model, agent_id, content, .. } => {
                 if *output_index as usize == self.outputs.len() {
                     self.outputs.push(Entry::MessageOutput(MessageOutput {
+                        object: EntryObject,
                         id: id.clone(),
                         created_at: *created_at,
                         completed_at: None,
@@ -53,6 +54,7 @@ impl Fold {
             } => {
                 if *output_index as usize == self.outputs.len() {
                     self.outputs.push(Entry::FunctionCall(FunctionCall {
+                        object: EntryObject,
                         id: id.clone(),
                         created_at: *created_at,
                         completed_at: None,
@@ -71,6 +73,7 @@ impl Fold {
             RunEvent::ToolStarted { id, output_index, created_at, name, arguments, model, agent_id } => {
                 if *output_index as usize == self.outputs.len() {
                     self.outputs.push(Entry::ToolExecution(ToolExecution {
+                        object: EntryObject,
                         id: id.clone(),
                         created_at: *created_at,
                         completed_at: None,
@@ -90,6 +93,7 @@ impl Fold {
             RunEvent::HandoffStarted { id, output_index, created_at, previous_agent_id, previous_agent_name } => {
                 if *output_index as usize == self.outputs.len() {
                     self.outputs.push(Entry::AgentHandoff(AgentHandoff {
+                        object: EntryObject,
                         id: id.clone(),
                         created_at: *created_at,
                         completed_at: None,

@@ -7,4 +7,5 @@ pub mod completions;
 pub mod context;
 pub mod conversations;
 pub mod fold;
+pub mod history;
 pub mod run;

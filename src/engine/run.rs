@@ -17,9 +17,10 @@ use crate::domain::tools::Tool;
 use crate::error::Error;
 use crate::store::{ConversationRecord, StoreError, TurnWrite};
 use crate::AppState;
+use futures::channel::mpsc;
+use futures::SinkExt;
 use futures::StreamExt;
 use std::collections::BTreeMap;
-use tokio::sync::mpsc;
 
 /// Everything a run needs, loaded and validated before the first byte is sent.
 #[derive(Debug, Clone)]
@@ -35,7 +36,7 @@ pub struct TurnPlan {
     /// The entry the turn hangs from and its depth (`None`: a new root).
     pub parent: Option<(EntryId, i64)>,
     /// The path from the root to `parent`.
-    pub history: Vec<Entry>,
+    pub history: super::history::History,
     pub inputs: Vec<Entry>,
     pub model: String,
     pub agent_id: Option<String>,
@@ -44,7 +45,9 @@ pub struct TurnPlan {
     pub args: CompletionArgs,
 }
 
-/// Events buffered between the run and a slow client before the run waits.
+/// Events buffered between the run and a slow client before the run waits. The channel
+/// allocates per queued event (tokio's preallocates 32 slots per channel, ~6 KiB per open
+/// stream even when idle).
 const CHANNEL_CAPACITY: usize = 64;
 
 /// Starts the run in its own task and returns its events.
@@ -122,7 +125,7 @@ async fn run(state: &AppState, plan: TurnPlan, out: &mut Emitter) {
         rounds += 1;
         let messages = context::messages(
             plan.instructions.as_deref(),
-            plan.history.iter().chain(&plan.inputs).chain(&out.fold.outputs),
+            plan.history.iter().map(|e| e.as_ref()).chain(&plan.inputs).chain(&out.fold.outputs),
         );
         let request =
             ChatRequest { model: plan.model.clone(), messages, tools: tools.clone(), args: plan.args.clone() };
@@ -266,6 +269,12 @@ async fn commit(state: &AppState, plan: &TurnPlan, outputs: &[Entry]) -> Result<
     match state.store.commit_turn(&plan.ws, &turn).await {
         Ok(()) => {
             tracing::info!(conversation_id = %plan.conversation.id, entries = turn.entries.len(), "turn committed");
+            if let Some(head) = &turn.conversation.head {
+                let mut history = Vec::with_capacity(plan.history.len() + turn.entries.len());
+                history.extend(plan.history.iter().cloned());
+                history.extend(turn.entries.into_iter().map(std::sync::Arc::new));
+                state.histories.insert(&plan.ws, head, std::sync::Arc::new(history));
+            }
             Ok(())
         }
         Err(StoreError::Conflict) => Err(Error::Conflict(format!(

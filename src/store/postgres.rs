@@ -34,6 +34,9 @@ impl PgStore {
         let options = PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid Postgres URL")?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
+            // A broken connection fails its query and is replaced; pinging before every
+            // acquire would add a network round trip to each query.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await

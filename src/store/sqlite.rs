@@ -31,6 +31,8 @@ fn metadata_matches(column: &str, param: &str) -> String {
     )
 }
 
+const SQLITE_MAX_CONNECTIONS: u32 = 4;
+
 pub struct SqliteStore {
     pool: SqlitePool,
 }
@@ -46,7 +48,9 @@ impl SqliteStore {
             // ones but never corrupts the file. One fsync per checkpoint, not per turn.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Pages are read through a memory map instead of a read() per page.
+            .pragma("mmap_size", "268435456");
         let pool = if in_memory {
             // Each connection to `:memory:` is its own empty database: keep exactly one.
             SqlitePoolOptions::new()
@@ -57,7 +61,17 @@ impl SqliteStore {
                 .connect_with(options)
                 .await?
         } else {
-            SqlitePoolOptions::new().max_connections(max_connections.max(1)).connect_with(options).await?
+            // SQLite runs one writer at a time and each connection keeps its own page cache
+            // (emptied whenever another connection writes), so a few connections serve
+            // best; each also costs a thread in sqlx.
+            let connections = max_connections.clamp(1, SQLITE_MAX_CONNECTIONS);
+            SqlitePoolOptions::new()
+                .max_connections(connections)
+                // A broken connection fails its query and is replaced; pinging before every
+                // acquire would cost each query an extra round trip to the worker thread.
+                .test_before_acquire(false)
+                .connect_with(options)
+                .await?
         };
         let store = SqliteStore { pool };
         if migrate {

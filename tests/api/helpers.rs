@@ -20,6 +20,7 @@ pub struct Options {
     pub upstream_url: Option<String>,
     pub max_body_bytes: Option<usize>,
     pub upstream_read_timeout_ms: Option<u64>,
+    pub history_cache_entries: Option<usize>,
 }
 
 static DATABASE_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -72,6 +73,7 @@ impl TestApp {
             upstream_connect_timeout_ms: 2_000,
             upstream_read_timeout_ms: options.upstream_read_timeout_ms.unwrap_or(10_000),
             max_rounds: 8,
+            history_cache_entries: options.history_cache_entries.unwrap_or(200_000),
             log_format: LogFormat::Text,
         };
         let app = palaver::App::build(config).await.expect("palaver starts");
