@@ -46,6 +46,8 @@ pub struct AppState {
     pub runs: TaskTracker,
     /// Histories by head entry (immutable, so never stale).
     pub histories: Arc<engine::history::HistoryCache>,
+    /// Queues concurrent updates of one agent in this process.
+    pub agent_locks: Arc<engine::agents::UpdateLocks>,
 }
 
 pub struct App {
@@ -71,6 +73,7 @@ impl App {
             shutdown: CancellationToken::new(),
             runs: TaskTracker::new(),
             histories: Arc::new(engine::history::HistoryCache::new(config.history_cache_entries)),
+            agent_locks: Arc::default(),
         };
         let listener = TcpListener::bind(config.addr).await?;
         Ok(App { listener, state })

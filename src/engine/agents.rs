@@ -13,8 +13,30 @@ use crate::store::{AgentFilter, AgentRecord, AliasRecord, Page, StoreError};
 use crate::AppState;
 use serde_json::{Map, Value};
 
-/// How often an update retries when another update of the same agent won the race.
-const UPDATE_ATTEMPTS: usize = 8;
+/// How often an update retries when a writer in another process won the race (writers in
+/// this process queue on `UpdateLocks` instead).
+const UPDATE_ATTEMPTS: usize = 16;
+
+/// Serializes updates of one agent within this process, so concurrent PATCHes queue
+/// instead of failing each other's compare-and-set. Striped: agents share a lock by hash.
+pub struct UpdateLocks {
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl Default for UpdateLocks {
+    fn default() -> Self {
+        UpdateLocks { stripes: (0..64).map(|_| tokio::sync::Mutex::new(())).collect() }
+    }
+}
+
+impl UpdateLocks {
+    fn stripe(&self, id: &AgentId) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut hasher);
+        &self.stripes[(hasher.finish() % self.stripes.len() as u64) as usize]
+    }
+}
 
 /// The documented `sources` values; palaver's own agents all come from `api`.
 const SOURCES: [&str; 3] = ["api", "playground", "agent_builder_v1"];
@@ -181,7 +203,13 @@ pub async fn update_agent(
     request: UpdateAgentRequest,
 ) -> Result<Agent> {
     let handoffs_changed = !request.handoffs.is_absent();
-    for _ in 0..UPDATE_ATTEMPTS {
+    let _queued = state.agent_locks.stripe(id).lock().await;
+    for attempt in 0..UPDATE_ATTEMPTS {
+        if attempt > 0 {
+            // Another process moved the agent on: back off a little, with jitter, and rebuild.
+            let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 10;
+            tokio::time::sleep(std::time::Duration::from_millis(attempt as u64 * 2 + jitter)).await;
+        }
         let base = load(state, ws, id, &VersionSelector::Active).await?;
         let config = request.clone().apply_to(&base.config).map_err(Error::Invalid)?;
         if handoffs_changed {

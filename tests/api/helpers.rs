@@ -11,7 +11,11 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The key sent as `Authorization: Bearer` by the helpers, if any.
     pub key: Option<String>,
-    _dir: Option<tempfile::TempDir>,
+    /// The database this server uses (another server can share it).
+    pub database_url: String,
+    shutdown: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    stopped: std::sync::Mutex<Option<tokio::task::JoinHandle<anyhow::Result<()>>>>,
+    _dir: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 #[derive(Default)]
@@ -21,6 +25,8 @@ pub struct Options {
     pub max_body_bytes: Option<usize>,
     pub upstream_read_timeout_ms: Option<u64>,
     pub history_cache_entries: Option<usize>,
+    /// Share another server's database instead of a fresh one.
+    pub database_url: Option<String>,
 }
 
 static DATABASE_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -54,16 +60,17 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: Options) -> TestApp {
-        let (database_url, dir) = match std::env::var("TEST_DATABASE_URL") {
-            Ok(url) if !url.is_empty() => (fresh_postgres(&url).await, None),
+        let (database_url, dir) = match (options.database_url.clone(), std::env::var("TEST_DATABASE_URL")) {
+            (Some(shared), _) => (shared, None),
+            (None, Ok(url)) if !url.is_empty() => (fresh_postgres(&url).await, None),
             _ => {
                 let dir = tempfile::tempdir().unwrap();
-                (format!("sqlite://{}", dir.path().join("palaver.db").display()), Some(dir))
+                (format!("sqlite://{}", dir.path().join("palaver.db").display()), Some(std::sync::Arc::new(dir)))
             }
         };
         let config = Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            database_url,
+            database_url: database_url.clone(),
             upstream_url: options.upstream_url,
             upstream_api_key: None,
             api_keys: options.api_keys.clone(),
@@ -78,18 +85,47 @@ impl TestApp {
         };
         let app = palaver::App::build(config).await.expect("palaver starts");
         let addr = app.local_addr().unwrap();
-        tokio::spawn(app.run_until(std::future::pending()));
+        let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
+        let stopped = tokio::spawn(app.run_until(async move {
+            let _ = signal.await;
+        }));
         TestApp {
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),
             key: options.api_keys.first().cloned(),
+            database_url,
+            shutdown: std::sync::Mutex::new(Some(shutdown)),
+            stopped: std::sync::Mutex::new(Some(stopped)),
             _dir: dir,
+        }
+    }
+
+    /// Sends the shutdown signal (as SIGTERM would) and waits until the server has stopped.
+    pub async fn shut_down(&self) {
+        if let Some(trigger) = self.shutdown.lock().unwrap().take() {
+            let _ = trigger.send(());
+        }
+        let stopped = self.stopped.lock().unwrap().take();
+        if let Some(stopped) = stopped {
+            tokio::time::timeout(std::time::Duration::from_secs(20), stopped)
+                .await
+                .expect("the server stopped in time")
+                .unwrap()
+                .unwrap();
         }
     }
 
     /// The same server, seen with another key (or none).
     pub fn with_key(&self, key: Option<&str>) -> TestApp {
-        TestApp { base: self.base.clone(), client: self.client.clone(), key: key.map(str::to_owned), _dir: None }
+        TestApp {
+            base: self.base.clone(),
+            client: self.client.clone(),
+            key: key.map(str::to_owned),
+            database_url: self.database_url.clone(),
+            shutdown: std::sync::Mutex::new(None),
+            stopped: std::sync::Mutex::new(None),
+            _dir: self._dir.clone(),
+        }
     }
 
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {

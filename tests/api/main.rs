@@ -12,5 +12,6 @@ mod conversations;
 mod errors;
 mod helpers;
 mod models;
+mod replicas;
 mod streaming;
 mod upstream;
