@@ -10,7 +10,6 @@ use crate::domain::conversations::{
 };
 use crate::domain::ids::ConversationId;
 use crate::engine::conversations as engine;
-use crate::engine::fold::Fold;
 use crate::engine::run::{self, TurnPlan};
 use crate::error::Result;
 use crate::AppState;
@@ -34,15 +33,12 @@ pub fn routes() -> Router<AppState> {
 
 /// Runs a checked plan and answers with its events: SSE, or folded into one response.
 async fn respond(state: &AppState, plan: TurnPlan, stream: bool) -> Result<Response> {
-    let events = run::spawn(state, plan);
     if stream {
-        return Ok(sse::respond(state, events));
+        return Ok(sse::respond(state, run::spawn(state, plan)));
     }
-    let mut events = events;
-    let mut fold = Fold::default();
-    while let Some(event) = futures::StreamExt::next(&mut events).await {
-        fold.apply(&event);
-    }
+    let fold = run::spawn_folded(state, plan)
+        .await
+        .map_err(|_| crate::error::Error::Internal(anyhow::anyhow!("the run ended without a result")))?;
     Ok(Json(fold.into_response()?).into_response())
 }
 

@@ -2,15 +2,16 @@
 //! TGI, LiteLLM. Dialect differences (`random_seed` vs `seed`, `tool_choice: "any"` vs
 //! `"required"`, asking for usage in streams) stay in this file.
 
-use super::chat::{ChatDelta, ChatRequest, DeltaStream, ModelBackend, ToolCallDelta};
-use crate::domain::completion::{CompletionArgs, ToolChoice};
+use super::chat::{ChatDelta, ChatMessage, ChatRequest, ChatTool, DeltaStream, ModelBackend, ToolCallDelta};
+use crate::domain::completion::{Prediction, ResponseFormat, Stop, ToolChoice};
 use crate::domain::conversations::Usage;
 use crate::domain::models::{Capabilities, ModelCard};
 use crate::error::{Error, Result};
+use anyhow::Context;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::time::Duration;
 
 /// Which flavour of the chat completions API an upstream speaks.
@@ -40,6 +41,8 @@ pub struct OpenAiCompat {
     api_key: Option<String>,
     declared_models: Vec<String>,
     dialect: Dialect,
+    /// `{base_url}/chat/completions`, parsed once.
+    chat_url: reqwest::Url,
     http: reqwest::Client,
 }
 
@@ -101,7 +104,9 @@ impl OpenAiCompat {
             .read_timeout(timeouts.read)
             // Keep-alive connections are reused by every run: no per-request handshake.
             .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // An upstream that redirects is misconfigured; following would hide it.
+            .redirect(reqwest::redirect::Policy::none());
         if http2_prior_knowledge {
             // All runs share one connection. h2 caps the small DATA frames buffered per
             // connection at half its window; SSE answers are many small frames, and when
@@ -110,12 +115,16 @@ impl OpenAiCompat {
             http = http.http2_prior_knowledge().http2_initial_connection_window_size(HTTP2_CONNECTION_WINDOW);
         }
         let http = http.build()?;
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        let chat_url = reqwest::Url::parse(&format!("{base_url}/chat/completions"))
+            .with_context(|| format!("upstream `{name}` has an invalid URL `{base_url}`"))?;
         Ok(OpenAiCompat {
             name: name.to_owned(),
-            base_url: base_url.trim_end_matches('/').to_owned(),
+            chat_url,
             api_key,
             declared_models,
-            dialect: dialect.unwrap_or_else(|| Dialect::guess(base_url)),
+            dialect: dialect.unwrap_or_else(|| Dialect::guess(&base_url)),
+            base_url,
             http,
         })
     }
@@ -239,61 +248,82 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The JSON body of a streamed chat completion in `dialect`.
-pub fn request_body(dialect: Dialect, request: &ChatRequest) -> Value {
-    let mut body = Map::new();
-    body.insert("model".into(), json!(request.model));
-    body.insert("messages".into(), json!(request.messages));
-    body.insert("stream".into(), json!(true));
-    if !request.tools.is_empty() {
-        body.insert("tools".into(), json!(request.tools));
-    }
-    let CompletionArgs {
-        stop,
-        presence_penalty,
-        frequency_penalty,
-        temperature,
-        top_p,
-        max_tokens,
-        random_seed,
-        prediction,
-        response_format,
+/// The JSON body of a streamed chat completion: borrowed from the request and written
+/// once, straight to bytes (no intermediate JSON tree).
+#[derive(Serialize)]
+pub struct ChatBody<'a> {
+    model: &'a str,
+    messages: &'a [ChatMessage],
+    stream: bool,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    tools: &'a [ChatTool],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<&'a Stop>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<&'a ResponseFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prediction: Option<&'a Prediction>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_effort: Option<&'a str>,
+    /// Mistral's name for the seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    random_seed: Option<u64>,
+    /// OpenAI's name for the seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+/// The body of a streamed chat completion in `dialect`.
+pub fn request_body(dialect: Dialect, request: &ChatRequest) -> ChatBody<'_> {
+    let args = &request.args;
+    let mistral = dialect == Dialect::Mistral;
+    let tool_choice = args.tool_choice.map(|choice| match (choice, mistral) {
+        (ToolChoice::Any, true) => "any",
+        (ToolChoice::Any | ToolChoice::Required, false) => "required",
+        (ToolChoice::Required, true) => "required",
+        (ToolChoice::Auto, _) => "auto",
+        (ToolChoice::None, _) => "none",
+    });
+    ChatBody {
+        model: &request.model,
+        messages: &request.messages,
+        stream: true,
+        tools: &request.tools,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        max_tokens: args.max_tokens,
+        stop: args.stop.as_ref(),
+        presence_penalty: args.presence_penalty,
+        frequency_penalty: args.frequency_penalty,
+        response_format: args.response_format.as_ref(),
+        prediction: args.prediction.as_ref(),
+        reasoning_effort: args.reasoning_effort.as_deref(),
+        random_seed: if mistral { args.random_seed } else { None },
+        seed: if mistral { None } else { args.random_seed },
         tool_choice,
-        reasoning_effort,
-    } = &request.args;
-    let mut put = |key: &str, value: Value| {
-        if !value.is_null() {
-            body.insert(key.to_owned(), value);
-        }
-    };
-    put("temperature", json!(temperature));
-    put("top_p", json!(top_p));
-    put("max_tokens", json!(max_tokens));
-    put("stop", json!(stop));
-    put("presence_penalty", json!(presence_penalty));
-    put("frequency_penalty", json!(frequency_penalty));
-    put("response_format", json!(response_format));
-    put("prediction", json!(prediction));
-    put("reasoning_effort", json!(reasoning_effort));
-    match dialect {
-        Dialect::Mistral => {
-            put("random_seed", json!(random_seed));
-            put("tool_choice", json!(tool_choice));
-        }
-        Dialect::Openai => {
-            put("seed", json!(random_seed));
-            let choice = tool_choice.map(|c| match c {
-                ToolChoice::Any | ToolChoice::Required => "required",
-                ToolChoice::Auto => "auto",
-                ToolChoice::None => "none",
-            });
-            put("tool_choice", json!(choice));
-            // OpenAI-style servers send usage in streams only when asked; Mistral always
-            // does and rejects the field.
-            put("stream_options", json!({"include_usage": true}));
-        }
+        // OpenAI-style servers send usage in streams only when asked; Mistral always does
+        // and rejects the field.
+        stream_options: (!mistral).then_some(StreamOptions { include_usage: true }),
     }
-    Value::Object(body)
 }
 
 #[derive(Deserialize)]
@@ -423,14 +453,17 @@ fn parse_chunk(data: &str, finished: &mut bool) -> Result<Vec<ChatDelta>> {
 #[async_trait::async_trait]
 impl ModelBackend for OpenAiCompat {
     async fn chat_stream(&self, request: ChatRequest) -> Result<DeltaStream> {
-        let body = request_body(self.dialect, &request);
-        let response = self
-            .request(reqwest::Method::POST, "/chat/completions")
+        let body = serde_json::to_vec(&request_body(self.dialect, &request))
+            .map_err(|e| Error::Internal(anyhow::anyhow!("serializing a chat request: {e}")))?;
+        let mut builder = self
+            .http
+            .post(self.chat_url.clone())
             .header(reqwest::header::ACCEPT, "text/event-stream")
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| upstream_unreachable(&self.name, &e))?;
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        if let Some(key) = &self.api_key {
+            builder = builder.bearer_auth(key);
+        }
+        let response = builder.body(body).send().await.map_err(|e| upstream_unreachable(&self.name, &e))?;
         let status = response.status();
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
@@ -492,7 +525,7 @@ impl ModelBackend for OpenAiCompat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backends::chat::ChatMessage;
+    use crate::domain::completion::CompletionArgs;
     use crate::domain::entries::Content;
 
     fn request(args: CompletionArgs) -> ChatRequest {
@@ -508,8 +541,9 @@ mod tests {
     fn the_seed_and_tool_choice_follow_the_dialect() {
         let args = CompletionArgs { random_seed: Some(7), tool_choice: Some(ToolChoice::Any), ..Default::default() };
 
-        let mistral = request_body(Dialect::Mistral, &request(args.clone()));
-        let openai = request_body(Dialect::Openai, &request(args));
+        let (mistral_request, openai_request) = (request(args.clone()), request(args));
+        let mistral = serde_json::to_value(request_body(Dialect::Mistral, &mistral_request)).unwrap();
+        let openai = serde_json::to_value(request_body(Dialect::Openai, &openai_request)).unwrap();
 
         assert_eq!(mistral["random_seed"], 7);
         assert_eq!(mistral["tool_choice"], "any");
@@ -521,7 +555,8 @@ mod tests {
 
     #[test]
     fn unset_arguments_are_not_sent() {
-        let body = request_body(Dialect::Mistral, &request(CompletionArgs::default()));
+        let chat = request(CompletionArgs::default());
+        let body = serde_json::to_value(request_body(Dialect::Mistral, &chat)).unwrap();
 
         let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
         assert_eq!(keys, vec!["messages", "model", "stream"]);

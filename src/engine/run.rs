@@ -17,7 +17,7 @@ use crate::domain::tools::Tool;
 use crate::error::Error;
 use crate::store::{ConversationRecord, StoreError, TurnWrite};
 use crate::AppState;
-use futures::channel::mpsc;
+use futures::channel::{mpsc, oneshot};
 use futures::SinkExt;
 use futures::StreamExt;
 use std::collections::BTreeMap;
@@ -50,34 +50,56 @@ pub struct TurnPlan {
 /// stream even when idle).
 const CHANNEL_CAPACITY: usize = 64;
 
-/// Starts the run in its own task and returns its events.
+/// Starts the run in its own task and returns its events, for a streaming response.
 pub fn spawn(state: &AppState, plan: TurnPlan) -> mpsc::Receiver<RunEvent> {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    start(state, plan, Some(tx), None);
+    rx
+}
+
+/// Starts the run in its own task and returns the fold of its events, for a JSON
+/// response: the same events, folded by the same code, handed over once at the end.
+pub fn spawn_folded(state: &AppState, plan: TurnPlan) -> oneshot::Receiver<Fold> {
+    let (tx, rx) = oneshot::channel();
+    start(state, plan, None, Some(tx));
+    rx
+}
+
+fn start(
+    state: &AppState,
+    plan: TurnPlan,
+    events: Option<mpsc::Sender<RunEvent>>,
+    folded: Option<oneshot::Sender<Fold>>,
+) {
     let state = state.clone();
     state.runs.clone().spawn(async move {
         let conversation_id = plan.conversation.id.clone();
-        let mut out = Emitter { tx, fold: Fold::default(), client_gone: false };
+        let mut out = Emitter { tx: events, fold: Fold::default() };
         run(&state, plan, &mut out).await;
         if let Some((message, code)) = &out.fold.failure {
             tracing::warn!(conversation_id = %conversation_id, code, message, "turn failed; nothing stored");
         }
+        if let Some(folded) = folded {
+            // A client that went away no longer waits for this; the turn is stored anyway.
+            let _ = folded.send(out.fold);
+        }
     });
-    rx
 }
 
-/// Sends events to the client while folding them into the turn's outputs.
+/// Folds events into the turn's outputs and, when streaming, sends them to the client.
 struct Emitter {
-    tx: mpsc::Sender<RunEvent>,
+    tx: Option<mpsc::Sender<RunEvent>>,
     fold: Fold,
-    client_gone: bool,
 }
 
 impl Emitter {
     async fn emit(&mut self, event: RunEvent) {
         self.fold.apply(&event);
-        if !self.client_gone && self.tx.send(event).await.is_err() {
-            // The client disconnected: keep running so the turn is stored whole.
-            self.client_gone = true;
+        if let Some(tx) = &mut self.tx {
+            if tx.send(event).await.is_err() {
+                // The client disconnected: keep running so the turn is stored whole.
+                self.tx = None;
+            }
         }
     }
 

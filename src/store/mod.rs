@@ -383,7 +383,7 @@ macro_rules! push_entries {
                 .push_bind(depth)
                 .push_bind($turn.conversation.id.as_str().to_owned())
                 .push_bind(entry.kind())
-                .push_bind(Json(entry.clone()))
+                .push_bind(Json(entry))
                 .push_bind(entry.created_at().micros());
         });
     }};
