@@ -278,3 +278,20 @@ def test_run_stream_async_executes_a_registered_local_function(client, upstream)
     assert isinstance(result, RunResult)
     assert result.output_as_text == "The sum is 5."
     assert upstream.last_request()["messages"][-1]["content"] == "5"
+
+
+def test_agent_completions_json_and_stream(client, unique, upstream):
+    agent = client.beta.agents.create(model="m", name=unique, instructions="Answer shortly.")
+    upstream.script({"text": "Short answer."}, {"text": "Streamed answer."})
+
+    completed = client.agents.complete(agent_id=agent.id, messages=[{"role": "user", "content": "hi"}])
+    sent = upstream.last_request()
+    chunks = list(client.agents.stream(agent_id=agent.id, messages=[{"role": "user", "content": "hi"}]))
+
+    assert completed.choices[0].message.content == "Short answer."
+    assert completed.choices[0].finish_reason == "stop"
+    assert completed.usage.total_tokens == 12
+    assert sent["messages"][0] == {"role": "system", "content": "Answer shortly."}
+    text = "".join(c.data.choices[0].delta.content or "" for c in chunks if c.data.choices)
+    assert text == "Streamed answer."
+    assert chunks[-1].data.choices[0].finish_reason == "stop"

@@ -145,3 +145,16 @@ test("invalid input raises HTTPValidationError with the field", async () => {
     },
   );
 });
+
+test("agent completions, JSON and stream", async () => {
+  const agent = await client.beta.agents.create({ model: "m", name: `ts-${randomUUID()}` });
+  await script({ text: "Short." }, { text: "Streamed words." });
+
+  const completed = await client.agents.complete({ agentId: agent.id, messages: [{ role: "user", content: "hi" }] });
+  const stream = await client.agents.stream({ agentId: agent.id, messages: [{ role: "user", content: "hi" }] });
+  let text = "";
+  for await (const chunk of stream) text += chunk.data.choices[0]?.delta?.content ?? "";
+
+  assert.equal(completed.choices[0].message.content, "Short.");
+  assert.equal(text, "Streamed words.");
+});
