@@ -2,8 +2,8 @@
 //! Row locks serialize the compare-and-set updates; JSON columns are `jsonb`.
 
 use super::{
-    bind_conversation, push_entries, sql, AgentFilter, AgentRecord, AgentRow, AliasRecord, AliasRow,
-    ConversationRecord, ConversationRow, Page, Store, StoreError, StoreResult, TurnWrite,
+    bind_conversation, sql, AgentFilter, AgentRecord, AgentRow, AliasRecord, AliasRow, ConversationRecord,
+    ConversationRow, Page, Store, StoreError, StoreResult, TurnWrite,
 };
 use crate::domain::agents::{AgentConfig, VersionSelector};
 use crate::domain::entries::Entry;
@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -24,6 +24,85 @@ use std::time::Duration;
 fn metadata_matches(column: &str, param: &str) -> String {
     format!("NOT EXISTS (SELECT 1 FROM jsonb_each({param}) f WHERE ({column} -> f.key) IS DISTINCT FROM f.value)")
 }
+
+/// The entries of a turn as parallel arrays, for `UNNEST`; each chained to the previous.
+struct EntryColumns {
+    ids: Vec<String>,
+    parents: Vec<Option<String>>,
+    depths: Vec<i64>,
+    kinds: Vec<&'static str>,
+    bodies: Vec<String>,
+    created: Vec<i64>,
+}
+
+impl EntryColumns {
+    fn of(turn: &TurnWrite) -> Self {
+        let (mut parent, mut depth) = match &turn.parent {
+            Some((id, depth)) => (Some(id.as_str().to_owned()), *depth),
+            None => (None, -1),
+        };
+        let mut columns = EntryColumns {
+            ids: Vec::with_capacity(turn.entries.len()),
+            parents: Vec::with_capacity(turn.entries.len()),
+            depths: Vec::with_capacity(turn.entries.len()),
+            kinds: Vec::with_capacity(turn.entries.len()),
+            bodies: Vec::with_capacity(turn.entries.len()),
+            created: Vec::with_capacity(turn.entries.len()),
+        };
+        for entry in &turn.entries {
+            depth += 1;
+            let id = entry.id().as_str().to_owned();
+            columns.parents.push(parent.replace(id.clone()));
+            columns.ids.push(id);
+            columns.depths.push(depth);
+            columns.kinds.push(entry.kind());
+            // Serializing an entry to JSON cannot fail (string keys, no custom errors).
+            columns.bodies.push(serde_json::to_string(entry).unwrap_or_default());
+            columns.created.push(entry.created_at().micros());
+        }
+        columns
+    }
+
+    fn bind<'q, O>(
+        &'q self,
+        query: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments> {
+        query
+            .bind(&self.ids)
+            .bind(&self.parents)
+            .bind(&self.depths)
+            .bind(&self.kinds)
+            .bind(&self.bodies)
+            .bind(&self.created)
+    }
+}
+
+/// Inserts the turn's entries from the arrays bound after the other parameters (`$N` to
+/// `$N+5`) when `guard` returned a row; yields (rows of `guard`, entries inserted).
+fn commit_statement(guard: &str, first: usize) -> String {
+    let p = |i: usize| format!("${}", first + i);
+    format!(
+        "WITH guard AS ({guard}), inserted AS (\
+           INSERT INTO entries (workspace, id, parent_id, depth, conversation_id, kind, body, created_at) \
+           SELECT $1, e.id, e.parent_id, e.depth, $2, e.kind, e.body::jsonb, e.created_at \
+           FROM UNNEST({}::text[], {}::text[], {}::bigint[], {}::text[], {}::text[], {}::bigint[]) \
+             AS e(id, parent_id, depth, kind, body, created_at) \
+           WHERE EXISTS (SELECT 1 FROM guard) RETURNING 1) \
+         SELECT (SELECT count(*) FROM guard), (SELECT count(*) FROM inserted)",
+        p(0),
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5)
+    )
+}
+
+static COMMIT_APPEND: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| commit_statement(&format!("{} RETURNING id", sql::ADVANCE_HEAD), 6));
+
+static COMMIT_NEW_CONVERSATION: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| commit_statement(&format!("{} RETURNING id", sql::insert_conversation()), 16));
 
 pub struct PgStore {
     pool: PgPool,
@@ -258,31 +337,34 @@ impl Store for PgStore {
     }
 
     async fn commit_turn(&self, ws: &WorkspaceId, turn: &TurnWrite) -> StoreResult<()> {
+        // One statement, so one round trip and atomic by itself: the head moves (or the
+        // conversation is created) and the entries are inserted only if it did. Unlike
+        // SQLite, Postgres runs data-modifying CTEs, which saves BEGIN, COMMIT and a
+        // statement per turn.
         let conversation = &turn.conversation;
-        let mut tx = self.pool.begin().await?;
-        // The conversation row is written first, so the transaction holds its write lock
-        // (SQLite) or row lock (Postgres) before anything else.
-        if turn.create {
-            bind_conversation!(sqlx::query(&sql::insert_conversation()), ws, conversation).execute(&mut *tx).await?;
+        let columns = EntryColumns::of(turn);
+        let (moved, inserted): (i64, i64) = if turn.create {
+            let query = sqlx::query_as(COMMIT_NEW_CONVERSATION.as_str());
+            let query = bind_conversation!(query, ws, conversation);
+            columns.bind(query).fetch_one(&self.pool).await?
         } else {
-            let moved = sqlx::query(sql::ADVANCE_HEAD)
+            let query = sqlx::query_as(COMMIT_APPEND.as_str())
                 .bind(ws.as_str())
                 .bind(conversation.id.as_str())
                 .bind(conversation.head.as_ref().map(EntryId::as_str))
                 .bind(conversation.updated_at.micros())
-                .bind(turn.expected_head.as_ref().map(EntryId::as_str))
-                .execute(&mut *tx)
-                .await?;
-            if moved.rows_affected() == 0 {
-                return Err(StoreError::Conflict);
-            }
+                .bind(turn.expected_head.as_ref().map(EntryId::as_str));
+            columns.bind(query).fetch_one(&self.pool).await?
+        };
+        if moved == 0 {
+            return Err(StoreError::Conflict);
         }
-        if !turn.entries.is_empty() {
-            let mut insert = QueryBuilder::<Postgres>::new(sql::INSERT_ENTRIES_PREFIX);
-            push_entries!(insert, ws, turn);
-            insert.build().execute(&mut *tx).await?;
+        if inserted as usize != turn.entries.len() {
+            return Err(StoreError::Other(anyhow::anyhow!(
+                "a turn stored {inserted} of {} entries",
+                turn.entries.len()
+            )));
         }
-        tx.commit().await?;
         Ok(())
     }
 
