@@ -37,6 +37,7 @@ impl Route {
 }
 
 pub struct ModelRouter {
+    echo: Arc<echo::Echo>,
     upstreams: Vec<Arc<OpenAiCompat>>,
     routes: Vec<Route>,
     fallback: Target,
@@ -82,7 +83,7 @@ impl ModelRouter {
                 Route { pattern: route.model.clone(), target }
             })
             .collect();
-        Ok(ModelRouter { upstreams, routes, fallback })
+        Ok(ModelRouter { echo: Arc::new(echo::Echo), upstreams, routes, fallback })
     }
 
     /// The backend that serves `model`.
@@ -93,7 +94,7 @@ impl ModelRouter {
     /// The backend that answers `model`.
     pub fn backend(&self, model: &str) -> Arc<dyn ModelBackend> {
         match self.route(model) {
-            Target::Echo => Arc::new(echo::Echo),
+            Target::Echo => self.echo.clone(),
             Target::Upstream(index) => self.upstreams[index].clone(),
         }
     }

@@ -6,7 +6,7 @@ use super::ids::AgentId;
 use super::patch::Patch;
 use super::time::Timestamp;
 use super::tools::{validate_tools, Tool};
-use crate::error::{FieldError, Loc};
+use crate::error::FieldError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -281,11 +281,6 @@ pub fn is_valid_alias(alias: &str) -> bool {
         [first] => first.is_ascii_lowercase(),
         [first, middle @ .., last] => first.is_ascii_lowercase() && middle.iter().all(inner_ok) && end_ok(last),
     }
-}
-
-/// Location helper for handlers that report on a named body or query field.
-pub fn body_loc(name: &str) -> Vec<Loc> {
-    vec![name.into()]
 }
 
 #[cfg(test)]

@@ -25,6 +25,12 @@ fn metadata_matches(column: &str, param: &str) -> String {
     format!("NOT EXISTS (SELECT 1 FROM jsonb_each({param}) f WHERE ({column} -> f.key) IS DISTINCT FROM f.value)")
 }
 
+static LIST_AGENTS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| sql::list_agents(&metadata_matches("v.metadata", "$7")));
+
+static LIST_CONVERSATIONS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| sql::list_conversations(&metadata_matches("c.metadata", "$2")));
+
 /// The entries of a turn as parallel arrays, for `UNNEST`; each chained to the previous.
 struct EntryColumns {
     ids: Vec<String>,
@@ -102,7 +108,7 @@ static COMMIT_APPEND: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| commit_statement(&format!("{} RETURNING id", sql::ADVANCE_HEAD), 6));
 
 static COMMIT_NEW_CONVERSATION: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| commit_statement(&format!("{} RETURNING id", sql::insert_conversation()), 16));
+    std::sync::LazyLock::new(|| commit_statement(&format!("{} RETURNING id", sql::INSERT_CONVERSATION.as_str()), 16));
 
 pub struct PgStore {
     pool: PgPool,
@@ -156,7 +162,7 @@ async fn agent_version(
     id: &AgentId,
     version: i64,
 ) -> StoreResult<AgentRecord> {
-    let row: AgentRow = sqlx::query_as(&sql::select_agent_version())
+    let row: AgentRow = sqlx::query_as(sql::SELECT_AGENT_VERSION.as_str())
         .bind(ws.as_str())
         .bind(id.as_str())
         .bind(version)
@@ -189,14 +195,14 @@ impl Store for PgStore {
     async fn agent(&self, ws: &WorkspaceId, id: &AgentId, version: &VersionSelector) -> StoreResult<AgentRecord> {
         let row: AgentRow = match version {
             VersionSelector::Active => {
-                sqlx::query_as(&sql::select_active_agent())
+                sqlx::query_as(sql::SELECT_ACTIVE_AGENT.as_str())
                     .bind(ws.as_str())
                     .bind(id.as_str())
                     .fetch_one(&self.pool)
                     .await?
             }
             VersionSelector::Number(n) => {
-                sqlx::query_as(&sql::select_agent_version())
+                sqlx::query_as(sql::SELECT_AGENT_VERSION.as_str())
                     .bind(ws.as_str())
                     .bind(id.as_str())
                     .bind(n)
@@ -204,7 +210,7 @@ impl Store for PgStore {
                     .await?
             }
             VersionSelector::Alias(alias) => {
-                sqlx::query_as(&sql::select_agent_by_alias())
+                sqlx::query_as(sql::SELECT_AGENT_BY_ALIAS.as_str())
                     .bind(ws.as_str())
                     .bind(id.as_str())
                     .bind(alias)
@@ -226,7 +232,7 @@ impl Store for PgStore {
     }
 
     async fn list_agents(&self, ws: &WorkspaceId, filter: &AgentFilter, page: Page) -> StoreResult<Vec<AgentRecord>> {
-        let rows: Vec<AgentRow> = sqlx::query_as(&sql::list_agents(&metadata_matches("v.metadata", "$7")))
+        let rows: Vec<AgentRow> = sqlx::query_as(LIST_AGENTS.as_str())
             .bind(ws.as_str())
             .bind(filter.name.as_deref())
             .bind(filter.id.as_deref())
@@ -295,7 +301,7 @@ impl Store for PgStore {
     }
 
     async fn list_agent_versions(&self, ws: &WorkspaceId, id: &AgentId, page: Page) -> StoreResult<Vec<AgentRecord>> {
-        let rows: Vec<AgentRow> = sqlx::query_as(&sql::list_agent_versions())
+        let rows: Vec<AgentRow> = sqlx::query_as(sql::LIST_AGENT_VERSIONS.as_str())
             .bind(ws.as_str())
             .bind(id.as_str())
             .bind(page.limit)
@@ -369,7 +375,7 @@ impl Store for PgStore {
     }
 
     async fn conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<ConversationRecord> {
-        let row: ConversationRow = sqlx::query_as(&sql::select_conversation())
+        let row: ConversationRow = sqlx::query_as(sql::SELECT_CONVERSATION.as_str())
             .bind(ws.as_str())
             .bind(id.as_str())
             .fetch_one(&self.pool)
@@ -383,14 +389,13 @@ impl Store for PgStore {
         metadata: Option<&Map<String, Value>>,
         page: Page,
     ) -> StoreResult<Vec<ConversationRecord>> {
-        let rows: Vec<ConversationRow> =
-            sqlx::query_as(&sql::list_conversations(&metadata_matches("c.metadata", "$2")))
-                .bind(ws.as_str())
-                .bind(metadata.map(Json))
-                .bind(page.limit)
-                .bind(page.offset)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<ConversationRow> = sqlx::query_as(LIST_CONVERSATIONS.as_str())
+            .bind(ws.as_str())
+            .bind(metadata.map(Json))
+            .bind(page.limit)
+            .bind(page.offset)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.into_iter().map(ConversationRecord::from).collect())
     }
 

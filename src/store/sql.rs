@@ -1,5 +1,8 @@
 //! SQL text both backends run unchanged (`$N` placeholders work on both). Dialect-specific
-//! pieces are passed in by the backend that needs them.
+//! pieces are passed in by the backend that needs them. Composed statements are built
+//! once (`LazyLock`), not on every query.
+
+use std::sync::LazyLock;
 
 /// The columns every agent query selects, in the order `AgentRow` reads them.
 const AGENT_COLUMNS: &str = "a.id, v.version, a.active_version, a.latest_version, a.revision, \
@@ -18,23 +21,23 @@ pub const INSERT_VERSION: &str = "INSERT INTO agent_versions \
 pub const AGENT_EXISTS: &str = "SELECT id FROM agents WHERE workspace = $1 AND id = $2";
 
 /// Binds: workspace, id.
-pub fn select_active_agent() -> String {
+pub static SELECT_ACTIVE_AGENT: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT {AGENT_COLUMNS} {AGENT_JOIN} AND v.version = a.active_version WHERE a.workspace = $1 AND a.id = $2")
-}
+});
 
 /// Binds: workspace, id, version.
-pub fn select_agent_version() -> String {
+pub static SELECT_AGENT_VERSION: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT {AGENT_COLUMNS} {AGENT_JOIN} AND v.version = $3 WHERE a.workspace = $1 AND a.id = $2")
-}
+});
 
 /// Binds: workspace, id, alias.
-pub fn select_agent_by_alias() -> String {
+pub static SELECT_AGENT_BY_ALIAS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {AGENT_COLUMNS} {AGENT_JOIN} JOIN agent_aliases al ON al.workspace = a.workspace \
          AND al.agent_id = a.id AND al.version = v.version \
          WHERE a.workspace = $1 AND a.id = $2 AND al.alias = $3"
     )
-}
+});
 
 /// Binds: workspace, name, id, deployment_chat, search pattern, before_id, metadata, limit,
 /// offset. `metadata_matches` is the backend's test (see `metadata_matches` in each
@@ -54,9 +57,9 @@ pub fn list_agents(metadata_matches: &str) -> String {
 }
 
 /// Binds: workspace, id, limit, offset.
-pub fn list_agent_versions() -> String {
+pub static LIST_AGENT_VERSIONS: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT {AGENT_COLUMNS} {AGENT_JOIN} WHERE a.workspace = $1 AND a.id = $2 ORDER BY v.version LIMIT $3 OFFSET $4")
-}
+});
 
 /// The first statement of an update's transaction (so SQLite takes its write lock at once):
 /// allocates the next version number if the revision is unchanged. Binds: workspace, id,
@@ -87,12 +90,12 @@ const CONVERSATION_COLUMNS: &str = "id, head_entry_id, agent_id, agent_version, 
      completion_args, guardrails, name, description, metadata, created_at, updated_at";
 
 /// Binds, in `CONVERSATION_COLUMNS` order after the workspace: 15 values.
-pub fn insert_conversation() -> String {
+pub static INSERT_CONVERSATION: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO conversations (workspace, {CONVERSATION_COLUMNS}) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
     )
-}
+});
 
 /// The compare-and-set that makes a turn atomic against concurrent appends: moves the head
 /// only if it is still the one the turn was built on. Binds: workspace, id, new head, now,
@@ -104,9 +107,8 @@ pub const INSERT_ENTRIES_PREFIX: &str =
     "INSERT INTO entries (workspace, id, parent_id, depth, conversation_id, kind, body, created_at) ";
 
 /// Binds: workspace, id.
-pub fn select_conversation() -> String {
-    format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE workspace = $1 AND id = $2")
-}
+pub static SELECT_CONVERSATION: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE workspace = $1 AND id = $2"));
 
 /// Binds: workspace, metadata filter, limit, offset.
 pub fn list_conversations(metadata_matches: &str) -> String {

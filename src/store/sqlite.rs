@@ -31,6 +31,12 @@ fn metadata_matches(column: &str, param: &str) -> String {
     )
 }
 
+static LIST_AGENTS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| sql::list_agents(&metadata_matches("v.metadata", "$7")));
+
+static LIST_CONVERSATIONS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| sql::list_conversations(&metadata_matches("c.metadata", "$2")));
+
 const SQLITE_MAX_CONNECTIONS: u32 = 4;
 
 pub struct SqliteStore {
@@ -109,7 +115,7 @@ async fn agent_version(
     id: &AgentId,
     version: i64,
 ) -> StoreResult<AgentRecord> {
-    let row: AgentRow = sqlx::query_as(&sql::select_agent_version())
+    let row: AgentRow = sqlx::query_as(sql::SELECT_AGENT_VERSION.as_str())
         .bind(ws.as_str())
         .bind(id.as_str())
         .bind(version)
@@ -142,14 +148,14 @@ impl Store for SqliteStore {
     async fn agent(&self, ws: &WorkspaceId, id: &AgentId, version: &VersionSelector) -> StoreResult<AgentRecord> {
         let row: AgentRow = match version {
             VersionSelector::Active => {
-                sqlx::query_as(&sql::select_active_agent())
+                sqlx::query_as(sql::SELECT_ACTIVE_AGENT.as_str())
                     .bind(ws.as_str())
                     .bind(id.as_str())
                     .fetch_one(&self.pool)
                     .await?
             }
             VersionSelector::Number(n) => {
-                sqlx::query_as(&sql::select_agent_version())
+                sqlx::query_as(sql::SELECT_AGENT_VERSION.as_str())
                     .bind(ws.as_str())
                     .bind(id.as_str())
                     .bind(n)
@@ -157,7 +163,7 @@ impl Store for SqliteStore {
                     .await?
             }
             VersionSelector::Alias(alias) => {
-                sqlx::query_as(&sql::select_agent_by_alias())
+                sqlx::query_as(sql::SELECT_AGENT_BY_ALIAS.as_str())
                     .bind(ws.as_str())
                     .bind(id.as_str())
                     .bind(alias)
@@ -179,7 +185,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_agents(&self, ws: &WorkspaceId, filter: &AgentFilter, page: Page) -> StoreResult<Vec<AgentRecord>> {
-        let rows: Vec<AgentRow> = sqlx::query_as(&sql::list_agents(&metadata_matches("v.metadata", "$7")))
+        let rows: Vec<AgentRow> = sqlx::query_as(LIST_AGENTS.as_str())
             .bind(ws.as_str())
             .bind(filter.name.as_deref())
             .bind(filter.id.as_deref())
@@ -248,7 +254,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_agent_versions(&self, ws: &WorkspaceId, id: &AgentId, page: Page) -> StoreResult<Vec<AgentRecord>> {
-        let rows: Vec<AgentRow> = sqlx::query_as(&sql::list_agent_versions())
+        let rows: Vec<AgentRow> = sqlx::query_as(sql::LIST_AGENT_VERSIONS.as_str())
             .bind(ws.as_str())
             .bind(id.as_str())
             .bind(page.limit)
@@ -295,7 +301,9 @@ impl Store for SqliteStore {
         // The conversation row is written first, so the transaction holds its write lock
         // (SQLite) or row lock (Postgres) before anything else.
         if turn.create {
-            bind_conversation!(sqlx::query(&sql::insert_conversation()), ws, conversation).execute(&mut *tx).await?;
+            bind_conversation!(sqlx::query(sql::INSERT_CONVERSATION.as_str()), ws, conversation)
+                .execute(&mut *tx)
+                .await?;
         } else {
             let moved = sqlx::query(sql::ADVANCE_HEAD)
                 .bind(ws.as_str())
@@ -319,7 +327,7 @@ impl Store for SqliteStore {
     }
 
     async fn conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<ConversationRecord> {
-        let row: ConversationRow = sqlx::query_as(&sql::select_conversation())
+        let row: ConversationRow = sqlx::query_as(sql::SELECT_CONVERSATION.as_str())
             .bind(ws.as_str())
             .bind(id.as_str())
             .fetch_one(&self.pool)
@@ -333,14 +341,13 @@ impl Store for SqliteStore {
         metadata: Option<&Map<String, Value>>,
         page: Page,
     ) -> StoreResult<Vec<ConversationRecord>> {
-        let rows: Vec<ConversationRow> =
-            sqlx::query_as(&sql::list_conversations(&metadata_matches("c.metadata", "$2")))
-                .bind(ws.as_str())
-                .bind(metadata.map(Json))
-                .bind(page.limit)
-                .bind(page.offset)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<ConversationRow> = sqlx::query_as(LIST_CONVERSATIONS.as_str())
+            .bind(ws.as_str())
+            .bind(metadata.map(Json))
+            .bind(page.limit)
+            .bind(page.offset)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.into_iter().map(ConversationRecord::from).collect())
     }
 
