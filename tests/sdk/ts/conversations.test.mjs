@@ -158,3 +158,25 @@ test("agent completions, JSON and stream", async () => {
   assert.equal(completed.choices[0].message.content, "Short.");
   assert.equal(text, "Streamed words.");
 });
+
+// zod fills in defaults such as `object: "entry"`, so a dropped field would pass the SDK's
+// parsing; the contract says to always send them. Read the raw bodies too.
+test("always-sent fields are on the wire", async () => {
+  const headers = { authorization: `Bearer ${process.env.PALAVER_KEY}`, "content-type": "application/json" };
+  const raw = async (path, init) => (await fetch(serverURL + path, { headers, ...init })).json();
+  const started = await raw("/v1/conversations", { method: "POST", body: JSON.stringify({ model: "m", inputs: "hi" }) });
+  const history = await raw(`/v1/conversations/${started.conversation_id}/history`);
+  const agent = await raw("/v1/agents", { method: "POST", body: JSON.stringify({ model: "m", name: "wire" }) });
+
+  assert.equal(started.object, "conversation.response");
+  assert.equal(history.object, "conversation.history");
+  for (const entry of [...started.outputs, ...history.entries]) {
+    for (const field of ["object", "type", "id", "created_at"]) assert.ok(field in entry, `entry.${field} missing`);
+    assert.equal(entry.object, "entry");
+  }
+  for (const field of ["object", "id", "versions", "deployment_chat", "source", "created_at", "updated_at"]) {
+    assert.ok(field in agent, `agent.${field} missing`);
+  }
+  // And the SDK parses the same bodies.
+  await client.beta.conversations.getHistory({ conversationId: started.conversation_id });
+});
