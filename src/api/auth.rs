@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub struct KeyRing {
-    /// SHA-256 digests of the accepted keys.
-    digests: Vec<[u8; 32]>,
+    /// SHA-256 digests of the accepted keys, each with its workspace (computed once).
+    keys: Vec<([u8; 32], WorkspaceId)>,
 }
 
 fn digest(key: &str) -> [u8; 32] {
@@ -22,26 +22,34 @@ fn digest(key: &str) -> [u8; 32] {
 
 impl KeyRing {
     pub fn new(keys: &[String]) -> Self {
-        let digests = keys.iter().map(|k| k.trim()).filter(|k| !k.is_empty()).map(digest).collect();
-        KeyRing { digests }
+        let keys = keys
+            .iter()
+            .map(|k| k.trim())
+            .filter(|k| !k.is_empty())
+            .map(|k| {
+                let digest = digest(k);
+                // The workspace id is a digest prefix, not the key: safe to store and to log.
+                (digest, WorkspaceId(format!("ws_{}", hex::encode(&digest[..16]))))
+            })
+            .collect();
+        KeyRing { keys }
     }
 
     pub fn is_open(&self) -> bool {
-        self.digests.is_empty()
+        self.keys.is_empty()
     }
 
     /// The workspace of `presented`, if it is one of the keys. Every configured key is
     /// compared, in constant time, whatever matches first.
     pub fn workspace_of(&self, presented: &str) -> Option<WorkspaceId> {
         let candidate = digest(presented);
-        let mut found: Option<usize> = None;
-        for (index, known) in self.digests.iter().enumerate() {
+        let mut found: Option<&WorkspaceId> = None;
+        for (known, workspace) in &self.keys {
             if bool::from(known.ct_eq(&candidate)) {
-                found = Some(index);
+                found = Some(workspace);
             }
         }
-        // The workspace id is a digest prefix, not the key: safe to store and to log.
-        found.map(|_| WorkspaceId(format!("ws_{}", hex::encode(&candidate[..16]))))
+        found.cloned()
     }
 }
 

@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use futures::StreamExt;
-use serde::Deserialize;
 use std::convert::Infallible;
 
 pub fn routes() -> Router<AppState> {
@@ -51,11 +50,6 @@ async fn agent_completion(
     answer(&state, request, stream).await
 }
 
-#[derive(Deserialize)]
-struct ModelOnly {
-    model: String,
-}
-
 /// `POST /v1/chat/completions`: passed through unchanged to the upstream the model routes
 /// to (status, content type and body, streamed); the built-in model answers itself.
 #[tracing::instrument(skip_all)]
@@ -65,7 +59,13 @@ async fn chat_completion(
     RawBody(body): RawBody,
 ) -> Result<Response> {
     let value: serde_json::Value = decode_json(&["body".into()], &body)?;
-    let ModelOnly { model } = crate::error::decode_value(&["body".into()], value.clone())?;
+    let model = match value.get("model") {
+        Some(serde_json::Value::String(model)) => model.clone(),
+        Some(_) => {
+            return Err(Error::invalid(FieldError::body(&["model".into()], "string_type", "Input should be a string")))
+        }
+        None => return Err(Error::invalid(FieldError::body(&["model".into()], "missing", "Field required"))),
+    };
     match state.models.upstream(&model) {
         Some(upstream) => {
             let relayed = upstream.passthrough(body).await?;

@@ -256,6 +256,14 @@ fn missing(base: &[Loc], field: &str) -> FieldError {
     FieldError::body(&at(base, field), "missing", "Field required")
 }
 
+/// A required string field of an input entry: its value, or a `missing` error recorded.
+fn required(value: &Option<String>, base: &[Loc], field: &str, errors: &mut Vec<FieldError>) -> String {
+    value.clone().unwrap_or_else(|| {
+        errors.push(missing(base, field));
+        String::new()
+    })
+}
+
 /// Validates the chunks of an input message (`entries-and-chunks.md#content-chunks`).
 fn validate_input_chunks(chunks: &[Value], base: &[Loc], errors: &mut Vec<FieldError>) {
     for (index, chunk) in chunks.iter().enumerate() {
@@ -402,10 +410,7 @@ fn input_entry(value: Value, path: &[Loc], now: Timestamp) -> Result<Entry> {
             })
         }
         "function.call" => {
-            let name = wire.name.clone().unwrap_or_else(|| {
-                errors.push(missing(path, "name"));
-                String::new()
-            });
+            let name = required(&wire.name, path, "name", &mut errors);
             let arguments = match &wire.arguments {
                 Some(Value::String(text)) => text.clone(),
                 Some(other @ Value::Object(_)) => other.to_string(),
@@ -433,14 +438,8 @@ fn input_entry(value: Value, path: &[Loc], now: Timestamp) -> Result<Entry> {
             })
         }
         "function.result" => {
-            let tool_call_id = wire.tool_call_id.clone().unwrap_or_else(|| {
-                errors.push(missing(path, "tool_call_id"));
-                String::new()
-            });
-            let result = wire.result.clone().unwrap_or_else(|| {
-                errors.push(missing(path, "result"));
-                String::new()
-            });
+            let tool_call_id = required(&wire.tool_call_id, path, "tool_call_id", &mut errors);
+            let result = required(&wire.result, path, "result", &mut errors);
             Entry::FunctionResult(FunctionResult {
                 object: EntryObject,
                 id: EntryId::generate("fr_"),

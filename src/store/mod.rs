@@ -368,27 +368,23 @@ macro_rules! bind_conversation {
 }
 pub(crate) use bind_conversation;
 
-/// Pushes the `VALUES` of a turn's entries onto an insert, chaining each to the previous.
-macro_rules! push_entries {
-    ($builder:expr, $ws:expr, $turn:expr) => {{
-        let (mut parent, mut depth) = match &$turn.parent {
-            Some((id, depth)) => (Some(id.as_str().to_owned()), *depth),
-            None => (None, -1),
-        };
-        $builder.push_values($turn.entries.iter(), |mut row, entry| {
+/// A turn's entries with the parent and depth each is stored under: the first hangs from
+/// `turn.parent` (or is a root), every next one from the entry before it.
+pub(crate) fn chained(turn: &TurnWrite) -> Vec<(&Entry, Option<&str>, i64)> {
+    let (mut parent, mut depth) = match &turn.parent {
+        Some((id, depth)) => (Some(id.as_str()), *depth),
+        None => (None, -1),
+    };
+    turn.entries
+        .iter()
+        .map(|entry| {
             depth += 1;
-            row.push_bind($ws.as_str())
-                .push_bind(entry.id().as_str().to_owned())
-                .push_bind(parent.replace(entry.id().as_str().to_owned()))
-                .push_bind(depth)
-                .push_bind($turn.conversation.id.as_str().to_owned())
-                .push_bind(entry.kind())
-                .push_bind(Json(entry))
-                .push_bind(entry.created_at().micros());
-        });
-    }};
+            let link = (entry, parent, depth);
+            parent = Some(entry.id().as_str());
+            link
+        })
+        .collect()
 }
-pub(crate) use push_entries;
 
 /// `LIKE` pattern matching `needle` anywhere, with the wildcards in it escaped.
 pub(crate) fn contains_pattern(needle: &str) -> String {

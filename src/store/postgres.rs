@@ -43,30 +43,16 @@ struct EntryColumns {
 
 impl EntryColumns {
     fn of(turn: &TurnWrite) -> Self {
-        let (mut parent, mut depth) = match &turn.parent {
-            Some((id, depth)) => (Some(id.as_str().to_owned()), *depth),
-            None => (None, -1),
-        };
-        let mut columns = EntryColumns {
-            ids: Vec::with_capacity(turn.entries.len()),
-            parents: Vec::with_capacity(turn.entries.len()),
-            depths: Vec::with_capacity(turn.entries.len()),
-            kinds: Vec::with_capacity(turn.entries.len()),
-            bodies: Vec::with_capacity(turn.entries.len()),
-            created: Vec::with_capacity(turn.entries.len()),
-        };
-        for entry in &turn.entries {
-            depth += 1;
-            let id = entry.id().as_str().to_owned();
-            columns.parents.push(parent.replace(id.clone()));
-            columns.ids.push(id);
-            columns.depths.push(depth);
-            columns.kinds.push(entry.kind());
+        let links = super::chained(turn);
+        EntryColumns {
+            ids: links.iter().map(|(entry, _, _)| entry.id().as_str().to_owned()).collect(),
+            parents: links.iter().map(|(_, parent, _)| parent.map(str::to_owned)).collect(),
+            depths: links.iter().map(|(_, _, depth)| *depth).collect(),
+            kinds: links.iter().map(|(entry, _, _)| entry.kind()).collect(),
             // Serializing an entry to JSON cannot fail (string keys, no custom errors).
-            columns.bodies.push(serde_json::to_string(entry).unwrap_or_default());
-            columns.created.push(entry.created_at().micros());
+            bodies: links.iter().map(|(entry, _, _)| serde_json::to_string(entry).unwrap_or_default()).collect(),
+            created: links.iter().map(|(entry, _, _)| entry.created_at().micros()).collect(),
         }
-        columns
     }
 
     fn bind<'q, O>(

@@ -103,9 +103,6 @@ pub static INSERT_CONVERSATION: LazyLock<String> = LazyLock::new(|| {
 pub const ADVANCE_HEAD: &str = "UPDATE conversations SET head_entry_id = $3, updated_at = $4 \
      WHERE workspace = $1 AND id = $2 AND head_entry_id = $5";
 
-pub const INSERT_ENTRIES_PREFIX: &str =
-    "INSERT INTO entries (workspace, id, parent_id, depth, conversation_id, kind, body, created_at) ";
-
 /// Binds: workspace, id.
 pub static SELECT_CONVERSATION: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE workspace = $1 AND id = $2"));

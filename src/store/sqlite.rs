@@ -3,8 +3,8 @@
 //! upgrade a read snapshot (SQLite refuses that with `SQLITE_BUSY` instead of waiting).
 
 use super::{
-    bind_conversation, push_entries, sql, AgentFilter, AgentRecord, AgentRow, AliasRecord, AliasRow,
-    ConversationRecord, ConversationRow, Page, Store, StoreError, StoreResult, TurnWrite,
+    bind_conversation, sql, AgentFilter, AgentRecord, AgentRow, AliasRecord, AliasRow, ConversationRecord,
+    ConversationRow, Page, Store, StoreError, StoreResult, TurnWrite,
 };
 use crate::domain::agents::{AgentConfig, VersionSelector};
 use crate::domain::entries::Entry;
@@ -38,6 +38,9 @@ static LIST_CONVERSATIONS: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| sql::list_conversations(&metadata_matches("c.metadata", "$2")));
 
 const SQLITE_MAX_CONNECTIONS: u32 = 4;
+
+const INSERT_ENTRIES_PREFIX: &str =
+    "INSERT INTO entries (workspace, id, parent_id, depth, conversation_id, kind, body, created_at) ";
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -298,8 +301,8 @@ impl Store for SqliteStore {
     async fn commit_turn(&self, ws: &WorkspaceId, turn: &TurnWrite) -> StoreResult<()> {
         let conversation = &turn.conversation;
         let mut tx = self.pool.begin().await?;
-        // The conversation row is written first, so the transaction holds its write lock
-        // (SQLite) or row lock (Postgres) before anything else.
+        // The conversation row is written first, so the transaction takes SQLite's write
+        // lock at once and never has to upgrade a read snapshot.
         if turn.create {
             bind_conversation!(sqlx::query(sql::INSERT_CONVERSATION.as_str()), ws, conversation)
                 .execute(&mut *tx)
@@ -318,8 +321,17 @@ impl Store for SqliteStore {
             }
         }
         if !turn.entries.is_empty() {
-            let mut insert = QueryBuilder::<Sqlite>::new(sql::INSERT_ENTRIES_PREFIX);
-            push_entries!(insert, ws, turn);
+            let mut insert = QueryBuilder::<Sqlite>::new(INSERT_ENTRIES_PREFIX);
+            insert.push_values(super::chained(turn), |mut row, (entry, parent, depth)| {
+                row.push_bind(ws.as_str())
+                    .push_bind(entry.id().as_str())
+                    .push_bind(parent)
+                    .push_bind(depth)
+                    .push_bind(conversation.id.as_str())
+                    .push_bind(entry.kind())
+                    .push_bind(Json(entry))
+                    .push_bind(entry.created_at().micros());
+            });
             insert.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
