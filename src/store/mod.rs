@@ -21,7 +21,6 @@ use crate::domain::time::Timestamp;
 use crate::domain::tools::Tool;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use sqlx::types::Json;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,16 +32,6 @@ pub enum StoreError {
     Conflict,
     #[error(transparent)]
     Other(#[from] anyhow::Error),
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(error: sqlx::Error) -> Self {
-        match &error {
-            sqlx::Error::RowNotFound => StoreError::NotFound,
-            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
-            _ => StoreError::Other(anyhow::Error::new(error).context("database query failed")),
-        }
-    }
 }
 
 impl From<StoreError> for crate::error::Error {
@@ -234,19 +223,6 @@ pub async fn connect(url: &str, max_connections: u32, migrate: bool) -> anyhow::
     }
 }
 
-/// A row of an agent query, shared by both backends.
-#[derive(sqlx::FromRow)]
-pub(crate) struct AgentRow {
-    pub id: String,
-    pub version: i64,
-    pub active_version: i64,
-    pub latest_version: i64,
-    pub revision: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub config: sqlx::types::Json<AgentConfig>,
-}
-
 impl AgentRecord {
     /// The record of a freshly created agent: version 0, active.
     pub fn first(id: AgentId, config: AgentConfig, now: Timestamp) -> Self {
@@ -272,102 +248,6 @@ pub(crate) fn found(rows_affected: u64) -> StoreResult<()> {
     }
 }
 
-impl From<AgentRow> for AgentRecord {
-    fn from(row: AgentRow) -> Self {
-        AgentRecord {
-            id: AgentId(row.id),
-            version: row.version,
-            active_version: row.active_version,
-            latest_version: row.latest_version,
-            revision: row.revision,
-            created_at: Timestamp::from_micros(row.created_at),
-            updated_at: Timestamp::from_micros(row.updated_at),
-            config: row.config.0,
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct AliasRow {
-    pub alias: String,
-    pub version: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-impl From<AliasRow> for AliasRecord {
-    fn from(row: AliasRow) -> Self {
-        AliasRecord {
-            alias: row.alias,
-            version: row.version,
-            created_at: Timestamp::from_micros(row.created_at),
-            updated_at: Timestamp::from_micros(row.updated_at),
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct ConversationRow {
-    pub id: String,
-    pub head_entry_id: Option<String>,
-    pub agent_id: Option<String>,
-    pub agent_version: Option<Json<AgentVersionRef>>,
-    pub model: Option<String>,
-    pub instructions: Option<String>,
-    pub tools: Option<Json<Vec<Tool>>>,
-    pub completion_args: Option<Json<CompletionArgs>>,
-    pub guardrails: Option<Json<Vec<GuardrailConfig>>>,
-    pub name: Option<String>,
-    pub description: Option<String>,
-    pub metadata: Option<Json<Map<String, Value>>>,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-impl From<ConversationRow> for ConversationRecord {
-    fn from(row: ConversationRow) -> Self {
-        ConversationRecord {
-            id: ConversationId(row.id),
-            head: row.head_entry_id.map(EntryId),
-            agent_id: row.agent_id,
-            agent_version: row.agent_version.map(|j| j.0),
-            model: row.model,
-            instructions: row.instructions,
-            tools: row.tools.map(|j| j.0),
-            completion_args: row.completion_args.map(|j| j.0),
-            guardrails: row.guardrails.map(|j| j.0),
-            name: row.name,
-            description: row.description,
-            metadata: row.metadata.map(|j| j.0),
-            created_at: Timestamp::from_micros(row.created_at),
-            updated_at: Timestamp::from_micros(row.updated_at),
-        }
-    }
-}
-
-/// Binds a conversation's columns after the workspace, in `sql::insert_conversation` order.
-macro_rules! bind_conversation {
-    ($query:expr, $ws:expr, $c:expr) => {
-        $query
-            .bind($ws.as_str())
-            .bind($c.id.as_str())
-            .bind($c.head.as_ref().map(|h| h.as_str()))
-            .bind($c.agent_id.as_deref())
-            .bind($c.agent_version.as_ref().map(Json))
-            .bind($c.model.as_deref())
-            .bind($c.instructions.as_deref())
-            .bind($c.tools.as_ref().map(Json))
-            .bind($c.completion_args.as_ref().map(Json))
-            .bind($c.guardrails.as_ref().map(Json))
-            .bind($c.name.as_deref())
-            .bind($c.description.as_deref())
-            .bind($c.metadata.as_ref().map(Json))
-            .bind($c.created_at.micros())
-            .bind($c.updated_at.micros())
-    };
-}
-pub(crate) use bind_conversation;
-
 /// A turn's entries with the parent and depth each is stored under: the first hangs from
 /// `turn.parent` (or is a root), every next one from the entry before it.
 pub(crate) fn chained(turn: &TurnWrite) -> Vec<(&Entry, Option<&str>, i64)> {
@@ -384,6 +264,32 @@ pub(crate) fn chained(turn: &TurnWrite) -> Vec<(&Entry, Option<&str>, i64)> {
             link
         })
         .collect()
+}
+
+/// The values of a turn's entry rows, serialized before they reach the database (column
+/// arrays for Postgres' `UNNEST`, row by row for SQLite); each chained to the previous.
+pub(crate) struct EntryColumns {
+    pub ids: Vec<String>,
+    pub parents: Vec<Option<String>>,
+    pub depths: Vec<i64>,
+    pub kinds: Vec<&'static str>,
+    pub bodies: Vec<String>,
+    pub created: Vec<i64>,
+}
+
+impl EntryColumns {
+    pub fn of(turn: &TurnWrite) -> Self {
+        let links = chained(turn);
+        EntryColumns {
+            ids: links.iter().map(|(entry, _, _)| entry.id().as_str().to_owned()).collect(),
+            parents: links.iter().map(|(_, parent, _)| parent.map(str::to_owned)).collect(),
+            depths: links.iter().map(|(_, _, depth)| *depth).collect(),
+            kinds: links.iter().map(|(entry, _, _)| entry.kind()).collect(),
+            // Serializing an entry to JSON cannot fail (string keys, no custom errors).
+            bodies: links.iter().map(|(entry, _, _)| serde_json::to_string(entry).unwrap_or_default()).collect(),
+            created: links.iter().map(|(entry, _, _)| entry.created_at().micros()).collect(),
+        }
+    }
 }
 
 /// `LIKE` pattern matching `needle` anywhere, with the wildcards in it escaped.

@@ -2,14 +2,18 @@
 //! Row locks serialize the compare-and-set updates; JSON columns are `jsonb`.
 
 use super::{
-    bind_conversation, sql, AgentFilter, AgentRecord, AgentRow, AliasRecord, AliasRow, ConversationRecord,
-    ConversationRow, Page, Store, StoreError, StoreResult, TurnWrite,
+    sql, AgentFilter, AgentRecord, AliasRecord, ConversationRecord, EntryColumns, Page, Store, StoreError, StoreResult,
+    TurnWrite,
 };
+use crate::domain::agents::GuardrailConfig;
 use crate::domain::agents::{AgentConfig, VersionSelector};
+use crate::domain::completion::CompletionArgs;
+use crate::domain::conversations::AgentVersionRef;
 use crate::domain::entries::Entry;
 use crate::domain::ids::{AgentId, WorkspaceId};
 use crate::domain::ids::{ConversationId, EntryId};
 use crate::domain::time::Timestamp;
+use crate::domain::tools::Tool;
 use anyhow::Context;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
@@ -18,6 +22,124 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            _ => StoreError::Other(anyhow::Error::new(error).context("database query failed")),
+        }
+    }
+}
+
+/// A row of an agent query.
+#[derive(sqlx::FromRow)]
+struct AgentRow {
+    pub id: String,
+    pub version: i64,
+    pub active_version: i64,
+    pub latest_version: i64,
+    pub revision: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub config: sqlx::types::Json<AgentConfig>,
+}
+
+impl From<AgentRow> for AgentRecord {
+    fn from(row: AgentRow) -> Self {
+        AgentRecord {
+            id: AgentId(row.id),
+            version: row.version,
+            active_version: row.active_version,
+            latest_version: row.latest_version,
+            revision: row.revision,
+            created_at: Timestamp::from_micros(row.created_at),
+            updated_at: Timestamp::from_micros(row.updated_at),
+            config: row.config.0,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AliasRow {
+    pub alias: String,
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<AliasRow> for AliasRecord {
+    fn from(row: AliasRow) -> Self {
+        AliasRecord {
+            alias: row.alias,
+            version: row.version,
+            created_at: Timestamp::from_micros(row.created_at),
+            updated_at: Timestamp::from_micros(row.updated_at),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ConversationRow {
+    pub id: String,
+    pub head_entry_id: Option<String>,
+    pub agent_id: Option<String>,
+    pub agent_version: Option<Json<AgentVersionRef>>,
+    pub model: Option<String>,
+    pub instructions: Option<String>,
+    pub tools: Option<Json<Vec<Tool>>>,
+    pub completion_args: Option<Json<CompletionArgs>>,
+    pub guardrails: Option<Json<Vec<GuardrailConfig>>>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub metadata: Option<Json<Map<String, Value>>>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<ConversationRow> for ConversationRecord {
+    fn from(row: ConversationRow) -> Self {
+        ConversationRecord {
+            id: ConversationId(row.id),
+            head: row.head_entry_id.map(EntryId),
+            agent_id: row.agent_id,
+            agent_version: row.agent_version.map(|j| j.0),
+            model: row.model,
+            instructions: row.instructions,
+            tools: row.tools.map(|j| j.0),
+            completion_args: row.completion_args.map(|j| j.0),
+            guardrails: row.guardrails.map(|j| j.0),
+            name: row.name,
+            description: row.description,
+            metadata: row.metadata.map(|j| j.0),
+            created_at: Timestamp::from_micros(row.created_at),
+            updated_at: Timestamp::from_micros(row.updated_at),
+        }
+    }
+}
+
+/// Binds a conversation's columns after the workspace, in `sql::insert_conversation` order.
+macro_rules! bind_conversation {
+    ($query:expr, $ws:expr, $c:expr) => {
+        $query
+            .bind($ws.as_str())
+            .bind($c.id.as_str())
+            .bind($c.head.as_ref().map(|h| h.as_str()))
+            .bind($c.agent_id.as_deref())
+            .bind($c.agent_version.as_ref().map(Json))
+            .bind($c.model.as_deref())
+            .bind($c.instructions.as_deref())
+            .bind($c.tools.as_ref().map(Json))
+            .bind($c.completion_args.as_ref().map(Json))
+            .bind($c.guardrails.as_ref().map(Json))
+            .bind($c.name.as_deref())
+            .bind($c.description.as_deref())
+            .bind($c.metadata.as_ref().map(Json))
+            .bind($c.created_at.micros())
+            .bind($c.updated_at.micros())
+    };
+}
 
 /// `column` holds every top-level key of the JSON object `param` with an equal value
 /// (`jsonb` equality).
@@ -31,30 +153,7 @@ static LIST_AGENTS: std::sync::LazyLock<String> =
 static LIST_CONVERSATIONS: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| sql::list_conversations(&metadata_matches("c.metadata", "$2")));
 
-/// The entries of a turn as parallel arrays, for `UNNEST`; each chained to the previous.
-struct EntryColumns {
-    ids: Vec<String>,
-    parents: Vec<Option<String>>,
-    depths: Vec<i64>,
-    kinds: Vec<&'static str>,
-    bodies: Vec<String>,
-    created: Vec<i64>,
-}
-
 impl EntryColumns {
-    fn of(turn: &TurnWrite) -> Self {
-        let links = super::chained(turn);
-        EntryColumns {
-            ids: links.iter().map(|(entry, _, _)| entry.id().as_str().to_owned()).collect(),
-            parents: links.iter().map(|(_, parent, _)| parent.map(str::to_owned)).collect(),
-            depths: links.iter().map(|(_, _, depth)| *depth).collect(),
-            kinds: links.iter().map(|(entry, _, _)| entry.kind()).collect(),
-            // Serializing an entry to JSON cannot fail (string keys, no custom errors).
-            bodies: links.iter().map(|(entry, _, _)| serde_json::to_string(entry).unwrap_or_default()).collect(),
-            created: links.iter().map(|(entry, _, _)| entry.created_at().micros()).collect(),
-        }
-    }
-
     fn bind<'q, O>(
         &'q self,
         query: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,

@@ -1,24 +1,31 @@
-//! SQLite store: the zero set-up default. One file in WAL mode; writers queue on SQLite's
-//! lock (busy timeout), and every write transaction starts with a write so it never has to
-//! upgrade a read snapshot (SQLite refuses that with `SQLITE_BUSY` instead of waiting).
+//! SQLite store: the zero set-up default. One file in WAL mode.
+//!
+//! SQLite calls block, so they run on threads of our own: one writer thread owns the only
+//! connection that writes (writes queue in-process instead of sleeping in SQLite's busy
+//! handler) and a few reader threads serve the reads. A store call is one closure sent to
+//! one of them, so a whole use case — a turn's commit with its `BEGIN`, compare-and-set,
+//! inserts and `COMMIT` — costs one thread hand-off. (With sqlx every statement, and the
+//! ping it makes whenever a connection goes back to its pool, was a hand-off of its own: a
+//! quarter of palaver's CPU per turn went to those wake-ups.)
 
-use super::{
-    bind_conversation, sql, AgentFilter, AgentRecord, AgentRow, AliasRecord, AliasRow, ConversationRecord,
-    ConversationRow, Page, Store, StoreError, StoreResult, TurnWrite,
-};
+use super::{sql, AgentFilter, AgentRecord, AliasRecord, ConversationRecord, Page, Store, StoreError, StoreResult};
+use super::{EntryColumns, TurnWrite};
 use crate::domain::agents::{AgentConfig, VersionSelector};
 use crate::domain::entries::Entry;
-use crate::domain::ids::{AgentId, WorkspaceId};
-use crate::domain::ids::{ConversationId, EntryId};
+use crate::domain::ids::{AgentId, ConversationId, EntryId, WorkspaceId};
 use crate::domain::time::Timestamp;
 use anyhow::Context;
 use async_trait::async_trait;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{Map, Value};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::types::Json;
-use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
-use std::str::FromStr;
-use std::time::Duration;
+use sha2::{Digest, Sha384};
+use std::panic::AssertUnwindSafe;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 /// `column` holds every top-level key of the JSON object `param` with an equal value. Same
 /// meaning as the Postgres version; SQLite has no `jsonb`, so values are compared by JSON
@@ -31,107 +38,427 @@ fn metadata_matches(column: &str, param: &str) -> String {
     )
 }
 
-static LIST_AGENTS: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| sql::list_agents(&metadata_matches("v.metadata", "$7")));
+/// The shared SQL with SQLite's numbered placeholders. In SQLite `$1` is a *named*
+/// parameter, numbered by first appearance, so a statement using `$3` before `$1` would
+/// bind the wrong values; `?1` is the parameter with index 1.
+fn numbered(statement: &str) -> String {
+    let mut out = String::with_capacity(statement.len());
+    let mut chars = statement.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
-static LIST_CONVERSATIONS: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| sql::list_conversations(&metadata_matches("c.metadata", "$2")));
+/// Every statement this store runs, translated once.
+struct Statements {
+    insert_agent: String,
+    insert_version: String,
+    agent_exists: String,
+    select_active_agent: String,
+    select_agent_version: String,
+    select_agent_by_alias: String,
+    list_agents: String,
+    list_agent_versions: String,
+    bump_agent: String,
+    activate_version: String,
+    delete_agent: String,
+    upsert_alias: String,
+    list_aliases: String,
+    delete_alias: String,
+    insert_conversation: String,
+    advance_head: String,
+    select_conversation: String,
+    list_conversations: String,
+    delete_conversation: String,
+    history: String,
+}
 
-const SQLITE_MAX_CONNECTIONS: u32 = 4;
+static SQL: LazyLock<Statements> = LazyLock::new(|| Statements {
+    insert_agent: numbered(sql::INSERT_AGENT),
+    insert_version: numbered(sql::INSERT_VERSION),
+    agent_exists: numbered(sql::AGENT_EXISTS),
+    select_active_agent: numbered(&sql::SELECT_ACTIVE_AGENT),
+    select_agent_version: numbered(&sql::SELECT_AGENT_VERSION),
+    select_agent_by_alias: numbered(&sql::SELECT_AGENT_BY_ALIAS),
+    list_agents: numbered(&sql::list_agents(&metadata_matches("v.metadata", "$7"))),
+    list_agent_versions: numbered(&sql::LIST_AGENT_VERSIONS),
+    bump_agent: numbered(sql::BUMP_AGENT_FOR_NEW_VERSION),
+    activate_version: numbered(sql::ACTIVATE_VERSION),
+    delete_agent: numbered(sql::DELETE_AGENT),
+    upsert_alias: numbered(sql::UPSERT_ALIAS),
+    list_aliases: numbered(sql::LIST_ALIASES),
+    delete_alias: numbered(sql::DELETE_ALIAS),
+    insert_conversation: numbered(&sql::INSERT_CONVERSATION),
+    advance_head: numbered(sql::ADVANCE_HEAD),
+    select_conversation: numbered(&sql::SELECT_CONVERSATION),
+    list_conversations: numbered(&sql::list_conversations(&metadata_matches("c.metadata", "$2"))),
+    delete_conversation: numbered(sql::DELETE_CONVERSATION),
+    history: numbered(sql::HISTORY),
+});
 
-const INSERT_ENTRIES_PREFIX: &str =
-    "INSERT INTO entries (workspace, id, parent_id, depth, conversation_id, kind, body, created_at) ";
+const INSERT_ENTRY: &str = "INSERT INTO entries \
+     (workspace, id, parent_id, depth, conversation_id, kind, body, created_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+/// Readers beside the one writer. SQLite's page cache is per connection and emptied
+/// whenever another connection writes, so a few connections serve best.
+const MAX_READERS: u32 = 3;
+
+/// Migrations, in order: (version, description, SQL). Recorded in sqlx's `_sqlx_migrations`
+/// table with sqlx's checksum, so databases created by earlier palaver builds (which ran
+/// them through sqlx) are recognised as migrated.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "agents", include_str!("../../migrations/sqlite/0001_agents.sql")),
+    (2, "conversations", include_str!("../../migrations/sqlite/0002_conversations.sql")),
+];
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 pub struct SqliteStore {
-    pool: SqlitePool,
+    writer: crossbeam_channel::Sender<Job>,
+    readers: crossbeam_channel::Sender<Job>,
 }
 
 impl SqliteStore {
     pub async fn connect(url: &str, max_connections: u32, migrate: bool) -> anyhow::Result<Self> {
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let options = SqliteConnectOptions::from_str(url)
-            .context("DATABASE_URL is not a valid SQLite URL")?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // WAL + NORMAL: commits survive a process crash; an OS crash may lose the last
-            // ones but never corrupts the file. One fsync per checkpoint, not per turn.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true)
-            // Pages are read through a memory map instead of a read() per page.
-            .pragma("mmap_size", "268435456");
-        let pool = if in_memory {
-            // Each connection to `:memory:` is its own empty database: keep exactly one.
-            SqlitePoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .connect_with(options)
-                .await?
+        let target = Target::parse(url)?;
+        let (writer, writer_jobs) = crossbeam_channel::unbounded::<Job>();
+        let writer_conn = target.open().context("opening the SQLite database")?;
+        spawn_worker("palaver-sqlite-writer", writer_conn, writer_jobs)?;
+        let readers = if target.in_memory {
+            // Each connection to `:memory:` is its own empty database: the writer serves all.
+            writer.clone()
         } else {
-            // SQLite runs one writer at a time and each connection keeps its own page cache
-            // (emptied whenever another connection writes), so a few connections serve
-            // best; each also costs a thread in sqlx.
-            let connections = max_connections.clamp(1, SQLITE_MAX_CONNECTIONS);
-            SqlitePoolOptions::new()
-                .max_connections(connections)
-                // A broken connection fails its query and is replaced; pinging before every
-                // acquire would cost each query an extra round trip to the worker thread.
-                .test_before_acquire(false)
-                .connect_with(options)
-                .await?
+            let (readers, reader_jobs) = crossbeam_channel::unbounded::<Job>();
+            for i in 0..max_connections.saturating_sub(1).clamp(1, MAX_READERS) {
+                let conn = target.open().context("opening the SQLite database")?;
+                spawn_worker(&format!("palaver-sqlite-reader-{i}"), conn, reader_jobs.clone())?;
+            }
+            readers
         };
-        let store = SqliteStore { pool };
+        let store = SqliteStore { writer, readers };
         if migrate {
-            sqlx::migrate!("./migrations/sqlite").run(&store.pool).await.context("applying SQLite migrations")?;
+            store.on(Side::Write, |conn| migrate_schema(conn).map_err(StoreError::Other)).await?;
         }
         Ok(store)
     }
+
+    /// Runs `job` on a writer or reader thread and waits for its answer without blocking
+    /// the runtime.
+    async fn on<T, F>(&self, side: Side, job: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = reply.send(job(conn));
+        });
+        let queue = match side {
+            Side::Write => &self.writer,
+            Side::Read => &self.readers,
+        };
+        queue.send(job).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    async fn write<T, F>(&self, job: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        self.on(Side::Write, move |conn| {
+            // IMMEDIATE takes the write lock at BEGIN: a transaction never has to upgrade a
+            // read snapshot, which SQLite refuses with SQLITE_BUSY instead of waiting.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = job(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+        .await
+    }
+
+    async fn read<T, F>(&self, job: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.on(Side::Read, move |conn| job(conn)).await
+    }
 }
 
-async fn insert_version(
-    tx: &mut Transaction<'_, Sqlite>,
-    ws: &WorkspaceId,
-    id: &AgentId,
-    version: i64,
-    config: &AgentConfig,
-    now: Timestamp,
-) -> StoreResult<()> {
-    sqlx::query(sql::INSERT_VERSION)
-        .bind(ws.as_str())
-        .bind(id.as_str())
-        .bind(version)
-        .bind(&config.name)
-        .bind(config.deployment_chat)
-        .bind(config.metadata.as_ref().map(Json))
-        .bind(Json(config))
-        .bind(now.micros())
-        .execute(&mut **tx)
-        .await?;
+#[derive(Clone, Copy)]
+enum Side {
+    Write,
+    Read,
+}
+
+fn stopped() -> StoreError {
+    StoreError::Other(anyhow::anyhow!("the SQLite worker thread stopped"))
+}
+
+/// Where the database lives, parsed from `sqlite://FILE[?…]`, `sqlite:FILE` or
+/// `sqlite::memory:`.
+struct Target {
+    path: String,
+    in_memory: bool,
+    read_only: bool,
+}
+
+impl Target {
+    fn parse(url: &str) -> anyhow::Result<Self> {
+        let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut in_memory = path == ":memory:" || path.is_empty();
+        let mut read_only = false;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=').unwrap_or((pair, "")) {
+                ("mode", "memory") => in_memory = true,
+                ("mode", "ro") => read_only = true,
+                ("mode", "rw" | "rwc") => {}
+                (key, _) => anyhow::bail!("DATABASE_URL: unsupported SQLite option `{key}`"),
+            }
+        }
+        Ok(Target { path: path.to_owned(), in_memory, read_only })
+    }
+
+    fn open(&self) -> rusqlite::Result<Connection> {
+        let conn = if self.in_memory {
+            Connection::open_in_memory()?
+        } else {
+            let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            flags |= if self.read_only {
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+            } else {
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+            };
+            Connection::open_with_flags(&self.path, flags)?
+        };
+        // Another process (a second palaver on the same file) may hold the write lock.
+        conn.busy_timeout(Duration::from_secs(10))?;
+        if !self.in_memory && !self.read_only {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+        }
+        // WAL + NORMAL: commits survive a process crash; an OS crash may lose the last ones
+        // but never corrupts the file. One fsync per checkpoint, not per turn.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Pages are read through a memory map instead of a read() per page.
+        conn.pragma_update(None, "mmap_size", 268_435_456)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
+    }
+}
+
+fn spawn_worker(name: &str, mut conn: Connection, jobs: crossbeam_channel::Receiver<Job>) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            // Ends when the store (every sender) is dropped.
+            for job in jobs {
+                // A panicking job drops its reply (the caller gets an error) and rolls back
+                // its transaction; the thread and its connection keep serving.
+                if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn))).is_err() {
+                    tracing::error!("a SQLite job panicked");
+                }
+            }
+        })
+        .context("starting a SQLite worker thread")?;
     Ok(())
 }
 
-async fn agent_version(
-    tx: &mut Transaction<'_, Sqlite>,
-    ws: &WorkspaceId,
-    id: &AgentId,
-    version: i64,
-) -> StoreResult<AgentRecord> {
-    let row: AgentRow = sqlx::query_as(sql::SELECT_AGENT_VERSION.as_str())
-        .bind(ws.as_str())
-        .bind(id.as_str())
-        .bind(version)
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok(row.into())
+fn migrate_schema(conn: &mut Connection) -> anyhow::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
+            version BIGINT PRIMARY KEY,
+            description TEXT NOT NULL,
+            installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+            success BOOLEAN NOT NULL,
+            checksum BLOB NOT NULL,
+            execution_time BIGINT NOT NULL
+        );",
+    )?;
+    for (version, description, script) in MIGRATIONS {
+        let checksum = Sha384::digest(script.as_bytes()).to_vec();
+        let applied: Option<(Vec<u8>, bool)> = conn
+            .query_row("SELECT checksum, success FROM _sqlx_migrations WHERE version = ?1", [version], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()?;
+        match applied {
+            Some((stored, true)) if stored == checksum => continue,
+            Some((_, true)) => anyhow::bail!("migration {version} ({description}) was changed after it was applied"),
+            Some((_, false)) => anyhow::bail!("migration {version} ({description}) failed earlier; fix the database"),
+            None => {}
+        }
+        let started = Instant::now();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(script).with_context(|| format!("applying migration {version} ({description})"))?;
+        tx.execute(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (?1, ?2, TRUE, ?3, ?4)",
+            params![version, description, checksum, started.elapsed().as_nanos() as i64],
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        use rusqlite::ffi;
+        match &error {
+            rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
+            rusqlite::Error::SqliteFailure(e, _)
+                if matches!(e.extended_code, ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY) =>
+            {
+                StoreError::Conflict
+            }
+            _ => StoreError::Other(anyhow::Error::new(error).context("database query failed")),
+        }
+    }
+}
+
+/// A JSON column's text for binding. Serializing our own types cannot fail (string keys,
+/// no custom errors).
+fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn json_column<T: DeserializeOwned>(row: &Row<'_>, index: usize) -> rusqlite::Result<T> {
+    let text: String = row.get(index)?;
+    serde_json::from_str(&text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn optional_json_column<T: DeserializeOwned>(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<T>> {
+    match row.get_ref(index)? {
+        rusqlite::types::ValueRef::Null => Ok(None),
+        _ => json_column(row, index).map(Some),
+    }
+}
+
+/// Reads the columns of `sql::AGENT_COLUMNS`.
+fn agent_record(row: &Row<'_>) -> rusqlite::Result<AgentRecord> {
+    Ok(AgentRecord {
+        id: AgentId(row.get(0)?),
+        version: row.get(1)?,
+        active_version: row.get(2)?,
+        latest_version: row.get(3)?,
+        revision: row.get(4)?,
+        created_at: Timestamp::from_micros(row.get(5)?),
+        updated_at: Timestamp::from_micros(row.get(6)?),
+        config: json_column(row, 7)?,
+    })
+}
+
+fn alias_record(row: &Row<'_>) -> rusqlite::Result<AliasRecord> {
+    Ok(AliasRecord {
+        alias: row.get(0)?,
+        version: row.get(1)?,
+        created_at: Timestamp::from_micros(row.get(2)?),
+        updated_at: Timestamp::from_micros(row.get(3)?),
+    })
+}
+
+/// Reads the columns of `sql::CONVERSATION_COLUMNS`.
+fn conversation_record(row: &Row<'_>) -> rusqlite::Result<ConversationRecord> {
+    Ok(ConversationRecord {
+        id: ConversationId(row.get(0)?),
+        head: row.get::<_, Option<String>>(1)?.map(EntryId),
+        agent_id: row.get(2)?,
+        agent_version: optional_json_column(row, 3)?,
+        model: row.get(4)?,
+        instructions: row.get(5)?,
+        tools: optional_json_column(row, 6)?,
+        completion_args: optional_json_column(row, 7)?,
+        guardrails: optional_json_column(row, 8)?,
+        name: row.get(9)?,
+        description: row.get(10)?,
+        metadata: optional_json_column(row, 11)?,
+        created_at: Timestamp::from_micros(row.get(12)?),
+        updated_at: Timestamp::from_micros(row.get(13)?),
+    })
+}
+
+/// The values of `sql::INSERT_CONVERSATION` after the workspace, serialized on the caller's
+/// side so the worker thread only runs SQL.
+fn conversation_values(ws: &str, c: &ConversationRecord) -> Vec<SqlValue> {
+    let text = |s: Option<&str>| s.map_or(SqlValue::Null, |s| SqlValue::Text(s.to_owned()));
+    let json = |s: Option<String>| s.map_or(SqlValue::Null, SqlValue::Text);
+    vec![
+        SqlValue::Text(ws.to_owned()),
+        SqlValue::Text(c.id.as_str().to_owned()),
+        text(c.head.as_ref().map(EntryId::as_str)),
+        text(c.agent_id.as_deref()),
+        json(c.agent_version.as_ref().map(to_json)),
+        text(c.model.as_deref()),
+        text(c.instructions.as_deref()),
+        json(c.tools.as_ref().map(to_json)),
+        json(c.completion_args.as_ref().map(to_json)),
+        json(c.guardrails.as_ref().map(to_json)),
+        text(c.name.as_deref()),
+        text(c.description.as_deref()),
+        json(c.metadata.as_ref().map(to_json)),
+        SqlValue::Integer(c.created_at.micros()),
+        SqlValue::Integer(c.updated_at.micros()),
+    ]
+}
+
+/// How a turn writes its conversation row.
+enum RowWrite {
+    /// Start and restart: the whole row (`conversation_values`).
+    Insert(Vec<SqlValue>),
+    /// Append: the compare-and-set of `sql::ADVANCE_HEAD`.
+    AdvanceHead { head: Option<String>, updated_at: i64, expected_head: Option<String> },
+}
+
+/// The agent columns `sql::INSERT_VERSION` binds after workspace, id and version.
+struct VersionValues {
+    name: String,
+    deployment_chat: bool,
+    metadata: Option<String>,
+    config: String,
+}
+
+impl VersionValues {
+    fn of(config: &AgentConfig) -> Self {
+        VersionValues {
+            name: config.name.clone(),
+            deployment_chat: config.deployment_chat,
+            metadata: config.metadata.as_ref().map(to_json),
+            config: to_json(config),
+        }
+    }
+
+    fn insert(&self, tx: &Connection, ws: &str, id: &str, version: i64, now: i64) -> rusqlite::Result<()> {
+        tx.prepare_cached(&SQL.insert_version)?.execute(params![
+            ws,
+            id,
+            version,
+            self.name,
+            self.deployment_chat,
+            self.metadata,
+            self.config,
+            now
+        ])?;
+        Ok(())
+    }
+}
+
+fn agent_version(tx: &Connection, ws: &str, id: &str, version: i64) -> StoreResult<AgentRecord> {
+    Ok(tx.prepare_cached(&SQL.select_agent_version)?.query_row(params![ws, id, version], agent_record)?)
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        self.read(|conn| Ok(conn.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?)).await
     }
 
     async fn create_agent(
@@ -141,66 +468,70 @@ impl Store for SqliteStore {
         config: &AgentConfig,
         now: Timestamp,
     ) -> StoreResult<AgentRecord> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(sql::INSERT_AGENT).bind(ws.as_str()).bind(id.as_str()).bind(now.micros()).execute(&mut *tx).await?;
-        insert_version(&mut tx, ws, id, 0, config, now).await?;
-        tx.commit().await?;
+        let (ws_, id_, values) = (ws.as_str().to_owned(), id.as_str().to_owned(), VersionValues::of(config));
+        self.write(move |tx| {
+            tx.prepare_cached(&SQL.insert_agent)?.execute(params![ws_, id_, now.micros()])?;
+            values.insert(tx, &ws_, &id_, 0, now.micros())?;
+            Ok(())
+        })
+        .await?;
         Ok(AgentRecord::first(id.clone(), config.clone(), now))
     }
 
     async fn agent(&self, ws: &WorkspaceId, id: &AgentId, version: &VersionSelector) -> StoreResult<AgentRecord> {
-        let row: AgentRow = match version {
-            VersionSelector::Active => {
-                sqlx::query_as(sql::SELECT_ACTIVE_AGENT.as_str())
-                    .bind(ws.as_str())
-                    .bind(id.as_str())
-                    .fetch_one(&self.pool)
-                    .await?
-            }
-            VersionSelector::Number(n) => {
-                sqlx::query_as(sql::SELECT_AGENT_VERSION.as_str())
-                    .bind(ws.as_str())
-                    .bind(id.as_str())
-                    .bind(n)
-                    .fetch_one(&self.pool)
-                    .await?
-            }
-            VersionSelector::Alias(alias) => {
-                sqlx::query_as(sql::SELECT_AGENT_BY_ALIAS.as_str())
-                    .bind(ws.as_str())
-                    .bind(id.as_str())
-                    .bind(alias)
-                    .fetch_one(&self.pool)
-                    .await?
-            }
-        };
-        Ok(row.into())
+        let (ws, id, version) = (ws.as_str().to_owned(), id.as_str().to_owned(), version.clone());
+        self.read(move |conn| {
+            let record = match version {
+                VersionSelector::Active => {
+                    conn.prepare_cached(&SQL.select_active_agent)?.query_row(params![ws, id], agent_record)?
+                }
+                VersionSelector::Number(n) => {
+                    conn.prepare_cached(&SQL.select_agent_version)?.query_row(params![ws, id, n], agent_record)?
+                }
+                VersionSelector::Alias(alias) => {
+                    conn.prepare_cached(&SQL.select_agent_by_alias)?.query_row(params![ws, id, alias], agent_record)?
+                }
+            };
+            Ok(record)
+        })
+        .await
     }
 
     async fn agents_exist(&self, ws: &WorkspaceId, ids: &[String]) -> StoreResult<Vec<bool>> {
-        let mut found = Vec::with_capacity(ids.len());
-        for id in ids {
-            let row: Option<(String,)> =
-                sqlx::query_as(sql::AGENT_EXISTS).bind(ws.as_str()).bind(id).fetch_optional(&self.pool).await?;
-            found.push(row.is_some());
-        }
-        Ok(found)
+        let (ws, ids) = (ws.as_str().to_owned(), ids.to_vec());
+        self.read(move |conn| {
+            let mut exists = conn.prepare_cached(&SQL.agent_exists)?;
+            let mut found = Vec::with_capacity(ids.len());
+            for id in &ids {
+                found.push(exists.exists(params![ws, id])?);
+            }
+            Ok(found)
+        })
+        .await
     }
 
     async fn list_agents(&self, ws: &WorkspaceId, filter: &AgentFilter, page: Page) -> StoreResult<Vec<AgentRecord>> {
-        let rows: Vec<AgentRow> = sqlx::query_as(LIST_AGENTS.as_str())
-            .bind(ws.as_str())
-            .bind(filter.name.as_deref())
-            .bind(filter.id.as_deref())
-            .bind(filter.deployment_chat)
-            .bind(filter.search.as_deref().map(super::contains_pattern))
-            .bind(filter.before_id.as_deref())
-            .bind(filter.metadata.as_ref().map(Json))
-            .bind(page.limit)
-            .bind(page.offset)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(AgentRecord::from).collect())
+        let ws = ws.as_str().to_owned();
+        let filter = filter.clone();
+        self.read(move |conn| {
+            let mut list = conn.prepare_cached(&SQL.list_agents)?;
+            let rows = list.query_map(
+                params![
+                    ws,
+                    filter.name,
+                    filter.id,
+                    filter.deployment_chat,
+                    filter.search.as_deref().map(super::contains_pattern),
+                    filter.before_id,
+                    filter.metadata.as_ref().map(to_json),
+                    page.limit,
+                    page.offset
+                ],
+                agent_record,
+            )?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
     }
 
     async fn append_agent_version(
@@ -211,21 +542,19 @@ impl Store for SqliteStore {
         config: &AgentConfig,
         now: Timestamp,
     ) -> StoreResult<AgentRecord> {
-        let mut tx = self.pool.begin().await?;
-        let bumped: Option<(i64,)> = sqlx::query_as(sql::BUMP_AGENT_FOR_NEW_VERSION)
-            .bind(ws.as_str())
-            .bind(id.as_str())
-            .bind(expected_revision)
-            .bind(now.micros())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some((version,)) = bumped else {
-            return Err(StoreError::Conflict);
-        };
-        insert_version(&mut tx, ws, id, version, config, now).await?;
-        let record = agent_version(&mut tx, ws, id, version).await?;
-        tx.commit().await?;
-        Ok(record)
+        let (ws, id, values) = (ws.as_str().to_owned(), id.as_str().to_owned(), VersionValues::of(config));
+        self.write(move |tx| {
+            let bumped: Option<i64> = tx
+                .prepare_cached(&SQL.bump_agent)?
+                .query_row(params![ws, id, expected_revision, now.micros()], |row| row.get(0))
+                .optional()?;
+            let Some(version) = bumped else {
+                return Err(StoreError::Conflict);
+            };
+            values.insert(tx, &ws, &id, version, now.micros())?;
+            agent_version(tx, &ws, &id, version)
+        })
+        .await
     }
 
     async fn activate_agent_version(
@@ -235,36 +564,28 @@ impl Store for SqliteStore {
         version: i64,
         now: Timestamp,
     ) -> StoreResult<AgentRecord> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(sql::ACTIVATE_VERSION)
-            .bind(ws.as_str())
-            .bind(id.as_str())
-            .bind(version)
-            .bind(now.micros())
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        let record = agent_version(&mut tx, ws, id, version).await?;
-        tx.commit().await?;
-        Ok(record)
+        let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
+        self.write(move |tx| {
+            let changed = tx.prepare_cached(&SQL.activate_version)?.execute(params![ws, id, version, now.micros()])?;
+            super::found(changed as u64)?;
+            agent_version(tx, &ws, &id, version)
+        })
+        .await
     }
 
     async fn delete_agent(&self, ws: &WorkspaceId, id: &AgentId) -> StoreResult<()> {
-        let done = sqlx::query(sql::DELETE_AGENT).bind(ws.as_str()).bind(id.as_str()).execute(&self.pool).await?;
-        super::found(done.rows_affected())
+        let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
+        self.write(move |tx| super::found(tx.prepare_cached(&SQL.delete_agent)?.execute(params![ws, id])? as u64)).await
     }
 
     async fn list_agent_versions(&self, ws: &WorkspaceId, id: &AgentId, page: Page) -> StoreResult<Vec<AgentRecord>> {
-        let rows: Vec<AgentRow> = sqlx::query_as(sql::LIST_AGENT_VERSIONS.as_str())
-            .bind(ws.as_str())
-            .bind(id.as_str())
-            .bind(page.limit)
-            .bind(page.offset)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(AgentRecord::from).collect())
+        let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
+        self.read(move |conn| {
+            let mut list = conn.prepare_cached(&SQL.list_agent_versions)?;
+            let rows = list.query_map(params![ws, id, page.limit, page.offset], agent_record)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
     }
 
     async fn put_alias(
@@ -275,76 +596,90 @@ impl Store for SqliteStore {
         version: i64,
         now: Timestamp,
     ) -> StoreResult<AliasRecord> {
-        let row: AliasRow = sqlx::query_as(sql::UPSERT_ALIAS)
-            .bind(ws.as_str())
-            .bind(id.as_str())
-            .bind(alias)
-            .bind(version)
-            .bind(now.micros())
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.into())
+        let (ws, id, alias) = (ws.as_str().to_owned(), id.as_str().to_owned(), alias.to_owned());
+        self.write(move |tx| {
+            Ok(tx
+                .prepare_cached(&SQL.upsert_alias)?
+                .query_row(params![ws, id, alias, version, now.micros()], alias_record)?)
+        })
+        .await
     }
 
     async fn list_aliases(&self, ws: &WorkspaceId, id: &AgentId) -> StoreResult<Vec<AliasRecord>> {
-        let rows: Vec<AliasRow> =
-            sqlx::query_as(sql::LIST_ALIASES).bind(ws.as_str()).bind(id.as_str()).fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(AliasRecord::from).collect())
+        let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
+        self.read(move |conn| {
+            let mut list = conn.prepare_cached(&SQL.list_aliases)?;
+            let rows = list.query_map(params![ws, id], alias_record)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
     }
 
     async fn delete_alias(&self, ws: &WorkspaceId, id: &AgentId, alias: &str) -> StoreResult<()> {
-        let done =
-            sqlx::query(sql::DELETE_ALIAS).bind(ws.as_str()).bind(id.as_str()).bind(alias).execute(&self.pool).await?;
-        super::found(done.rows_affected())
+        let (ws, id, alias) = (ws.as_str().to_owned(), id.as_str().to_owned(), alias.to_owned());
+        self.write(
+            move |tx| super::found(tx.prepare_cached(&SQL.delete_alias)?.execute(params![ws, id, alias])? as u64),
+        )
+        .await
     }
 
     async fn commit_turn(&self, ws: &WorkspaceId, turn: &TurnWrite) -> StoreResult<()> {
         let conversation = &turn.conversation;
-        let mut tx = self.pool.begin().await?;
-        // The conversation row is written first, so the transaction takes SQLite's write
-        // lock at once and never has to upgrade a read snapshot.
-        if turn.create {
-            bind_conversation!(sqlx::query(sql::INSERT_CONVERSATION.as_str()), ws, conversation)
-                .execute(&mut *tx)
-                .await?;
+        let ws = ws.as_str().to_owned();
+        let id = conversation.id.as_str().to_owned();
+        let row = if turn.create {
+            RowWrite::Insert(conversation_values(&ws, conversation))
         } else {
-            let moved = sqlx::query(sql::ADVANCE_HEAD)
-                .bind(ws.as_str())
-                .bind(conversation.id.as_str())
-                .bind(conversation.head.as_ref().map(EntryId::as_str))
-                .bind(conversation.updated_at.micros())
-                .bind(turn.expected_head.as_ref().map(EntryId::as_str))
-                .execute(&mut *tx)
-                .await?;
-            if moved.rows_affected() == 0 {
-                return Err(StoreError::Conflict);
+            RowWrite::AdvanceHead {
+                head: conversation.head.as_ref().map(|h| h.as_str().to_owned()),
+                updated_at: conversation.updated_at.micros(),
+                expected_head: turn.expected_head.as_ref().map(|h| h.as_str().to_owned()),
             }
-        }
-        if !turn.entries.is_empty() {
-            let mut insert = QueryBuilder::<Sqlite>::new(INSERT_ENTRIES_PREFIX);
-            insert.push_values(super::chained(turn), |mut row, (entry, parent, depth)| {
-                row.push_bind(ws.as_str())
-                    .push_bind(entry.id().as_str())
-                    .push_bind(parent)
-                    .push_bind(depth)
-                    .push_bind(conversation.id.as_str())
-                    .push_bind(entry.kind())
-                    .push_bind(Json(entry))
-                    .push_bind(entry.created_at().micros());
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        };
+        let entries = EntryColumns::of(turn);
+        self.write(move |tx| {
+            // The conversation row first: a lost compare-and-set stops before any insert.
+            match row {
+                RowWrite::Insert(values) => {
+                    tx.prepare_cached(&SQL.insert_conversation)?.execute(params_from_iter(values))?;
+                }
+                RowWrite::AdvanceHead { head, updated_at, expected_head } => {
+                    let moved = tx.prepare_cached(&SQL.advance_head)?.execute(params![
+                        ws,
+                        id,
+                        head,
+                        updated_at,
+                        expected_head
+                    ])?;
+                    if moved == 0 {
+                        return Err(StoreError::Conflict);
+                    }
+                }
+            }
+            let mut insert = tx.prepare_cached(INSERT_ENTRY)?;
+            for i in 0..entries.ids.len() {
+                insert.execute(params![
+                    ws,
+                    entries.ids[i],
+                    entries.parents[i],
+                    entries.depths[i],
+                    id,
+                    entries.kinds[i],
+                    entries.bodies[i],
+                    entries.created[i]
+                ])?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<ConversationRecord> {
-        let row: ConversationRow = sqlx::query_as(sql::SELECT_CONVERSATION.as_str())
-            .bind(ws.as_str())
-            .bind(id.as_str())
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.into())
+        let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
+        self.read(move |conn| {
+            Ok(conn.prepare_cached(&SQL.select_conversation)?.query_row(params![ws, id], conversation_record)?)
+        })
+        .await
     }
 
     async fn list_conversations(
@@ -353,25 +688,49 @@ impl Store for SqliteStore {
         metadata: Option<&Map<String, Value>>,
         page: Page,
     ) -> StoreResult<Vec<ConversationRecord>> {
-        let rows: Vec<ConversationRow> = sqlx::query_as(LIST_CONVERSATIONS.as_str())
-            .bind(ws.as_str())
-            .bind(metadata.map(Json))
-            .bind(page.limit)
-            .bind(page.offset)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(ConversationRecord::from).collect())
+        let (ws, metadata) = (ws.as_str().to_owned(), metadata.map(to_json));
+        self.read(move |conn| {
+            let mut list = conn.prepare_cached(&SQL.list_conversations)?;
+            let rows = list.query_map(params![ws, metadata, page.limit, page.offset], conversation_record)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
     }
 
     async fn delete_conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<()> {
-        let done =
-            sqlx::query(sql::DELETE_CONVERSATION).bind(ws.as_str()).bind(id.as_str()).execute(&self.pool).await?;
-        super::found(done.rows_affected())
+        let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
+        self.write(
+            move |tx| super::found(tx.prepare_cached(&SQL.delete_conversation)?.execute(params![ws, id])? as u64),
+        )
+        .await
     }
 
     async fn history(&self, ws: &WorkspaceId, head: &EntryId) -> StoreResult<Vec<Entry>> {
-        let rows: Vec<(Json<Entry>,)> =
-            sqlx::query_as(sql::HISTORY).bind(ws.as_str()).bind(head.as_str()).fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(|(entry,)| entry.0).collect())
+        let (ws, head) = (ws.as_str().to_owned(), head.as_str().to_owned());
+        self.read(move |conn| {
+            let mut chain = conn.prepare_cached(&SQL.history)?;
+            let rows = chain.query_map(params![ws, head], |row| json_column::<Entry>(row, 0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_become_numbered_parameters() {
+        assert_eq!(super::numbered("a = $3 AND b = $1 OR c = '$'"), "a = ?3 AND b = ?1 OR c = '$'");
+    }
+
+    #[test]
+    fn every_migration_file_is_embedded() {
+        let mut files: Vec<String> = std::fs::read_dir("migrations/sqlite")
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        let embedded: Vec<String> = super::MIGRATIONS.iter().map(|(v, d, _)| format!("{v:04}_{d}.sql")).collect();
+        assert_eq!(files, embedded);
     }
 }
