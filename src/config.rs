@@ -113,6 +113,25 @@ pub struct FileConfig {
     /// Model name → upstream, checked in order; the first match wins.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// MCP servers that run tools for the model (see `connectors`).
+    #[serde(default, rename = "connector")]
+    pub connectors: Vec<ConnectorConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorConfig {
+    /// The `connector_id` of the `connector` tools it serves, or the built-in tool type
+    /// (`web_search`, `code_interpreter`, …) it implements.
+    pub id: String,
+    /// The MCP server's Streamable HTTP endpoint, e.g. `http://localhost:9000/mcp`.
+    pub url: String,
+    /// Name of the environment variable holding a bearer key for the server.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Longest a tool call may take (default 60 s).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -38,6 +38,8 @@ pub struct Limits {
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub models: Arc<ModelRouter>,
+    /// Servers that run tools for the model.
+    pub connectors: Arc<connectors::Connectors>,
     pub keys: Arc<KeyRing>,
     pub limits: Limits,
     /// Cancelled when the server shuts down, so long-lived responses can end.
@@ -62,12 +64,14 @@ impl App {
         let file = config.file_config()?;
         let store = store::connect(&config.database_url, config.db_max_connections, true).await?;
         let models = Arc::new(ModelRouter::from_config(&config, &file)?);
+        let connectors = Arc::new(connectors::Connectors::from_config(&file.connectors)?);
         if config.api_keys.iter().all(|k| k.trim().is_empty()) && !config.addr.ip().is_loopback() {
             tracing::warn!(addr = %config.addr, "PALAVER_API_KEYS is unset: anyone who can reach this address has full access");
         }
         let state = AppState {
             store,
             models,
+            connectors,
             keys: Arc::new(KeyRing::new(&config.api_keys)),
             limits: Limits { max_body_bytes: config.max_body_bytes, max_rounds: config.max_rounds.max(1) },
             shutdown: CancellationToken::new(),

@@ -1,7 +1,7 @@
 //! Builds the model's view of a conversation: instructions as the system message, then the
 //! entries mapped to chat messages (`message.input` → user, or assistant with `prefix`;
 //! `message.output` → assistant; `function.call` → assistant tool call; `function.result`
-//! → tool message).
+//! → tool message; `tool.execution` → the call and its answer).
 
 use crate::backends::chat::{ChatMessage, ChatTool, FunctionCallBody, ToolCall, ToolFunction};
 use crate::domain::entries::{Content, Entry};
@@ -32,37 +32,54 @@ pub fn messages<'a>(instructions: Option<&str>, entries: impl IntoIterator<Item 
             }),
             Entry::FunctionCall(call) => {
                 call_names.insert(&call.tool_call_id, &call.name);
-                let tool_call = ToolCall {
-                    id: call.tool_call_id.clone(),
-                    kind: "function",
-                    function: FunctionCallBody { name: call.name.clone(), arguments: call.arguments.clone() },
-                };
-                // Calls made in one answer (after its text, or in parallel) form one
-                // assistant message, as the model produced them.
-                match messages.last_mut() {
-                    Some(ChatMessage::Assistant { tool_calls, prefix: false, .. }) => tool_calls.push(tool_call),
-                    _ => messages.push(ChatMessage::Assistant {
-                        content: None,
-                        tool_calls: vec![tool_call],
-                        prefix: false,
-                    }),
-                }
+                push_tool_call(&mut messages, &call.tool_call_id, &call.name, &call.arguments);
             }
             Entry::FunctionResult(result) => messages.push(ChatMessage::Tool {
                 tool_call_id: result.tool_call_id.clone(),
                 name: call_names.get(result.tool_call_id.as_str()).copied().unwrap_or_default().to_owned(),
                 content: result.result.clone(),
             }),
-            // Server-side tool runs and handoffs reach the model through the messages
-            // around them; the connectors issue adds their own mapping.
-            Entry::ToolExecution(_) | Entry::AgentHandoff(_) => {}
+            // A server-side run is the model's call and the tool's answer in one entry. A
+            // run confirmed by the client answers a `function.call` already in the history.
+            Entry::ToolExecution(execution) => {
+                let tool_call_id = execution.info.get("tool_call_id").and_then(|v| v.as_str()).unwrap_or_default();
+                let output = match execution.info.get("output") {
+                    Some(serde_json::Value::String(text)) => text.clone(),
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                };
+                if !call_names.contains_key(tool_call_id) {
+                    push_tool_call(&mut messages, tool_call_id, &execution.name, &execution.arguments);
+                }
+                messages.push(ChatMessage::Tool {
+                    tool_call_id: tool_call_id.to_owned(),
+                    name: execution.name.clone(),
+                    content: output,
+                });
+            }
+            // Handoffs reach the model through the messages around them.
+            Entry::AgentHandoff(_) => {}
         }
     }
     messages
 }
 
-/// The functions offered to the model: the `function` tools. Built-in tools are offered
-/// once a connector can run them.
+/// Calls made in one answer (after its text, or in parallel) form one assistant message,
+/// as the model produced them.
+fn push_tool_call(messages: &mut Vec<ChatMessage>, id: &str, name: &str, arguments: &str) {
+    let tool_call = ToolCall {
+        id: id.to_owned(),
+        kind: "function",
+        function: FunctionCallBody { name: name.to_owned(), arguments: arguments.to_owned() },
+    };
+    match messages.last_mut() {
+        Some(ChatMessage::Assistant { tool_calls, prefix: false, .. }) => tool_calls.push(tool_call),
+        _ => messages.push(ChatMessage::Assistant { content: None, tool_calls: vec![tool_call], prefix: false }),
+    }
+}
+
+/// The client functions offered to the model: the `function` tools (connector tools are
+/// added by `tools::Toolbox`).
 pub fn chat_tools(tools: &[Tool]) -> Vec<ChatTool> {
     tools
         .iter()

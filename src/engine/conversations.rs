@@ -7,10 +7,10 @@ use super::run::TurnPlan;
 use crate::domain::agents::VersionSelector;
 use crate::domain::completion::{CompletionArgs, CompletionArgsView};
 use crate::domain::conversations::{
-    AgentConversation, AgentVersionRef, AppendConversationRequest, Conversation, ConversationHistory,
-    ConversationMessages, ModelConversation, RestartConversationRequest, StartConversationRequest,
+    AgentConversation, AgentVersionRef, AppendConversationRequest, Confirmation, Conversation, ConversationHistory,
+    ConversationMessages, ModelConversation, RestartConversationRequest, StartConversationRequest, ToolConfirmation,
 };
-use crate::domain::entries::{Entry, Inputs};
+use crate::domain::entries::{Entry, EntryObject, FunctionCall, FunctionResult, Inputs};
 use crate::domain::ids::{AgentId, ConversationId, EntryId, WorkspaceId};
 use crate::domain::time::Timestamp;
 use crate::domain::tools::validate_tools;
@@ -112,52 +112,115 @@ fn read_inputs(inputs: Option<Inputs>, required: bool, now: Timestamp) -> Result
     Ok(entries)
 }
 
-/// Function calls are answered by `function.result` inputs, each once: a result for an
-/// unknown or already answered call is a 422, and the model runs only when no call is
-/// left unanswered (it cannot continue past an open call).
-fn check_function_results<'a>(history: impl IntoIterator<Item = &'a Entry>, inputs: &[Entry]) -> Result<()> {
-    let mut open: Vec<String> = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut apply = |entry: &Entry, index: Option<usize>| -> Result<()> {
-        match entry {
-            Entry::FunctionCall(call) => {
-                seen.insert(call.tool_call_id.clone());
-                open.push(call.tool_call_id.clone());
-            }
-            Entry::FunctionResult(result) => match open.iter().position(|id| *id == result.tool_call_id) {
-                Some(position) => {
-                    open.remove(position);
-                }
-                None => {
-                    if let Some(index) = index {
-                        let id = &result.tool_call_id;
-                        let msg = if seen.contains(id) {
-                            format!("Function call `{id}` already has a result")
-                        } else {
-                            format!("No function call `{id}` is waiting for a result")
-                        };
-                        let loc = ["inputs".into(), index.into(), "tool_call_id".into()];
-                        return Err(Error::invalid(FieldError::body(&loc, "value_error", msg)));
-                    }
-                }
-            },
-            _ => {}
+/// Every call must be answered once before the model runs again (it cannot continue past
+/// an open call): client functions by `function.result` inputs, calls to server-side tools
+/// that wait for a confirmation by `tool_confirmations` (or a result). A result or a
+/// confirmation for an unknown or already answered call is a 422.
+///
+/// Returns the calls the client allowed, to run before the model; each denied call gets a
+/// `function.result` input telling the model so.
+fn answer_calls<'a>(
+    history: impl IntoIterator<Item = &'a Entry>,
+    inputs: &mut Vec<Entry>,
+    confirmations: &[ToolConfirmation],
+    now: Timestamp,
+) -> Result<Vec<FunctionCall>> {
+    let mut open: Vec<&FunctionCall> = Vec::new();
+    fn close<'e>(open: &mut Vec<&'e FunctionCall>, id: &str) -> Option<&'e FunctionCall> {
+        open.iter().position(|c| c.tool_call_id == id).map(|i| open.remove(i))
+    }
+    let mut seen: HashSet<&str> = HashSet::new();
+    let answered = |id: &str, seen: &HashSet<&str>, what: &str| {
+        if seen.contains(id) {
+            format!("Tool call `{id}` already has a result")
+        } else {
+            format!("No tool call `{id}` is waiting for {what}")
         }
-        Ok(())
     };
     for entry in history {
-        apply(entry, None)?;
+        match entry {
+            Entry::FunctionCall(call) => {
+                seen.insert(&call.tool_call_id);
+                open.push(call);
+            }
+            Entry::FunctionResult(result) => {
+                close(&mut open, &result.tool_call_id);
+            }
+            Entry::ToolExecution(execution) => {
+                if let Some(id) = execution.info.get("tool_call_id").and_then(Value::as_str) {
+                    close(&mut open, id);
+                }
+            }
+            _ => {}
+        }
     }
+    let mut calls_in_inputs: Vec<FunctionCall> = Vec::new();
     for (index, entry) in inputs.iter().enumerate() {
-        apply(entry, Some(index))?;
+        match entry {
+            Entry::FunctionCall(call) => calls_in_inputs.push(call.clone()),
+            Entry::FunctionResult(result) => {
+                let id = result.tool_call_id.as_str();
+                let known = close(&mut open, id).is_some();
+                let in_inputs = calls_in_inputs.iter().position(|c| c.tool_call_id == id);
+                if let Some(i) = in_inputs {
+                    calls_in_inputs.remove(i);
+                } else if !known {
+                    let loc = ["inputs".into(), index.into(), "tool_call_id".into()];
+                    return Err(Error::invalid(FieldError::body(&loc, "value_error", answered(id, &seen, "a result"))));
+                }
+            }
+            _ => {}
+        }
     }
-    if open.is_empty() {
-        Ok(())
-    } else {
-        let ids = open.iter().map(|id| format!("`{id}`")).collect::<Vec<_>>().join(", ");
-        let msg = format!("Send a `function.result` input for each open function call: {ids}");
-        Err(invalid(&["inputs"], "value_error", msg))
+    let mut allowed = Vec::new();
+    let mut denials = Vec::new();
+    for (index, confirmation) in confirmations.iter().enumerate() {
+        let id = confirmation.tool_call_id.as_str();
+        let loc = ["tool_confirmations".into(), index.into(), "tool_call_id".into()];
+        let call = match open.iter().position(|c| c.tool_call_id == id) {
+            Some(i) if open[i].confirmation_status.as_deref() == Some("pending") => open.remove(i),
+            Some(_) => {
+                let msg =
+                    format!("Tool call `{id}` is a client function call: answer it with a `function.result` input");
+                return Err(Error::invalid(FieldError::body(&loc, "value_error", msg)));
+            }
+            None => {
+                let msg = answered(id, &seen, "a confirmation");
+                return Err(Error::invalid(FieldError::body(&loc, "value_error", msg)));
+            }
+        };
+        match confirmation.confirmation {
+            Confirmation::Allow => allowed.push(call.clone()),
+            Confirmation::Deny => denials.push(Entry::FunctionResult(FunctionResult {
+                object: EntryObject,
+                id: EntryId::generate("fr_"),
+                created_at: now,
+                completed_at: None,
+                tool_call_id: call.tool_call_id.clone(),
+                result: super::tools::DENIED.to_owned(),
+            })),
+        }
     }
+    if !open.is_empty() || !calls_in_inputs.is_empty() {
+        let ids = open
+            .iter()
+            .map(|c| &c.tool_call_id)
+            .chain(calls_in_inputs.iter().map(|c| &c.tool_call_id))
+            .map(|id| format!("`{id}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let msg = format!("Answer each open tool call first (a `function.result` input, or a confirmation): {ids}");
+        return Err(invalid(&["inputs"], "value_error", msg));
+    }
+    if !confirmations.is_empty() && inputs.iter().any(|e| !matches!(e, Entry::FunctionResult(_))) {
+        // The answers must follow the calls directly in the model's view; a message would
+        // sit between a call and its answer.
+        let msg = "Send new messages in the next append, once the confirmed tool calls have run";
+        return Err(invalid(&["inputs"], "value_error", msg));
+    }
+    // Denials answer calls made before this append's inputs: they come first.
+    inputs.splice(0..0, denials);
+    Ok(allowed)
 }
 
 /// `POST /v1/conversations`: a new conversation with an agent or a model.
@@ -195,8 +258,8 @@ pub async fn plan_start(state: &AppState, ws: &WorkspaceId, request: StartConver
     if !errors.is_empty() {
         return Err(Error::Invalid(errors));
     }
-    let inputs = read_inputs(request.inputs, true, now)?;
-    check_function_results([], &inputs)?;
+    let mut inputs = read_inputs(request.inputs, true, now)?;
+    answer_calls([], &mut inputs, &[], now)?;
     let conversation = ConversationRecord {
         id: ConversationId::generate(),
         head: None,
@@ -243,6 +306,7 @@ fn plan(
         instructions: settings.instructions,
         tools: settings.tools,
         args: settings.args,
+        confirmed: Vec::new(),
     }
 }
 
@@ -276,22 +340,18 @@ pub async fn plan_append(
 ) -> Result<TurnPlan> {
     let now = Timestamp::now();
     validate_args(&request.completion_args)?;
-    let inputs = read_inputs(request.inputs, false, now)?;
-    if let Some(confirmations) = request.tool_confirmations.as_ref().filter(|c| !c.is_empty()) {
-        // Confirmations answer calls to server-side tools, which no connector runs yet: no
-        // call of this conversation can be waiting for one.
-        let loc = ["tool_confirmations".into(), 0usize.into(), "tool_call_id".into()];
-        let msg = format!("No tool call `{}` is waiting for a confirmation", confirmations[0].tool_call_id);
-        return Err(Error::invalid(FieldError::body(&loc, "value_error", msg)));
-    }
+    let mut inputs = read_inputs(request.inputs, false, now)?;
+    let confirmations = request.tool_confirmations.unwrap_or_default();
     let conversation = load(state, ws, id).await?;
     let history = history_of(state, ws, &conversation).await?;
-    check_function_results(history.iter().map(|e| e.as_ref()), &inputs)?;
+    let confirmed = answer_calls(history.iter().map(|e| e.as_ref()), &mut inputs, &confirmations, now)?;
     let settings = settings(state, ws, &conversation, request.completion_args.as_ref()).await?;
     let head = conversation.head.clone();
     let parent = head.clone().map(|h| (h, history.len() as i64 - 1));
     let store = request.store.unwrap_or(true);
-    Ok(plan(ws, conversation, false, store, head, parent, history, inputs, settings))
+    let mut plan = plan(ws, conversation, false, store, head, parent, history, inputs, settings);
+    plan.confirmed = confirmed;
+    Ok(plan)
 }
 
 /// `POST /v1/conversations/{id}/restart`: a new conversation sharing the original's
@@ -305,7 +365,7 @@ pub async fn plan_restart(
 ) -> Result<TurnPlan> {
     let now = Timestamp::now();
     validate_args(&request.completion_args)?;
-    let inputs = read_inputs(request.inputs, false, now)?;
+    let mut inputs = read_inputs(request.inputs, false, now)?;
     let original = load(state, ws, id).await?;
     if original.agent_id.is_none() && request.agent_version.is_some() {
         return Err(invalid(
@@ -322,7 +382,7 @@ pub async fn plan_restart(
         });
     };
     let history: History = Arc::new(branch[..=position].to_vec());
-    check_function_results(history.iter().map(|e| e.as_ref()), &inputs)?;
+    answer_calls(history.iter().map(|e| e.as_ref()), &mut inputs, &[], now)?;
     let parent = Some((history[position].id().clone(), position as i64));
     let conversation = ConversationRecord {
         id: ConversationId::generate(),

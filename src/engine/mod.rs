@@ -9,3 +9,4 @@ pub mod conversations;
 pub mod fold;
 pub mod history;
 pub mod run;
+pub mod tools;

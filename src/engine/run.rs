@@ -7,9 +7,10 @@
 
 use super::context;
 use super::fold::Fold;
+use super::tools::Toolbox;
 use crate::backends::chat::{ChatDelta, ChatRequest, DeltaStream};
 use crate::domain::completion::CompletionArgs;
-use crate::domain::entries::Entry;
+use crate::domain::entries::{Entry, FunctionCall};
 use crate::domain::events::RunEvent;
 use crate::domain::ids::{generate_tool_call_id, EntryId, WorkspaceId};
 use crate::domain::time::Timestamp;
@@ -43,6 +44,8 @@ pub struct TurnPlan {
     pub instructions: Option<String>,
     pub tools: Vec<Tool>,
     pub args: CompletionArgs,
+    /// Calls to server-side tools the client allowed in this append: they run first.
+    pub confirmed: Vec<FunctionCall>,
 }
 
 /// Events buffered between the run and a slow client before the run waits. The channel
@@ -123,6 +126,10 @@ impl Emitter {
 
 /// A tool call being assembled from its fragments.
 struct PendingCall {
+    /// Decided when the name arrives: `Some(None)` for a client function,
+    /// `Some(Some(requires_confirmation))` for a tool the server runs. Server calls are not streamed as they arrive: they
+    /// become a `tool.execution` (or a pending `function.call`) when the answer ends.
+    server: Option<Option<bool>>,
     output_index: Option<u32>,
     entry_id: EntryId,
     tool_call_id: Option<String>,
@@ -134,7 +141,15 @@ struct PendingCall {
 async fn run(state: &AppState, plan: TurnPlan, out: &mut Emitter) {
     out.emit(RunEvent::Started { conversation_id: plan.conversation.id.clone(), created_at: Timestamp::now() }).await;
     let backend = state.models.backend(&plan.model);
-    let tools = context::chat_tools(&plan.tools);
+    let toolbox = match Toolbox::of(&state.connectors, &plan.tools).await {
+        Ok(toolbox) => toolbox,
+        Err(error) => return out.fail(&error).await,
+    };
+    for call in &plan.confirmed {
+        if let Err(error) = execute(&toolbox, &plan, out, &call.name, &call.tool_call_id, &call.arguments).await {
+            return out.fail(&error).await;
+        }
+    }
     let mut usage = crate::domain::conversations::Usage::default();
     let mut rounds = 0;
     loop {
@@ -150,12 +165,12 @@ async fn run(state: &AppState, plan: TurnPlan, out: &mut Emitter) {
             plan.history.iter().map(|e| e.as_ref()).chain(&plan.inputs).chain(&out.fold.outputs),
         );
         let request =
-            ChatRequest { model: plan.model.clone(), messages, tools: tools.clone(), args: plan.args.clone() };
+            ChatRequest { model: plan.model.clone(), messages, tools: toolbox.chat.clone(), args: plan.args.clone() };
         let stream = match backend.chat_stream(request).await {
             Ok(stream) => stream,
             Err(error) => return out.fail(&error).await,
         };
-        match consume(stream, &plan, out).await {
+        match consume(stream, &plan, &toolbox, out).await {
             Ok(round) => {
                 usage.add(round.usage);
                 if !round.needs_another_round {
@@ -183,7 +198,12 @@ struct RoundOutcome {
 
 /// Streams one model answer out as events: text as `message.output.delta`s of one entry,
 /// each tool call as `function.call.delta`s of its own entry.
-async fn consume(mut stream: DeltaStream, plan: &TurnPlan, out: &mut Emitter) -> Result<RoundOutcome, Error> {
+async fn consume(
+    mut stream: DeltaStream,
+    plan: &TurnPlan,
+    toolbox: &Toolbox,
+    out: &mut Emitter,
+) -> Result<RoundOutcome, Error> {
     let mut message: Option<(EntryId, u32, Timestamp)> = None;
     let mut calls: BTreeMap<u32, PendingCall> = BTreeMap::new();
     let mut usage = crate::domain::conversations::Usage::default();
@@ -212,6 +232,7 @@ async fn consume(mut stream: DeltaStream, plan: &TurnPlan, out: &mut Emitter) ->
             }
             ChatDelta::ToolCall(fragment) => {
                 let call = calls.entry(fragment.index).or_insert_with(|| PendingCall {
+                    server: None,
                     output_index: None,
                     entry_id: EntryId::generate("fc_"),
                     tool_call_id: None,
@@ -227,6 +248,12 @@ async fn consume(mut stream: DeltaStream, plan: &TurnPlan, out: &mut Emitter) ->
                 call.buffered.push_str(&fragment.arguments);
                 // The first event of a call needs its name; until then, fragments wait.
                 if let Some(name) = call.name.clone() {
+                    let server = *call
+                        .server
+                        .get_or_insert_with(|| toolbox.server_tool(&name).map(|tool| tool.requires_confirmation));
+                    if server.is_some() {
+                        continue;
+                    }
                     let first = call.output_index.is_none();
                     if first {
                         close_message(&mut message, out).await;
@@ -251,7 +278,69 @@ async fn consume(mut stream: DeltaStream, plan: &TurnPlan, out: &mut Emitter) ->
             message: format!("the model sent tool call `{id}` without a name"),
         });
     }
-    Ok(RoundOutcome { usage, needs_another_round: false })
+    // Server-side calls, in the order the model made them: pending confirmations end the
+    // turn like client calls do; the others run now, and the model reads their answers in
+    // another round unless the client has calls of its own to answer first.
+    let (mut client_calls, mut pending, mut executed) = (false, false, false);
+    for call in calls.values_mut() {
+        let name = call.name.clone().unwrap_or_default();
+        match call.server.flatten() {
+            None => client_calls = true,
+            Some(true) => {
+                pending = true;
+                call.output_index = Some(out.next_index());
+                let tool_call_id = call.tool_call_id.get_or_insert_with(generate_tool_call_id).clone();
+                let arguments = std::mem::take(&mut call.buffered);
+                let mut event = function_delta(plan, call, name, arguments);
+                if let RunEvent::FunctionCallDelta { confirmation_status, .. } = &mut event {
+                    *confirmation_status = Some("pending".to_owned());
+                }
+                out.emit(event).await;
+                tracing::info!(tool_call_id, "tool call waits for the client's confirmation");
+            }
+            Some(false) => {
+                executed = true;
+                let tool_call_id = call.tool_call_id.get_or_insert_with(generate_tool_call_id).clone();
+                execute(toolbox, plan, out, &name, &tool_call_id, &call.buffered).await?;
+            }
+        }
+    }
+    Ok(RoundOutcome { usage, needs_another_round: executed && !client_calls && !pending })
+}
+
+/// Runs one call of a server-side tool as a `tool.execution` entry.
+async fn execute(
+    toolbox: &Toolbox,
+    plan: &TurnPlan,
+    out: &mut Emitter,
+    name: &str,
+    tool_call_id: &str,
+    arguments: &str,
+) -> Result<(), Error> {
+    let id = EntryId::generate("tool_exec_");
+    let output_index = out.next_index();
+    out.emit(RunEvent::ToolStarted {
+        id: id.clone(),
+        output_index,
+        created_at: Timestamp::now(),
+        name: name.to_owned(),
+        arguments: arguments.to_owned(),
+        model: Some(plan.model.clone()),
+        agent_id: plan.agent_id.clone(),
+    })
+    .await;
+    let info = match toolbox.server_tool(name) {
+        Some(tool) => tool.run(name, tool_call_id, arguments).await?,
+        // The agent changed between the call and its confirmation.
+        None => serde_json::Map::from_iter([
+            ("tool_call_id".to_owned(), serde_json::json!(tool_call_id)),
+            ("output".to_owned(), serde_json::json!(format!("The tool `{name}` is no longer available."))),
+            ("is_error".to_owned(), serde_json::json!(true)),
+        ]),
+    };
+    out.emit(RunEvent::ToolDone { id, output_index, created_at: Timestamp::now(), name: name.to_owned(), info }).await;
+    out.emit(RunEvent::EntryDone { output_index, completed_at: Timestamp::now() }).await;
+    Ok(())
 }
 
 fn function_delta(plan: &TurnPlan, call: &PendingCall, name: String, arguments: String) -> RunEvent {

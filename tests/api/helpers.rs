@@ -16,6 +16,7 @@ pub struct TestApp {
     shutdown: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     stopped: std::sync::Mutex<Option<tokio::task::JoinHandle<anyhow::Result<()>>>>,
     _dir: Option<std::sync::Arc<tempfile::TempDir>>,
+    _config_dir: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 #[derive(Default)]
@@ -27,6 +28,8 @@ pub struct Options {
     pub history_cache_entries: Option<usize>,
     /// Share another server's database instead of a fresh one.
     pub database_url: Option<String>,
+    /// Contents of a `PALAVER_CONFIG` file.
+    pub config_toml: Option<String>,
 }
 
 static DATABASE_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -68,13 +71,18 @@ impl TestApp {
                 (format!("sqlite://{}", dir.path().join("palaver.db").display()), Some(std::sync::Arc::new(dir)))
             }
         };
+        let config_dir = options.config_toml.as_ref().map(|toml| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("palaver.toml"), toml).unwrap();
+            std::sync::Arc::new(dir)
+        });
         let config = Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: database_url.clone(),
             upstream_url: options.upstream_url,
             upstream_api_key: None,
             api_keys: options.api_keys.clone(),
-            config_file: None,
+            config_file: config_dir.as_ref().map(|d| d.path().join("palaver.toml")),
             max_body_bytes: options.max_body_bytes.unwrap_or(10 * 1024 * 1024),
             db_max_connections: 8,
             upstream_connect_timeout_ms: 2_000,
@@ -97,6 +105,7 @@ impl TestApp {
             shutdown: std::sync::Mutex::new(Some(shutdown)),
             stopped: std::sync::Mutex::new(Some(stopped)),
             _dir: dir,
+            _config_dir: config_dir,
         }
     }
 
@@ -125,6 +134,7 @@ impl TestApp {
             shutdown: std::sync::Mutex::new(None),
             stopped: std::sync::Mutex::new(None),
             _dir: self._dir.clone(),
+            _config_dir: self._config_dir.clone(),
         }
     }
 

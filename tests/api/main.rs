@@ -8,9 +8,11 @@
 mod agents;
 mod auth;
 mod completions;
+mod connectors;
 mod conversations;
 mod errors;
 mod helpers;
+mod mcp;
 mod models;
 mod replicas;
 mod streaming;

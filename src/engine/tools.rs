@@ -1,0 +1,94 @@
+//! The tools of a turn: what the model is offered (client functions and the tools of the
+//! connectors the agent's tools name) and which of its calls the server runs itself.
+
+use super::context;
+use crate::backends::chat::{ChatTool, ToolFunction};
+use crate::connectors::{self, Connector, Connectors, ToolOutput};
+use crate::domain::tools::Tool;
+use crate::error::Error;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A tool name the server answers, with the connector that runs it.
+pub struct ServerTool {
+    connector: Arc<dyn Connector>,
+    credential: Option<String>,
+    /// Calls wait for the client's `tool_confirmations` before they run.
+    pub requires_confirmation: bool,
+}
+
+#[derive(Default)]
+pub struct Toolbox {
+    pub chat: Vec<ChatTool>,
+    server: HashMap<String, ServerTool>,
+}
+
+impl Toolbox {
+    /// Lists the connectors' tools (each connector caches its list). A turn whose tools
+    /// name no connector costs nothing more than its function list.
+    pub async fn of(connectors: &Connectors, tools: &[Tool]) -> Result<Self, Error> {
+        let mut toolbox = Toolbox { chat: context::chat_tools(tools), server: HashMap::new() };
+        for tool in tools {
+            let Some(connector) = connectors.for_tool(tool)? else { continue };
+            let credential = connectors::authorization(tool);
+            for offered in connector.tools(credential).await?.iter() {
+                // A client function of the same name wins: the client defined it for this agent.
+                let taken = toolbox.chat.iter().any(|c| c.function.name == offered.name);
+                if taken || !connectors::exposes(tool, &offered.name) {
+                    continue;
+                }
+                toolbox.chat.push(ChatTool {
+                    kind: "function",
+                    function: ToolFunction {
+                        name: offered.name.clone(),
+                        description: offered.description.clone(),
+                        parameters: offered.parameters.clone(),
+                        strict: None,
+                    },
+                });
+                toolbox.server.insert(
+                    offered.name.clone(),
+                    ServerTool {
+                        connector: connector.clone(),
+                        credential: credential.map(str::to_owned),
+                        requires_confirmation: connectors::requires_confirmation(tool, &offered.name),
+                    },
+                );
+            }
+        }
+        Ok(toolbox)
+    }
+
+    /// The server-side tool called `name`, if the server runs it.
+    pub fn server_tool(&self, name: &str) -> Option<&ServerTool> {
+        self.server.get(name)
+    }
+}
+
+impl ServerTool {
+    /// Runs a call and returns the `tool.execution` entry's `info`: the model's
+    /// `tool_call_id` and the output it will read. Arguments that are not a JSON object and
+    /// failures the tool reports are answers for the model, not failures of the turn;
+    /// a connector that cannot be reached fails the turn.
+    pub async fn run(&self, name: &str, tool_call_id: &str, arguments: &str) -> Result<Map<String, Value>, Error> {
+        let output = match serde_json::from_str::<Map<String, Value>>(if arguments.trim().is_empty() {
+            "{}"
+        } else {
+            arguments
+        }) {
+            Ok(arguments) => self.connector.call(self.credential.as_deref(), name, arguments).await?,
+            Err(e) => ToolOutput { text: format!("The arguments are not a JSON object: {e}"), is_error: true },
+        };
+        let mut info = Map::new();
+        info.insert("tool_call_id".into(), json!(tool_call_id));
+        info.insert("output".into(), json!(output.text));
+        if output.is_error {
+            info.insert("is_error".into(), json!(true));
+        }
+        Ok(info)
+    }
+}
+
+/// What the model reads for a denied call.
+pub const DENIED: &str = "The user denied this tool call.";

@@ -1,0 +1,95 @@
+//! A fake MCP server (Streamable HTTP) for the connector tests: two tools, a session id,
+//! `tools/list` answered as JSON and `tools/call` as an SSE stream (both forms the spec
+//! allows), every call recorded.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+
+const SESSION: &str = "session-1";
+
+#[derive(Clone, Default)]
+struct Shared {
+    calls: Arc<Mutex<Vec<Value>>>,
+    /// `Authorization` headers received, in order.
+    authorizations: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+pub struct FakeMcp {
+    pub url: String,
+    shared: Shared,
+}
+
+impl FakeMcp {
+    pub async fn start() -> FakeMcp {
+        let shared = Shared::default();
+        let router = Router::new().route("/mcp", post(rpc)).with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        FakeMcp { url: format!("http://{addr}/mcp"), shared }
+    }
+
+    /// The `tools/call` params received so far.
+    pub fn calls(&self) -> Vec<Value> {
+        self.shared.calls.lock().unwrap().clone()
+    }
+
+    pub fn authorizations(&self) -> Vec<Option<String>> {
+        self.shared.authorizations.lock().unwrap().clone()
+    }
+
+    /// A `[[connector]]` table for palaver's config file.
+    pub fn config(&self, id: &str) -> String {
+        format!("[[connector]]\nid = \"{id}\"\nurl = \"{}\"\n", self.url)
+    }
+}
+
+async fn rpc(State(shared): State<Shared>, headers: HeaderMap, Json(message): Json<Value>) -> Response {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    shared.authorizations.lock().unwrap().push(auth);
+    let method = message["method"].as_str().unwrap_or_default();
+    let id = message["id"].clone();
+    if method != "initialize" && headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) != Some(SESSION) {
+        return (StatusCode::BAD_REQUEST, "missing session").into_response();
+    }
+    match method {
+        "initialize" => (
+            [("mcp-session-id", SESSION)],
+            Json(json!({"jsonrpc": "2.0", "id": id, "result": {
+                "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                "serverInfo": {"name": "fake-orders", "version": "1"}}})),
+        )
+            .into_response(),
+        "notifications/initialized" => StatusCode::ACCEPTED.into_response(),
+        "tools/list" => Json(json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [
+            {"name": "lookup_order", "description": "Finds an order.",
+             "inputSchema": {"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]}},
+            {"name": "delete_order", "description": "Deletes an order.",
+             "inputSchema": {"type": "object", "properties": {"id": {"type": "integer"}}}},
+        ]}}))
+        .into_response(),
+        "tools/call" => {
+            let params = message["params"].clone();
+            shared.calls.lock().unwrap().push(params.clone());
+            let text = match params["name"].as_str() {
+                Some("lookup_order") => format!("Order {} has shipped.", params["arguments"]["id"]),
+                _ => format!("Order {} deleted.", params["arguments"]["id"]),
+            };
+            let answer = json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": text}]}});
+            // A notification first: the client must pick the answer by its id.
+            let body = format!(
+                "event: message\ndata: {}\n\nevent: message\ndata: {answer}\n\n",
+                json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}})
+            );
+            Response::builder().header(header::CONTENT_TYPE, "text/event-stream").body(Body::from(body)).unwrap()
+        }
+        _ => Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "no such method"}}))
+            .into_response(),
+    }
+}
