@@ -6,6 +6,9 @@ POST /control/script        body: a JSON list of replies to queue
 POST /control/reset         forgets the queue and the recorded requests
 GET  /control/requests      every chat request body received so far
 GET  /v1/models             one model card
+POST /mcp                   a small MCP server (Streamable HTTP, JSON answers) with the tool
+                            `delete_order`, for palaver's `orders` connector
+GET  /control/mcp-calls     the `tools/call` params it received
 
 A reply is {"text": "..."} or {"tool_calls": [{"id", "name", "arguments"}], "text": "..."}
 or {"status": 500, "body": "..."}.
@@ -21,6 +24,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 LOCK = threading.Lock()
 SCRIPT = []
 REQUESTS = []
+MCP_CALLS = []
+
+MCP_TOOLS = [{"name": "delete_order", "description": "Deletes an order.",
+              "inputSchema": {"type": "object", "properties": {"id": {"type": "integer"}}}}]
 
 
 def last_user_text(body):
@@ -55,6 +62,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/control/requests":
             with LOCK:
                 self.send_json(200, list(REQUESTS))
+        elif self.path == "/control/mcp-calls":
+            with LOCK:
+                self.send_json(200, list(MCP_CALLS))
         elif self.path == "/v1/models":
             self.send_json(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
         else:
@@ -70,7 +80,10 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 SCRIPT.clear()
                 REQUESTS.clear()
+                MCP_CALLS.clear()
             return self.send_json(200, {})
+        if self.path == "/mcp":
+            return self.mcp(body)
         if self.path != "/v1/chat/completions":
             return self.send_json(404, {"message": "no such path"})
         with LOCK:
@@ -109,6 +122,29 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
         self.close_connection = True
+
+    def mcp(self, message):
+        method, rpc_id = message.get("method"), message.get("id")
+        if method == "notifications/initialized":
+            self.send_response(202)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if method == "initialize":
+            result = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                      "serverInfo": {"name": "fake-orders", "version": "1"}}
+        elif method == "tools/list":
+            result = {"tools": MCP_TOOLS}
+        elif method == "tools/call":
+            params = message.get("params", {})
+            with LOCK:
+                MCP_CALLS.append(params)
+            text = "Order %s deleted." % params.get("arguments", {}).get("id")
+            result = {"content": [{"type": "text", "text": text}]}
+        else:
+            return self.send_json(200, {"jsonrpc": "2.0", "id": rpc_id,
+                                        "error": {"code": -32601, "message": "no such method"}})
+        self.send_json(200, {"jsonrpc": "2.0", "id": rpc_id, "result": result})
 
 
 if __name__ == "__main__":

@@ -70,6 +70,10 @@ class Upstream:
     def last_request(self):
         return self.requests()[-1]
 
+    def mcp_calls(self):
+        """The tool calls palaver's `orders` connector made."""
+        return _control("GET", "/control/mcp-calls")
+
 
 @pytest.fixture
 def upstream():

@@ -295,3 +295,53 @@ def test_agent_completions_json_and_stream(client, unique, upstream):
     text = "".join(c.data.choices[0].delta.content or "" for c in chunks if c.data.choices)
     assert text == "Streamed answer."
     assert chunks[-1].data.choices[0].finish_reason == "stop"
+
+
+def _orders_agent(client, unique):
+    """An agent whose `orders` connector (tests/sdk/fake_upstream.py's MCP server) needs a
+    confirmation before `delete_order` runs."""
+    return client.beta.agents.create(
+        model="mistral-medium-latest",
+        name=unique,
+        tools=[{"type": "connector", "connector_id": "orders",
+                "tool_configuration": {"requires_confirmation": ["delete_order"]}}],
+    )
+
+
+@pytest.mark.skipif(SDK_MAJOR < 3, reason="the run helpers are tested with the 3.x SDK")
+@pytest.mark.parametrize("decision", ["confirm", "reject"])
+def test_run_async_defers_a_server_tool_until_the_user_decides(client, upstream, unique, decision):
+    import asyncio
+
+    from mistralai.extra.exceptions import DeferredToolCallsException
+    from mistralai.extra.run.context import RunContext
+
+    agent = _orders_agent(client, unique)
+    upstream.script(
+        {"tool_calls": [{"id": "call00007", "name": "delete_order", "arguments": '{"id": 7}'}]},
+        {"text": "Done." if decision == "confirm" else "Kept it."},
+    )
+
+    async def main():
+        async with RunContext(agent_id=agent.id) as run_ctx:
+            with pytest.raises(DeferredToolCallsException) as deferred:
+                await client.beta.conversations.run_async(run_ctx=run_ctx, inputs="Delete order 7")
+            calls = deferred.value.deferred_calls
+            assert [c.tool_name for c in calls] == ["delete_order"]
+            assert calls[0].function_call.confirmation_status == "pending"
+            assert upstream.mcp_calls() == [], "nothing runs before the decision"
+            answer = calls[0].confirm() if decision == "confirm" else calls[0].reject()
+            return await client.beta.conversations.run_async(run_ctx=run_ctx, inputs=[answer])
+
+    result = asyncio.run(main())
+
+    if decision == "confirm":
+        assert upstream.mcp_calls() == [{"name": "delete_order", "arguments": {"id": 7}}]
+        assert result.output_as_text == "Done."
+        execution = [e for e in result.output_entries if e.type == "tool.execution"]
+        assert execution and execution[0].info["output"] == "Order 7 deleted."
+        assert upstream.last_request()["messages"][-1]["content"] == "Order 7 deleted."
+    else:
+        assert upstream.mcp_calls() == []
+        assert result.output_as_text == "Kept it."
+        assert upstream.last_request()["messages"][-1]["content"] == "The user denied this tool call."
