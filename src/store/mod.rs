@@ -2,11 +2,11 @@
 //! workspace. Business rules (version numbering, merges, head moves) live in `engine`; the
 //! two implementations only run SQL.
 //!
-//! Why two concrete implementations rather than one: `sqlx::Any` has no JSON type, and an
-//! implementation generic over `sqlx::Database` needs a wall of higher-ranked trait bounds
-//! on every method while still branching on the real dialect differences (JSON operators,
-//! SQLite's single writer). Two short files with the same SQL side by side read better; the
-//! shared store suite (`tests/api/store.rs`) keeps them equal in behaviour.
+//! Two concrete implementations share the SQL text (`sql.rs`): Postgres through sqlx, SQLite
+//! through rusqlite on threads of its own (sqlx made every SQLite statement a thread
+//! hand-off, see `sqlite.rs`). Real dialect differences (JSON operators, SQLite's single
+//! writer) sit side by side in the two files; the HTTP suite runs on both and keeps them
+//! equal in behaviour.
 
 pub mod postgres;
 mod sql;
