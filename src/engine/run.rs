@@ -127,8 +127,9 @@ impl Emitter {
 /// A tool call being assembled from its fragments.
 struct PendingCall {
     /// Decided when the name arrives: `Some(None)` for a client function,
-    /// `Some(Some(requires_confirmation))` for a tool the server runs. Server calls are not streamed as they arrive: they
-    /// become a `tool.execution` (or a pending `function.call`) when the answer ends.
+    /// `Some(Some(requires_confirmation))` for a tool the server runs. Server calls are not
+    /// streamed as they arrive: they become a `tool.execution` (or a pending
+    /// `function.call`) when the answer ends.
     server: Option<Option<bool>>,
     output_index: Option<u32>,
     entry_id: EntryId,
@@ -197,7 +198,8 @@ struct RoundOutcome {
 }
 
 /// Streams one model answer out as events: text as `message.output.delta`s of one entry,
-/// each tool call as `function.call.delta`s of its own entry.
+/// each client function call as `function.call.delta`s of its own entry; calls to server
+/// tools run (or wait for a confirmation) once the answer is complete.
 async fn consume(
     mut stream: DeltaStream,
     plan: &TurnPlan,
