@@ -19,7 +19,6 @@ use crate::error::Error;
 use crate::store::{ConversationRecord, StoreError, TurnWrite};
 use crate::AppState;
 use futures::channel::{mpsc, oneshot};
-use futures::SinkExt;
 use futures::StreamExt;
 use std::collections::BTreeMap;
 
@@ -74,35 +73,59 @@ fn start(
     events: Option<mpsc::Sender<RunEvent>>,
     folded: Option<oneshot::Sender<Fold>>,
 ) {
+    let runs = state.runs.clone();
     let state = state.clone();
-    state.runs.clone().spawn(async move {
-        let conversation_id = plan.conversation.id.clone();
-        let mut out = Emitter { tx: events, fold: Fold::default() };
-        run(&state, plan, &mut out).await;
+    // This future lives as long as the turn (for a stream: as long as it is open), so it
+    // is kept small: `run` borrows the plan (moved in, it would be stored twice) and the
+    // rarely taken paths inside it are boxed.
+    let fut = async move {
+        let mut out = Emitter { tx: events, queued: None, fold: Fold::default() };
+        run(&state, &plan, &mut out).await;
         if let Some((message, code)) = &out.fold.failure {
-            tracing::warn!(conversation_id = %conversation_id, code, message, "turn failed; nothing stored");
+            tracing::warn!(conversation_id = %plan.conversation.id, code, message, "turn failed; nothing stored");
         }
         if let Some(folded) = folded {
             // A client that went away no longer waits for this; the turn is stored anyway.
             let _ = folded.send(out.fold);
         }
-    });
+    };
+    runs.spawn(fut);
 }
 
 /// Folds events into the turn's outputs and, when streaming, sends them to the client.
 struct Emitter {
     tx: Option<mpsc::Sender<RunEvent>>,
+    /// The event `flush` sends next.
+    queued: Option<RunEvent>,
     fold: Fold,
 }
 
 impl Emitter {
-    async fn emit(&mut self, event: RunEvent) {
+    /// Folds `event` and hands it to the client; the future waits while the client's
+    /// channel is full. The event waits in the emitter, not in the future: the run's
+    /// future lives as long as its stream, and each call site would reserve room for a
+    /// whole event in it.
+    fn emit(&mut self, event: RunEvent) -> impl std::future::Future<Output = ()> + '_ {
         self.fold.apply(&event);
-        if let Some(tx) = &mut self.tx {
-            if tx.send(event).await.is_err() {
-                // The client disconnected: keep running so the turn is stored whole.
-                self.tx = None;
-            }
+        if self.tx.is_some() {
+            self.queued = Some(event);
+        }
+        self.flush()
+    }
+
+    async fn flush(&mut self) {
+        let Some(tx) = &mut self.tx else { return };
+        let sent = match futures::future::poll_fn(|cx| tx.poll_ready(cx)).await {
+            Ok(()) => match self.queued.take() {
+                Some(event) => tx.start_send(event),
+                None => Ok(()),
+            },
+            Err(closed) => Err(closed),
+        };
+        if sent.is_err() {
+            // The client disconnected: keep running so the turn is stored whole.
+            self.tx = None;
+            self.queued = None;
         }
     }
 
@@ -139,7 +162,7 @@ struct PendingCall {
     buffered: String,
 }
 
-async fn run(state: &AppState, plan: TurnPlan, out: &mut Emitter) {
+async fn run(state: &AppState, plan: &TurnPlan, out: &mut Emitter) {
     out.emit(RunEvent::Started { conversation_id: plan.conversation.id.clone(), created_at: Timestamp::now() }).await;
     let backend = state.models.backend(&plan.model);
     let toolbox = match Toolbox::of(&state.connectors, &plan.tools).await {
@@ -147,7 +170,9 @@ async fn run(state: &AppState, plan: TurnPlan, out: &mut Emitter) {
         Err(error) => return out.fail(&error).await,
     };
     for call in &plan.confirmed {
-        if let Err(error) = execute(&toolbox, &plan, out, &call.name, &call.tool_call_id, &call.arguments).await {
+        if let Err(error) =
+            Box::pin(execute(&toolbox, plan, out, &call.name, &call.tool_call_id, &call.arguments)).await
+        {
             return out.fail(&error).await;
         }
     }
@@ -171,7 +196,7 @@ async fn run(state: &AppState, plan: TurnPlan, out: &mut Emitter) {
             Ok(stream) => stream,
             Err(error) => return out.fail(&error).await,
         };
-        match consume(stream, &plan, &toolbox, out).await {
+        match consume(stream, plan, &toolbox, out).await {
             Ok(round) => {
                 usage.add(round.usage);
                 if !round.needs_another_round {
@@ -182,7 +207,9 @@ async fn run(state: &AppState, plan: TurnPlan, out: &mut Emitter) {
         }
     }
     if plan.store {
-        if let Err(error) = commit(state, &plan, &out.fold.outputs).await {
+        // Boxed: the run's future (alive for every open stream) need not reserve room for
+        // the commit's state while the model streams.
+        if let Err(error) = Box::pin(commit(state, plan, &out.fold.outputs)).await {
             return out.fail(&error).await;
         }
     }
@@ -303,7 +330,7 @@ async fn consume(
             Some(false) => {
                 executed = true;
                 let tool_call_id = call.tool_call_id.get_or_insert_with(generate_tool_call_id).clone();
-                execute(toolbox, plan, out, &name, &tool_call_id, &call.buffered).await?;
+                Box::pin(execute(toolbox, plan, out, &name, &tool_call_id, &call.buffered)).await?;
             }
         }
     }
