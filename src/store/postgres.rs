@@ -17,9 +17,9 @@ use crate::domain::tools::Tool;
 use anyhow::Context;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Connection, Postgres, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -196,27 +196,94 @@ static COMMIT_NEW_CONVERSATION: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| commit_statement(&format!("{} RETURNING id", sql::INSERT_CONVERSATION.as_str()), 16));
 
 pub struct PgStore {
-    pool: PgPool,
+    connections: Connections,
 }
 
 impl PgStore {
     pub async fn connect(url: &str, max_connections: u32, migrate: bool) -> anyhow::Result<Self> {
         let options = PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid Postgres URL")?;
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            // A broken connection fails its query and is replaced; pinging before every
-            // acquire would add a network round trip to each query.
-            .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await
-            .context("connecting to Postgres")?;
-        let store = PgStore { pool };
+        let store = PgStore { connections: Connections::new(options, max_connections.max(1) as usize) };
+        // Connects once now, so a wrong URL fails at start-up rather than on the first request.
+        let mut lease = store.connections.lease().await.context("connecting to Postgres")?;
         if migrate {
-            sqlx::migrate!("./migrations/postgres").run(&store.pool).await.context("applying Postgres migrations")?;
+            let applied = sqlx::migrate!("./migrations/postgres").run(lease.conn()).await;
+            lease
+                .give_back(applied.map_err(|e| StoreError::Other(e.into())))
+                .context("applying Postgres migrations")?;
+        } else {
+            lease.give_back(Ok(()))?;
         }
         Ok(store)
     }
+}
+
+/// How long a request waits for a free connection before it fails.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Postgres connections held by the store, at most `max` at once.
+///
+/// Not `sqlx::PgPool`: it pings every connection whenever it goes back to the pool
+/// (sqlx-core `return_to_pool`, unconditionally), a round trip to the server after each
+/// use — two per turn. Here a connection goes back as it is when its operation finished;
+/// one whose operation was cancelled mid-way, or failed in a way that may have broken it,
+/// is closed instead.
+struct Connections {
+    options: PgConnectOptions,
+    idle: std::sync::Mutex<Vec<PgConnection>>,
+    permits: tokio::sync::Semaphore,
+}
+
+impl Connections {
+    fn new(options: PgConnectOptions, max: usize) -> Self {
+        Connections { options, idle: std::sync::Mutex::default(), permits: tokio::sync::Semaphore::new(max) }
+    }
+
+    async fn lease(&self) -> StoreResult<Lease<'_>> {
+        let unavailable = |why: String| StoreError::Other(anyhow::anyhow!("the database is unavailable: {why}"));
+        let permit = tokio::time::timeout(ACQUIRE_TIMEOUT, self.permits.acquire())
+            .await
+            .map_err(|_| unavailable("no free connection within 10 s".into()))?
+            .map_err(|e| unavailable(e.to_string()))?;
+        let idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&self.options))
+                .await
+                .map_err(|_| unavailable("connecting took more than 10 s".into()))??,
+        };
+        Ok(Lease { connections: self, conn: Some(conn), _permit: permit })
+    }
+}
+
+/// A connection in use; dropped without `give_back` (a cancelled operation), it is closed.
+struct Lease<'a> {
+    connections: &'a Connections,
+    conn: Option<PgConnection>,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl Lease<'_> {
+    fn conn(&mut self) -> &mut PgConnection {
+        // Only `give_back` takes the connection, and it consumes the lease.
+        self.conn.as_mut().expect("a lease holds its connection until given back")
+    }
+
+    /// Returns the connection for reuse unless `result` says it may be broken (anything but
+    /// the outcomes the database itself reported), and passes `result` on.
+    fn give_back<T>(mut self, result: StoreResult<T>) -> StoreResult<T> {
+        let reusable = !matches!(result, Err(StoreError::Other(_)));
+        if let (true, Some(conn)) = (reusable, self.conn.take()) {
+            self.connections.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(conn);
+        }
+        result
+    }
+}
+
+/// Fixes an operation's output type, so `?` inside its `async` block knows its error type.
+fn operation<T>(
+    op: impl std::future::Future<Output = StoreResult<T>>,
+) -> impl std::future::Future<Output = StoreResult<T>> {
+    op
 }
 
 async fn insert_version(
@@ -259,8 +326,14 @@ async fn agent_version(
 #[async_trait]
 impl Store for PgStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        let mut lease = self.connections.lease().await?;
+        let conn = lease.conn();
+        let result = operation(async {
+            sqlx::query("SELECT 1").execute(&mut *conn).await?;
+            Ok(())
+        })
+        .await;
+        lease.give_back(result)
     }
 
     async fn create_agent(
@@ -270,66 +343,95 @@ impl Store for PgStore {
         config: &AgentConfig,
         now: Timestamp,
     ) -> StoreResult<AgentRecord> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(sql::INSERT_AGENT).bind(ws.as_str()).bind(id.as_str()).bind(now.micros()).execute(&mut *tx).await?;
-        insert_version(&mut tx, ws, id, 0, config, now).await?;
-        tx.commit().await?;
-        Ok(AgentRecord::first(id.clone(), config.clone(), now))
+        let mut lease = self.connections.lease().await?;
+        let conn = lease.conn();
+        let result = operation(async {
+            let mut tx = conn.begin().await?;
+            sqlx::query(sql::INSERT_AGENT)
+                .bind(ws.as_str())
+                .bind(id.as_str())
+                .bind(now.micros())
+                .execute(&mut *tx)
+                .await?;
+            insert_version(&mut tx, ws, id, 0, config, now).await?;
+            tx.commit().await?;
+            Ok(AgentRecord::first(id.clone(), config.clone(), now))
+        })
+        .await;
+        lease.give_back(result)
     }
 
     async fn agent(&self, ws: &WorkspaceId, id: &AgentId, version: &VersionSelector) -> StoreResult<AgentRecord> {
-        let row: AgentRow = match version {
-            VersionSelector::Active => {
-                sqlx::query_as(sql::SELECT_ACTIVE_AGENT.as_str())
-                    .bind(ws.as_str())
-                    .bind(id.as_str())
-                    .fetch_one(&self.pool)
-                    .await?
-            }
-            VersionSelector::Number(n) => {
-                sqlx::query_as(sql::SELECT_AGENT_VERSION.as_str())
-                    .bind(ws.as_str())
-                    .bind(id.as_str())
-                    .bind(n)
-                    .fetch_one(&self.pool)
-                    .await?
-            }
-            VersionSelector::Alias(alias) => {
-                sqlx::query_as(sql::SELECT_AGENT_BY_ALIAS.as_str())
-                    .bind(ws.as_str())
-                    .bind(id.as_str())
-                    .bind(alias)
-                    .fetch_one(&self.pool)
-                    .await?
-            }
-        };
-        Ok(row.into())
+        let mut lease = self.connections.lease().await?;
+        let conn = lease.conn();
+        let result = operation(async {
+            let row: AgentRow = match version {
+                VersionSelector::Active => {
+                    sqlx::query_as(sql::SELECT_ACTIVE_AGENT.as_str())
+                        .bind(ws.as_str())
+                        .bind(id.as_str())
+                        .fetch_one(&mut *conn)
+                        .await?
+                }
+                VersionSelector::Number(n) => {
+                    sqlx::query_as(sql::SELECT_AGENT_VERSION.as_str())
+                        .bind(ws.as_str())
+                        .bind(id.as_str())
+                        .bind(n)
+                        .fetch_one(&mut *conn)
+                        .await?
+                }
+                VersionSelector::Alias(alias) => {
+                    sqlx::query_as(sql::SELECT_AGENT_BY_ALIAS.as_str())
+                        .bind(ws.as_str())
+                        .bind(id.as_str())
+                        .bind(alias)
+                        .fetch_one(&mut *conn)
+                        .await?
+                }
+            };
+            Ok(row.into())
+        })
+        .await;
+        lease.give_back(result)
     }
 
     async fn agents_exist(&self, ws: &WorkspaceId, ids: &[String]) -> StoreResult<Vec<bool>> {
-        let mut found = Vec::with_capacity(ids.len());
-        for id in ids {
-            let row: Option<(String,)> =
-                sqlx::query_as(sql::AGENT_EXISTS).bind(ws.as_str()).bind(id).fetch_optional(&self.pool).await?;
-            found.push(row.is_some());
-        }
-        Ok(found)
+        let mut lease = self.connections.lease().await?;
+        let conn = lease.conn();
+        let result = operation(async {
+            let mut found = Vec::with_capacity(ids.len());
+            for id in ids {
+                let row: Option<(String,)> =
+                    sqlx::query_as(sql::AGENT_EXISTS).bind(ws.as_str()).bind(id).fetch_optional(&mut *conn).await?;
+                found.push(row.is_some());
+            }
+            Ok(found)
+        })
+        .await;
+        lease.give_back(result)
     }
 
     async fn list_agents(&self, ws: &WorkspaceId, filter: &AgentFilter, page: Page) -> StoreResult<Vec<AgentRecord>> {
-        let rows: Vec<AgentRow> = sqlx::query_as(LIST_AGENTS.as_str())
-            .bind(ws.as_str())
-            .bind(filter.name.as_deref())
-            .bind(filter.id.as_deref())
-            .bind(filter.deployment_chat)
-            .bind(filter.search.as_deref().map(super::contains_pattern))
-            .bind(filter.before_id.as_deref())
-            .bind(filter.metadata.as_ref().map(Json))
-            .bind(page.limit)
-            .bind(page.offset)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(AgentRecord::from).collect())
+        let mut lease = self.connections.lease().await?;
+        let conn = lease.conn();
+        let result = operation(async {
+            let rows: Vec<AgentRow> = sqlx::query_as(LIST_AGENTS.as_str())
+                .bind(ws.as_str())
+                .bind(filter.name.as_deref())
+                .bind(filter.id.as_deref())
+                .bind(filter.deployment_chat)
+                .bind(filter.search.as_deref().map(super::contains_pattern))
+                .bind(filter.before_id.as_deref())
+                .bind(filter.metadata.as_ref().map(Json))
+                .bind(page.limit)
+                .bind(page.offset)
+                .fetch_all(&mut *conn)
+                .await?;
+            Ok(rows.into_iter().map(AgentRecord::from).collect())
+        })
+        .await;
+        lease.give_back(result)
     }
 
     async fn append_agent_version(
@@ -340,21 +442,27 @@ impl Store for PgStore {
         config: &AgentConfig,
         now: Timestamp,
     ) -> StoreResult<AgentRecord> {
-        let mut tx = self.pool.begin().await?;
-        let bumped: Option<(i64,)> = sqlx::query_as(sql::BUMP_AGENT_FOR_NEW_VERSION)
-            .bind(ws.as_str())
-            .bind(id.as_str())
-            .bind(expected_revision)
-            .bind(now.micros())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some((version,)) = bumped else {
-            return Err(StoreError::Conflict);
-        };
-        insert_version(&mut tx, ws, id, version, config, now).await?;
-        let record = agent_version(&mut tx, ws, id, version).await?;
-        tx.commit().await?;
-        Ok(record)
+        let mut lease = self.connections.lease().await?;
+        let conn = lease.conn();
+        let result = operation(async {
+            let mut tx = conn.begin().await?;
+            let bumped: Option<(i64,)> = sqlx::query_as(sql::BUMP_AGENT_FOR_NEW_VERSION)
+                .bind(ws.as_str())
+                .bind(id.as_str())
+                .bind(expected_revision)
+                .bind(now.micros())
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some((version,)) = bumped else {
+                return Err(StoreError::Conflict);
+            };
+            insert_version(&mut tx, ws, id, version, config, now).await?;
+            let record = agent_version(&mut tx, ws, id, version).await?;
+            tx.commit().await?;
+            Ok(record)
+        })
+        .await;
+        lease.give_back(result)
     }
 
     async fn activate_agent_version(
@@ -364,36 +472,54 @@ impl Store for PgStore {
         version: i64,
         now: Timestamp,
     ) -> StoreResult<AgentRecord> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(sql::ACTIVATE_VERSION)
-            .bind(ws.as_str())
-            .bind(id.as_str())
-            .bind(version)
-            .bind(now.micros())
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        let record = agent_version(&mut tx, ws, id, version).await?;
-        tx.commit().await?;
-        Ok(record)
+        let mut lease = self.connections.lease().await?;
+        let conn = lease.conn();
+        let result = operation(async {
+            let mut tx = conn.begin().await?;
+            let done = sqlx::query(sql::ACTIVATE_VERSION)
+                .bind(ws.as_str())
+                .bind(id.as_str())
+                .bind(version)
+                .bind(now.micros())
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound);
+            }
+            let record = agent_version(&mut tx, ws, id, version).await?;
+            tx.commit().await?;
+            Ok(record)
+        })
+        .await;
+        lease.give_back(result)
     }
 
     async fn delete_agent(&self, ws: &WorkspaceId, id: &AgentId) -> StoreResult<()> {
-        let done = sqlx::query(sql::DELETE_AGENT).bind(ws.as_str()).bind(id.as_str()).execute(&self.pool).await?;
-        super::found(done.rows_affected())
+        let mut lease = self.connections.lease().await?;
+        let conn = lease.conn();
+        let result = operation(async {
+            let done = sqlx::query(sql::DELETE_AGENT).bind(ws.as_str()).bind(id.as_str()).execute(&mut *conn).await?;
+            super::found(done.rows_affected())
+        })
+        .await;
+        lease.give_back(result)
     }
 
     async fn list_agent_versions(&self, ws: &WorkspaceId, id: &AgentId, page: Page) -> StoreResult<Vec<AgentRecord>> {
-        let rows: Vec<AgentRow> = sqlx::query_as(sql::LIST_AGENT_VERSIONS.as_str())
-            .bind(ws.as_str())
-            .bind(id.as_str())
-            .bind(page.limit)
-            .bind(page.offset)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(AgentRecord::from).collect())
+        let mut lease = self.connections.lease().await?;
+        let conn = lease.conn();
+        let result = operation(async {
+            let rows: Vec<AgentRow> = sqlx::query_as(sql::LIST_AGENT_VERSIONS.as_str())
+                .bind(ws.as_str())
+                .bind(id.as_str())
+                .bind(page.limit)
+                .bind(page.offset)
+                .fetch_all(&mut *conn)
+                .await?;
+            Ok(rows.into_iter().map(AgentRecord::from).collect())
+        })
+        .await;
+        lease.give_back(result)
     }
 
     async fn put_alias(
@@ -404,68 +530,102 @@ impl Store for PgStore {
         version: i64,
         now: Timestamp,
     ) -> StoreResult<AliasRecord> {
-        let row: AliasRow = sqlx::query_as(sql::UPSERT_ALIAS)
-            .bind(ws.as_str())
-            .bind(id.as_str())
-            .bind(alias)
-            .bind(version)
-            .bind(now.micros())
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.into())
+        let mut lease = self.connections.lease().await?;
+        let conn = lease.conn();
+        let result = operation(async {
+            let row: AliasRow = sqlx::query_as(sql::UPSERT_ALIAS)
+                .bind(ws.as_str())
+                .bind(id.as_str())
+                .bind(alias)
+                .bind(version)
+                .bind(now.micros())
+                .fetch_one(&mut *conn)
+                .await?;
+            Ok(row.into())
+        })
+        .await;
+        lease.give_back(result)
     }
 
     async fn list_aliases(&self, ws: &WorkspaceId, id: &AgentId) -> StoreResult<Vec<AliasRecord>> {
-        let rows: Vec<AliasRow> =
-            sqlx::query_as(sql::LIST_ALIASES).bind(ws.as_str()).bind(id.as_str()).fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(AliasRecord::from).collect())
+        let mut lease = self.connections.lease().await?;
+        let conn = lease.conn();
+        let result = operation(async {
+            let rows: Vec<AliasRow> =
+                sqlx::query_as(sql::LIST_ALIASES).bind(ws.as_str()).bind(id.as_str()).fetch_all(&mut *conn).await?;
+            Ok(rows.into_iter().map(AliasRecord::from).collect())
+        })
+        .await;
+        lease.give_back(result)
     }
 
     async fn delete_alias(&self, ws: &WorkspaceId, id: &AgentId, alias: &str) -> StoreResult<()> {
-        let done =
-            sqlx::query(sql::DELETE_ALIAS).bind(ws.as_str()).bind(id.as_str()).bind(alias).execute(&self.pool).await?;
-        super::found(done.rows_affected())
+        let mut lease = self.connections.lease().await?;
+        let conn = lease.conn();
+        let result = operation(async {
+            let done = sqlx::query(sql::DELETE_ALIAS)
+                .bind(ws.as_str())
+                .bind(id.as_str())
+                .bind(alias)
+                .execute(&mut *conn)
+                .await?;
+            super::found(done.rows_affected())
+        })
+        .await;
+        lease.give_back(result)
     }
 
     async fn commit_turn(&self, ws: &WorkspaceId, turn: &TurnWrite) -> StoreResult<()> {
-        // One statement, so one round trip and atomic by itself: the head moves (or the
-        // conversation is created) and the entries are inserted only if it did. Unlike
-        // SQLite, Postgres runs data-modifying CTEs, which saves BEGIN, COMMIT and a
-        // statement per turn.
-        let conversation = &turn.conversation;
-        let columns = EntryColumns::of(turn);
-        let (moved, inserted): (i64, i64) = if turn.create {
-            let query = sqlx::query_as(COMMIT_NEW_CONVERSATION.as_str());
-            let query = bind_conversation!(query, ws, conversation);
-            columns.bind(query).fetch_one(&self.pool).await?
-        } else {
-            let query = sqlx::query_as(COMMIT_APPEND.as_str())
-                .bind(ws.as_str())
-                .bind(conversation.id.as_str())
-                .bind(conversation.head.as_ref().map(EntryId::as_str))
-                .bind(conversation.updated_at.micros())
-                .bind(turn.expected_head.as_ref().map(EntryId::as_str));
-            columns.bind(query).fetch_one(&self.pool).await?
-        };
-        if moved == 0 {
-            return Err(StoreError::Conflict);
-        }
-        if inserted as usize != turn.entries.len() {
-            return Err(StoreError::Other(anyhow::anyhow!(
-                "a turn stored {inserted} of {} entries",
-                turn.entries.len()
-            )));
-        }
-        Ok(())
+        let mut lease = self.connections.lease().await?;
+        let conn = lease.conn();
+        let result = operation(async {
+            // One statement, so one round trip and atomic by itself: the head moves (or the
+            // conversation is created) and the entries are inserted only if it did. Unlike
+            // SQLite, Postgres runs data-modifying CTEs, which saves BEGIN, COMMIT and a
+            // statement per turn.
+            let conversation = &turn.conversation;
+            let columns = EntryColumns::of(turn);
+            let (moved, inserted): (i64, i64) = if turn.create {
+                let query = sqlx::query_as(COMMIT_NEW_CONVERSATION.as_str());
+                let query = bind_conversation!(query, ws, conversation);
+                columns.bind(query).fetch_one(&mut *conn).await?
+            } else {
+                let query = sqlx::query_as(COMMIT_APPEND.as_str())
+                    .bind(ws.as_str())
+                    .bind(conversation.id.as_str())
+                    .bind(conversation.head.as_ref().map(EntryId::as_str))
+                    .bind(conversation.updated_at.micros())
+                    .bind(turn.expected_head.as_ref().map(EntryId::as_str));
+                columns.bind(query).fetch_one(&mut *conn).await?
+            };
+            if moved == 0 {
+                return Err(StoreError::Conflict);
+            }
+            if inserted as usize != turn.entries.len() {
+                return Err(StoreError::Other(anyhow::anyhow!(
+                    "a turn stored {inserted} of {} entries",
+                    turn.entries.len()
+                )));
+            }
+            Ok(())
+        })
+        .await;
+        lease.give_back(result)
     }
 
     async fn conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<ConversationRecord> {
-        let row: ConversationRow = sqlx::query_as(sql::SELECT_CONVERSATION.as_str())
-            .bind(ws.as_str())
-            .bind(id.as_str())
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.into())
+        let mut lease = self.connections.lease().await?;
+        let conn = lease.conn();
+        let result = operation(async {
+            let row: ConversationRow = sqlx::query_as(sql::SELECT_CONVERSATION.as_str())
+                .bind(ws.as_str())
+                .bind(id.as_str())
+                .fetch_one(&mut *conn)
+                .await?;
+            Ok(row.into())
+        })
+        .await;
+        lease.give_back(result)
     }
 
     async fn list_conversations(
@@ -474,25 +634,43 @@ impl Store for PgStore {
         metadata: Option<&Map<String, Value>>,
         page: Page,
     ) -> StoreResult<Vec<ConversationRecord>> {
-        let rows: Vec<ConversationRow> = sqlx::query_as(LIST_CONVERSATIONS.as_str())
-            .bind(ws.as_str())
-            .bind(metadata.map(Json))
-            .bind(page.limit)
-            .bind(page.offset)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(ConversationRecord::from).collect())
+        let mut lease = self.connections.lease().await?;
+        let conn = lease.conn();
+        let result = operation(async {
+            let rows: Vec<ConversationRow> = sqlx::query_as(LIST_CONVERSATIONS.as_str())
+                .bind(ws.as_str())
+                .bind(metadata.map(Json))
+                .bind(page.limit)
+                .bind(page.offset)
+                .fetch_all(&mut *conn)
+                .await?;
+            Ok(rows.into_iter().map(ConversationRecord::from).collect())
+        })
+        .await;
+        lease.give_back(result)
     }
 
     async fn delete_conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<()> {
-        let done =
-            sqlx::query(sql::DELETE_CONVERSATION).bind(ws.as_str()).bind(id.as_str()).execute(&self.pool).await?;
-        super::found(done.rows_affected())
+        let mut lease = self.connections.lease().await?;
+        let conn = lease.conn();
+        let result = operation(async {
+            let done =
+                sqlx::query(sql::DELETE_CONVERSATION).bind(ws.as_str()).bind(id.as_str()).execute(&mut *conn).await?;
+            super::found(done.rows_affected())
+        })
+        .await;
+        lease.give_back(result)
     }
 
     async fn history(&self, ws: &WorkspaceId, head: &EntryId) -> StoreResult<Vec<Entry>> {
-        let rows: Vec<(Json<Entry>,)> =
-            sqlx::query_as(sql::HISTORY).bind(ws.as_str()).bind(head.as_str()).fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(|(entry,)| entry.0).collect())
+        let mut lease = self.connections.lease().await?;
+        let conn = lease.conn();
+        let result = operation(async {
+            let rows: Vec<(Json<Entry>,)> =
+                sqlx::query_as(sql::HISTORY).bind(ws.as_str()).bind(head.as_str()).fetch_all(&mut *conn).await?;
+            Ok(rows.into_iter().map(|(entry,)| entry.0).collect())
+        })
+        .await;
+        lease.give_back(result)
     }
 }
