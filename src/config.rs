@@ -58,7 +58,7 @@ pub struct Config {
     #[arg(long = "history-cache-entries", env = "PALAVER_HISTORY_CACHE_ENTRIES", default_value_t = 200_000)]
     pub history_cache_entries: usize,
 
-    /// Size of the database connection pool.
+    /// Most Postgres connections held at once (SQLite always uses one, on its own thread).
     #[arg(long = "db-max-connections", env = "PALAVER_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
 

@@ -215,7 +215,7 @@ pub struct TurnWrite {
 /// `postgres://…`), applying pending migrations when `migrate` is set.
 pub async fn connect(url: &str, max_connections: u32, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::connect(url, max_connections, migrate).await?))
+        Ok(Arc::new(sqlite::SqliteStore::connect(url, migrate).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         Ok(Arc::new(postgres::PgStore::connect(url, max_connections, migrate).await?))
     } else {

@@ -1,12 +1,18 @@
 //! SQLite store: the zero set-up default. One file in WAL mode.
 //!
-//! SQLite calls block, so they run on threads of our own: one writer thread owns the only
-//! connection that writes (writes queue in-process instead of sleeping in SQLite's busy
-//! handler) and a few reader threads serve the reads. A store call is one closure sent to
-//! one of them, so a whole use case — a turn's commit with its `BEGIN`, compare-and-set,
-//! inserts and `COMMIT` — costs one thread hand-off. (With sqlx every statement, and the
-//! ping it makes whenever a connection goes back to its pool, was a hand-off of its own: a
-//! quarter of palaver's CPU per turn went to those wake-ups.)
+//! SQLite calls block, so they run on a thread of our own that owns the store's one
+//! connection. A store call is one closure sent to it, so a whole use case — a turn's
+//! commit with its `BEGIN`, compare-and-set, inserts and `COMMIT` — costs one thread
+//! hand-off. (With sqlx every statement, and the ping it makes whenever a connection goes
+//! back to its pool, was a hand-off of its own: a quarter of palaver's CPU per turn went to
+//! those wake-ups.)
+//!
+//! One connection rather than a writer and readers: SQLite writes one at a time anyway;
+//! with several connections each reader dropped its page cache and memory map whenever the
+//! writer committed (every turn), and readers and writer contended for the WAL locks —
+//! profiled, that cost more than reads ever gained from running in parallel. Writes queue
+//! in-process instead of sleeping in SQLite's busy handler; another process on the same
+//! file (a second palaver) is still waited for through the busy timeout.
 
 use super::{sql, AgentFilter, AgentRecord, AliasRecord, ConversationRecord, Page, Store, StoreError, StoreResult};
 use super::{EntryColumns, TurnWrite};
@@ -105,10 +111,6 @@ const INSERT_ENTRY: &str = "INSERT INTO entries \
      (workspace, id, parent_id, depth, conversation_id, kind, body, created_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
-/// Readers beside the one writer. SQLite's page cache is per connection and emptied
-/// whenever another connection writes, so a few connections serve best.
-const MAX_READERS: u32 = 3;
-
 /// Migrations, in order: (version, description, SQL). Recorded in sqlx's `_sqlx_migrations`
 /// table with sqlx's checksum, so databases created by earlier palaver builds (which ran
 /// them through sqlx) are recognised as migrated.
@@ -120,37 +122,27 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 pub struct SqliteStore {
-    writer: crossbeam_channel::Sender<Job>,
-    readers: crossbeam_channel::Sender<Job>,
+    jobs: tokio::sync::mpsc::UnboundedSender<Job>,
 }
 
 impl SqliteStore {
-    pub async fn connect(url: &str, max_connections: u32, migrate: bool) -> anyhow::Result<Self> {
+    pub async fn connect(url: &str, migrate: bool) -> anyhow::Result<Self> {
         let target = Target::parse(url)?;
-        let (writer, writer_jobs) = crossbeam_channel::unbounded::<Job>();
-        let writer_conn = target.open().context("opening the SQLite database")?;
-        spawn_worker("palaver-sqlite-writer", writer_conn, writer_jobs)?;
-        let readers = if target.in_memory {
-            // Each connection to `:memory:` is its own empty database: the writer serves all.
-            writer.clone()
-        } else {
-            let (readers, reader_jobs) = crossbeam_channel::unbounded::<Job>();
-            for i in 0..max_connections.saturating_sub(1).clamp(1, MAX_READERS) {
-                let conn = target.open().context("opening the SQLite database")?;
-                spawn_worker(&format!("palaver-sqlite-reader-{i}"), conn, reader_jobs.clone())?;
-            }
-            readers
-        };
-        let store = SqliteStore { writer, readers };
+        let conn = target.open().context("opening the SQLite database")?;
+        // Unbounded: callers are bounded by the HTTP server, and a full queue would only move
+        // the waiting elsewhere. The receiver parks without spinning (crossbeam-style
+        // channels spin and yield first, which showed up as CPU in the profile).
+        let (jobs, queue) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        spawn_worker(conn, queue)?;
+        let store = SqliteStore { jobs };
         if migrate {
-            store.on(Side::Write, |conn| migrate_schema(conn).map_err(StoreError::Other)).await?;
+            store.run(|conn| migrate_schema(conn).map_err(StoreError::Other)).await?;
         }
         Ok(store)
     }
 
-    /// Runs `job` on a writer or reader thread and waits for its answer without blocking
-    /// the runtime.
-    async fn on<T, F>(&self, side: Side, job: F) -> StoreResult<T>
+    /// Runs `job` on the SQLite thread and waits for its answer without blocking the runtime.
+    async fn run<T, F>(&self, job: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
@@ -159,11 +151,7 @@ impl SqliteStore {
         let job: Job = Box::new(move |conn| {
             let _ = reply.send(job(conn));
         });
-        let queue = match side {
-            Side::Write => &self.writer,
-            Side::Read => &self.readers,
-        };
-        queue.send(job).map_err(|_| stopped())?;
+        self.jobs.send(job).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 
@@ -172,7 +160,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T> + Send + 'static,
     {
-        self.on(Side::Write, move |conn| {
+        self.run(move |conn| {
             // IMMEDIATE takes the write lock at BEGIN: a transaction never has to upgrade a
             // read snapshot, which SQLite refuses with SQLITE_BUSY instead of waiting.
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -188,18 +176,12 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        self.on(Side::Read, move |conn| job(conn)).await
+        self.run(move |conn| job(conn)).await
     }
 }
 
-#[derive(Clone, Copy)]
-enum Side {
-    Write,
-    Read,
-}
-
 fn stopped() -> StoreError {
-    StoreError::Other(anyhow::anyhow!("the SQLite worker thread stopped"))
+    StoreError::Other(anyhow::anyhow!("the SQLite thread stopped"))
 }
 
 /// Where the database lives, parsed from `sqlite://FILE[?…]`, `sqlite:FILE` or
@@ -255,12 +237,12 @@ impl Target {
     }
 }
 
-fn spawn_worker(name: &str, mut conn: Connection, jobs: crossbeam_channel::Receiver<Job>) -> anyhow::Result<()> {
+fn spawn_worker(mut conn: Connection, mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>) -> anyhow::Result<()> {
     std::thread::Builder::new()
-        .name(name.to_owned())
+        .name("palaver-sqlite".to_owned())
         .spawn(move || {
-            // Ends when the store (every sender) is dropped.
-            for job in jobs {
+            // Ends when the store (the sender) is dropped.
+            while let Some(job) = jobs.blocking_recv() {
                 // A panicking job drops its reply (the caller gets an error) and rolls back
                 // its transaction; the thread and its connection keep serving.
                 if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn))).is_err() {
@@ -268,7 +250,7 @@ fn spawn_worker(name: &str, mut conn: Connection, jobs: crossbeam_channel::Recei
                 }
             }
         })
-        .context("starting a SQLite worker thread")?;
+        .context("starting the SQLite thread")?;
     Ok(())
 }
 
