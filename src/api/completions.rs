@@ -22,7 +22,11 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/chat/completions", post(chat_completion))
 }
 
-async fn answer(state: &AppState, request: crate::backends::chat::ChatRequest, stream: bool) -> Result<Response> {
+async fn answer(
+    state: &AppState,
+    request: crate::backends::chat::ChatRequest<'static>,
+    stream: bool,
+) -> Result<Response> {
     if !stream {
         return Ok(Json(engine::complete(state, request).await?).into_response());
     }

@@ -8,42 +8,45 @@ use crate::error::Error;
 use futures::stream::BoxStream;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
+/// A chat message. Built from stored entries it borrows their text (`Cow::Borrowed`): a
+/// turn's request would otherwise copy the whole history's text once more.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "role", rename_all = "lowercase")]
-pub enum ChatMessage {
+pub enum ChatMessage<'a> {
     System {
-        content: String,
+        content: Cow<'a, str>,
     },
     User {
-        content: Content,
+        content: Cow<'a, Content>,
     },
     Assistant {
-        content: Option<Content>,
+        content: Option<Cow<'a, Content>>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
-        tool_calls: Vec<ToolCall>,
+        tool_calls: Vec<ToolCall<'a>>,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         prefix: bool,
     },
     Tool {
-        tool_call_id: String,
-        name: String,
-        content: String,
+        tool_call_id: Cow<'a, str>,
+        name: Cow<'a, str>,
+        content: Cow<'a, str>,
     },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ToolCall {
-    pub id: String,
+pub struct ToolCall<'a> {
+    pub id: Cow<'a, str>,
     #[serde(rename = "type")]
     pub kind: &'static str,
-    pub function: FunctionCallBody,
+    pub function: FunctionCallBody<'a>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FunctionCallBody {
-    pub name: String,
-    pub arguments: String,
+pub struct FunctionCallBody<'a> {
+    pub name: Cow<'a, str>,
+    pub arguments: Cow<'a, str>,
 }
 
 /// A function the model may call.
@@ -65,11 +68,11 @@ pub struct ToolFunction {
 }
 
 #[derive(Debug, Clone)]
-pub struct ChatRequest {
+pub struct ChatRequest<'a> {
     pub model: String,
-    pub messages: Vec<ChatMessage>,
-    pub tools: Vec<ChatTool>,
-    pub args: CompletionArgs,
+    pub messages: Vec<ChatMessage<'a>>,
+    pub tools: Cow<'a, [ChatTool]>,
+    pub args: Cow<'a, CompletionArgs>,
 }
 
 /// A fragment of a tool call; `index` tells parallel calls apart, `id` and `name` come with
@@ -96,5 +99,5 @@ pub trait ModelBackend: Send + Sync {
     /// Starts a streamed chat completion. Errors before the first delta (connection,
     /// status) come back here; errors mid-stream as an `Err` item of the stream, which
     /// then ends.
-    async fn chat_stream(&self, request: ChatRequest) -> Result<DeltaStream, Error>;
+    async fn chat_stream(&self, request: ChatRequest<'_>) -> Result<DeltaStream, Error>;
 }

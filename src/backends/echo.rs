@@ -38,20 +38,20 @@ fn words(text: &str) -> u64 {
     text.split_whitespace().count() as u64
 }
 
-fn message_text(message: &ChatMessage) -> String {
+fn message_text(message: &ChatMessage<'_>) -> String {
     match message {
-        ChatMessage::System { content } => content.clone(),
+        ChatMessage::System { content } => content.to_string(),
         ChatMessage::User { content } => content.text(),
         ChatMessage::Assistant { content, .. } => content.as_ref().map(|c| c.text()).unwrap_or_default(),
-        ChatMessage::Tool { content, .. } => content.clone(),
+        ChatMessage::Tool { content, .. } => content.to_string(),
     }
 }
 
 /// The answer: the last user message's text, else the last tool result, else a fixed line.
-pub fn answer(request: &ChatRequest) -> String {
+pub fn answer(request: &ChatRequest<'_>) -> String {
     let last = request.messages.iter().rev().find_map(|m| match m {
         ChatMessage::User { content } => Some(content.text()),
-        ChatMessage::Tool { content, .. } => Some(content.clone()),
+        ChatMessage::Tool { content, .. } => Some(content.to_string()),
         _ => None,
     });
     match last {
@@ -81,7 +81,7 @@ pub fn word_pieces(text: &str) -> Vec<String> {
 
 #[async_trait::async_trait]
 impl ModelBackend for Echo {
-    async fn chat_stream(&self, request: ChatRequest) -> Result<DeltaStream, Error> {
+    async fn chat_stream(&self, request: ChatRequest<'_>) -> Result<DeltaStream, Error> {
         let text = answer(&request);
         let prompt_tokens: u64 = request.messages.iter().map(|m| words(&message_text(m))).sum();
         let completion_tokens = words(&text);

@@ -253,7 +253,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[derive(Serialize)]
 pub struct ChatBody<'a> {
     model: &'a str,
-    messages: &'a [ChatMessage],
+    messages: &'a [ChatMessage<'a>],
     stream: bool,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     tools: &'a [ChatTool],
@@ -293,7 +293,7 @@ struct StreamOptions {
 }
 
 /// The body of a streamed chat completion in `dialect`.
-pub fn request_body(dialect: Dialect, request: &ChatRequest) -> ChatBody<'_> {
+pub fn request_body<'a>(dialect: Dialect, request: &'a ChatRequest<'_>) -> ChatBody<'a> {
     let args = &request.args;
     let mistral = dialect == Dialect::Mistral;
     let tool_choice = args.tool_choice.map(|choice| match (choice, mistral) {
@@ -452,7 +452,7 @@ fn parse_chunk(data: &str, finished: &mut bool) -> Result<Vec<ChatDelta>> {
 
 #[async_trait::async_trait]
 impl ModelBackend for OpenAiCompat {
-    async fn chat_stream(&self, request: ChatRequest) -> Result<DeltaStream> {
+    async fn chat_stream(&self, request: ChatRequest<'_>) -> Result<DeltaStream> {
         let body = serde_json::to_vec(&request_body(self.dialect, &request))
             .map_err(|e| Error::Internal(anyhow::anyhow!("serializing a chat request: {e}")))?;
         let mut builder = self
@@ -528,12 +528,12 @@ mod tests {
     use crate::domain::completion::CompletionArgs;
     use crate::domain::entries::Content;
 
-    fn request(args: CompletionArgs) -> ChatRequest {
+    fn request(args: CompletionArgs) -> ChatRequest<'static> {
         ChatRequest {
             model: "m".into(),
-            messages: vec![ChatMessage::User { content: Content::Text("hi".into()) }],
-            tools: vec![],
-            args,
+            messages: vec![ChatMessage::User { content: std::borrow::Cow::Owned(Content::Text("hi".into())) }],
+            tools: vec![].into(),
+            args: std::borrow::Cow::Owned(args),
         }
     }
 

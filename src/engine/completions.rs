@@ -17,6 +17,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Body of `POST /v1/agents/completions` (and of a chat completion the built-in model
@@ -140,7 +141,7 @@ struct FunctionToolIn {
     strict: Option<bool>,
 }
 
-fn chat_messages(values: Vec<Value>) -> Result<Vec<ChatMessage>> {
+fn chat_messages(values: Vec<Value>) -> Result<Vec<ChatMessage<'static>>> {
     let mut messages = Vec::with_capacity(values.len());
     for (index, value) in values.into_iter().enumerate() {
         let prefix: Vec<Loc> = vec!["body".into(), "messages".into(), index.into()];
@@ -150,22 +151,24 @@ fn chat_messages(values: Vec<Value>) -> Result<Vec<ChatMessage>> {
         };
         let text = message.content.as_ref().map(Content::text).unwrap_or_default();
         messages.push(match message.role.as_str() {
-            "system" => ChatMessage::System { content: text },
-            "user" => ChatMessage::User { content: message.content.ok_or_else(|| Error::invalid(at("content")))? },
+            "system" => ChatMessage::System { content: text.into() },
+            "user" => {
+                ChatMessage::User { content: Cow::Owned(message.content.ok_or_else(|| Error::invalid(at("content")))?) }
+            }
             "assistant" => ChatMessage::Assistant {
-                content: message.content,
+                content: message.content.map(Cow::Owned),
                 tool_calls: message
                     .tool_calls
                     .unwrap_or_default()
                     .into_iter()
                     .map(|call| ToolCall {
-                        id: call.id.unwrap_or_default(),
+                        id: call.id.unwrap_or_default().into(),
                         kind: "function",
                         function: FunctionCallBody {
-                            name: call.function.name,
+                            name: call.function.name.into(),
                             arguments: match call.function.arguments {
-                                Value::String(s) => s,
-                                other => other.to_string(),
+                                Value::String(s) => s.into(),
+                                other => other.to_string().into(),
                             },
                         },
                     })
@@ -173,9 +176,9 @@ fn chat_messages(values: Vec<Value>) -> Result<Vec<ChatMessage>> {
                 prefix: message.prefix.unwrap_or(false),
             },
             "tool" => ChatMessage::Tool {
-                tool_call_id: message.tool_call_id.ok_or_else(|| Error::invalid(at("tool_call_id")))?,
-                name: message.name.unwrap_or_default(),
-                content: text,
+                tool_call_id: message.tool_call_id.ok_or_else(|| Error::invalid(at("tool_call_id")))?.into(),
+                name: message.name.unwrap_or_default().into(),
+                content: text.into(),
             },
             other => {
                 let loc = ["messages".into(), index.into(), "role".into()];
@@ -226,7 +229,11 @@ fn tool_choice(value: &Option<Value>) -> Option<ToolChoice> {
 
 /// Builds the model request: an agent's settings (when `agent_id` is given) with the
 /// request's own arguments winning member by member.
-pub async fn prepare(state: &AppState, ws: &WorkspaceId, request: CompletionRequest) -> Result<(ChatRequest, bool)> {
+pub async fn prepare(
+    state: &AppState,
+    ws: &WorkspaceId,
+    request: CompletionRequest,
+) -> Result<(ChatRequest<'static>, bool)> {
     let overrides = CompletionArgs {
         stop: request.stop.clone(),
         presence_penalty: request.presence_penalty,
@@ -251,7 +258,7 @@ pub async fn prepare(state: &AppState, ws: &WorkspaceId, request: CompletionRequ
         Some(agent_id) => {
             let agent = agent_rules::load(state, ws, &AgentId(agent_id.clone()), &VersionSelector::Active).await?;
             if let Some(instructions) = agent.config.instructions.filter(|i| !i.trim().is_empty()) {
-                messages.insert(0, ChatMessage::System { content: instructions });
+                messages.insert(0, ChatMessage::System { content: instructions.into() });
             }
             let mut agent_tools = context::chat_tools(&agent.config.tools);
             agent_tools.retain(|t| !tools.iter().any(|r| r.function.name == t.function.name));
@@ -263,11 +270,11 @@ pub async fn prepare(state: &AppState, ws: &WorkspaceId, request: CompletionRequ
             None => return Err(Error::invalid(FieldError::body(&["agent_id".into()], "missing", "Field required"))),
         },
     };
-    Ok((ChatRequest { model, messages, tools, args }, request.stream))
+    Ok((ChatRequest { model, messages, tools: tools.into(), args: Cow::Owned(args) }, request.stream))
 }
 
 /// One finished completion, shaped like the hosted chat completion response.
-pub async fn complete(state: &AppState, request: ChatRequest) -> Result<Value> {
+pub async fn complete(state: &AppState, request: ChatRequest<'static>) -> Result<Value> {
     let model = request.model.clone();
     let mut stream = state.models.backend(&model).chat_stream(request).await?;
     let mut text = String::new();
@@ -316,7 +323,7 @@ fn completion_id() -> String {
 /// The completion as chat-completion chunks (the data-only framing of
 /// `contract/streaming.md#v1agentscompletions-streaming-is-framed-differently`); the
 /// caller adds the closing `[DONE]`. A failure mid-answer ends with `finish_reason: "error"`.
-pub async fn stream(state: &AppState, request: ChatRequest) -> Result<BoxStream<'static, Value>> {
+pub async fn stream(state: &AppState, request: ChatRequest<'static>) -> Result<BoxStream<'static, Value>> {
     let model = request.model.clone();
     let mut deltas = state.models.backend(&model).chat_stream(request).await?;
     let id = completion_id();

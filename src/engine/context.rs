@@ -6,27 +6,33 @@
 use crate::backends::chat::{ChatMessage, ChatTool, FunctionCallBody, ToolCall, ToolFunction};
 use crate::domain::entries::{Content, Entry};
 use crate::domain::tools::{Tool, ToolType};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
-pub fn messages<'a>(instructions: Option<&str>, entries: impl IntoIterator<Item = &'a Entry>) -> Vec<ChatMessage> {
+/// The messages borrow the entries' text; only content that must be reshaped (chunks
+/// flattened to text for assistant turns) is copied.
+pub fn messages<'a>(
+    instructions: Option<&'a str>,
+    entries: impl IntoIterator<Item = &'a Entry>,
+) -> Vec<ChatMessage<'a>> {
     let mut messages = Vec::new();
     if let Some(instructions) = instructions.filter(|i| !i.trim().is_empty()) {
-        messages.push(ChatMessage::System { content: instructions.to_owned() });
+        messages.push(ChatMessage::System { content: Cow::Borrowed(instructions) });
     }
     // Tool messages repeat the function's name, which only the call entry holds.
     let mut call_names: HashMap<&str, &str> = HashMap::new();
     for entry in entries {
         match entry {
             Entry::MessageInput(input) if input.role == "assistant" => messages.push(ChatMessage::Assistant {
-                content: Some(Content::Text(input.content.text())),
+                content: Some(as_text(&input.content)),
                 tool_calls: Vec::new(),
                 prefix: input.prefix,
             }),
-            Entry::MessageInput(input) => messages.push(ChatMessage::User { content: input.content.clone() }),
+            Entry::MessageInput(input) => messages.push(ChatMessage::User { content: Cow::Borrowed(&input.content) }),
             Entry::MessageOutput(output) => messages.push(ChatMessage::Assistant {
                 // Assistant turns go back as plain text: citation and file chunks are for
                 // the client, and not every upstream accepts them in assistant messages.
-                content: Some(Content::Text(output.content.text())),
+                content: Some(as_text(&output.content)),
                 tool_calls: Vec::new(),
                 prefix: false,
             }),
@@ -35,25 +41,25 @@ pub fn messages<'a>(instructions: Option<&str>, entries: impl IntoIterator<Item 
                 push_tool_call(&mut messages, &call.tool_call_id, &call.name, &call.arguments);
             }
             Entry::FunctionResult(result) => messages.push(ChatMessage::Tool {
-                tool_call_id: result.tool_call_id.clone(),
-                name: call_names.get(result.tool_call_id.as_str()).copied().unwrap_or_default().to_owned(),
-                content: result.result.clone(),
+                tool_call_id: Cow::Borrowed(&result.tool_call_id),
+                name: Cow::Borrowed(call_names.get(result.tool_call_id.as_str()).copied().unwrap_or_default()),
+                content: Cow::Borrowed(&result.result),
             }),
             // A server-side run is the model's call and the tool's answer in one entry. A
             // run confirmed by the client answers a `function.call` already in the history.
             Entry::ToolExecution(execution) => {
                 let tool_call_id = execution.info.get("tool_call_id").and_then(|v| v.as_str()).unwrap_or_default();
                 let output = match execution.info.get("output") {
-                    Some(serde_json::Value::String(text)) => text.clone(),
-                    Some(other) => other.to_string(),
-                    None => String::new(),
+                    Some(serde_json::Value::String(text)) => Cow::Borrowed(text.as_str()),
+                    Some(other) => Cow::Owned(other.to_string()),
+                    None => Cow::Borrowed(""),
                 };
                 if !call_names.contains_key(tool_call_id) {
                     push_tool_call(&mut messages, tool_call_id, &execution.name, &execution.arguments);
                 }
                 messages.push(ChatMessage::Tool {
-                    tool_call_id: tool_call_id.to_owned(),
-                    name: execution.name.clone(),
+                    tool_call_id: Cow::Borrowed(tool_call_id),
+                    name: Cow::Borrowed(&execution.name),
                     content: output,
                 });
             }
@@ -64,13 +70,21 @@ pub fn messages<'a>(instructions: Option<&str>, entries: impl IntoIterator<Item 
     messages
 }
 
+/// Content as plain text: borrowed when it already is text.
+fn as_text(content: &Content) -> Cow<'_, Content> {
+    match content {
+        Content::Text(_) => Cow::Borrowed(content),
+        Content::Chunks(_) => Cow::Owned(Content::Text(content.text())),
+    }
+}
+
 /// Calls made in one answer (after its text, or in parallel) form one assistant message,
 /// as the model produced them.
-fn push_tool_call(messages: &mut Vec<ChatMessage>, id: &str, name: &str, arguments: &str) {
+fn push_tool_call<'a>(messages: &mut Vec<ChatMessage<'a>>, id: &'a str, name: &'a str, arguments: &'a str) {
     let tool_call = ToolCall {
-        id: id.to_owned(),
+        id: Cow::Borrowed(id),
         kind: "function",
-        function: FunctionCallBody { name: name.to_owned(), arguments: arguments.to_owned() },
+        function: FunctionCallBody { name: Cow::Borrowed(name), arguments: Cow::Borrowed(arguments) },
     };
     match messages.last_mut() {
         Some(ChatMessage::Assistant { tool_calls, prefix: false, .. }) => tool_calls.push(tool_call),

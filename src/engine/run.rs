@@ -20,6 +20,7 @@ use crate::store::{ConversationRecord, StoreError, TurnWrite};
 use crate::AppState;
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Everything a run needs, loaded and validated before the first byte is sent.
@@ -190,8 +191,12 @@ async fn run(state: &AppState, plan: &TurnPlan, out: &mut Emitter) {
             plan.instructions.as_deref(),
             plan.history.iter().map(|e| e.as_ref()).chain(&plan.inputs).chain(&out.fold.outputs),
         );
-        let request =
-            ChatRequest { model: plan.model.clone(), messages, tools: toolbox.chat.clone(), args: plan.args.clone() };
+        let request = ChatRequest {
+            model: plan.model.clone(),
+            messages,
+            tools: Cow::Borrowed(&toolbox.chat),
+            args: Cow::Borrowed(&plan.args),
+        };
         let stream = match backend.chat_stream(request).await {
             Ok(stream) => stream,
             Err(error) => return out.fail(&error).await,
