@@ -35,6 +35,25 @@ pub enum ChatMessage<'a> {
     },
 }
 
+impl ChatMessage<'_> {
+    /// Bytes of text the message carries (for sizing buffers).
+    pub fn text_len(&self) -> usize {
+        let content = |c: &Content| match c {
+            Content::Text(text) => text.len(),
+            Content::Chunks(chunks) => chunks.len() * 256,
+        };
+        match self {
+            ChatMessage::System { content } => content.len(),
+            ChatMessage::User { content: c } => content(c),
+            ChatMessage::Assistant { content: c, tool_calls, .. } => {
+                c.as_deref().map_or(0, content)
+                    + tool_calls.iter().map(|t| t.function.arguments.len() + t.function.name.len() + 64).sum::<usize>()
+            }
+            ChatMessage::Tool { content, .. } => content.len() + 32,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ToolCall<'a> {
     pub id: Cow<'a, str>,

@@ -253,7 +253,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[derive(Serialize)]
 pub struct ChatBody<'a> {
     model: &'a str,
-    messages: &'a [ChatMessage<'a>],
     stream: bool,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     tools: &'a [ChatTool],
@@ -292,7 +291,87 @@ struct StreamOptions {
     include_usage: bool,
 }
 
-/// The body of a streamed chat completion in `dialect`.
+/// The JSON body of a streamed chat completion in `dialect`: the messages, then the rest.
+pub fn encode_request(dialect: Dialect, request: &ChatRequest<'_>) -> Vec<u8> {
+    // Serializing our own types cannot fail (string keys, no custom errors).
+    let rest = serde_json::to_vec(&request_body(dialect, request)).unwrap_or_else(|_| b"{}".to_vec());
+    let estimate: usize = request.messages.iter().map(|m| m.text_len() + 64).sum();
+    let mut body = Vec::with_capacity(estimate + rest.len() + 16);
+    body.extend_from_slice(br#"{"messages":"#);
+    write_messages(&mut body, &request.messages);
+    if rest.len() > 2 {
+        body.push(b',');
+    }
+    body.extend_from_slice(rest.get(1..).unwrap_or(b"}"));
+    body
+}
+
+/// The `messages` array, written by hand: serde would run every key and fixed value
+/// (`"role"`, `"user"`, `"content"`, …) through its string escaper, which was most of the
+/// time spent serializing a long history. Values that may need escaping still go through
+/// serde_json. Same JSON as the derived `Serialize` (a test compares them).
+fn write_messages(out: &mut Vec<u8>, messages: &[ChatMessage<'_>]) {
+    fn json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+        // Writing into a Vec cannot fail, and our values serialize without errors.
+        let _ = serde_json::to_writer(&mut *out, value);
+    }
+    out.push(b'[');
+    for (i, message) in messages.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match message {
+            ChatMessage::System { content } => {
+                out.extend_from_slice(br#"{"role":"system","content":"#);
+                json(out, content.as_ref());
+            }
+            ChatMessage::User { content } => {
+                out.extend_from_slice(br#"{"role":"user","content":"#);
+                json(out, content.as_ref());
+            }
+            ChatMessage::Assistant { content, tool_calls, prefix } => {
+                out.extend_from_slice(br#"{"role":"assistant","content":"#);
+                match content {
+                    Some(content) => json(out, content.as_ref()),
+                    None => out.extend_from_slice(b"null"),
+                }
+                if !tool_calls.is_empty() {
+                    out.extend_from_slice(br#","tool_calls":["#);
+                    for (j, call) in tool_calls.iter().enumerate() {
+                        if j > 0 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(br#"{"id":"#);
+                        json(out, call.id.as_ref());
+                        out.extend_from_slice(br#","type":"#);
+                        json(out, call.kind);
+                        out.extend_from_slice(br#","function":{"name":"#);
+                        json(out, call.function.name.as_ref());
+                        out.extend_from_slice(br#","arguments":"#);
+                        json(out, call.function.arguments.as_ref());
+                        out.extend_from_slice(b"}}");
+                    }
+                    out.push(b']');
+                }
+                if *prefix {
+                    out.extend_from_slice(br#","prefix":true"#);
+                }
+            }
+            ChatMessage::Tool { tool_call_id, name, content } => {
+                out.extend_from_slice(br#"{"role":"tool","tool_call_id":"#);
+                json(out, tool_call_id.as_ref());
+                out.extend_from_slice(br#","name":"#);
+                json(out, name.as_ref());
+                out.extend_from_slice(br#","content":"#);
+                json(out, content.as_ref());
+            }
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
+}
+
+/// The body of a streamed chat completion in `dialect`, without the messages.
 pub fn request_body<'a>(dialect: Dialect, request: &'a ChatRequest<'_>) -> ChatBody<'a> {
     let args = &request.args;
     let mistral = dialect == Dialect::Mistral;
@@ -305,7 +384,6 @@ pub fn request_body<'a>(dialect: Dialect, request: &'a ChatRequest<'_>) -> ChatB
     });
     ChatBody {
         model: &request.model,
-        messages: &request.messages,
         stream: true,
         tools: &request.tools,
         temperature: args.temperature,
@@ -453,8 +531,7 @@ fn parse_chunk(data: &str, finished: &mut bool) -> Result<Vec<ChatDelta>> {
 #[async_trait::async_trait]
 impl ModelBackend for OpenAiCompat {
     async fn chat_stream(&self, request: ChatRequest<'_>) -> Result<DeltaStream> {
-        let body = serde_json::to_vec(&request_body(self.dialect, &request))
-            .map_err(|e| Error::Internal(anyhow::anyhow!("serializing a chat request: {e}")))?;
+        let body = encode_request(self.dialect, &request);
         let mut builder = self
             .http
             .post(self.chat_url.clone())
@@ -556,10 +633,53 @@ mod tests {
     #[test]
     fn unset_arguments_are_not_sent() {
         let chat = request(CompletionArgs::default());
-        let body = serde_json::to_value(request_body(Dialect::Mistral, &chat)).unwrap();
+        let body: Value = serde_json::from_slice(&encode_request(Dialect::Mistral, &chat)).unwrap();
 
         let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
         assert_eq!(keys, vec!["messages", "model", "stream"]);
+    }
+
+    #[test]
+    fn hand_written_messages_are_the_derived_json() {
+        use std::borrow::Cow;
+        let call = |id: &'static str| crate::backends::chat::ToolCall {
+            id: Cow::Borrowed(id),
+            kind: "function",
+            function: crate::backends::chat::FunctionCallBody {
+                name: Cow::Borrowed("get \"weather\""),
+                arguments: Cow::Borrowed("{\"city\": \"Paris\n\"}"),
+            },
+        };
+        let messages = vec![
+            ChatMessage::System { content: Cow::Borrowed("Be \"brief\".") },
+            ChatMessage::User { content: Cow::Owned(Content::Text("héllo\u{1}".into())) },
+            ChatMessage::User {
+                content: Cow::Owned(Content::Chunks(vec![serde_json::json!({"type": "text", "text": "a"})])),
+            },
+            ChatMessage::Assistant {
+                content: Some(Cow::Owned(Content::Text("x".into()))),
+                tool_calls: vec![],
+                prefix: true,
+            },
+            ChatMessage::Assistant { content: None, tool_calls: vec![call("c1"), call("c2")], prefix: false },
+            ChatMessage::Tool {
+                tool_call_id: Cow::Borrowed("c1"),
+                name: Cow::Borrowed("n"),
+                content: Cow::Borrowed("21\tC"),
+            },
+        ];
+        let chat = ChatRequest {
+            model: "m".into(),
+            messages: messages.clone(),
+            tools: vec![].into(),
+            args: Cow::Owned(CompletionArgs { temperature: Some(0.5), ..Default::default() }),
+        };
+
+        let body: Value = serde_json::from_slice(&encode_request(Dialect::Mistral, &chat)).unwrap();
+
+        assert_eq!(body["messages"], serde_json::to_value(&messages).unwrap());
+        assert_eq!(body["temperature"], 0.5);
+        assert_eq!(body["model"], "m");
     }
 
     #[test]
