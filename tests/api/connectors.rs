@@ -54,7 +54,7 @@ async fn a_connector_tool_runs_on_the_server_and_the_model_reads_its_answer() {
     assert_eq!(requests.len(), 2);
     let offered: Vec<&str> =
         requests[0]["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
-    assert_eq!(offered, ["lookup_order", "delete_order"]);
+    assert_eq!(offered, ["lookup_order", "delete_order", "refund_order", "crash_order"]);
     assert_eq!(
         requests[1]["messages"],
         json!([
@@ -89,7 +89,7 @@ async fn include_and_exclude_choose_the_offered_tools_and_the_tool_credentials_a
     let request = upstream.last_request();
     let offered: Vec<&str> =
         request["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
-    assert_eq!(offered, ["lookup_order"]);
+    assert_eq!(offered, ["lookup_order", "refund_order", "crash_order"]);
     let authorizations = mcp.authorizations();
     assert!(!authorizations.is_empty());
     assert!(authorizations.iter().all(|a| a.as_deref() == Some("Bearer k1")), "{authorizations:?}");
@@ -230,4 +230,82 @@ async fn a_streamed_tool_run_sends_execution_events_that_fold_to_the_stored_entr
     let history = app.history(conversation_id).await;
     assert_eq!(history[1]["id"], started["id"]);
     assert_eq!(history[1]["info"], done["info"]);
+}
+
+#[tokio::test]
+async fn a_failure_the_tool_reports_is_an_answer_for_the_model() {
+    let (app, upstream, _mcp) = setup().await;
+    let agent_id = agent(&app, &[]).await;
+    upstream.script([Reply::ToolCalls("", vec![("call_r", "refund_order", r#"{"id": 3}"#)]), Reply::Text("Sorry.")]);
+
+    let response = app.ok("/v1/conversations", &json!({"agent_id": agent_id, "inputs": "Refund order 3"})).await;
+
+    let outputs = response["outputs"].as_array().unwrap();
+    assert_eq!(kinds(outputs), ["tool.execution", "message.output"]);
+    assert_eq!(outputs[0]["info"]["is_error"], true);
+    assert_eq!(outputs[0]["info"]["output"], "Refunds are closed today.");
+    let last = upstream.last_request()["messages"].as_array().unwrap().last().cloned().unwrap();
+    assert_eq!(last["content"], "Refunds are closed today.");
+}
+
+#[tokio::test]
+async fn an_expired_connector_session_is_renewed_once() {
+    let (app, upstream, mcp) = setup().await;
+    let agent_id = agent(&app, &[]).await;
+    app.ok("/v1/conversations", &json!({"agent_id": agent_id, "inputs": "hi"})).await;
+    assert_eq!(mcp.initializations(), 1);
+    mcp.expire_session();
+    upstream.script([Reply::ToolCalls("", vec![("call_e", "lookup_order", r#"{"id": 8}"#)]), Reply::Text("ok")]);
+
+    let response = app.ok("/v1/conversations", &json!({"agent_id": agent_id, "inputs": "order 8?"})).await;
+
+    assert_eq!(mcp.initializations(), 2);
+    assert_eq!(response["outputs"][0]["info"]["output"], "Order 8 has shipped.");
+}
+
+#[tokio::test]
+async fn a_connector_that_cannot_be_reached_fails_the_turn_and_stores_nothing() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let config = format!("[[connector]]\nid = \"orders\"\nurl = \"http://{closed}/mcp\"\n");
+    let (app, upstream) =
+        TestApp::with_upstream_options(Options { config_toml: Some(config), ..Options::default() }).await;
+    let start = app.ok("/v1/conversations", &json!({"model": "fake-model", "inputs": "hi"})).await;
+    let conversation_id = start["conversation_id"].as_str().unwrap();
+    let before = app.history(conversation_id).await;
+    let requests_before = upstream.requests().len();
+
+    let failed = app
+        .post("/v1/conversations", &json!({"model": "fake-model", "tools": [orders_tool(&[])], "inputs": "order 1?"}))
+        .await;
+    let body = json_of(failed, 502).await;
+    assert!(body.to_string().contains("connector `orders`"), "{body}");
+
+    let list = json_of(app.get("/v1/conversations").await, 200).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "the failed start stored nothing");
+    assert_eq!(app.history(conversation_id).await, before);
+    assert_eq!(upstream.requests().len(), requests_before, "the model was not called for the failed turn");
+}
+
+#[tokio::test]
+async fn a_tool_server_failure_mid_turn_leaves_the_conversation_as_it_was() {
+    let (app, upstream, _mcp) = setup().await;
+    let agent_id = agent(&app, &[]).await;
+    let start = app.ok("/v1/conversations", &json!({"agent_id": agent_id, "inputs": "hi"})).await;
+    let conversation_id = start["conversation_id"].as_str().unwrap();
+    let path = format!("/v1/conversations/{conversation_id}");
+    let before = app.history(conversation_id).await;
+    upstream.script([Reply::ToolCalls("Let me try.", vec![("call_x", "crash_order", "{}")])]);
+
+    let failed = app.post(&path, &json!({"inputs": "break it"})).await;
+
+    let body = json_of(failed, 502).await;
+    assert!(body.to_string().contains("HTTP 500"), "{body}");
+    assert_eq!(app.history(conversation_id).await, before);
+    upstream.script([Reply::Text("Fine again.")]);
+    let next = app.ok(&path, &json!({"inputs": "again"})).await;
+    assert_eq!(next["outputs"][0]["content"], "Fine again.");
+    assert_eq!(app.history(conversation_id).await.len(), before.len() + 2);
 }

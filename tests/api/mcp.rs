@@ -1,6 +1,6 @@
-//! A fake MCP server (Streamable HTTP) for the connector tests: two tools, a session id,
-//! `tools/list` answered as JSON and `tools/call` as an SSE stream (both forms the spec
-//! allows), every call recorded.
+//! A fake MCP server (Streamable HTTP) for the connector tests: four tools (one answers 500), session ids
+//! (which a test can expire), `tools/list` answered as JSON and `tools/call` as an SSE
+//! stream (both forms the spec allows), every call recorded.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -11,10 +11,11 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 
-const SESSION: &str = "session-1";
-
 #[derive(Clone, Default)]
 struct Shared {
+    /// The session id the server currently knows (`initialize` issues a new one).
+    session: Arc<Mutex<String>>,
+    initializations: Arc<Mutex<usize>>,
     calls: Arc<Mutex<Vec<Value>>>,
     /// `Authorization` headers received, in order.
     authorizations: Arc<Mutex<Vec<Option<String>>>>,
@@ -44,6 +45,15 @@ impl FakeMcp {
         self.shared.authorizations.lock().unwrap().clone()
     }
 
+    /// Forgets the session, as a restarted server would: the next request with it gets 404.
+    pub fn expire_session(&self) {
+        self.shared.session.lock().unwrap().clear();
+    }
+
+    pub fn initializations(&self) -> usize {
+        *self.shared.initializations.lock().unwrap()
+    }
+
     /// A `[[connector]]` table for palaver's config file.
     pub fn config(&self, id: &str) -> String {
         format!("[[connector]]\nid = \"{id}\"\nurl = \"{}\"\n", self.url)
@@ -55,12 +65,23 @@ async fn rpc(State(shared): State<Shared>, headers: HeaderMap, Json(message): Js
     shared.authorizations.lock().unwrap().push(auth);
     let method = message["method"].as_str().unwrap_or_default();
     let id = message["id"].clone();
-    if method != "initialize" && headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) != Some(SESSION) {
-        return (StatusCode::BAD_REQUEST, "missing session").into_response();
+    if method != "initialize" {
+        let known = shared.session.lock().unwrap().clone();
+        match headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+            None => return (StatusCode::BAD_REQUEST, "missing session").into_response(),
+            Some(id) if id != known => return (StatusCode::NOT_FOUND, "unknown session").into_response(),
+            Some(_) => {}
+        }
     }
     match method {
         "initialize" => (
-            [("mcp-session-id", SESSION)],
+            [("mcp-session-id", {
+                let mut count = shared.initializations.lock().unwrap();
+                *count += 1;
+                let id = format!("session-{count}");
+                *shared.session.lock().unwrap() = id.clone();
+                id
+            })],
             Json(json!({"jsonrpc": "2.0", "id": id, "result": {
                 "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
                 "serverInfo": {"name": "fake-orders", "version": "1"}}})),
@@ -72,16 +93,25 @@ async fn rpc(State(shared): State<Shared>, headers: HeaderMap, Json(message): Js
              "inputSchema": {"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]}},
             {"name": "delete_order", "description": "Deletes an order.",
              "inputSchema": {"type": "object", "properties": {"id": {"type": "integer"}}}},
+            {"name": "refund_order", "description": "Refunds an order.",
+             "inputSchema": {"type": "object", "properties": {"id": {"type": "integer"}}}},
+            {"name": "crash_order", "description": "Breaks the server.",
+             "inputSchema": {"type": "object"}},
         ]}}))
         .into_response(),
+        "tools/call" if message["params"]["name"] == "crash_order" => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "the tool server crashed").into_response()
+        }
         "tools/call" => {
             let params = message["params"].clone();
             shared.calls.lock().unwrap().push(params.clone());
-            let text = match params["name"].as_str() {
-                Some("lookup_order") => format!("Order {} has shipped.", params["arguments"]["id"]),
-                _ => format!("Order {} deleted.", params["arguments"]["id"]),
+            let (text, is_error) = match params["name"].as_str() {
+                Some("lookup_order") => (format!("Order {} has shipped.", params["arguments"]["id"]), false),
+                Some("refund_order") => ("Refunds are closed today.".to_owned(), true),
+                _ => (format!("Order {} deleted.", params["arguments"]["id"]), false),
             };
-            let answer = json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": text}]}});
+            let answer = json!({"jsonrpc": "2.0", "id": id,
+                                "result": {"content": [{"type": "text", "text": text}], "isError": is_error}});
             // A notification first: the client must pick the answer by its id.
             let body = format!(
                 "event: message\ndata: {}\n\nevent: message\ndata: {answer}\n\n",
