@@ -103,9 +103,26 @@ impl Serialize for Function {
     }
 }
 
-/// Function names as the OpenAI-compatible chat APIs accept them.
+/// Function names as the OpenAI-compatible chat APIs accept them: 1 to 64 of these.
+pub const MAX_FUNCTION_NAME: usize = 64;
+
+pub fn is_function_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+}
+
 fn is_valid_function_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !name.is_empty() && name.len() <= MAX_FUNCTION_NAME && name.bytes().all(is_function_name_byte)
+}
+
+/// `name` made acceptable as a function name (other characters become `_`, cut to 64):
+/// MCP servers may name tools `github.create_issue`, which chat APIs refuse.
+pub fn function_name(name: &str) -> String {
+    let mut out: String =
+        name.bytes().take(MAX_FUNCTION_NAME).map(|b| if is_function_name_byte(b) { b as char } else { '_' }).collect();
+    if out.is_empty() {
+        out.push_str("tool");
+    }
+    out
 }
 
 impl Tool {
@@ -178,6 +195,14 @@ pub fn validate_tools(tools: &[Tool], at: &[Loc], errors: &mut Vec<FieldError>) 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn names_chat_apis_refuse_become_valid_function_names() {
+        assert_eq!(super::function_name("github.create_issue"), "github_create_issue");
+        assert_eq!(super::function_name("ok-name_1"), "ok-name_1");
+        assert_eq!(super::function_name(""), "tool");
+        assert_eq!(super::function_name(&"x".repeat(80)).len(), 64);
+    }
+
     use super::*;
 
     fn errors_of(json: &str) -> Vec<FieldError> {

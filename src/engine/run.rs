@@ -364,7 +364,7 @@ async fn execute(
     })
     .await;
     let info = match toolbox.server_tool(name) {
-        Some(tool) => tool.run(name, tool_call_id, arguments).await?,
+        Some(tool) => tool.run(tool_call_id, arguments).await?,
         // The agent changed between the call and its confirmation.
         None => serde_json::Map::from_iter([
             ("tool_call_id".to_owned(), serde_json::json!(tool_call_id)),

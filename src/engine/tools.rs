@@ -4,7 +4,7 @@
 use super::context;
 use crate::backends::chat::{ChatTool, ToolFunction};
 use crate::connectors::{self, Connector, Connectors, ToolOutput};
-use crate::domain::tools::Tool;
+use crate::domain::tools::{function_name, Tool};
 use crate::error::Error;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 /// A tool name the server answers, with the connector that runs it.
 pub struct ServerTool {
+    /// The tool's name on its server (the model may see it spelled as a function name).
+    name: String,
     connector: Arc<dyn Connector>,
     credential: Option<String>,
     /// Calls wait for the client's `tool_confirmations` before they run.
@@ -33,23 +35,25 @@ impl Toolbox {
             let Some(connector) = connectors.for_tool(tool)? else { continue };
             let credential = connectors::authorization(tool);
             for offered in connector.tools(credential).await?.iter() {
+                let name = function_name(&offered.name);
                 // A client function of the same name wins: the client defined it for this agent.
-                let taken = toolbox.chat.iter().any(|c| c.function.name == offered.name);
+                let taken = toolbox.chat.iter().any(|c| c.function.name == name);
                 if taken || !connectors::exposes(tool, &offered.name) {
                     continue;
                 }
                 toolbox.chat.push(ChatTool {
                     kind: "function",
                     function: ToolFunction {
-                        name: offered.name.clone(),
+                        name: name.clone(),
                         description: offered.description.clone(),
                         parameters: offered.parameters.clone(),
                         strict: None,
                     },
                 });
                 toolbox.server.insert(
-                    offered.name.clone(),
+                    name,
                     ServerTool {
+                        name: offered.name.clone(),
                         connector: connector.clone(),
                         credential: credential.map(str::to_owned),
                         requires_confirmation: connectors::requires_confirmation(tool, &offered.name),
@@ -71,13 +75,13 @@ impl ServerTool {
     /// `tool_call_id` and the output it will read. Arguments that are not a JSON object and
     /// failures the tool reports are answers for the model, not failures of the turn;
     /// a connector that cannot be reached fails the turn.
-    pub async fn run(&self, name: &str, tool_call_id: &str, arguments: &str) -> Result<Map<String, Value>, Error> {
+    pub async fn run(&self, tool_call_id: &str, arguments: &str) -> Result<Map<String, Value>, Error> {
         let output = match serde_json::from_str::<Map<String, Value>>(if arguments.trim().is_empty() {
             "{}"
         } else {
             arguments
         }) {
-            Ok(arguments) => self.connector.call(self.credential.as_deref(), name, arguments).await?,
+            Ok(arguments) => self.connector.call(self.credential.as_deref(), &self.name, arguments).await?,
             Err(e) => ToolOutput { text: format!("The arguments are not a JSON object: {e}"), is_error: true },
         };
         let mut info = Map::new();

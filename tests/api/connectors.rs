@@ -54,7 +54,7 @@ async fn a_connector_tool_runs_on_the_server_and_the_model_reads_its_answer() {
     assert_eq!(requests.len(), 2);
     let offered: Vec<&str> =
         requests[0]["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
-    assert_eq!(offered, ["lookup_order", "delete_order", "refund_order", "crash_order"]);
+    assert_eq!(offered, ["lookup_order", "delete_order", "refund_order", "crash_order", "orders_cancel"]);
     assert_eq!(
         requests[1]["messages"],
         json!([
@@ -89,7 +89,7 @@ async fn include_and_exclude_choose_the_offered_tools_and_the_tool_credentials_a
     let request = upstream.last_request();
     let offered: Vec<&str> =
         request["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
-    assert_eq!(offered, ["lookup_order", "refund_order", "crash_order"]);
+    assert_eq!(offered, ["lookup_order", "refund_order", "crash_order", "orders_cancel"]);
     let authorizations = mcp.authorizations();
     assert!(!authorizations.is_empty());
     assert!(authorizations.iter().all(|a| a.as_deref() == Some("Bearer k1")), "{authorizations:?}");
@@ -308,4 +308,17 @@ async fn a_tool_server_failure_mid_turn_leaves_the_conversation_as_it_was() {
     let next = app.ok(&path, &json!({"inputs": "again"})).await;
     assert_eq!(next["outputs"][0]["content"], "Fine again.");
     assert_eq!(app.history(conversation_id).await.len(), before.len() + 2);
+}
+
+#[tokio::test]
+async fn a_tool_name_chat_apis_refuse_is_offered_as_a_valid_function_name() {
+    let (app, upstream, mcp) = setup().await;
+    let agent_id = agent(&app, &[]).await;
+    upstream.script([Reply::ToolCalls("", vec![("call_d", "orders_cancel", "{}")]), Reply::Text("Done.")]);
+
+    let response = app.ok("/v1/conversations", &json!({"agent_id": agent_id, "inputs": "cancel"})).await;
+
+    assert_eq!(mcp.calls(), [json!({"name": "orders.cancel", "arguments": {}})]);
+    assert_eq!(response["outputs"][0]["name"], "orders_cancel");
+    assert_eq!(response["outputs"][0]["info"]["output"], "Cancelled.");
 }

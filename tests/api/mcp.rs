@@ -1,4 +1,5 @@
-//! A fake MCP server (Streamable HTTP) for the connector tests: four tools (one answers 500), session ids
+//! A fake MCP server (Streamable HTTP) for the connector tests: five tools (one answers 500,
+//! one has a dotted name), session ids
 //! (which a test can expire), `tools/list` answered as JSON and `tools/call` as an SSE
 //! stream (both forms the spec allows), every call recorded.
 
@@ -97,6 +98,8 @@ async fn rpc(State(shared): State<Shared>, headers: HeaderMap, Json(message): Js
              "inputSchema": {"type": "object", "properties": {"id": {"type": "integer"}}}},
             {"name": "crash_order", "description": "Breaks the server.",
              "inputSchema": {"type": "object"}},
+            {"name": "orders.cancel", "description": "A name chat APIs refuse as a function name.",
+             "inputSchema": {"type": "object"}},
         ]}}))
         .into_response(),
         "tools/call" if message["params"]["name"] == "crash_order" => {
@@ -108,6 +111,7 @@ async fn rpc(State(shared): State<Shared>, headers: HeaderMap, Json(message): Js
             let (text, is_error) = match params["name"].as_str() {
                 Some("lookup_order") => (format!("Order {} has shipped.", params["arguments"]["id"]), false),
                 Some("refund_order") => ("Refunds are closed today.".to_owned(), true),
+                Some("orders.cancel") => ("Cancelled.".to_owned(), false),
                 _ => (format!("Order {} deleted.", params["arguments"]["id"]), false),
             };
             let answer = json!({"jsonrpc": "2.0", "id": id,
