@@ -68,29 +68,45 @@ pub struct FunctionCallBody<'a> {
     pub arguments: Cow<'a, str>,
 }
 
-/// A function the model may call.
+/// A function the model may call. Built from an agent's tools it borrows their JSON
+/// schemas instead of copying them every turn.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ChatTool {
+pub struct ChatTool<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
-    pub function: ToolFunction,
+    pub function: ToolFunction<'a>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ToolFunction {
-    pub name: String,
+pub struct ToolFunction<'a> {
+    pub name: Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    pub parameters: Map<String, Value>,
+    pub description: Option<Cow<'a, str>>,
+    pub parameters: Cow<'a, Map<String, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strict: Option<bool>,
+}
+
+impl ChatTool<'_> {
+    pub fn into_owned(self) -> ChatTool<'static> {
+        let f = self.function;
+        ChatTool {
+            kind: self.kind,
+            function: ToolFunction {
+                name: Cow::Owned(f.name.into_owned()),
+                description: f.description.map(|d| Cow::Owned(d.into_owned())),
+                parameters: Cow::Owned(f.parameters.into_owned()),
+                strict: f.strict,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct ChatRequest<'a> {
     pub model: String,
     pub messages: Vec<ChatMessage<'a>>,
-    pub tools: Cow<'a, [ChatTool]>,
+    pub tools: Cow<'a, [ChatTool<'a>]>,
     pub args: Cow<'a, CompletionArgs>,
 }
 

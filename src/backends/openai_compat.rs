@@ -255,7 +255,7 @@ pub struct ChatBody<'a> {
     model: &'a str,
     stream: bool,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    tools: &'a [ChatTool],
+    tools: &'a [ChatTool<'a>],
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]

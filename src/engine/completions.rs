@@ -198,7 +198,7 @@ fn chat_messages(values: Vec<Value>) -> Result<Vec<ChatMessage<'static>>> {
 }
 
 /// Function tools of the request; other tool types have no meaning without a connector.
-fn request_tools(tools: Option<Vec<Value>>) -> Result<Vec<ChatTool>> {
+fn request_tools(tools: Option<Vec<Value>>) -> Result<Vec<ChatTool<'static>>> {
     let mut out = Vec::new();
     for (index, value) in tools.unwrap_or_default().into_iter().enumerate() {
         let tool: ToolIn = decode_value(&["body".into(), "tools".into(), index.into()], value)?;
@@ -206,9 +206,9 @@ fn request_tools(tools: Option<Vec<Value>>) -> Result<Vec<ChatTool>> {
             out.push(ChatTool {
                 kind: "function",
                 function: ToolFunction {
-                    name: function.name,
-                    description: function.description,
-                    parameters: function.parameters.unwrap_or_default(),
+                    name: Cow::Owned(function.name),
+                    description: function.description.map(Cow::Owned),
+                    parameters: Cow::Owned(function.parameters.unwrap_or_default()),
                     strict: function.strict,
                 },
             });
@@ -262,7 +262,7 @@ pub async fn prepare(
             }
             let mut agent_tools = context::chat_tools(&agent.config.tools);
             agent_tools.retain(|t| !tools.iter().any(|r| r.function.name == t.function.name));
-            tools.extend(agent_tools);
+            tools.extend(agent_tools.into_iter().map(ChatTool::into_owned));
             (agent.config.model, agent.config.completion_args.overridden_by(&overrides))
         }
         None => match request.model {

@@ -94,7 +94,7 @@ fn push_tool_call<'a>(messages: &mut Vec<ChatMessage<'a>>, id: &'a str, name: &'
 
 /// The client functions offered to the model: the `function` tools (connector tools are
 /// added by `tools::Toolbox`).
-pub fn chat_tools(tools: &[Tool]) -> Vec<ChatTool> {
+pub fn chat_tools(tools: &[Tool]) -> Vec<ChatTool<'_>> {
     tools
         .iter()
         .filter(|tool| tool.kind == ToolType::Function)
@@ -102,9 +102,9 @@ pub fn chat_tools(tools: &[Tool]) -> Vec<ChatTool> {
         .map(|function| ChatTool {
             kind: "function",
             function: ToolFunction {
-                name: function.name.clone(),
-                description: function.description.clone(),
-                parameters: function.parameters.clone(),
+                name: Cow::Borrowed(&function.name),
+                description: function.description.as_deref().map(Cow::Borrowed),
+                parameters: Cow::Borrowed(&function.parameters),
                 strict: function.strict,
             },
         })

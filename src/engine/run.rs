@@ -235,7 +235,7 @@ struct RoundOutcome {
 async fn consume(
     mut stream: DeltaStream,
     plan: &TurnPlan,
-    toolbox: &Toolbox,
+    toolbox: &Toolbox<'_>,
     out: &mut Emitter,
 ) -> Result<RoundOutcome, Error> {
     let mut message: Option<(EntryId, u32, Timestamp)> = None;
@@ -344,7 +344,7 @@ async fn consume(
 
 /// Runs one call of a server-side tool as a `tool.execution` entry.
 async fn execute(
-    toolbox: &Toolbox,
+    toolbox: &Toolbox<'_>,
     plan: &TurnPlan,
     out: &mut Emitter,
     name: &str,

@@ -7,6 +7,7 @@ use crate::connectors::{self, Connector, Connectors, ToolOutput};
 use crate::domain::tools::{function_name, Tool};
 use crate::error::Error;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -20,16 +21,17 @@ pub struct ServerTool {
     pub requires_confirmation: bool,
 }
 
+/// Borrows the turn's tool definitions (`'a`): function schemas are not copied per turn.
 #[derive(Default)]
-pub struct Toolbox {
-    pub chat: Vec<ChatTool>,
+pub struct Toolbox<'a> {
+    pub chat: Vec<ChatTool<'a>>,
     server: HashMap<String, ServerTool>,
 }
 
-impl Toolbox {
+impl<'a> Toolbox<'a> {
     /// Lists the connectors' tools (each connector caches its list). A turn whose tools
     /// name no connector costs nothing more than its function list.
-    pub async fn of(connectors: &Connectors, tools: &[Tool]) -> Result<Self, Error> {
+    pub async fn of(connectors: &Connectors, tools: &'a [Tool]) -> Result<Self, Error> {
         let mut toolbox = Toolbox { chat: context::chat_tools(tools), server: HashMap::new() };
         for tool in tools {
             let Some(connector) = connectors.for_tool(tool)? else { continue };
@@ -44,9 +46,9 @@ impl Toolbox {
                 toolbox.chat.push(ChatTool {
                     kind: "function",
                     function: ToolFunction {
-                        name: name.clone(),
-                        description: offered.description.clone(),
-                        parameters: offered.parameters.clone(),
+                        name: Cow::Owned(name.clone()),
+                        description: offered.description.clone().map(Cow::Owned),
+                        parameters: Cow::Owned(offered.parameters.clone()),
                         strict: None,
                     },
                 });
