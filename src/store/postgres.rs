@@ -21,7 +21,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::types::Json;
 use sqlx::{Connection, Postgres, Transaction};
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
@@ -229,9 +229,14 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// is closed instead.
 struct Connections {
     options: PgConnectOptions,
-    idle: std::sync::Mutex<Vec<PgConnection>>,
+    /// Connections not in use, with when each was given back (most recent last).
+    idle: std::sync::Mutex<Vec<(PgConnection, Instant)>>,
     permits: tokio::sync::Semaphore,
 }
+
+/// A connection idle longer than this is checked before use: servers, proxies and
+/// firewalls close quiet connections, and a failed query would surface as a 500.
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(60);
 
 impl Connections {
     fn new(options: PgConnectOptions, max: usize) -> Self {
@@ -245,7 +250,12 @@ impl Connections {
             .map_err(|_| unavailable("no free connection within 10 s".into()))?
             .map_err(|e| unavailable(e.to_string()))?;
         let idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
-        let conn = match idle {
+        let reusable = match idle {
+            Some((conn, since)) if since.elapsed() < CHECK_AFTER_IDLE => Some(conn),
+            Some((mut conn, _)) => conn.ping().await.is_ok().then_some(conn),
+            None => None,
+        };
+        let conn = match reusable {
             Some(conn) => conn,
             None => tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&self.options))
                 .await
@@ -273,7 +283,7 @@ impl Lease<'_> {
     fn give_back<T>(mut self, result: StoreResult<T>) -> StoreResult<T> {
         let reusable = !matches!(result, Err(StoreError::Other(_)));
         if let (true, Some(conn)) = (reusable, self.conn.take()) {
-            self.connections.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(conn);
+            self.connections.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push((conn, Instant::now()));
         }
         result
     }

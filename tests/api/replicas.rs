@@ -65,3 +65,43 @@ async fn graceful_shutdown_ends_open_streams_and_the_run_still_commits() {
     assert!(refused.is_err(), "the stopped server accepts no more requests");
     assert_eq!(json_of(again.get("/health").await, 200).await["status"], "ok");
 }
+
+/// Postgres only (SQLite has no server to lose): when the database drops palaver's
+/// connections (a restart, a failover, an idle-connection reaper), requests recover once
+/// the broken connections are found, and nothing stored is lost.
+#[tokio::test]
+async fn requests_recover_after_the_database_drops_its_connections() {
+    let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
+        // The SQLite run of this suite: the Postgres run (scripts/test) exercises this.
+        return;
+    };
+    use sqlx::Connection;
+    let upstream = FakeUpstream::start().await;
+    let app = TestApp::spawn_with(Options { upstream_url: Some(upstream.url.clone()), ..Default::default() }).await;
+    let start = app.ok("/v1/conversations", &json!({"model": "m", "inputs": "before"})).await;
+    let id = start["conversation_id"].as_str().unwrap().to_owned();
+    let database = app.database_url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&database)
+    .execute(&mut admin)
+    .await
+    .unwrap();
+
+    // Each broken connection fails at most one request, then is replaced.
+    let mut failures = 0;
+    loop {
+        let response = app.get(&format!("/v1/conversations/{id}/history")).await;
+        if response.status() == 200 {
+            break;
+        }
+        assert_eq!(response.status(), 500, "a lost connection is a server error, not a client one");
+        failures += 1;
+        assert!(failures <= 8, "requests did not recover after {failures} failures");
+    }
+    assert_eq!(app.history(&id).await.len(), 2);
+    app.ok(&format!("/v1/conversations/{id}"), &json!({"inputs": "after"})).await;
+    assert_eq!(app.history(&id).await.len(), 4);
+}
