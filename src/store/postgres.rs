@@ -296,6 +296,17 @@ fn operation<T>(
     op
 }
 
+/// Runs `$body` with `$conn: &mut PgConnection` on a leased connection, then gives the
+/// connection back (or closes it) according to the result.
+macro_rules! on_connection {
+    ($store:ident, |$conn:ident| $body:block) => {{
+        let mut lease = $store.connections.lease().await?;
+        let $conn = lease.conn();
+        let result = operation(async $body).await;
+        lease.give_back(result)
+    }};
+}
+
 async fn insert_version(
     tx: &mut Transaction<'_, Postgres>,
     ws: &WorkspaceId,
@@ -336,14 +347,10 @@ async fn agent_version(
 #[async_trait]
 impl Store for PgStore {
     async fn ping(&self) -> StoreResult<()> {
-        let mut lease = self.connections.lease().await?;
-        let conn = lease.conn();
-        let result = operation(async {
+        on_connection!(self, |conn| {
             sqlx::query("SELECT 1").execute(&mut *conn).await?;
             Ok(())
         })
-        .await;
-        lease.give_back(result)
     }
 
     async fn create_agent(
@@ -353,9 +360,7 @@ impl Store for PgStore {
         config: &AgentConfig,
         now: Timestamp,
     ) -> StoreResult<AgentRecord> {
-        let mut lease = self.connections.lease().await?;
-        let conn = lease.conn();
-        let result = operation(async {
+        on_connection!(self, |conn| {
             let mut tx = conn.begin().await?;
             sqlx::query(sql::INSERT_AGENT)
                 .bind(ws.as_str())
@@ -367,14 +372,10 @@ impl Store for PgStore {
             tx.commit().await?;
             Ok(AgentRecord::first(id.clone(), config.clone(), now))
         })
-        .await;
-        lease.give_back(result)
     }
 
     async fn agent(&self, ws: &WorkspaceId, id: &AgentId, version: &VersionSelector) -> StoreResult<AgentRecord> {
-        let mut lease = self.connections.lease().await?;
-        let conn = lease.conn();
-        let result = operation(async {
+        on_connection!(self, |conn| {
             let row: AgentRow = match version {
                 VersionSelector::Active => {
                     sqlx::query_as(sql::SELECT_ACTIVE_AGENT.as_str())
@@ -402,14 +403,10 @@ impl Store for PgStore {
             };
             Ok(row.into())
         })
-        .await;
-        lease.give_back(result)
     }
 
     async fn agents_exist(&self, ws: &WorkspaceId, ids: &[String]) -> StoreResult<Vec<bool>> {
-        let mut lease = self.connections.lease().await?;
-        let conn = lease.conn();
-        let result = operation(async {
+        on_connection!(self, |conn| {
             let mut found = Vec::with_capacity(ids.len());
             for id in ids {
                 let row: Option<(String,)> =
@@ -418,14 +415,10 @@ impl Store for PgStore {
             }
             Ok(found)
         })
-        .await;
-        lease.give_back(result)
     }
 
     async fn list_agents(&self, ws: &WorkspaceId, filter: &AgentFilter, page: Page) -> StoreResult<Vec<AgentRecord>> {
-        let mut lease = self.connections.lease().await?;
-        let conn = lease.conn();
-        let result = operation(async {
+        on_connection!(self, |conn| {
             let rows: Vec<AgentRow> = sqlx::query_as(LIST_AGENTS.as_str())
                 .bind(ws.as_str())
                 .bind(filter.name.as_deref())
@@ -440,8 +433,6 @@ impl Store for PgStore {
                 .await?;
             Ok(rows.into_iter().map(AgentRecord::from).collect())
         })
-        .await;
-        lease.give_back(result)
     }
 
     async fn append_agent_version(
@@ -452,9 +443,7 @@ impl Store for PgStore {
         config: &AgentConfig,
         now: Timestamp,
     ) -> StoreResult<AgentRecord> {
-        let mut lease = self.connections.lease().await?;
-        let conn = lease.conn();
-        let result = operation(async {
+        on_connection!(self, |conn| {
             let mut tx = conn.begin().await?;
             let bumped: Option<(i64,)> = sqlx::query_as(sql::BUMP_AGENT_FOR_NEW_VERSION)
                 .bind(ws.as_str())
@@ -471,8 +460,6 @@ impl Store for PgStore {
             tx.commit().await?;
             Ok(record)
         })
-        .await;
-        lease.give_back(result)
     }
 
     async fn activate_agent_version(
@@ -482,9 +469,7 @@ impl Store for PgStore {
         version: i64,
         now: Timestamp,
     ) -> StoreResult<AgentRecord> {
-        let mut lease = self.connections.lease().await?;
-        let conn = lease.conn();
-        let result = operation(async {
+        on_connection!(self, |conn| {
             let mut tx = conn.begin().await?;
             let done = sqlx::query(sql::ACTIVATE_VERSION)
                 .bind(ws.as_str())
@@ -500,25 +485,17 @@ impl Store for PgStore {
             tx.commit().await?;
             Ok(record)
         })
-        .await;
-        lease.give_back(result)
     }
 
     async fn delete_agent(&self, ws: &WorkspaceId, id: &AgentId) -> StoreResult<()> {
-        let mut lease = self.connections.lease().await?;
-        let conn = lease.conn();
-        let result = operation(async {
+        on_connection!(self, |conn| {
             let done = sqlx::query(sql::DELETE_AGENT).bind(ws.as_str()).bind(id.as_str()).execute(&mut *conn).await?;
             super::found(done.rows_affected())
         })
-        .await;
-        lease.give_back(result)
     }
 
     async fn list_agent_versions(&self, ws: &WorkspaceId, id: &AgentId, page: Page) -> StoreResult<Vec<AgentRecord>> {
-        let mut lease = self.connections.lease().await?;
-        let conn = lease.conn();
-        let result = operation(async {
+        on_connection!(self, |conn| {
             let rows: Vec<AgentRow> = sqlx::query_as(sql::LIST_AGENT_VERSIONS.as_str())
                 .bind(ws.as_str())
                 .bind(id.as_str())
@@ -528,8 +505,6 @@ impl Store for PgStore {
                 .await?;
             Ok(rows.into_iter().map(AgentRecord::from).collect())
         })
-        .await;
-        lease.give_back(result)
     }
 
     async fn put_alias(
@@ -540,9 +515,7 @@ impl Store for PgStore {
         version: i64,
         now: Timestamp,
     ) -> StoreResult<AliasRecord> {
-        let mut lease = self.connections.lease().await?;
-        let conn = lease.conn();
-        let result = operation(async {
+        on_connection!(self, |conn| {
             let row: AliasRow = sqlx::query_as(sql::UPSERT_ALIAS)
                 .bind(ws.as_str())
                 .bind(id.as_str())
@@ -553,26 +526,18 @@ impl Store for PgStore {
                 .await?;
             Ok(row.into())
         })
-        .await;
-        lease.give_back(result)
     }
 
     async fn list_aliases(&self, ws: &WorkspaceId, id: &AgentId) -> StoreResult<Vec<AliasRecord>> {
-        let mut lease = self.connections.lease().await?;
-        let conn = lease.conn();
-        let result = operation(async {
+        on_connection!(self, |conn| {
             let rows: Vec<AliasRow> =
                 sqlx::query_as(sql::LIST_ALIASES).bind(ws.as_str()).bind(id.as_str()).fetch_all(&mut *conn).await?;
             Ok(rows.into_iter().map(AliasRecord::from).collect())
         })
-        .await;
-        lease.give_back(result)
     }
 
     async fn delete_alias(&self, ws: &WorkspaceId, id: &AgentId, alias: &str) -> StoreResult<()> {
-        let mut lease = self.connections.lease().await?;
-        let conn = lease.conn();
-        let result = operation(async {
+        on_connection!(self, |conn| {
             let done = sqlx::query(sql::DELETE_ALIAS)
                 .bind(ws.as_str())
                 .bind(id.as_str())
@@ -581,14 +546,10 @@ impl Store for PgStore {
                 .await?;
             super::found(done.rows_affected())
         })
-        .await;
-        lease.give_back(result)
     }
 
     async fn commit_turn(&self, ws: &WorkspaceId, turn: &TurnWrite) -> StoreResult<()> {
-        let mut lease = self.connections.lease().await?;
-        let conn = lease.conn();
-        let result = operation(async {
+        on_connection!(self, |conn| {
             // One statement, so one round trip and atomic by itself: the head moves (or the
             // conversation is created) and the entries are inserted only if it did. Unlike
             // SQLite, Postgres runs data-modifying CTEs, which saves BEGIN, COMMIT and a
@@ -619,14 +580,10 @@ impl Store for PgStore {
             }
             Ok(())
         })
-        .await;
-        lease.give_back(result)
     }
 
     async fn conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<ConversationRecord> {
-        let mut lease = self.connections.lease().await?;
-        let conn = lease.conn();
-        let result = operation(async {
+        on_connection!(self, |conn| {
             let row: ConversationRow = sqlx::query_as(sql::SELECT_CONVERSATION.as_str())
                 .bind(ws.as_str())
                 .bind(id.as_str())
@@ -634,8 +591,6 @@ impl Store for PgStore {
                 .await?;
             Ok(row.into())
         })
-        .await;
-        lease.give_back(result)
     }
 
     async fn list_conversations(
@@ -644,9 +599,7 @@ impl Store for PgStore {
         metadata: Option<&Map<String, Value>>,
         page: Page,
     ) -> StoreResult<Vec<ConversationRecord>> {
-        let mut lease = self.connections.lease().await?;
-        let conn = lease.conn();
-        let result = operation(async {
+        on_connection!(self, |conn| {
             let rows: Vec<ConversationRow> = sqlx::query_as(LIST_CONVERSATIONS.as_str())
                 .bind(ws.as_str())
                 .bind(metadata.map(Json))
@@ -656,31 +609,21 @@ impl Store for PgStore {
                 .await?;
             Ok(rows.into_iter().map(ConversationRecord::from).collect())
         })
-        .await;
-        lease.give_back(result)
     }
 
     async fn delete_conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<()> {
-        let mut lease = self.connections.lease().await?;
-        let conn = lease.conn();
-        let result = operation(async {
+        on_connection!(self, |conn| {
             let done =
                 sqlx::query(sql::DELETE_CONVERSATION).bind(ws.as_str()).bind(id.as_str()).execute(&mut *conn).await?;
             super::found(done.rows_affected())
         })
-        .await;
-        lease.give_back(result)
     }
 
     async fn history(&self, ws: &WorkspaceId, head: &EntryId) -> StoreResult<Vec<Entry>> {
-        let mut lease = self.connections.lease().await?;
-        let conn = lease.conn();
-        let result = operation(async {
+        on_connection!(self, |conn| {
             let rows: Vec<(Json<Entry>,)> =
                 sqlx::query_as(sql::HISTORY).bind(ws.as_str()).bind(head.as_str()).fetch_all(&mut *conn).await?;
             Ok(rows.into_iter().map(|(entry,)| entry.0).collect())
         })
-        .await;
-        lease.give_back(result)
     }
 }
