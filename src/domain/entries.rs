@@ -124,6 +124,35 @@ pub struct ToolExecution {
     pub model: Option<String>,
 }
 
+/// palaver's `tool.execution.info` for a run of a server-side tool: the model's
+/// `tool_call_id`, the tool's `output`, and `is_error` when the tool reported a failure.
+/// Written here and read back by the methods below, nowhere else.
+pub fn execution_info(tool_call_id: &str, output: &str, is_error: bool) -> Map<String, Value> {
+    let mut info = Map::new();
+    info.insert("tool_call_id".into(), Value::from(tool_call_id));
+    info.insert("output".into(), Value::from(output));
+    if is_error {
+        info.insert("is_error".into(), Value::Bool(true));
+    }
+    info
+}
+
+impl ToolExecution {
+    /// The model's id for the call this run answers.
+    pub fn tool_call_id(&self) -> Option<&str> {
+        self.info.get("tool_call_id").and_then(Value::as_str)
+    }
+
+    /// What the tool returned, as the model reads it.
+    pub fn output(&self) -> std::borrow::Cow<'_, str> {
+        match self.info.get("output") {
+            Some(Value::String(text)) => std::borrow::Cow::Borrowed(text),
+            Some(other) => std::borrow::Cow::Owned(other.to_string()),
+            None => std::borrow::Cow::Borrowed(""),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentHandoff {
     #[serde(default)]

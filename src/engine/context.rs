@@ -48,12 +48,8 @@ pub fn messages<'a>(
             // A server-side run is the model's call and the tool's answer in one entry. A
             // run confirmed by the client answers a `function.call` already in the history.
             Entry::ToolExecution(execution) => {
-                let tool_call_id = execution.info.get("tool_call_id").and_then(|v| v.as_str()).unwrap_or_default();
-                let output = match execution.info.get("output") {
-                    Some(serde_json::Value::String(text)) => Cow::Borrowed(text.as_str()),
-                    Some(other) => Cow::Owned(other.to_string()),
-                    None => Cow::Borrowed(""),
-                };
+                let tool_call_id = execution.tool_call_id().unwrap_or_default();
+                let output = execution.output();
                 if !call_names.contains_key(tool_call_id) {
                     push_tool_call(&mut messages, tool_call_id, &execution.name, &execution.arguments);
                 }

@@ -147,7 +147,7 @@ fn answer_calls<'a>(
                 close(&mut open, &result.tool_call_id);
             }
             Entry::ToolExecution(execution) => {
-                if let Some(id) = execution.info.get("tool_call_id").and_then(Value::as_str) {
+                if let Some(id) = execution.tool_call_id() {
                     close(&mut open, id);
                 }
             }

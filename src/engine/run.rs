@@ -10,7 +10,7 @@ use super::fold::Fold;
 use super::tools::Toolbox;
 use crate::backends::chat::{ChatDelta, ChatRequest, DeltaStream};
 use crate::domain::completion::CompletionArgs;
-use crate::domain::entries::{Entry, FunctionCall};
+use crate::domain::entries::{execution_info, Entry, FunctionCall};
 use crate::domain::events::RunEvent;
 use crate::domain::ids::{generate_tool_call_id, EntryId, WorkspaceId};
 use crate::domain::time::Timestamp;
@@ -296,7 +296,7 @@ async fn consume(
                     }
                     if first || !call.buffered.is_empty() {
                         let arguments = std::mem::take(&mut call.buffered);
-                        out.emit(function_delta(plan, call, name, arguments)).await;
+                        out.emit(function_delta(plan, call, name, arguments, None)).await;
                     }
                 }
             }
@@ -325,11 +325,7 @@ async fn consume(
                 call.output_index = Some(out.next_index());
                 let tool_call_id = call.tool_call_id.get_or_insert_with(generate_tool_call_id).clone();
                 let arguments = std::mem::take(&mut call.buffered);
-                let mut event = function_delta(plan, call, name, arguments);
-                if let RunEvent::FunctionCallDelta { confirmation_status, .. } = &mut event {
-                    *confirmation_status = Some("pending".to_owned());
-                }
-                out.emit(event).await;
+                out.emit(function_delta(plan, call, name, arguments, Some("pending"))).await;
                 tracing::info!(tool_call_id, "tool call waits for the client's confirmation");
             }
             Some(false) => {
@@ -366,18 +362,20 @@ async fn execute(
     let info = match toolbox.server_tool(name) {
         Some(tool) => tool.run(tool_call_id, arguments).await?,
         // The agent changed between the call and its confirmation.
-        None => serde_json::Map::from_iter([
-            ("tool_call_id".to_owned(), serde_json::json!(tool_call_id)),
-            ("output".to_owned(), serde_json::json!(format!("The tool `{name}` is no longer available."))),
-            ("is_error".to_owned(), serde_json::json!(true)),
-        ]),
+        None => execution_info(tool_call_id, &format!("The tool `{name}` is no longer available."), true),
     };
     out.emit(RunEvent::ToolDone { id, output_index, created_at: Timestamp::now(), name: name.to_owned(), info }).await;
     out.emit(RunEvent::EntryDone { output_index, completed_at: Timestamp::now() }).await;
     Ok(())
 }
 
-fn function_delta(plan: &TurnPlan, call: &PendingCall, name: String, arguments: String) -> RunEvent {
+fn function_delta(
+    plan: &TurnPlan,
+    call: &PendingCall,
+    name: String,
+    arguments: String,
+    confirmation_status: Option<&str>,
+) -> RunEvent {
     RunEvent::FunctionCallDelta {
         id: call.entry_id.clone(),
         output_index: call.output_index.unwrap_or_default(),
@@ -387,7 +385,7 @@ fn function_delta(plan: &TurnPlan, call: &PendingCall, name: String, arguments: 
         arguments,
         model: Some(plan.model.clone()),
         agent_id: plan.agent_id.clone(),
-        confirmation_status: None,
+        confirmation_status: confirmation_status.map(str::to_owned),
     }
 }
 

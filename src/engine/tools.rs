@@ -4,9 +4,10 @@
 use super::context;
 use crate::backends::chat::{ChatTool, ToolFunction};
 use crate::connectors::{self, Connector, Connectors, ToolOutput};
+use crate::domain::entries::execution_info;
 use crate::domain::tools::{function_name, Tool};
 use crate::error::Error;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -86,13 +87,7 @@ impl ServerTool {
             Ok(arguments) => self.connector.call(self.credential.as_deref(), &self.name, arguments).await?,
             Err(e) => ToolOutput { text: format!("The arguments are not a JSON object: {e}"), is_error: true },
         };
-        let mut info = Map::new();
-        info.insert("tool_call_id".into(), json!(tool_call_id));
-        info.insert("output".into(), json!(output.text));
-        if output.is_error {
-            info.insert("is_error".into(), json!(true));
-        }
-        Ok(info)
+        Ok(execution_info(tool_call_id, &output.text, output.is_error))
     }
 }
 

@@ -250,7 +250,7 @@ pub(crate) fn found(rows_affected: u64) -> StoreResult<()> {
 
 /// A turn's entries with the parent and depth each is stored under: the first hangs from
 /// `turn.parent` (or is a root), every next one from the entry before it.
-pub(crate) fn chained(turn: &TurnWrite) -> Vec<(&Entry, Option<&str>, i64)> {
+fn chained(turn: &TurnWrite) -> Vec<(&Entry, Option<&str>, i64)> {
     let (mut parent, mut depth) = match &turn.parent {
         Some((id, depth)) => (Some(id.as_str()), *depth),
         None => (None, -1),
