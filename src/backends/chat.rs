@@ -5,10 +5,13 @@ use crate::domain::completion::CompletionArgs;
 use crate::domain::conversations::Usage;
 use crate::domain::entries::Content;
 use crate::error::Error;
+use bytes::Bytes;
 use futures::stream::BoxStream;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
+use std::ops::Range;
+use std::sync::OnceLock;
 
 /// A chat message. Built from stored entries it borrows their text (`Cow::Borrowed`): a
 /// turn's request would otherwise copy the whole history's text once more.
@@ -106,8 +109,81 @@ impl ChatTool<'_> {
 pub struct ChatRequest<'a> {
     pub model: String,
     pub messages: Vec<ChatMessage<'a>>,
+    /// The messages that are a conversation's stored history, the same from one turn to
+    /// the next: a backend that writes JSON keeps theirs instead of writing it every turn.
+    pub stored: Option<StoredMessages<'a>>,
     pub tools: Cow<'a, [ChatTool<'a>]>,
     pub args: Cow<'a, CompletionArgs>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredMessages<'a> {
+    /// Where they are in `ChatRequest::messages`.
+    pub range: Range<usize>,
+    /// Their JSON as `write_message` writes it, once written.
+    pub json: &'a OnceLock<Bytes>,
+}
+
+/// Appends `message` as JSON to a list being written: after a comma unless it opens the
+/// list (`out` empty or ending in `[`). Written by hand: serde would run every key and
+/// fixed value (`"role"`, `"user"`, `"content"`, …) through its string escaper, which was
+/// most of the time spent serializing a long history. Values that may need escaping still
+/// go through serde_json. Same JSON as the derived `Serialize` (a test compares them).
+pub fn write_message(out: &mut Vec<u8>, message: &ChatMessage<'_>) {
+    fn json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+        // Writing into a Vec cannot fail, and our values serialize without errors.
+        let _ = serde_json::to_writer(&mut *out, value);
+    }
+    if !matches!(out.last(), None | Some(b'[')) {
+        out.push(b',');
+    }
+    match message {
+        ChatMessage::System { content } => {
+            out.extend_from_slice(br#"{"role":"system","content":"#);
+            json(out, content.as_ref());
+        }
+        ChatMessage::User { content } => {
+            out.extend_from_slice(br#"{"role":"user","content":"#);
+            json(out, content.as_ref());
+        }
+        ChatMessage::Assistant { content, tool_calls, prefix } => {
+            out.extend_from_slice(br#"{"role":"assistant","content":"#);
+            match content {
+                Some(content) => json(out, content.as_ref()),
+                None => out.extend_from_slice(b"null"),
+            }
+            if !tool_calls.is_empty() {
+                out.extend_from_slice(br#","tool_calls":["#);
+                for (j, call) in tool_calls.iter().enumerate() {
+                    if j > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(br#"{"id":"#);
+                    json(out, call.id.as_ref());
+                    out.extend_from_slice(br#","type":"#);
+                    json(out, call.kind);
+                    out.extend_from_slice(br#","function":{"name":"#);
+                    json(out, call.function.name.as_ref());
+                    out.extend_from_slice(br#","arguments":"#);
+                    json(out, call.function.arguments.as_ref());
+                    out.extend_from_slice(b"}}");
+                }
+                out.push(b']');
+            }
+            if *prefix {
+                out.extend_from_slice(br#","prefix":true"#);
+            }
+        }
+        ChatMessage::Tool { tool_call_id, name, content } => {
+            out.extend_from_slice(br#"{"role":"tool","tool_call_id":"#);
+            json(out, tool_call_id.as_ref());
+            out.extend_from_slice(br#","name":"#);
+            json(out, name.as_ref());
+            out.extend_from_slice(br#","content":"#);
+            json(out, content.as_ref());
+        }
+    }
+    out.push(b'}');
 }
 
 /// A fragment of a tool call; `index` tells parallel calls apart, `id` and `name` come with

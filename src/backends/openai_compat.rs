@@ -2,12 +2,15 @@
 //! TGI, LiteLLM. Dialect differences (`random_seed` vs `seed`, `tool_choice: "any"` vs
 //! `"required"`, asking for usage in streams) stay in this file.
 
-use super::chat::{ChatDelta, ChatMessage, ChatRequest, ChatTool, DeltaStream, ModelBackend, ToolCallDelta};
+use super::chat::{
+    write_message, ChatDelta, ChatMessage, ChatRequest, ChatTool, DeltaStream, ModelBackend, ToolCallDelta,
+};
 use crate::domain::completion::{Prediction, ResponseFormat, Stop, ToolChoice};
 use crate::domain::conversations::Usage;
 use crate::domain::models::{Capabilities, ModelCard};
 use crate::error::{Error, Result};
 use anyhow::Context;
+use bytes::Bytes;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -292,83 +295,48 @@ struct StreamOptions {
 }
 
 /// The JSON body of a streamed chat completion in `dialect`: the messages, then the rest.
+/// The stored history's messages are written once and kept with the history.
 pub fn encode_request(dialect: Dialect, request: &ChatRequest<'_>) -> Vec<u8> {
     // Serializing our own types cannot fail (string keys, no custom errors).
     let rest = serde_json::to_vec(&request_body(dialect, request)).unwrap_or_else(|_| b"{}".to_vec());
-    let estimate: usize = request.messages.iter().map(|m| m.text_len() + 64).sum();
-    let mut body = Vec::with_capacity(estimate + rest.len() + 16);
-    body.extend_from_slice(br#"{"messages":"#);
-    write_messages(&mut body, &request.messages);
+    let messages = &request.messages;
+    let (fresh, stored) = match &request.stored {
+        Some(stored) if stored.range.end <= messages.len() => {
+            let json = stored.json.get_or_init(|| {
+                let mut out = Vec::new();
+                for message in &messages[stored.range.clone()] {
+                    write_message(&mut out, message);
+                }
+                Bytes::from(out)
+            });
+            (&messages[..stored.range.start], Some((json, &messages[stored.range.end..])))
+        }
+        _ => (&messages[..], None),
+    };
+    let estimate = |messages: &[ChatMessage<'_>]| messages.iter().map(|m| m.text_len() + 64).sum::<usize>();
+    let stored_len = stored.map_or(0, |(json, after)| json.len() + estimate(after));
+    let mut body = Vec::with_capacity(estimate(fresh) + stored_len + rest.len() + 16);
+    body.extend_from_slice(br#"{"messages":["#);
+    for message in fresh {
+        write_message(&mut body, message);
+    }
+    if let Some((json, after)) = stored {
+        if !json.is_empty() {
+            if body.last() != Some(&b'[') {
+                body.push(b',');
+            }
+            body.extend_from_slice(json);
+        }
+        for message in after {
+            write_message(&mut body, message);
+        }
+    }
+    body.push(b']');
     if rest.len() > 2 {
         body.push(b',');
     }
     body.extend_from_slice(rest.get(1..).unwrap_or(b"}"));
     body
-}
-
-/// The `messages` array, written by hand: serde would run every key and fixed value
-/// (`"role"`, `"user"`, `"content"`, …) through its string escaper, which was most of the
-/// time spent serializing a long history. Values that may need escaping still go through
-/// serde_json. Same JSON as the derived `Serialize` (a test compares them).
-fn write_messages(out: &mut Vec<u8>, messages: &[ChatMessage<'_>]) {
-    fn json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-        // Writing into a Vec cannot fail, and our values serialize without errors.
-        let _ = serde_json::to_writer(&mut *out, value);
-    }
-    out.push(b'[');
-    for (i, message) in messages.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        match message {
-            ChatMessage::System { content } => {
-                out.extend_from_slice(br#"{"role":"system","content":"#);
-                json(out, content.as_ref());
-            }
-            ChatMessage::User { content } => {
-                out.extend_from_slice(br#"{"role":"user","content":"#);
-                json(out, content.as_ref());
-            }
-            ChatMessage::Assistant { content, tool_calls, prefix } => {
-                out.extend_from_slice(br#"{"role":"assistant","content":"#);
-                match content {
-                    Some(content) => json(out, content.as_ref()),
-                    None => out.extend_from_slice(b"null"),
-                }
-                if !tool_calls.is_empty() {
-                    out.extend_from_slice(br#","tool_calls":["#);
-                    for (j, call) in tool_calls.iter().enumerate() {
-                        if j > 0 {
-                            out.push(b',');
-                        }
-                        out.extend_from_slice(br#"{"id":"#);
-                        json(out, call.id.as_ref());
-                        out.extend_from_slice(br#","type":"#);
-                        json(out, call.kind);
-                        out.extend_from_slice(br#","function":{"name":"#);
-                        json(out, call.function.name.as_ref());
-                        out.extend_from_slice(br#","arguments":"#);
-                        json(out, call.function.arguments.as_ref());
-                        out.extend_from_slice(b"}}");
-                    }
-                    out.push(b']');
-                }
-                if *prefix {
-                    out.extend_from_slice(br#","prefix":true"#);
-                }
-            }
-            ChatMessage::Tool { tool_call_id, name, content } => {
-                out.extend_from_slice(br#"{"role":"tool","tool_call_id":"#);
-                json(out, tool_call_id.as_ref());
-                out.extend_from_slice(br#","name":"#);
-                json(out, name.as_ref());
-                out.extend_from_slice(br#","content":"#);
-                json(out, content.as_ref());
-            }
-        }
-        out.push(b'}');
-    }
-    out.push(b']');
 }
 
 /// The body of a streamed chat completion in `dialect`, without the messages.
@@ -602,6 +570,7 @@ impl ModelBackend for OpenAiCompat {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backends::chat::StoredMessages;
     use crate::domain::completion::CompletionArgs;
     use crate::domain::entries::Content;
 
@@ -609,6 +578,7 @@ mod tests {
         ChatRequest {
             model: "m".into(),
             messages: vec![ChatMessage::User { content: std::borrow::Cow::Owned(Content::Text("hi".into())) }],
+            stored: None,
             tools: vec![].into(),
             args: std::borrow::Cow::Owned(args),
         }
@@ -671,6 +641,7 @@ mod tests {
         let chat = ChatRequest {
             model: "m".into(),
             messages: messages.clone(),
+            stored: None,
             tools: vec![].into(),
             args: Cow::Owned(CompletionArgs { temperature: Some(0.5), ..Default::default() }),
         };
@@ -680,6 +651,49 @@ mod tests {
         assert_eq!(body["messages"], serde_json::to_value(&messages).unwrap());
         assert_eq!(body["temperature"], 0.5);
         assert_eq!(body["model"], "m");
+    }
+
+    #[test]
+    fn stored_messages_are_written_once_and_reused() {
+        use std::borrow::Cow;
+        let text = |t: &'static str| Cow::Owned(Content::Text(t.into()));
+        let messages = vec![
+            ChatMessage::System { content: Cow::Borrowed("Be brief.") },
+            ChatMessage::User { content: text("one") },
+            ChatMessage::Assistant { content: Some(text("two")), tool_calls: vec![], prefix: false },
+            ChatMessage::User { content: text("three") },
+        ];
+        let cell = std::sync::OnceLock::new();
+        let chat = |stored| ChatRequest {
+            model: "m".into(),
+            messages: messages.clone(),
+            stored,
+            tools: vec![].into(),
+            args: Cow::Owned(CompletionArgs::default()),
+        };
+        let plain = encode_request(Dialect::Openai, &chat(None));
+
+        let first = encode_request(Dialect::Openai, &chat(Some(StoredMessages { range: 1..3, json: &cell })));
+
+        assert_eq!(first, plain);
+        assert_eq!(
+            cell.get().unwrap().as_ref(),
+            br#"{"role":"user","content":"one"},{"role":"assistant","content":"two"}"#
+        );
+        // Later turns take the kept JSON as it is.
+        let kept = std::sync::OnceLock::from(Bytes::from_static(br#"{"role":"user","content":"kept"}"#));
+        let body: Value = serde_json::from_slice(&encode_request(
+            Dialect::Openai,
+            &chat(Some(StoredMessages { range: 1..3, json: &kept })),
+        ))
+        .unwrap();
+        let contents: Vec<&str> =
+            body["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+        assert_eq!(contents, vec!["Be brief.", "kept", "three"]);
+        // An empty history writes no stray comma.
+        let empty = std::sync::OnceLock::new();
+        let body = encode_request(Dialect::Openai, &chat(Some(StoredMessages { range: 1..1, json: &empty })));
+        assert_eq!(body, plain);
     }
 
     #[test]

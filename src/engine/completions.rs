@@ -270,7 +270,7 @@ pub async fn prepare(
             None => return Err(Error::invalid(FieldError::body(&["agent_id".into()], "missing", "Field required"))),
         },
     };
-    Ok((ChatRequest { model, messages, tools: tools.into(), args: Cow::Owned(args) }, request.stream))
+    Ok((ChatRequest { model, messages, stored: None, tools: tools.into(), args: Cow::Owned(args) }, request.stream))
 }
 
 /// One finished completion, shaped like the hosted chat completion response.

@@ -8,28 +8,100 @@ use crate::domain::entries::{Content, Entry};
 use crate::domain::tools::{Tool, ToolType};
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
 
-/// The messages borrow the entries' text; only content that must be reshaped (chunks
-/// flattened to text for assistant turns) is copied.
+/// The model's view of a turn.
+pub struct Context<'a> {
+    pub messages: Vec<ChatMessage<'a>>,
+    /// Where the stored history's messages are in `messages`: their JSON can be reused
+    /// from one turn to the next. `None` when a later entry joined one of them (a call
+    /// made in the history's last assistant message).
+    pub stored: Option<Range<usize>>,
+}
+
+/// The messages of a turn: the system message, the stored `history`, then `rest` (the
+/// turn's inputs and outputs so far). They borrow the entries' text; only content that
+/// must be reshaped (chunks flattened to text for assistant turns) is copied.
 pub fn messages<'a>(
     instructions: Option<&'a str>,
-    entries: impl IntoIterator<Item = &'a Entry>,
-) -> Vec<ChatMessage<'a>> {
-    let mut messages = Vec::new();
+    history: &'a [Arc<Entry>],
+    rest: impl IntoIterator<Item = &'a Entry>,
+) -> Context<'a> {
+    let mut builder = Builder::new(&[]);
     if let Some(instructions) = instructions.filter(|i| !i.trim().is_empty()) {
-        messages.push(ChatMessage::System { content: Cow::Borrowed(instructions) });
+        builder.messages.push(ChatMessage::System { content: Cow::Borrowed(instructions) });
     }
-    // Tool messages repeat the function's name, which only the call entry holds.
-    let mut call_names: HashMap<&str, &str> = HashMap::new();
-    for entry in entries {
+    let start = builder.messages.len();
+    for entry in history {
+        builder.push(entry);
+    }
+    let stored = start..builder.messages.len();
+    builder.sealed = stored.end;
+    for entry in rest {
+        builder.push(entry);
+    }
+    let joined = builder.joined_sealed;
+    Context { messages: builder.messages, stored: (!joined).then_some(stored) }
+}
+
+/// The messages `turn` adds after `history`'s, or `None` when its first one joins the
+/// history's last message.
+pub fn messages_after<'a>(
+    history: &'a [Arc<Entry>],
+    turn: impl IntoIterator<Item = &'a Entry>,
+) -> Option<Vec<ChatMessage<'a>>> {
+    let mut builder = Builder::new(history);
+    // The history's last message decides whether a call in the turn joins it.
+    if let Some(last) = history.iter().rev().find(|e| !matches!(e.as_ref(), Entry::AgentHandoff(_))) {
+        builder.push(last);
+    }
+    let seeded = builder.messages.len();
+    builder.sealed = seeded;
+    for entry in turn {
+        builder.push(entry);
+    }
+    (!builder.joined_sealed).then(|| builder.messages.split_off(seeded))
+}
+
+struct Builder<'a> {
+    messages: Vec<ChatMessage<'a>>,
+    /// Tool messages repeat the function's name, which only the call entry holds.
+    call_names: HashMap<&'a str, &'a str>,
+    /// Entries before the ones pushed, searched for calls `call_names` has not seen.
+    earlier: &'a [Arc<Entry>],
+    /// Messages before this index are stored; joining one is recorded.
+    sealed: usize,
+    joined_sealed: bool,
+}
+
+impl<'a> Builder<'a> {
+    fn new(earlier: &'a [Arc<Entry>]) -> Self {
+        Builder { messages: Vec::new(), call_names: HashMap::new(), earlier, sealed: 0, joined_sealed: false }
+    }
+
+    /// The name of the function call `tool_call_id`, if the conversation has one.
+    fn call_name(&self, tool_call_id: &str) -> Option<&'a str> {
+        if let Some(name) = self.call_names.get(tool_call_id) {
+            return Some(name);
+        }
+        self.earlier.iter().rev().find_map(|entry| match entry.as_ref() {
+            Entry::FunctionCall(call) if call.tool_call_id == tool_call_id => Some(call.name.as_str()),
+            _ => None,
+        })
+    }
+
+    fn push(&mut self, entry: &'a Entry) {
         match entry {
-            Entry::MessageInput(input) if input.role == "assistant" => messages.push(ChatMessage::Assistant {
+            Entry::MessageInput(input) if input.role == "assistant" => self.messages.push(ChatMessage::Assistant {
                 content: Some(as_text(&input.content)),
                 tool_calls: Vec::new(),
                 prefix: input.prefix,
             }),
-            Entry::MessageInput(input) => messages.push(ChatMessage::User { content: Cow::Borrowed(&input.content) }),
-            Entry::MessageOutput(output) => messages.push(ChatMessage::Assistant {
+            Entry::MessageInput(input) => {
+                self.messages.push(ChatMessage::User { content: Cow::Borrowed(&input.content) })
+            }
+            Entry::MessageOutput(output) => self.messages.push(ChatMessage::Assistant {
                 // Assistant turns go back as plain text: citation and file chunks are for
                 // the client, and not every upstream accepts them in assistant messages.
                 content: Some(as_text(&output.content)),
@@ -37,23 +109,26 @@ pub fn messages<'a>(
                 prefix: false,
             }),
             Entry::FunctionCall(call) => {
-                call_names.insert(&call.tool_call_id, &call.name);
-                push_tool_call(&mut messages, &call.tool_call_id, &call.name, &call.arguments);
+                self.call_names.insert(&call.tool_call_id, &call.name);
+                self.push_tool_call(&call.tool_call_id, &call.name, &call.arguments);
             }
-            Entry::FunctionResult(result) => messages.push(ChatMessage::Tool {
-                tool_call_id: Cow::Borrowed(&result.tool_call_id),
-                name: Cow::Borrowed(call_names.get(result.tool_call_id.as_str()).copied().unwrap_or_default()),
-                content: Cow::Borrowed(&result.result),
-            }),
+            Entry::FunctionResult(result) => {
+                let name = self.call_name(&result.tool_call_id).unwrap_or_default();
+                self.messages.push(ChatMessage::Tool {
+                    tool_call_id: Cow::Borrowed(&result.tool_call_id),
+                    name: Cow::Borrowed(name),
+                    content: Cow::Borrowed(&result.result),
+                })
+            }
             // A server-side run is the model's call and the tool's answer in one entry. A
             // run confirmed by the client answers a `function.call` already in the history.
             Entry::ToolExecution(execution) => {
                 let tool_call_id = execution.tool_call_id().unwrap_or_default();
                 let output = execution.output();
-                if !call_names.contains_key(tool_call_id) {
-                    push_tool_call(&mut messages, tool_call_id, &execution.name, &execution.arguments);
+                if self.call_name(tool_call_id).is_none() {
+                    self.push_tool_call(tool_call_id, &execution.name, &execution.arguments);
                 }
-                messages.push(ChatMessage::Tool {
+                self.messages.push(ChatMessage::Tool {
                     tool_call_id: Cow::Borrowed(tool_call_id),
                     name: Cow::Borrowed(&execution.name),
                     content: output,
@@ -63,7 +138,26 @@ pub fn messages<'a>(
             Entry::AgentHandoff(_) => {}
         }
     }
-    messages
+
+    /// Calls made in one answer (after its text, or in parallel) form one assistant
+    /// message, as the model produced them.
+    fn push_tool_call(&mut self, id: &'a str, name: &'a str, arguments: &'a str) {
+        let tool_call = ToolCall {
+            id: Cow::Borrowed(id),
+            kind: "function",
+            function: FunctionCallBody { name: Cow::Borrowed(name), arguments: Cow::Borrowed(arguments) },
+        };
+        let last = self.messages.len();
+        match self.messages.last_mut() {
+            Some(ChatMessage::Assistant { tool_calls, prefix: false, .. }) => {
+                self.joined_sealed |= last <= self.sealed;
+                tool_calls.push(tool_call)
+            }
+            _ => {
+                self.messages.push(ChatMessage::Assistant { content: None, tool_calls: vec![tool_call], prefix: false })
+            }
+        }
+    }
 }
 
 /// Content as plain text: borrowed when it already is text.
@@ -71,20 +165,6 @@ fn as_text(content: &Content) -> Cow<'_, Content> {
     match content {
         Content::Text(_) => Cow::Borrowed(content),
         Content::Chunks(_) => Cow::Owned(Content::Text(content.text())),
-    }
-}
-
-/// Calls made in one answer (after its text, or in parallel) form one assistant message,
-/// as the model produced them.
-fn push_tool_call<'a>(messages: &mut Vec<ChatMessage<'a>>, id: &'a str, name: &'a str, arguments: &'a str) {
-    let tool_call = ToolCall {
-        id: Cow::Borrowed(id),
-        kind: "function",
-        function: FunctionCallBody { name: Cow::Borrowed(name), arguments: Cow::Borrowed(arguments) },
-    };
-    match messages.last_mut() {
-        Some(ChatMessage::Assistant { tool_calls, prefix: false, .. }) => tool_calls.push(tool_call),
-        _ => messages.push(ChatMessage::Assistant { content: None, tool_calls: vec![tool_call], prefix: false }),
     }
 }
 
@@ -164,7 +244,7 @@ mod tests {
             }),
         ];
 
-        let messages = serde_json::to_value(messages(Some("Be brief."), &entries)).unwrap();
+        let messages = serde_json::to_value(messages(Some("Be brief."), &[], &entries).messages).unwrap();
 
         assert_eq!(
             messages,
@@ -177,5 +257,62 @@ mod tests {
                 {"role": "tool", "tool_call_id": "abc", "name": "get_weather", "content": "21C"}
             ])
         );
+    }
+
+    fn call(id: &str, tool_call_id: &str) -> Entry {
+        Entry::FunctionCall(FunctionCall {
+            object: EntryObject,
+            id: EntryId(id.into()),
+            created_at: Timestamp::now(),
+            completed_at: None,
+            tool_call_id: tool_call_id.into(),
+            name: "get_weather".into(),
+            arguments: "{}".into(),
+            agent_id: None,
+            model: None,
+            confirmation_status: None,
+        })
+    }
+
+    fn result(tool_call_id: &str) -> Entry {
+        Entry::FunctionResult(FunctionResult {
+            object: EntryObject,
+            id: EntryId("fr".into()),
+            created_at: Timestamp::now(),
+            completed_at: None,
+            tool_call_id: tool_call_id.into(),
+            result: "21C".into(),
+        })
+    }
+
+    fn stored(entries: Vec<Entry>) -> Vec<Arc<Entry>> {
+        entries.into_iter().map(Arc::new).collect()
+    }
+
+    #[test]
+    fn a_turn_adds_the_messages_it_would_have_after_the_whole_history() {
+        let history = stored(vec![input("user", "weather?"), call("fc_1", "abc")]);
+        let turn = vec![result("abc"), input("user", "thanks")];
+
+        let whole = messages(Some("Be brief."), &history, &turn);
+        let after = messages_after(&history, &turn).unwrap();
+
+        assert_eq!(whole.stored, Some(1..3));
+        assert_eq!(&whole.messages[3..], &after[..]);
+        // The tool message found its function's name in the history.
+        assert!(matches!(&after[0], ChatMessage::Tool { name, .. } if name == "get_weather"));
+    }
+
+    #[test]
+    fn a_call_joining_the_last_stored_message_voids_the_stored_range() {
+        let history = stored(vec![input("user", "weather?"), call("fc_1", "abc")]);
+        let turn = vec![call("fc_2", "def")];
+
+        assert_eq!(messages(None, &history, &turn).stored, None);
+        assert!(messages_after(&history, &turn).is_none());
+        // A call after a tool message starts a message of its own.
+        let answered = stored(vec![input("user", "weather?"), call("fc_1", "abc"), result("abc")]);
+        assert_eq!(messages(None, &answered, &turn).stored, Some(0..3));
+        assert_eq!(messages_after(&answered, &turn).map(|m| m.len()), Some(1));
     }
 }

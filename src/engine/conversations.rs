@@ -326,7 +326,7 @@ async fn history_of(state: &AppState, ws: &WorkspaceId, conversation: &Conversat
     if let Some(history) = state.histories.get(ws, head) {
         return Ok(history);
     }
-    let entries: History = Arc::new(state.store.history(ws, head).await?.into_iter().map(Arc::new).collect());
+    let entries = History::new(state.store.history(ws, head).await?.into_iter().map(Arc::new).collect());
     state.histories.insert(ws, head, entries.clone());
     Ok(entries)
 }
@@ -381,7 +381,7 @@ pub async fn plan_restart(
             id: format!("{}` in conversation `{}", request.from_entry_id, id),
         });
     };
-    let history: History = Arc::new(branch[..=position].to_vec());
+    let history = History::new(branch[..=position].to_vec());
     answer_calls(history.iter().map(|e| e.as_ref()), &mut inputs, &[], now)?;
     let parent = Some((history[position].id().clone(), position as i64));
     let conversation = ConversationRecord {
@@ -454,7 +454,7 @@ pub async fn delete_conversation(state: &AppState, ws: &WorkspaceId, id: &Conver
 
 pub async fn history(state: &AppState, ws: &WorkspaceId, id: &ConversationId) -> Result<ConversationHistory> {
     let conversation = load(state, ws, id).await?;
-    let entries = history_of(state, ws, &conversation).await?.as_ref().clone();
+    let entries = history_of(state, ws, &conversation).await?.to_vec();
     Ok(ConversationHistory { object: "conversation.history", conversation_id: conversation.id, entries })
 }
 

@@ -1,4 +1,5 @@
-//! An in-memory cache of conversation histories, keyed by workspace and head entry.
+//! In-memory conversation histories: a cache keyed by workspace and head entry, and the
+//! history type itself, which carries its chat messages JSON once a backend has written it.
 //!
 //! Entries are immutable and the path from the root to a given entry never changes, so a
 //! cached history can never be stale — even with several palaver processes sharing one
@@ -6,13 +7,69 @@
 //! then skip the history query and its JSON decoding; the new head is filled in at commit
 //! from the history the turn already holds. Bounded by the number of entry slots held.
 
+use super::context;
+use crate::backends::chat::write_message;
 use crate::domain::entries::Entry;
 use crate::domain::ids::{EntryId, WorkspaceId};
+use bytes::Bytes;
 use lru::LruCache;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-/// A history: the entries from the root to a head, oldest first, shared between holders.
-pub type History = Arc<Vec<Arc<Entry>>>;
+/// The entries from the root to a head, oldest first, shared between holders.
+#[derive(Debug, Clone, Default)]
+pub struct History(Arc<Path>);
+
+#[derive(Debug, Default)]
+struct Path {
+    entries: Vec<Arc<Entry>>,
+    /// The chat messages of `entries` as JSON (`backends::chat::write_message`, comma
+    /// separated, no brackets). Written by the first backend that sends it upstream, then
+    /// carried to the next head by `extended`: a turn serializes only its own messages, not
+    /// the whole history again.
+    chat_json: OnceLock<Bytes>,
+}
+
+impl History {
+    pub fn new(entries: Vec<Arc<Entry>>) -> Self {
+        History(Arc::new(Path { entries, chat_json: OnceLock::new() }))
+    }
+
+    pub fn chat_json(&self) -> &OnceLock<Bytes> {
+        &self.0.chat_json
+    }
+
+    /// This history followed by a committed turn's entries. Its chat JSON, when this one has
+    /// it, is this one's with the turn's messages appended.
+    pub fn extended(&self, turn: Vec<Entry>) -> History {
+        let mut entries = Vec::with_capacity(self.len() + turn.len());
+        entries.extend(self.iter().cloned());
+        entries.extend(turn.into_iter().map(Arc::new));
+        let history = History::new(entries);
+        if let Some(json) = self.chat_json().get() {
+            let (before, after) = history.split_at(self.len());
+            // `None` when the turn's first message belongs to the history's last one (a
+            // call joining its assistant message): written in full when next needed.
+            if let Some(messages) = context::messages_after(before, after.iter().map(|e| e.as_ref())) {
+                let mut out =
+                    Vec::with_capacity(json.len() + messages.iter().map(|m| m.text_len() + 64).sum::<usize>());
+                out.extend_from_slice(json);
+                for message in &messages {
+                    write_message(&mut out, message);
+                }
+                let _ = history.chat_json().set(Bytes::from(out));
+            }
+        }
+        history
+    }
+}
+
+impl std::ops::Deref for History {
+    type Target = [Arc<Entry>];
+
+    fn deref(&self) -> &[Arc<Entry>] {
+        &self.0.entries
+    }
+}
 
 struct Inner {
     map: LruCache<(String, String), History>,
@@ -39,10 +96,25 @@ impl HistoryCache {
     }
 
     pub fn insert(&self, ws: &WorkspaceId, head: &EntryId, history: History) {
-        if self.max_slots == 0 || history.len() > self.max_slots {
+        self.replace(ws, None, head, history);
+    }
+
+    /// Caches `history` under `head`, dropping the history of `previous`: a conversation
+    /// that moved on is not appended to at its old head again, and each cached head holds a
+    /// copy of the entry list (and its chat JSON).
+    pub fn replace(&self, ws: &WorkspaceId, previous: Option<&EntryId>, head: &EntryId, history: History) {
+        if self.max_slots == 0 {
             return;
         }
         let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(previous) = previous {
+            if let Some(old) = inner.map.pop(&(ws.0.clone(), previous.0.clone())) {
+                inner.slots -= old.len();
+            }
+        }
+        if history.len() > self.max_slots {
+            return;
+        }
         inner.slots += history.len();
         if let Some(old) = inner.map.put((ws.0.clone(), head.0.clone()), history) {
             inner.slots -= old.len();
@@ -65,7 +137,7 @@ mod tests {
     fn history(n: usize) -> History {
         let inputs: Inputs = serde_json::from_value(serde_json::json!("x")).unwrap();
         let entry = Arc::new(inputs.into_entries(Timestamp::now()).unwrap().remove(0));
-        Arc::new(vec![entry; n])
+        History::new(vec![entry; n])
     }
 
     #[test]

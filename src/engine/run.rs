@@ -8,7 +8,7 @@
 use super::context;
 use super::fold::Fold;
 use super::tools::Toolbox;
-use crate::backends::chat::{ChatDelta, ChatRequest, DeltaStream};
+use crate::backends::chat::{ChatDelta, ChatRequest, DeltaStream, StoredMessages};
 use crate::domain::completion::CompletionArgs;
 use crate::domain::entries::{execution_info, Entry, FunctionCall};
 use crate::domain::events::RunEvent;
@@ -187,13 +187,12 @@ async fn run(state: &AppState, plan: &TurnPlan, out: &mut Emitter) {
             return;
         }
         rounds += 1;
-        let messages = context::messages(
-            plan.instructions.as_deref(),
-            plan.history.iter().map(|e| e.as_ref()).chain(&plan.inputs).chain(&out.fold.outputs),
-        );
+        let context =
+            context::messages(plan.instructions.as_deref(), &plan.history, plan.inputs.iter().chain(&out.fold.outputs));
         let request = ChatRequest {
             model: plan.model.clone(),
-            messages,
+            messages: context.messages,
+            stored: context.stored.map(|range| StoredMessages { range, json: plan.history.chat_json() }),
             tools: Cow::Borrowed(&toolbox.chat),
             args: Cow::Borrowed(&plan.args),
         };
@@ -413,10 +412,8 @@ async fn commit(state: &AppState, plan: &TurnPlan, outputs: &[Entry]) -> Result<
         Ok(()) => {
             tracing::info!(conversation_id = %plan.conversation.id, entries = turn.entries.len(), "turn committed");
             if let Some(head) = &turn.conversation.head {
-                let mut history = Vec::with_capacity(plan.history.len() + turn.entries.len());
-                history.extend(plan.history.iter().cloned());
-                history.extend(turn.entries.into_iter().map(std::sync::Arc::new));
-                state.histories.insert(&plan.ws, head, std::sync::Arc::new(history));
+                let history = plan.history.extended(turn.entries);
+                state.histories.replace(&plan.ws, plan.expected_head.as_ref(), head, history);
             }
             Ok(())
         }

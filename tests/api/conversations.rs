@@ -266,6 +266,58 @@ async fn a_function_call_round_trip_goes_back_to_the_model_as_tool_messages() {
     );
 }
 
+/// A cached history carries the JSON of its chat messages from one turn to the next; the
+/// model must see exactly what it sees when every turn reads the history from the store.
+#[tokio::test]
+async fn the_model_sees_the_same_history_whether_it_was_cached_or_read() {
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
+    let mut seen = Vec::new();
+    for cache_entries in [200_000, 0] {
+        let options = Options { history_cache_entries: Some(cache_entries), ..Options::default() };
+        let (app, upstream) = TestApp::with_upstream_options(options).await;
+        upstream.script([
+            Reply::Text("Hello there."),
+            Reply::ToolCalls("Let me check.", vec![("call1", "get_weather", r#"{"city": "Paris"}"#)]),
+            Reply::Text("It is 21C."),
+            Reply::ToolCalls("", vec![("call2", "get_weather", "{}"), ("call3", "get_weather", "{}")]),
+            Reply::Text("Still 21C."),
+        ]);
+        let start = app
+            .ok(
+                "/v1/conversations",
+                &json!({"model": "m", "instructions": "Be brief.", "tools": tools, "inputs": "Hi"}),
+            )
+            .await;
+        let path = format!("/v1/conversations/{}", start["conversation_id"].as_str().unwrap());
+        let result = |id: &str| json!({"type": "function.result", "tool_call_id": id, "result": "21C"});
+        app.ok(&path, &json!({"inputs": "Weather?"})).await;
+        app.ok(&path, &json!({"inputs": [result("call1")]})).await;
+        app.ok(&path, &json!({"inputs": "Again?"})).await;
+        app.ok(&path, &json!({"inputs": [result("call2"), result("call3")]})).await;
+        seen.push(upstream.requests().iter().map(|r| r["messages"].clone()).collect::<Vec<Value>>());
+    }
+
+    assert_eq!(seen[0], seen[1]);
+    let call = |id: &str, arguments: &str| json!({"id": id, "type": "function", "function": {"name": "get_weather", "arguments": arguments}});
+    let tool = |id: &str| json!({"role": "tool", "tool_call_id": id, "name": "get_weather", "content": "21C"});
+    assert_eq!(
+        seen[0].last().unwrap(),
+        &json!([
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello there."},
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": "Let me check.", "tool_calls": [call("call1", r#"{"city": "Paris"}"#)]},
+            tool("call1"),
+            {"role": "assistant", "content": "It is 21C."},
+            {"role": "user", "content": "Again?"},
+            {"role": "assistant", "content": null, "tool_calls": [call("call2", "{}"), call("call3", "{}")]},
+            tool("call2"),
+            tool("call3")
+        ])
+    );
+}
+
 #[tokio::test]
 async fn function_results_must_answer_an_open_call_exactly_once() {
     let (app, upstream) = TestApp::with_upstream().await;
