@@ -10,7 +10,6 @@ use futures::stream::BoxStream;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
-use std::ops::Range;
 use std::sync::OnceLock;
 
 /// A chat message. Built from stored entries it borrows their text (`Cow::Borrowed`): a
@@ -108,20 +107,43 @@ impl ChatTool<'_> {
 #[derive(Debug, Clone)]
 pub struct ChatRequest<'a> {
     pub model: String,
+    /// The messages, without the stored ones when `stored` is set.
     pub messages: Vec<ChatMessage<'a>>,
-    /// The messages that are a conversation's stored history, the same from one turn to
-    /// the next: a backend that writes JSON keeps theirs instead of writing it every turn.
+    /// A conversation's stored history, the same from one turn to the next: a backend that
+    /// writes JSON keeps theirs instead of building and writing them every turn.
     pub stored: Option<StoredMessages<'a>>,
     pub tools: Cow<'a, [ChatTool<'a>]>,
     pub args: Cow<'a, CompletionArgs>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone, Copy)]
 pub struct StoredMessages<'a> {
-    /// Where they are in `ChatRequest::messages`.
-    pub range: Range<usize>,
+    /// Where they go in `ChatRequest::messages` (after the system message).
+    pub at: usize,
+    /// Builds them: for a backend that reads messages, or has no JSON for them yet.
+    pub build: &'a (dyn Fn() -> Vec<ChatMessage<'a>> + Sync),
     /// Their JSON as `write_message` writes it, once written.
     pub json: &'a OnceLock<Bytes>,
+}
+
+impl std::fmt::Debug for StoredMessages<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredMessages").field("at", &self.at).field("json", &self.json).finish_non_exhaustive()
+    }
+}
+
+impl<'a> ChatRequest<'a> {
+    /// Every message, the stored ones built in their place.
+    pub fn all_messages(&self) -> Cow<'_, [ChatMessage<'a>]> {
+        let Some(stored) = &self.stored else {
+            return Cow::Borrowed(&self.messages);
+        };
+        let (before, after) = self.messages.split_at(stored.at.min(self.messages.len()));
+        let mut all = before.to_vec();
+        all.extend((stored.build)());
+        all.extend_from_slice(after);
+        Cow::Owned(all)
+    }
 }
 
 /// Appends `message` as JSON to a list being written: after a comma unless it opens the

@@ -49,7 +49,7 @@ fn message_text(message: &ChatMessage<'_>) -> String {
 
 /// The answer: the last user message's text, else the last tool result, else a fixed line.
 pub fn answer(request: &ChatRequest<'_>) -> String {
-    let last = request.messages.iter().rev().find_map(|m| match m {
+    let last = request.all_messages().iter().rev().find_map(|m| match m {
         ChatMessage::User { content } => Some(content.text()),
         ChatMessage::Tool { content, .. } => Some(content.to_string()),
         _ => None,
@@ -83,7 +83,7 @@ pub fn word_pieces(text: &str) -> Vec<String> {
 impl ModelBackend for Echo {
     async fn chat_stream(&self, request: ChatRequest<'_>) -> Result<DeltaStream, Error> {
         let text = answer(&request);
-        let prompt_tokens: u64 = request.messages.iter().map(|m| words(&message_text(m))).sum();
+        let prompt_tokens: u64 = request.all_messages().iter().map(|m| words(&message_text(m))).sum();
         let completion_tokens = words(&text);
         let usage = Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens };
         let deltas: Vec<Result<ChatDelta, Error>> = word_pieces(&text)

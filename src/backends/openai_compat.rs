@@ -2,9 +2,7 @@
 //! TGI, LiteLLM. Dialect differences (`random_seed` vs `seed`, `tool_choice: "any"` vs
 //! `"required"`, asking for usage in streams) stay in this file.
 
-use super::chat::{
-    write_message, ChatDelta, ChatMessage, ChatRequest, ChatTool, DeltaStream, ModelBackend, ToolCallDelta,
-};
+use super::chat::{write_message, ChatDelta, ChatRequest, ChatTool, DeltaStream, ModelBackend, ToolCallDelta};
 use crate::domain::completion::{Prediction, ResponseFormat, Stop, ToolChoice};
 use crate::domain::conversations::Usage;
 use crate::domain::models::{Capabilities, ModelCard};
@@ -300,36 +298,33 @@ pub fn encode_request(dialect: Dialect, request: &ChatRequest<'_>) -> Vec<u8> {
     // Serializing our own types cannot fail (string keys, no custom errors).
     let rest = serde_json::to_vec(&request_body(dialect, request)).unwrap_or_else(|_| b"{}".to_vec());
     let messages = &request.messages;
-    let (fresh, stored) = match &request.stored {
-        Some(stored) if stored.range.end <= messages.len() => {
-            let json = stored.json.get_or_init(|| {
-                let mut out = Vec::new();
-                for message in &messages[stored.range.clone()] {
-                    write_message(&mut out, message);
-                }
-                Bytes::from(out)
-            });
-            (&messages[..stored.range.start], Some((json, &messages[stored.range.end..])))
-        }
-        _ => (&messages[..], None),
+    let (before, after) = match &request.stored {
+        Some(stored) => messages.split_at(stored.at.min(messages.len())),
+        None => (&messages[..], &[][..]),
     };
-    let estimate = |messages: &[ChatMessage<'_>]| messages.iter().map(|m| m.text_len() + 64).sum::<usize>();
-    let stored_len = stored.map_or(0, |(json, after)| json.len() + estimate(after));
-    let mut body = Vec::with_capacity(estimate(fresh) + stored_len + rest.len() + 16);
+    let stored = request.stored.as_ref().map(|stored| {
+        stored.json.get_or_init(|| {
+            let mut out = Vec::new();
+            for message in &(stored.build)() {
+                write_message(&mut out, message);
+            }
+            Bytes::from(out)
+        })
+    });
+    let estimate: usize = messages.iter().map(|m| m.text_len() + 64).sum();
+    let mut body = Vec::with_capacity(estimate + stored.map_or(0, |json| json.len()) + rest.len() + 16);
     body.extend_from_slice(br#"{"messages":["#);
-    for message in fresh {
+    for message in before {
         write_message(&mut body, message);
     }
-    if let Some((json, after)) = stored {
-        if !json.is_empty() {
-            if body.last() != Some(&b'[') {
-                body.push(b',');
-            }
-            body.extend_from_slice(json);
+    if let Some(json) = stored.filter(|json| !json.is_empty()) {
+        if body.last() != Some(&b'[') {
+            body.push(b',');
         }
-        for message in after {
-            write_message(&mut body, message);
-        }
+        body.extend_from_slice(json);
+    }
+    for message in after {
+        write_message(&mut body, message);
     }
     body.push(b']');
     if rest.len() > 2 {
@@ -570,7 +565,7 @@ impl ModelBackend for OpenAiCompat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backends::chat::StoredMessages;
+    use crate::backends::chat::{ChatMessage, StoredMessages};
     use crate::domain::completion::CompletionArgs;
     use crate::domain::entries::Content;
 
@@ -657,42 +652,49 @@ mod tests {
     fn stored_messages_are_written_once_and_reused() {
         use std::borrow::Cow;
         let text = |t: &'static str| Cow::Owned(Content::Text(t.into()));
-        let messages = vec![
-            ChatMessage::System { content: Cow::Borrowed("Be brief.") },
+        let system = ChatMessage::System { content: Cow::Borrowed("Be brief.") };
+        let history = vec![
             ChatMessage::User { content: text("one") },
             ChatMessage::Assistant { content: Some(text("two")), tool_calls: vec![], prefix: false },
-            ChatMessage::User { content: text("three") },
         ];
+        let last = ChatMessage::User { content: text("three") };
+        let build = || history.clone();
+        fn chat<'a>(messages: Vec<ChatMessage<'a>>, stored: Option<StoredMessages<'a>>) -> ChatRequest<'a> {
+            ChatRequest {
+                model: "m".into(),
+                messages,
+                stored,
+                tools: vec![].into(),
+                args: Cow::Owned(CompletionArgs::default()),
+            }
+        }
+        let kept_in = |json| Some(StoredMessages { at: 1, build: &build, json });
+        let all = vec![system.clone(), history[0].clone(), history[1].clone(), last.clone()];
+        let plain = encode_request(Dialect::Openai, &chat(all.clone(), None));
         let cell = std::sync::OnceLock::new();
-        let chat = |stored| ChatRequest {
-            model: "m".into(),
-            messages: messages.clone(),
-            stored,
-            tools: vec![].into(),
-            args: Cow::Owned(CompletionArgs::default()),
-        };
-        let plain = encode_request(Dialect::Openai, &chat(None));
 
-        let first = encode_request(Dialect::Openai, &chat(Some(StoredMessages { range: 1..3, json: &cell })));
+        let first = encode_request(Dialect::Openai, &chat(vec![system.clone(), last.clone()], kept_in(&cell)));
 
         assert_eq!(first, plain);
         assert_eq!(
             cell.get().unwrap().as_ref(),
             br#"{"role":"user","content":"one"},{"role":"assistant","content":"two"}"#
         );
+        assert_eq!(chat(vec![system.clone(), last.clone()], kept_in(&cell)).all_messages().as_ref(), &all[..]);
         // Later turns take the kept JSON as it is.
         let kept = std::sync::OnceLock::from(Bytes::from_static(br#"{"role":"user","content":"kept"}"#));
         let body: Value = serde_json::from_slice(&encode_request(
             Dialect::Openai,
-            &chat(Some(StoredMessages { range: 1..3, json: &kept })),
+            &chat(vec![system.clone(), last.clone()], kept_in(&kept)),
         ))
         .unwrap();
         let contents: Vec<&str> =
             body["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
         assert_eq!(contents, vec!["Be brief.", "kept", "three"]);
         // An empty history writes no stray comma.
-        let empty = std::sync::OnceLock::new();
-        let body = encode_request(Dialect::Openai, &chat(Some(StoredMessages { range: 1..1, json: &empty })));
+        let empty = std::sync::OnceLock::from(Bytes::new());
+        let body = encode_request(Dialect::Openai, &chat(vec![system, last], kept_in(&empty)));
+        let plain = encode_request(Dialect::Openai, &chat(vec![all[0].clone(), all[3].clone()], None));
         assert_eq!(body, plain);
     }
 

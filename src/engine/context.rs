@@ -8,41 +8,48 @@ use crate::domain::entries::{Content, Entry};
 use crate::domain::tools::{Tool, ToolType};
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::ops::Range;
 use std::sync::Arc;
 
 /// The model's view of a turn.
 pub struct Context<'a> {
     pub messages: Vec<ChatMessage<'a>>,
-    /// Where the stored history's messages are in `messages`: their JSON can be reused
-    /// from one turn to the next. `None` when a later entry joined one of them (a call
-    /// made in the history's last assistant message).
-    pub stored: Option<Range<usize>>,
+    /// Where the stored history's messages go in `messages` when they were left out (see
+    /// `ChatRequest::stored`); `None` when they are in it, because an entry of the turn
+    /// joined the last of them (a call made in the history's last assistant message).
+    pub stored_at: Option<usize>,
 }
 
 /// The messages of a turn: the system message, the stored `history`, then `rest` (the
 /// turn's inputs and outputs so far). They borrow the entries' text; only content that
 /// must be reshaped (chunks flattened to text for assistant turns) is copied.
-pub fn messages<'a>(
-    instructions: Option<&'a str>,
-    history: &'a [Arc<Entry>],
-    rest: impl IntoIterator<Item = &'a Entry>,
-) -> Context<'a> {
-    let mut builder = Builder::new(&[]);
+pub fn messages<'a, I>(instructions: Option<&'a str>, history: &'a [Arc<Entry>], rest: I) -> Context<'a>
+where
+    I: IntoIterator<Item = &'a Entry> + Clone,
+{
+    let mut messages = Vec::new();
     if let Some(instructions) = instructions.filter(|i| !i.trim().is_empty()) {
-        builder.messages.push(ChatMessage::System { content: Cow::Borrowed(instructions) });
+        messages.push(ChatMessage::System { content: Cow::Borrowed(instructions) });
     }
-    let start = builder.messages.len();
+    let at = messages.len();
+    if let Some(after) = messages_after(history, rest.clone()) {
+        messages.extend(after);
+        return Context { messages, stored_at: Some(at) };
+    }
+    let mut builder = Builder::new(&[]);
+    builder.messages = messages;
+    for entry in history.iter().map(|e| e.as_ref()).chain(rest) {
+        builder.push(entry);
+    }
+    Context { messages: builder.messages, stored_at: None }
+}
+
+/// The messages of a stored history on its own.
+pub fn history_messages(history: &[Arc<Entry>]) -> Vec<ChatMessage<'_>> {
+    let mut builder = Builder::new(&[]);
     for entry in history {
         builder.push(entry);
     }
-    let stored = start..builder.messages.len();
-    builder.sealed = stored.end;
-    for entry in rest {
-        builder.push(entry);
-    }
-    let joined = builder.joined_sealed;
-    Context { messages: builder.messages, stored: (!joined).then_some(stored) }
+    builder.messages
 }
 
 /// The messages `turn` adds after `history`'s, or `None` when its first one joins the
@@ -294,25 +301,30 @@ mod tests {
         let history = stored(vec![input("user", "weather?"), call("fc_1", "abc")]);
         let turn = vec![result("abc"), input("user", "thanks")];
 
-        let whole = messages(Some("Be brief."), &history, &turn);
-        let after = messages_after(&history, &turn).unwrap();
+        let context = messages(Some("Be brief."), &history, &turn);
 
-        assert_eq!(whole.stored, Some(1..3));
-        assert_eq!(&whole.messages[3..], &after[..]);
+        assert_eq!(context.stored_at, Some(1));
+        let mut all = context.messages.clone();
+        all.splice(1..1, history_messages(&history));
+        let whole: Vec<Entry> = history.iter().map(|e| e.as_ref().clone()).chain(turn.clone()).collect();
+        assert_eq!(all, messages(Some("Be brief."), &[], &whole).messages);
         // The tool message found its function's name in the history.
-        assert!(matches!(&after[0], ChatMessage::Tool { name, .. } if name == "get_weather"));
+        assert!(matches!(&context.messages[1], ChatMessage::Tool { name, .. } if name == "get_weather"));
     }
 
     #[test]
-    fn a_call_joining_the_last_stored_message_voids_the_stored_range() {
+    fn a_call_joining_the_last_stored_message_brings_the_history_in() {
         let history = stored(vec![input("user", "weather?"), call("fc_1", "abc")]);
         let turn = vec![call("fc_2", "def")];
 
-        assert_eq!(messages(None, &history, &turn).stored, None);
+        let joined = messages(None, &history, &turn);
+
+        assert_eq!(joined.stored_at, None);
+        assert!(matches!(&joined.messages[1], ChatMessage::Assistant { tool_calls, .. } if tool_calls.len() == 2));
         assert!(messages_after(&history, &turn).is_none());
         // A call after a tool message starts a message of its own.
         let answered = stored(vec![input("user", "weather?"), call("fc_1", "abc"), result("abc")]);
-        assert_eq!(messages(None, &answered, &turn).stored, Some(0..3));
+        assert_eq!(messages(None, &answered, &turn).stored_at, Some(0));
         assert_eq!(messages_after(&answered, &turn).map(|m| m.len()), Some(1));
     }
 }

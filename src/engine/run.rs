@@ -189,10 +189,11 @@ async fn run(state: &AppState, plan: &TurnPlan, out: &mut Emitter) {
         rounds += 1;
         let context =
             context::messages(plan.instructions.as_deref(), &plan.history, plan.inputs.iter().chain(&out.fold.outputs));
+        let stored = || context::history_messages(&plan.history);
         let request = ChatRequest {
             model: plan.model.clone(),
             messages: context.messages,
-            stored: context.stored.map(|range| StoredMessages { range, json: plan.history.chat_json() }),
+            stored: context.stored_at.map(|at| StoredMessages { at, build: &stored, json: plan.history.chat_json() }),
             tools: Cow::Borrowed(&toolbox.chat),
             args: Cow::Borrowed(&plan.args),
         };
