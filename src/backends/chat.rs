@@ -146,8 +146,20 @@ impl<'a> ChatRequest<'a> {
     }
 }
 
-/// Appends `message` as JSON to a list being written: after a comma unless it opens the
-/// list (`out` empty or ending in `[`). Written by hand: serde would run every key and
+/// Starts the next item of a JSON list being written: a comma, unless the item opens the
+/// list (`out` empty or ending in `[`).
+pub fn separate(out: &mut Vec<u8>) {
+    if !matches!(out.last(), None | Some(b'[')) {
+        out.push(b',');
+    }
+}
+
+/// Room to reserve for the JSON of `messages`.
+pub fn json_capacity(messages: &[ChatMessage<'_>]) -> usize {
+    messages.iter().map(|m| m.text_len() + 64).sum()
+}
+
+/// Appends `message` as JSON to a list being written (see `separate`). Written by hand: serde would run every key and
 /// fixed value (`"role"`, `"user"`, `"content"`, …) through its string escaper, which was
 /// most of the time spent serializing a long history. Values that may need escaping still
 /// go through serde_json. Same JSON as the derived `Serialize` (a test compares them).
@@ -156,9 +168,7 @@ pub fn write_message(out: &mut Vec<u8>, message: &ChatMessage<'_>) {
         // Writing into a Vec cannot fail, and our values serialize without errors.
         let _ = serde_json::to_writer(&mut *out, value);
     }
-    if !matches!(out.last(), None | Some(b'[')) {
-        out.push(b',');
-    }
+    separate(out);
     match message {
         ChatMessage::System { content } => {
             out.extend_from_slice(br#"{"role":"system","content":"#);

@@ -2,7 +2,9 @@
 //! TGI, LiteLLM. Dialect differences (`random_seed` vs `seed`, `tool_choice: "any"` vs
 //! `"required"`, asking for usage in streams) stay in this file.
 
-use super::chat::{write_message, ChatDelta, ChatRequest, ChatTool, DeltaStream, ModelBackend, ToolCallDelta};
+use super::chat::{
+    json_capacity, separate, write_message, ChatDelta, ChatRequest, ChatTool, DeltaStream, ModelBackend, ToolCallDelta,
+};
 use crate::domain::completion::{Prediction, ResponseFormat, Stop, ToolChoice};
 use crate::domain::conversations::Usage;
 use crate::domain::models::{Capabilities, ModelCard};
@@ -311,16 +313,13 @@ pub fn encode_request(dialect: Dialect, request: &ChatRequest<'_>) -> Vec<u8> {
             Bytes::from(out)
         })
     });
-    let estimate: usize = messages.iter().map(|m| m.text_len() + 64).sum();
-    let mut body = Vec::with_capacity(estimate + stored.map_or(0, |json| json.len()) + rest.len() + 16);
+    let mut body = Vec::with_capacity(json_capacity(messages) + stored.map_or(0, |json| json.len()) + rest.len() + 16);
     body.extend_from_slice(br#"{"messages":["#);
     for message in before {
         write_message(&mut body, message);
     }
     if let Some(json) = stored.filter(|json| !json.is_empty()) {
-        if body.last() != Some(&b'[') {
-            body.push(b',');
-        }
+        separate(&mut body);
         body.extend_from_slice(json);
     }
     for message in after {

@@ -8,7 +8,7 @@
 //! from the history the turn already holds. Bounded by the number of entry slots held.
 
 use super::context;
-use crate::backends::chat::write_message;
+use crate::backends::chat::{json_capacity, write_message};
 use crate::domain::entries::Entry;
 use crate::domain::ids::{EntryId, WorkspaceId};
 use bytes::Bytes;
@@ -50,8 +50,7 @@ impl History {
             // `None` when the turn's first message belongs to the history's last one (a
             // call joining its assistant message): written in full when next needed.
             if let Some(messages) = context::messages_after(before, after.iter().map(|e| e.as_ref())) {
-                let mut out =
-                    Vec::with_capacity(json.len() + messages.iter().map(|m| m.text_len() + 64).sum::<usize>());
+                let mut out = Vec::with_capacity(json.len() + json_capacity(&messages));
                 out.extend_from_slice(json);
                 for message in &messages {
                     write_message(&mut out, message);
