@@ -156,6 +156,22 @@ mod tests {
     }
 
     #[test]
+    fn a_conversation_that_moved_on_leaves_its_old_head_behind() {
+        let cache = HistoryCache::new(10);
+        let ws = WorkspaceId::default_workspace();
+        let (old, new) = (EntryId("old".into()), EntryId("new".into()));
+        cache.insert(&ws, &old, history(4));
+
+        cache.replace(&ws, Some(&old), &new, history(6));
+
+        assert!(cache.get(&ws, &old).is_none());
+        assert_eq!(cache.get(&ws, &new).map(|h| h.len()), Some(6));
+        // The old head's slots were given back: another history of 4 still fits.
+        cache.insert(&ws, &old, history(4));
+        assert!(cache.get(&ws, &new).is_some());
+    }
+
+    #[test]
     fn workspaces_do_not_share_entries() {
         let cache = HistoryCache::new(10);
         let head = EntryId("h".into());
