@@ -122,7 +122,8 @@ async fn spawn_palaver(database_url: &str, upstream_url: &str, http2: bool, dir:
         .env("DATABASE_URL", database_url)
         .env("PALAVER_CONFIG", &config)
         .env("PALAVER_DB_MAX_CONNECTIONS", "16")
-        .env("RUST_LOG", "error")
+        // The default log level, as operators run it (a line per committed turn).
+        .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

@@ -39,26 +39,34 @@ impl History {
     }
 
     /// This history followed by a committed turn's entries. Its chat JSON, when this one has
-    /// it, is this one's with the turn's messages appended.
-    pub fn extended(&self, turn: Vec<Entry>) -> History {
-        let mut entries = Vec::with_capacity(self.len() + turn.len());
-        entries.extend(self.iter().cloned());
+    /// it, is this one's with the turn's messages appended. When nothing else holds this
+    /// history (the usual case at commit, once the cache let go of the old head), the entry
+    /// list and the JSON grow in place: a turn costs the size of the turn, not of the history.
+    pub fn extended(self, turn: Vec<Entry>) -> History {
+        let (mut entries, json) = match Arc::try_unwrap(self.0) {
+            Ok(path) => (path.entries, path.chat_json.into_inner()),
+            Err(shared) => {
+                let mut entries = Vec::with_capacity(shared.entries.len() + turn.len());
+                entries.extend(shared.entries.iter().cloned());
+                (entries, shared.chat_json.get().cloned())
+            }
+        };
+        let start = entries.len();
         entries.extend(turn.into_iter().map(Arc::new));
-        let history = History::new(entries);
-        if let Some(json) = self.chat_json().get() {
-            let (before, after) = history.split_at(self.len());
+        let json = json.and_then(|json| {
+            let (before, after) = entries.split_at(start);
             // `None` when the turn's first message belongs to the history's last one (a
             // call joining its assistant message): written in full when next needed.
-            if let Some(messages) = context::messages_after(before, after.iter().map(|e| e.as_ref())) {
-                let mut out = Vec::with_capacity(json.len() + json_capacity(&messages));
-                out.extend_from_slice(json);
-                for message in &messages {
-                    write_message(&mut out, message);
-                }
-                let _ = history.chat_json().set(Bytes::from(out));
+            let messages = context::messages_after(before, after.iter().map(|e| e.as_ref()))?;
+            // No copy when this was the JSON's only holder.
+            let mut out = Vec::from(json);
+            out.reserve(json_capacity(&messages));
+            for message in &messages {
+                write_message(&mut out, message);
             }
-        }
-        history
+            Some(Bytes::from(out))
+        });
+        History(Arc::new(Path { entries, chat_json: json.map(OnceLock::from).unwrap_or_default() }))
     }
 }
 
@@ -90,30 +98,15 @@ impl HistoryCache {
         if self.max_slots == 0 {
             return None;
         }
-        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut inner = self.lock();
         inner.map.get(&(ws.0.clone(), head.0.clone())).cloned()
     }
 
     pub fn insert(&self, ws: &WorkspaceId, head: &EntryId, history: History) {
-        self.replace(ws, None, head, history);
-    }
-
-    /// Caches `history` under `head`, dropping the history of `previous`: a conversation
-    /// that moved on is not appended to at its old head again, and each cached head holds a
-    /// copy of the entry list (and its chat JSON).
-    pub fn replace(&self, ws: &WorkspaceId, previous: Option<&EntryId>, head: &EntryId, history: History) {
-        if self.max_slots == 0 {
+        if self.max_slots == 0 || history.len() > self.max_slots {
             return;
         }
-        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(previous) = previous {
-            if let Some(old) = inner.map.pop(&(ws.0.clone(), previous.0.clone())) {
-                inner.slots -= old.len();
-            }
-        }
-        if history.len() > self.max_slots {
-            return;
-        }
+        let mut inner = self.lock();
         inner.slots += history.len();
         if let Some(old) = inner.map.put((ws.0.clone(), head.0.clone()), history) {
             inner.slots -= old.len();
@@ -124,6 +117,40 @@ impl HistoryCache {
                 None => break,
             }
         }
+    }
+
+    /// Caches `history` followed by `turn` under `head`, the conversation's new head, and
+    /// drops the history of `previous`, its old one: a conversation that moved on is not
+    /// appended to at its old head again, and letting go of it first leaves `history` with
+    /// no other holder, so it grows in place (`History::extended`).
+    pub fn advance(
+        &self,
+        ws: &WorkspaceId,
+        previous: Option<&EntryId>,
+        head: &EntryId,
+        history: History,
+        turn: Vec<Entry>,
+    ) {
+        if self.max_slots == 0 || history.len() + turn.len() > self.max_slots {
+            return;
+        }
+        if let Some(previous) = previous {
+            let old = {
+                let mut inner = self.lock();
+                let old = inner.map.pop(&(ws.0.clone(), previous.0.clone()));
+                if let Some(old) = &old {
+                    inner.slots -= old.len();
+                }
+                old
+            };
+            // Before `extended`: the old head's copy would keep `history` shared.
+            drop(old);
+        }
+        self.insert(ws, head, history.extended(turn));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -155,6 +182,28 @@ mod tests {
         assert!(cache.get(&ws, &c).is_some());
     }
 
+    fn turn(n: usize) -> Vec<Entry> {
+        let inputs: Inputs = serde_json::from_value(serde_json::json!("y")).unwrap();
+        let entry = inputs.into_entries(Timestamp::now()).unwrap().remove(0);
+        vec![entry; n]
+    }
+
+    /// The JSON of every message of `history`, written in full.
+    fn full_json(history: &History) -> Vec<u8> {
+        let mut out = Vec::new();
+        for message in context::history_messages(history) {
+            write_message(&mut out, &message);
+        }
+        out
+    }
+
+    fn with_json(history: History, spare: usize) -> History {
+        let mut json = full_json(&history);
+        json.reserve_exact(spare);
+        history.chat_json().set(Bytes::from(json)).unwrap();
+        history
+    }
+
     #[test]
     fn a_conversation_that_moved_on_leaves_its_old_head_behind() {
         let cache = HistoryCache::new(10);
@@ -162,13 +211,45 @@ mod tests {
         let (old, new) = (EntryId("old".into()), EntryId("new".into()));
         cache.insert(&ws, &old, history(4));
 
-        cache.replace(&ws, Some(&old), &new, history(6));
+        let held = cache.get(&ws, &old).unwrap();
+        cache.advance(&ws, Some(&old), &new, held, turn(2));
 
         assert!(cache.get(&ws, &old).is_none());
         assert_eq!(cache.get(&ws, &new).map(|h| h.len()), Some(6));
         // The old head's slots were given back: another history of 4 still fits.
         cache.insert(&ws, &old, history(4));
         assert!(cache.get(&ws, &new).is_some());
+    }
+
+    #[test]
+    fn a_history_nothing_else_holds_grows_in_place() {
+        let cache = HistoryCache::new(100);
+        let ws = WorkspaceId::default_workspace();
+        let (old, new) = (EntryId("old".into()), EntryId("new".into()));
+        let history = with_json(history(3), 1024);
+        let json_at = history.chat_json().get().unwrap().as_ptr();
+        cache.insert(&ws, &old, history.clone());
+
+        cache.advance(&ws, Some(&old), &new, history, turn(2));
+
+        let extended = cache.get(&ws, &new).unwrap();
+        let json = extended.chat_json().get().unwrap();
+        assert_eq!(json.as_ptr(), json_at, "the JSON was copied");
+        assert_eq!(json.as_ref(), full_json(&extended).as_slice());
+    }
+
+    #[test]
+    fn a_shared_history_is_extended_as_a_copy_and_left_as_it_was() {
+        let history = with_json(history(3), 1024);
+        let before = history.chat_json().get().unwrap().clone();
+        let other_holder = history.clone();
+
+        let extended = history.extended(turn(2));
+
+        assert_eq!(other_holder.len(), 3);
+        assert_eq!(other_holder.chat_json().get(), Some(&before));
+        assert_eq!(extended.len(), 5);
+        assert_eq!(extended.chat_json().get().unwrap().as_ref(), full_json(&extended).as_slice());
     }
 
     #[test]

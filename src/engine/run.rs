@@ -80,8 +80,9 @@ fn start(
     // is kept small: `run` borrows the plan (moved in, it would be stored twice) and the
     // rarely taken paths inside it are boxed.
     let fut = async move {
+        let mut plan = plan;
         let mut out = Emitter { tx: events, queued: None, fold: Fold::default() };
-        run(&state, &plan, &mut out).await;
+        run(&state, &mut plan, &mut out).await;
         if let Some((message, code)) = &out.fold.failure {
             tracing::warn!(conversation_id = %plan.conversation.id, code, message, "turn failed; nothing stored");
         }
@@ -163,7 +164,7 @@ struct PendingCall {
     buffered: String,
 }
 
-async fn run(state: &AppState, plan: &TurnPlan, out: &mut Emitter) {
+async fn run(state: &AppState, plan: &mut TurnPlan, out: &mut Emitter) {
     out.emit(RunEvent::Started { conversation_id: plan.conversation.id.clone(), created_at: Timestamp::now() }).await;
     let backend = state.models.backend(&plan.model);
     let toolbox = match Toolbox::of(&state.connectors, &plan.tools).await {
@@ -397,7 +398,7 @@ async fn close_message(message: &mut Option<(EntryId, u32, Timestamp)>, out: &mu
 }
 
 /// Stores inputs and outputs as one turn, moving the head if nobody else did.
-async fn commit(state: &AppState, plan: &TurnPlan, outputs: &[Entry]) -> Result<(), Error> {
+async fn commit(state: &AppState, plan: &mut TurnPlan, outputs: &[Entry]) -> Result<(), Error> {
     let entries: Vec<Entry> = plan.inputs.iter().chain(outputs).cloned().collect();
     let mut conversation = plan.conversation.clone();
     conversation.head = entries.last().map(|e| e.id().clone()).or_else(|| plan.parent.as_ref().map(|p| p.0.clone()));
@@ -413,8 +414,9 @@ async fn commit(state: &AppState, plan: &TurnPlan, outputs: &[Entry]) -> Result<
         Ok(()) => {
             tracing::info!(conversation_id = %plan.conversation.id, entries = turn.entries.len(), "turn committed");
             if let Some(head) = &turn.conversation.head {
-                let history = plan.history.extended(turn.entries);
-                state.histories.replace(&plan.ws, plan.expected_head.as_ref(), head, history);
+                // The run is over: the plan's history becomes the new head's.
+                let history = std::mem::take(&mut plan.history);
+                state.histories.advance(&plan.ws, plan.expected_head.as_ref(), head, history, turn.entries);
             }
             Ok(())
         }
