@@ -324,41 +324,74 @@ async fn bench_backend(
     rows.push(row("overhead per turn, p50 (c=1)", ms(p50), ms(floor50), budget, Some(p50 <= overhead_budget)));
     rows.push(row("overhead per turn, p99 (c=1)", ms(p99), "-".into(), "p99 ≤ 3 ms", Some(p99 <= 0.003)));
 
-    // Throughput at concurrency 32, and palaver's own CPU time per turn.
-    let (mut rates, mut floor_rates, mut cpus) = (Vec::new(), Vec::new(), Vec::new());
+    // Throughput at concurrency 32, and palaver's own CPU time per turn: in model
+    // conversations, and in agent conversations (which also read the agent version).
+    let throughput = |workers: Vec<String>| {
+        let (client, base, chat_url) = (client.clone(), base.clone(), chat_url.clone());
+        async move {
+            let (mut rates, mut floor_rates, mut cpus) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..runs {
+                let per_worker = 60;
+                let floor_body =
+                    json!({"model": "bench", "messages": [{"role": "user", "content": "Hi"}], "stream": true});
+                let started = Instant::now();
+                futures::future::join_all((0..32).map(|_| async {
+                    for _ in 0..per_worker {
+                        let _ = stream_timing(&client, &chat_url, &floor_body, "data:").await;
+                    }
+                }))
+                .await;
+                floor_rates.push((32 * per_worker) as f64 / started.elapsed().as_secs_f64());
+                let cpu_before = cpu_seconds(pid);
+                let started = Instant::now();
+                futures::future::join_all(workers.iter().map(|id| {
+                    let (client, base) = (&client, &base);
+                    async move {
+                        for n in 0..per_worker {
+                            let body = json!({"inputs": format!("t{n}")});
+                            post_json(client, &format!("{base}/v1/conversations/{id}"), &body).await;
+                        }
+                    }
+                }))
+                .await;
+                let elapsed = started.elapsed().as_secs_f64();
+                let turns = (32 * per_worker) as f64;
+                rates.push(turns / elapsed);
+                cpus.push((cpu_seconds(pid) - cpu_before) / turns);
+            }
+            (median(rates), median(floor_rates), median(cpus))
+        }
+    };
     let workers: Vec<String> = futures::future::join_all((0..32).map(|_| new_conversation(&client, &base, 1))).await;
-    for _ in 0..runs {
-        let per_worker = 60;
-        let floor_body = json!({"model": "bench", "messages": [{"role": "user", "content": "Hi"}], "stream": true});
-        let started = Instant::now();
-        futures::future::join_all((0..32).map(|_| async {
-            for _ in 0..per_worker {
-                let _ = stream_timing(&client, &chat_url, &floor_body, "data:").await;
-            }
-        }))
-        .await;
-        floor_rates.push((32 * per_worker) as f64 / started.elapsed().as_secs_f64());
-        let cpu_before = cpu_seconds(pid);
-        let started = Instant::now();
-        futures::future::join_all(workers.iter().map(|id| {
-            let client = &client;
-            let base = &base;
-            async move {
-                for n in 0..per_worker {
-                    post_json(client, &format!("{base}/v1/conversations/{id}"), &json!({"inputs": format!("t{n}")}))
-                        .await;
-                }
-            }
-        }))
-        .await;
-        let elapsed = started.elapsed().as_secs_f64();
-        let turns = (32 * per_worker) as f64;
-        rates.push(turns / elapsed);
-        cpus.push((cpu_seconds(pid) - cpu_before) / turns);
-    }
-    let (rate, floor_rate, cpu) = (median(rates), median(floor_rates), median(cpus));
+    let (rate, floor_rate, cpu) = throughput(workers).await;
     rows.push(row("throughput (c=32)", format!("{rate:.0} turns/s"), format!("{floor_rate:.0} req/s"), "-", None));
     rows.push(row("palaver CPU per turn", format!("{:.0} µs", cpu * 1e6), "-".into(), "≤ 200 µs", Some(cpu <= 200e-6)));
+    let agent = post_json(&client, &format!("{base}/v1/agents"), &json!({"model": "bench", "name": "bench"})).await;
+    let agent_id = agent["id"].as_str().unwrap().to_owned();
+    let workers: Vec<String> = futures::future::join_all((0..32).map(|_| {
+        let (client, base, agent_id) = (&client, &base, &agent_id);
+        async move {
+            let body = json!({"agent_id": agent_id, "inputs": "Hi there"});
+            let start = post_json(client, &format!("{base}/v1/conversations"), &body).await;
+            start["conversation_id"].as_str().unwrap().to_owned()
+        }
+    }))
+    .await;
+    let (rate, floor_rate, cpu) = throughput(workers).await;
+    rows.push(row(
+        "agent conversations: throughput (c=32)",
+        format!("{rate:.0} turns/s"),
+        format!("{floor_rate:.0} req/s"),
+        "-",
+        None,
+    ));
+    rows.push(row(
+        "agent conversations: palaver CPU per turn",
+        format!("{:.0} µs", cpu * 1e6),
+        "-".into(),
+        "≤ 200 µs",
+        Some(cpu <= 200e-6),
+    ));
 
     // Time to first delta, streaming append, concurrency 1.
     let mut ttfd = Vec::new();

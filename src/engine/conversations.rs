@@ -15,7 +15,7 @@ use crate::domain::ids::{AgentId, ConversationId, EntryId, WorkspaceId};
 use crate::domain::time::Timestamp;
 use crate::domain::tools::validate_tools;
 use crate::error::{Error, FieldError, Result};
-use crate::store::{ConversationRecord, Page, StoreError};
+use crate::store::{AgentRecord, ConversationRecord, Page, StoreError};
 use crate::AppState;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
@@ -52,17 +52,25 @@ struct Settings {
     args: CompletionArgs,
 }
 
+/// `agent`: the agent version already read with the conversation, if any
+/// (`Store::conversation_for_turn`).
 async fn settings(
     state: &AppState,
     ws: &WorkspaceId,
     conversation: &ConversationRecord,
+    agent: Option<AgentRecord>,
     turn_args: Option<&CompletionArgs>,
 ) -> Result<Settings> {
     let stored_args = conversation.completion_args.clone().unwrap_or_default();
     let mut settings = match &conversation.agent_id {
         Some(agent_id) => {
-            let version = selector(&conversation.agent_version)?;
-            let agent = agent_rules::load(state, ws, &AgentId(agent_id.clone()), &version).await?;
+            let agent = match agent {
+                Some(agent) => agent,
+                None => {
+                    let version = selector(&conversation.agent_version)?;
+                    agent_rules::load(state, ws, &AgentId(agent_id.clone()), &version).await?
+                }
+            };
             Settings {
                 model: agent.config.model,
                 agent_id: Some(agent_id.clone()),
@@ -276,7 +284,7 @@ pub async fn plan_start(state: &AppState, ws: &WorkspaceId, request: StartConver
         created_at: now,
         updated_at: now,
     };
-    let settings = settings(state, ws, &conversation, None).await?;
+    let settings = settings(state, ws, &conversation, None, None).await?;
     Ok(plan(ws, conversation, true, request.store.unwrap_or(true), None, None, History::default(), inputs, settings))
 }
 
@@ -311,10 +319,23 @@ fn plan(
 }
 
 async fn load(state: &AppState, ws: &WorkspaceId, id: &ConversationId) -> Result<ConversationRecord> {
-    match state.store.conversation(ws, id).await {
-        Ok(record) => Ok(record),
-        Err(StoreError::NotFound) => Err(Error::not_found("Conversation", id.as_str())),
-        Err(other) => Err(other.into()),
+    state.store.conversation(ws, id).await.map_err(|e| not_found_as_conversation(e, id))
+}
+
+/// The conversation a turn builds on, with the agent version it runs with when the store
+/// could read both at once.
+async fn load_for_turn(
+    state: &AppState,
+    ws: &WorkspaceId,
+    id: &ConversationId,
+) -> Result<(ConversationRecord, Option<AgentRecord>)> {
+    state.store.conversation_for_turn(ws, id).await.map_err(|e| not_found_as_conversation(e, id))
+}
+
+fn not_found_as_conversation(error: StoreError, id: &ConversationId) -> Error {
+    match error {
+        StoreError::NotFound => Error::not_found("Conversation", id.as_str()),
+        other => other.into(),
     }
 }
 
@@ -342,10 +363,10 @@ pub async fn plan_append(
     validate_args(&request.completion_args)?;
     let mut inputs = read_inputs(request.inputs, false, now)?;
     let confirmations = request.tool_confirmations.unwrap_or_default();
-    let conversation = load(state, ws, id).await?;
+    let (conversation, agent) = load_for_turn(state, ws, id).await?;
     let history = history_of(state, ws, &conversation).await?;
     let confirmed = answer_calls(history.iter().map(|e| e.as_ref()), &mut inputs, &confirmations, now)?;
-    let settings = settings(state, ws, &conversation, request.completion_args.as_ref()).await?;
+    let settings = settings(state, ws, &conversation, agent, request.completion_args.as_ref()).await?;
     let head = conversation.head.clone();
     let parent = head.clone().map(|h| (h, history.len() as i64 - 1));
     let store = request.store.unwrap_or(true);
@@ -366,7 +387,9 @@ pub async fn plan_restart(
     let now = Timestamp::now();
     validate_args(&request.completion_args)?;
     let mut inputs = read_inputs(request.inputs, false, now)?;
-    let original = load(state, ws, id).await?;
+    let (original, agent) = load_for_turn(state, ws, id).await?;
+    // The original's agent version holds only when the restart keeps its selector.
+    let agent = agent.filter(|_| request.agent_version.is_none());
     if original.agent_id.is_none() && request.agent_version.is_some() {
         return Err(invalid(
             &["agent_version"],
@@ -394,7 +417,7 @@ pub async fn plan_restart(
         updated_at: now,
         ..original
     };
-    let settings = settings(state, ws, &conversation, request.completion_args.as_ref()).await?;
+    let settings = settings(state, ws, &conversation, agent, request.completion_args.as_ref()).await?;
     let store = request.store.unwrap_or(true);
     Ok(plan(ws, conversation, true, store, None, parent, history, inputs, settings))
 }

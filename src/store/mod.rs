@@ -161,6 +161,16 @@ pub trait Store: Send + Sync + 'static {
 
     async fn conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<ConversationRecord>;
 
+    /// The conversation and, in the same read, the agent version its next turn runs with
+    /// when the conversation follows its agent's active version or a version number.
+    /// `None` for a model conversation, and whenever the caller must read the agent itself
+    /// (`agent` with the conversation's selector): an alias, a missing agent or version.
+    async fn conversation_for_turn(
+        &self,
+        ws: &WorkspaceId,
+        id: &ConversationId,
+    ) -> StoreResult<(ConversationRecord, Option<AgentRecord>)>;
+
     /// Newest first; `metadata` keeps those holding every given key/value.
     async fn list_conversations(
         &self,

@@ -119,6 +119,36 @@ impl From<ConversationRow> for ConversationRecord {
     }
 }
 
+/// A row of `sql::select_conversation_with_agent`.
+#[derive(sqlx::FromRow)]
+struct ConversationAgentRow {
+    #[sqlx(flatten)]
+    conversation: ConversationRow,
+    av_id: Option<String>,
+    av_version: Option<i64>,
+    av_active_version: Option<i64>,
+    av_latest_version: Option<i64>,
+    av_revision: Option<i64>,
+    av_created_at: Option<i64>,
+    av_updated_at: Option<i64>,
+    av_config: Option<Json<AgentConfig>>,
+}
+
+impl ConversationAgentRow {
+    fn agent(&mut self) -> Option<AgentRecord> {
+        Some(AgentRecord {
+            id: AgentId(self.av_id.take()?),
+            version: self.av_version?,
+            active_version: self.av_active_version?,
+            latest_version: self.av_latest_version?,
+            revision: self.av_revision?,
+            created_at: Timestamp::from_micros(self.av_created_at?),
+            updated_at: Timestamp::from_micros(self.av_updated_at?),
+            config: self.av_config.take()?.0,
+        })
+    }
+}
+
 /// Binds a conversation's columns after the workspace, in `sql::insert_conversation` order.
 macro_rules! bind_conversation {
     ($query:expr, $ws:expr, $c:expr) => {
@@ -149,6 +179,13 @@ fn metadata_matches(column: &str, param: &str) -> String {
 
 static LIST_AGENTS: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| sql::list_agents(&metadata_matches("v.metadata", "$7")));
+
+static SELECT_CONVERSATION_WITH_AGENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    sql::select_conversation_with_agent(
+        "CASE WHEN jsonb_typeof(c.agent_version) = 'number' THEN (c.agent_version)::bigint END",
+        "(c.agent_version #>> '{}')",
+    )
+});
 
 static LIST_CONVERSATIONS: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| sql::list_conversations(&metadata_matches("c.metadata", "$2")));
@@ -590,6 +627,22 @@ impl Store for PgStore {
                 .fetch_one(&mut *conn)
                 .await?;
             Ok(row.into())
+        })
+    }
+
+    async fn conversation_for_turn(
+        &self,
+        ws: &WorkspaceId,
+        id: &ConversationId,
+    ) -> StoreResult<(ConversationRecord, Option<AgentRecord>)> {
+        on_connection!(self, |conn| {
+            let mut row: ConversationAgentRow = sqlx::query_as(SELECT_CONVERSATION_WITH_AGENT.as_str())
+                .bind(ws.as_str())
+                .bind(id.as_str())
+                .fetch_one(&mut *conn)
+                .await?;
+            let agent = row.agent();
+            Ok((row.conversation.into(), agent))
         })
     }
 

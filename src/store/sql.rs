@@ -107,6 +107,31 @@ pub const ADVANCE_HEAD: &str = "UPDATE conversations SET head_entry_id = $3, upd
 pub static SELECT_CONVERSATION: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE workspace = $1 AND id = $2"));
 
+/// A conversation with the agent version its turns run with, in one round trip: the
+/// conversation's columns, then `AGENT_COLUMNS` (as `av_*`, so no name repeats one of the
+/// conversation's) for its agent's active version, the version number or the alias it
+/// follows — or NULL version columns when its agent or that version is gone (the caller
+/// then reads the agent on its own, for the right error). `version_number` and
+/// `version_text` are the backend's expressions for `c.agent_version` as an integer when it
+/// holds a JSON number, and as text when it holds a JSON string (else NULL). Binds:
+/// workspace, id.
+pub fn select_conversation_with_agent(version_number: &str, version_text: &str) -> String {
+    let conversation: Vec<String> = CONVERSATION_COLUMNS.split(',').map(|c| format!("c.{}", c.trim())).collect();
+    format!(
+        "SELECT {}, a.id AS av_id, v.version AS av_version, a.active_version AS av_active_version, \
+         a.latest_version AS av_latest_version, a.revision AS av_revision, a.created_at AS av_created_at, \
+         a.updated_at AS av_updated_at, v.config AS av_config \
+         FROM conversations c \
+         LEFT JOIN agents a ON a.workspace = c.workspace AND a.id = c.agent_id \
+         LEFT JOIN agent_versions v ON v.workspace = a.workspace AND v.agent_id = a.id \
+         AND v.version = CASE WHEN c.agent_version IS NULL THEN a.active_version \
+         ELSE COALESCE({version_number}, (SELECT al.version FROM agent_aliases al \
+         WHERE al.workspace = c.workspace AND al.agent_id = c.agent_id AND al.alias = {version_text})) END \
+         WHERE c.workspace = $1 AND c.id = $2",
+        conversation.join(", ")
+    )
+}
+
 /// Binds: workspace, metadata filter, limit, offset.
 pub fn list_conversations(metadata_matches: &str) -> String {
     format!(

@@ -79,6 +79,7 @@ struct Statements {
     insert_conversation: String,
     advance_head: String,
     select_conversation: String,
+    select_conversation_with_agent: String,
     list_conversations: String,
     delete_conversation: String,
     history: String,
@@ -102,6 +103,10 @@ static SQL: LazyLock<Statements> = LazyLock::new(|| Statements {
     insert_conversation: numbered(&sql::INSERT_CONVERSATION),
     advance_head: numbered(sql::ADVANCE_HEAD),
     select_conversation: numbered(&sql::SELECT_CONVERSATION),
+    select_conversation_with_agent: numbered(&sql::select_conversation_with_agent(
+        "CASE WHEN json_type(c.agent_version) = 'integer' THEN CAST(c.agent_version AS INTEGER) END",
+        "json_extract(c.agent_version, '$')",
+    )),
     list_conversations: numbered(&sql::list_conversations(&metadata_matches("c.metadata", "$2"))),
     delete_conversation: numbered(sql::DELETE_CONVERSATION),
     history: numbered(sql::HISTORY),
@@ -327,16 +332,32 @@ fn optional_json_column<T: DeserializeOwned>(row: &Row<'_>, index: usize) -> rus
 
 /// Reads the columns of `sql::AGENT_COLUMNS`.
 fn agent_record(row: &Row<'_>) -> rusqlite::Result<AgentRecord> {
+    agent_record_at(row, 0)
+}
+
+/// Reads the columns of `sql::AGENT_COLUMNS`, the first of them at index `first`.
+fn agent_record_at(row: &Row<'_>, first: usize) -> rusqlite::Result<AgentRecord> {
     Ok(AgentRecord {
-        id: AgentId(row.get(0)?),
-        version: row.get(1)?,
-        active_version: row.get(2)?,
-        latest_version: row.get(3)?,
-        revision: row.get(4)?,
-        created_at: Timestamp::from_micros(row.get(5)?),
-        updated_at: Timestamp::from_micros(row.get(6)?),
-        config: json_column(row, 7)?,
+        id: AgentId(row.get(first)?),
+        version: row.get(first + 1)?,
+        active_version: row.get(first + 2)?,
+        latest_version: row.get(first + 3)?,
+        revision: row.get(first + 4)?,
+        created_at: Timestamp::from_micros(row.get(first + 5)?),
+        updated_at: Timestamp::from_micros(row.get(first + 6)?),
+        config: json_column(row, first + 7)?,
     })
+}
+
+/// Reads a row of `sql::select_conversation_with_agent`.
+fn conversation_with_agent(row: &Row<'_>) -> rusqlite::Result<(ConversationRecord, Option<AgentRecord>)> {
+    // The agent columns follow the conversation's 14; a NULL version means none was joined
+    // (the agent may have been: its version is the one missing).
+    let agent = match row.get::<_, Option<i64>>(15)? {
+        Some(_) => Some(agent_record_at(row, 14)?),
+        None => None,
+    };
+    Ok((conversation_record(row)?, agent))
 }
 
 fn alias_record(row: &Row<'_>) -> rusqlite::Result<AliasRecord> {
@@ -660,6 +681,19 @@ impl Store for SqliteStore {
         let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
         self.read(move |conn| {
             Ok(conn.prepare_cached(&SQL.select_conversation)?.query_row(params![ws, id], conversation_record)?)
+        })
+        .await
+    }
+
+    async fn conversation_for_turn(
+        &self,
+        ws: &WorkspaceId,
+        id: &ConversationId,
+    ) -> StoreResult<(ConversationRecord, Option<AgentRecord>)> {
+        let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(&SQL.select_conversation_with_agent)?;
+            Ok(statement.query_row(params![ws, id], conversation_with_agent)?)
         })
         .await
     }

@@ -3,6 +3,7 @@
 
 use crate::helpers::{assert_invalid, json_of, Options, TestApp};
 use crate::upstream::Reply;
+use palaver::domain::ids::{ConversationId, WorkspaceId};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -211,6 +212,79 @@ async fn a_pinned_agent_version_or_alias_keeps_its_configuration() {
     assert_eq!(conversation["agent_id"], agent["id"]);
     assert_eq!(conversation["agent_version"], "stable");
     assert!(conversation.get("model").is_none(), "an agent conversation has no `model` key");
+}
+
+#[tokio::test]
+async fn appends_and_restarts_run_with_the_agent_version_the_conversation_follows_as_it_moves() {
+    let (app, upstream) = TestApp::with_upstream().await;
+    let (app, upstream) = (&app, &upstream);
+    let agent = app.create_agent(json!({"model": "model-a", "name": "a", "instructions": "Version zero."})).await;
+    let path = format!("/v1/agents/{}", agent["id"].as_str().unwrap());
+    let alias = |version: u32| {
+        app.request(reqwest::Method::PUT, &format!("{path}/aliases?alias=stable&version={version}")).send()
+    };
+    alias(0).await.unwrap();
+    let agent = &agent;
+    let start = |version: Value| {
+        let body = match version {
+            Value::Null => json!({"agent_id": agent["id"], "inputs": "hi"}),
+            version => json!({"agent_id": agent["id"], "agent_version": version, "inputs": "hi"}),
+        };
+        async move { app.ok("/v1/conversations", &body).await["conversation_id"].as_str().unwrap().to_owned() }
+    };
+    let (pinned, active, aliased) = (start(json!(0)).await, start(Value::Null).await, start(json!("stable")).await);
+    // The agent moves on: version 1 becomes active and the alias follows it.
+    json_of(app.patch(&path, &json!({"instructions": "Version one.", "model": "model-b"})).await, 200).await;
+    alias(1).await.unwrap();
+
+    let mut seen = Vec::new();
+    for id in [&pinned, &active, &aliased] {
+        app.ok(&format!("/v1/conversations/{id}"), &json!({"inputs": "again"})).await;
+        let request = upstream.last_request();
+        seen.push((request["model"].clone(), request["messages"][0]["content"].clone()));
+    }
+    let first_entry = &app.history(&active).await[0]["id"].clone();
+    let active = &active;
+    let restart = |agent_version: Option<u32>| {
+        let mut body = json!({"from_entry_id": first_entry, "inputs": "again"});
+        if let Some(version) = agent_version {
+            body["agent_version"] = json!(version);
+        }
+        let path = format!("/v1/conversations/{active}/restart");
+        async move {
+            app.ok(&path, &body).await;
+            upstream.last_request()["messages"][0]["content"].clone()
+        }
+    };
+    let (restarted, restarted_at_zero) = (restart(None).await, restart(Some(0)).await);
+
+    assert_eq!(
+        seen,
+        vec![
+            (json!("model-a"), json!("Version zero.")),
+            (json!("model-b"), json!("Version one.")),
+            (json!("model-b"), json!("Version one.")),
+        ]
+    );
+    assert_eq!(restarted, "Version one.");
+    assert_eq!(restarted_at_zero, "Version zero.");
+    // Each of them came with its agent version in the conversation's own read.
+    let store = palaver::store::connect(&app.database_url, 1, false).await.unwrap();
+    let read = |id: &str| {
+        let (store, id) = (&store, ConversationId(id.to_owned()));
+        async move { store.conversation_for_turn(&WorkspaceId::default_workspace(), &id).await.unwrap().1 }
+    };
+    for (id, version) in [(&pinned, 0), (active, 1), (&aliased, 1)] {
+        assert_eq!(read(id).await.map(|agent| agent.version), Some(version), "{id}");
+    }
+
+    // Once the agent is gone, an append says so and stores nothing.
+    let before = app.history(active).await;
+    assert_eq!(app.delete(&path).await.status(), 204);
+    assert!(read(active).await.is_none());
+    let orphaned = app.post(&format!("/v1/conversations/{active}"), &json!({"inputs": "still there?"})).await;
+    assert!(json_of(orphaned, 404).await["message"].as_str().unwrap().starts_with("Agent `"));
+    assert_eq!(app.history(active).await, before);
 }
 
 #[tokio::test]
