@@ -131,7 +131,7 @@ impl HistoryCache {
         history: History,
         turn: Vec<Entry>,
     ) {
-        if self.max_slots == 0 || history.len() + turn.len() > self.max_slots {
+        if self.max_slots == 0 {
             return;
         }
         if let Some(previous) = previous {
@@ -146,7 +146,9 @@ impl HistoryCache {
             // Before `extended`: the old head's copy would keep `history` shared.
             drop(old);
         }
-        self.insert(ws, head, history.extended(turn));
+        if history.len() + turn.len() <= self.max_slots {
+            self.insert(ws, head, history.extended(turn));
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -219,6 +221,19 @@ mod tests {
         // The old head's slots were given back: another history of 4 still fits.
         cache.insert(&ws, &old, history(4));
         assert!(cache.get(&ws, &new).is_some());
+    }
+
+    #[test]
+    fn a_conversation_that_outgrew_the_cache_leaves_it() {
+        let cache = HistoryCache::new(10);
+        let ws = WorkspaceId::default_workspace();
+        let (old, new) = (EntryId("old".into()), EntryId("new".into()));
+        cache.insert(&ws, &old, history(8));
+
+        cache.advance(&ws, Some(&old), &new, history(8), turn(4));
+
+        assert!(cache.get(&ws, &old).is_none());
+        assert!(cache.get(&ws, &new).is_none());
     }
 
     #[test]
