@@ -163,9 +163,7 @@ mod tests {
     use crate::domain::time::Timestamp;
 
     fn history(n: usize) -> History {
-        let inputs: Inputs = serde_json::from_value(serde_json::json!("x")).unwrap();
-        let entry = Arc::new(inputs.into_entries(Timestamp::now()).unwrap().remove(0));
-        History::new(vec![entry; n])
+        History::new(turn(n).into_iter().map(Arc::new).collect())
     }
 
     #[test]

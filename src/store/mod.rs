@@ -162,9 +162,9 @@ pub trait Store: Send + Sync + 'static {
     async fn conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<ConversationRecord>;
 
     /// The conversation and, in the same read, the agent version its next turn runs with
-    /// when the conversation follows its agent's active version or a version number.
-    /// `None` for a model conversation, and whenever the caller must read the agent itself
-    /// (`agent` with the conversation's selector): an alias, a missing agent or version.
+    /// (the agent's active version, or the number or alias the conversation follows).
+    /// `None` for a model conversation, and when that agent or version is gone: the caller
+    /// then reads the agent itself (`agent` with the conversation's selector) for the error.
     async fn conversation_for_turn(
         &self,
         ws: &WorkspaceId,

@@ -117,10 +117,15 @@ pub static SELECT_CONVERSATION: LazyLock<String> =
 /// workspace, id.
 pub fn select_conversation_with_agent(version_number: &str, version_text: &str) -> String {
     let conversation: Vec<String> = CONVERSATION_COLUMNS.split(',').map(|c| format!("c.{}", c.trim())).collect();
+    let agent: Vec<String> = AGENT_COLUMNS
+        .split(',')
+        .map(|c| {
+            let c = c.trim();
+            format!("{c} AS av_{}", c.split_once('.').map_or(c, |(_, name)| name))
+        })
+        .collect();
     format!(
-        "SELECT {}, a.id AS av_id, v.version AS av_version, a.active_version AS av_active_version, \
-         a.latest_version AS av_latest_version, a.revision AS av_revision, a.created_at AS av_created_at, \
-         a.updated_at AS av_updated_at, v.config AS av_config \
+        "SELECT {}, {} \
          FROM conversations c \
          LEFT JOIN agents a ON a.workspace = c.workspace AND a.id = c.agent_id \
          LEFT JOIN agent_versions v ON v.workspace = a.workspace AND v.agent_id = a.id \
@@ -128,7 +133,8 @@ pub fn select_conversation_with_agent(version_number: &str, version_text: &str) 
          ELSE COALESCE({version_number}, (SELECT al.version FROM agent_aliases al \
          WHERE al.workspace = c.workspace AND al.agent_id = c.agent_id AND al.alias = {version_text})) END \
          WHERE c.workspace = $1 AND c.id = $2",
-        conversation.join(", ")
+        conversation.join(", "),
+        agent.join(", ")
     )
 }
 
