@@ -204,11 +204,14 @@ mod tests {
         history
     }
 
+    /// A cache of `slots`, and a conversation's head before and after a turn.
+    fn moving_head(slots: usize) -> (HistoryCache, WorkspaceId, EntryId, EntryId) {
+        (HistoryCache::new(slots), WorkspaceId::default_workspace(), EntryId("old".into()), EntryId("new".into()))
+    }
+
     #[test]
     fn a_conversation_that_moved_on_leaves_its_old_head_behind() {
-        let cache = HistoryCache::new(10);
-        let ws = WorkspaceId::default_workspace();
-        let (old, new) = (EntryId("old".into()), EntryId("new".into()));
+        let (cache, ws, old, new) = moving_head(10);
         cache.insert(&ws, &old, history(4));
 
         let held = cache.get(&ws, &old).unwrap();
@@ -223,9 +226,7 @@ mod tests {
 
     #[test]
     fn a_conversation_that_outgrew_the_cache_leaves_it() {
-        let cache = HistoryCache::new(10);
-        let ws = WorkspaceId::default_workspace();
-        let (old, new) = (EntryId("old".into()), EntryId("new".into()));
+        let (cache, ws, old, new) = moving_head(10);
         cache.insert(&ws, &old, history(8));
 
         cache.advance(&ws, Some(&old), &new, history(8), turn(4));
@@ -236,9 +237,7 @@ mod tests {
 
     #[test]
     fn a_history_nothing_else_holds_grows_in_place() {
-        let cache = HistoryCache::new(100);
-        let ws = WorkspaceId::default_workspace();
-        let (old, new) = (EntryId("old".into()), EntryId("new".into()));
+        let (cache, ws, old, new) = moving_head(100);
         let history = with_json(history(3), 1024);
         let json_at = history.chat_json().get().unwrap().as_ptr();
         cache.insert(&ws, &old, history.clone());
