@@ -1,5 +1,6 @@
-"""The examples of the public page the product started from
-(`shared/seed/agents-and-conversations.txt`), run as written. Only three things differ: the
+"""The examples of the public documentation page the product started from ("Agents &
+Conversations"), run as written: the Python ones below, the curl ones from
+`seed_curl_examples.txt` (copied from the page as printed). Only three things differ: the
 client points at palaver (`server_url`, the test key), the 3.x SDK is imported from
 `mistralai.client` (its only import path), and the hosted entry id in the restart example
 is replaced by an entry of this run, since it names an entry of the hosted service."""
@@ -121,31 +122,15 @@ def test_the_python_examples_run_in_order_with_the_documented_shapes(seed_client
     )
 
 
-SEED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "shared", "seed", "agents-and-conversations.txt")
+SEED_CURL = os.path.join(os.path.dirname(__file__), "seed_curl_examples.txt")
 
 
 def curl_examples():
-    """The curl commands of the page: from `curl --location` through its last continued line
-    (a trailing backslash) or the end of its quoted `--data '…'` body."""
-    with open(SEED, encoding="utf-8") as handle:
-        lines = handle.read().splitlines()
-    examples, current, in_body = [], None, False
-    for line in lines:
-        if current is None:
-            if line.startswith("curl --location"):
-                current, in_body = [line], False
-            else:
-                continue
-        else:
-            current.append(line)
-        if "--data '" in line and not line.rstrip().endswith("'"):
-            in_body = True
-        elif in_body and line.rstrip().endswith("'"):
-            in_body = False
-        if not in_body and not line.rstrip().endswith("\\"):
-            examples.append("\n".join(current))
-            current = None
-    return examples
+    """The page's curl commands, in page order: the blocks of `seed_curl_examples.txt`
+    between its `# ---` lines."""
+    with open(SEED_CURL, encoding="utf-8") as handle:
+        blocks = handle.read().split("# ---\n")[1:]
+    return [block.strip("\n") for block in blocks]
 
 
 def test_the_curl_examples_run_with_the_documented_shapes(upstream):
