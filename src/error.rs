@@ -1,5 +1,5 @@
 //! The one error type of palaver: every layer returns it, `api/error.rs` turns it into the
-//! documented HTTP shape (`contract/errors.md`), so handlers just use `?`.
+//! documented HTTP shape (the official SDKs' errors contract), so handlers just use `?`.
 
 use serde::Serialize;
 use serde_json::Value;

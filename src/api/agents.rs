@@ -1,4 +1,4 @@
-//! `/v1/agents*`: the twelve agent routes of `contract/agents.md`.
+//! `/v1/agents*`: the twelve agent routes of the official SDKs' agents contract.
 
 use super::auth::Workspace;
 use super::extract::{ApiJson, PathParam, QueryParams, RawBody};
@@ -33,7 +33,7 @@ pub fn routes() -> Router<AppState> {
 
 /// Python SDK 1.x fails a whole agent that holds a tool type it does not know
 /// (`connector`), so such tools are left out of what those clients receive
-/// (`contract/README.md`, conflict 1). Everyone else gets every tool.
+/// (the SDK accepts only the tool types it knew). Everyone else gets every tool.
 pub struct ClientKind {
     legacy_python: bool,
 }

@@ -1,4 +1,4 @@
-//! `/v1/conversations*`: the eight conversation routes of `contract/conversations.md`.
+//! `/v1/conversations*`: the eight conversation routes of the official SDKs' conversations contract.
 //! Start, append and restart answer JSON or SSE depending on the body's `stream`.
 
 use super::auth::Workspace;

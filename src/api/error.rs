@@ -1,4 +1,4 @@
-//! Every error leaves palaver in the shape of `contract/errors.md`: the
+//! Every error leaves palaver in the shape of the official SDKs' errors contract: the
 //! `{"object":"error","message","type","param","code"}` envelope, plus a FastAPI-style
 //! `detail` list on 422 so each SDK raises its validation error with the field named.
 

@@ -1,4 +1,4 @@
-//! SSE framing of a run's events (`contract/streaming.md`): `event:` + one-line JSON
+//! SSE framing of a run's events (the official SDKs' streaming contract): `event:` + one-line JSON
 //! `data:` + blank line, keep-alive comments on idle streams, no `[DONE]`. Streams end on
 //! server shutdown so graceful shutdown never waits on them; the run itself goes on.
 

@@ -1,4 +1,4 @@
-//! Agents on the wire (`contract/agents.md`): request bodies, the stored configuration of
+//! Agents on the wire (the official SDKs' agents contract): request bodies, the stored configuration of
 //! one version, and the `Agent` / alias objects returned to clients.
 
 use super::completion::{CompletionArgs, CompletionArgsView};
@@ -270,7 +270,7 @@ impl VersionSelector {
     }
 }
 
-/// `^[a-z]([a-z0-9_-]*[a-z0-9])?$`, 1 to 64 characters (`contract/agents.md`).
+/// `^[a-z]([a-z0-9_-]*[a-z0-9])?$`, 1 to 64 characters (the official SDKs' agents contract).
 pub fn is_valid_alias(alias: &str) -> bool {
     let bytes = alias.as_bytes();
     let inner_ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-';

@@ -1,4 +1,4 @@
-//! Completion arguments (`contract/agents.md#completionargs`): the sampling settings an
+//! Completion arguments (the official `CompletionArgs`): the sampling settings an
 //! agent or conversation stores and every model call forwards.
 
 use crate::error::{FieldError, Loc};

@@ -1,4 +1,4 @@
-//! Conversations on the wire (`contract/conversations.md`): start/append/restart bodies,
+//! Conversations on the wire (the official SDKs' conversations contract): start/append/restart bodies,
 //! the response of a run, conversation objects, history and messages.
 
 use super::agents::GuardrailConfig;

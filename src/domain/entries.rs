@@ -1,4 +1,4 @@
-//! Conversation entries and content chunks (`contract/entries-and-chunks.md`): the six entry
+//! Conversation entries and content chunks (the official SDKs' entries and chunks contract): the six entry
 //! types as stored and returned, and the validation of entries clients send as `inputs`.
 
 use super::ids::{generate_tool_call_id, EntryId};

@@ -1,5 +1,5 @@
 //! The run's event stream (DESIGN decision 1). The streaming endpoints write these as SSE
-//! (`contract/streaming.md`); the non-streaming endpoints fold the same events into a
+//! (the official SDKs' streaming contract); the non-streaming endpoints fold the same events into a
 //! `conversation.response`, so the two cannot disagree.
 
 use super::conversations::UsageInfo;

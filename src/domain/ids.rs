@@ -1,4 +1,4 @@
-//! Object ids in the hosted API's shapes (`contract/README.md#id-formats`): a prefix and 32
+//! Object ids in the hosted API's shapes (the hosted API's id formats): a prefix and 32
 //! lowercase hex digits of a UUIDv7, so ids sort by creation time.
 
 use serde::{Deserialize, Serialize};

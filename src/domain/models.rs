@@ -1,4 +1,4 @@
-//! Model cards for `GET /v1/models` (`contract/files-libraries-models.md#models`).
+//! Model cards for `GET /v1/models` (the official models API).
 
 use serde::Serialize;
 

@@ -1,5 +1,5 @@
 //! A field of a PATCH body: absent (keep), `null` (clear) or a value (replace), as
-//! `contract/agents.md#updateagentrequest` requires.
+//! the official `UpdateAgentRequest` requires.
 
 use serde::{Deserialize, Deserializer};
 

@@ -1,4 +1,4 @@
-//! Tool definitions (`contract/tools.md#tool-definitions`). A tool is decoded as one flat
+//! Tool definitions (the official tool definitions). A tool is decoded as one flat
 //! struct and then checked per `type`, instead of as an internally tagged enum: serde loses
 //! the field path inside tagged enums, and a 422 must name the exact field.
 

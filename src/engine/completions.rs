@@ -321,7 +321,7 @@ fn completion_id() -> String {
 }
 
 /// The completion as chat-completion chunks (the data-only framing of
-/// `contract/streaming.md#v1agentscompletions-streaming-is-framed-differently`); the
+/// the agents completions stream is framed differently); the
 /// caller adds the closing `[DONE]`. A failure mid-answer ends with `finish_reason: "error"`.
 pub async fn stream(state: &AppState, request: ChatRequest<'static>) -> Result<BoxStream<'static, Value>> {
     let model = request.model.clone();

@@ -1,4 +1,4 @@
-//! The agents API of `contract/agents.md`, end to end.
+//! The agents API of the official SDKs' agents contract, end to end.
 
 use crate::helpers::{assert_invalid, json_of, TestApp};
 use reqwest::Method;

@@ -1,4 +1,4 @@
-//! Conversations (`contract/conversations.md`) against a scripted upstream that records
+//! Conversations (the official SDKs' conversations contract) against a scripted upstream that records
 //! exactly what palaver sent it.
 
 use crate::helpers::{assert_invalid, json_of, Options, TestApp};

@@ -1,4 +1,4 @@
-//! Bad input gets the documented error shape and changes nothing (`contract/errors.md`).
+//! Bad input gets the documented error shape and changes nothing (the official SDKs' errors contract).
 
 use crate::helpers::{assert_invalid, json_of, Options, TestApp};
 use serde_json::json;

@@ -1,4 +1,4 @@
-//! SSE streaming (`contract/streaming.md`): event sequences, ids, parity with the
+//! SSE streaming (the official SDKs' streaming contract): event sequences, ids, parity with the
 //! non-streaming response and the stored history, faults and disconnects.
 
 use crate::helpers::{json_of, names, parse_sse, TestApp};

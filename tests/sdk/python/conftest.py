@@ -83,7 +83,7 @@ def upstream():
 
 
 # Fields the contract says to always send even where the SDKs would default them
-# (`contract/README.md`, checklist 3 and 4). A response parsed without them still validates,
+# (what the official SDKs send). A response parsed without them still validates,
 # so the suites check they were on the wire: dropping one must fail the suites.
 ALWAYS_SENT = ("object", "type", "id", "created_at")
 

@@ -1,4 +1,4 @@
-"""The agents API through the official Python SDK (`contract/agents.md`)."""
+"""The agents API through the official Python SDK."""
 
 import pytest
 

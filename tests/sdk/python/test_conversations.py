@@ -1,5 +1,5 @@
-"""Conversations through the official Python SDK (`contract/conversations.md`,
-`streaming.md`, `tools.md`), against palaver and a scripted upstream."""
+"""Conversations through the official Python SDK (responses, streams, function and connector
+tools), against palaver and a scripted upstream."""
 
 import pytest
 

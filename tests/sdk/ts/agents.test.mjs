@@ -1,4 +1,4 @@
-// The agents API through the official TypeScript SDK (`contract/agents.md`).
+// The agents API through the official TypeScript SDK.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
