@@ -65,14 +65,23 @@ impl App {
         let store = store::connect(&config.database_url, config.db_max_connections, true).await?;
         let models = Arc::new(ModelRouter::from_config(&config, &file)?);
         let connectors = Arc::new(connectors::Connectors::from_config(&file.connectors)?);
-        if config.api_keys.iter().all(|k| k.trim().is_empty()) && !config.addr.ip().is_loopback() {
-            tracing::warn!(addr = %config.addr, "PALAVER_API_KEYS is unset: anyone who can reach this address has full access");
+        let keys = KeyRing::new(&config.api_keys);
+        tracing::info!("data: {}", store::describe(&config.database_url));
+        tracing::info!("models: {}", models.describe());
+        tracing::info!("tools: {}", connectors.describe());
+        match keys.key_count() {
+            0 if !config.addr.ip().is_loopback() => tracing::warn!(
+                addr = %config.addr,
+                "auth: off (PALAVER_API_KEYS is unset): anyone who can reach this address has full access"
+            ),
+            0 => tracing::info!("auth: off (PALAVER_API_KEYS is unset): every request is accepted, in one workspace"),
+            n => tracing::info!("auth: on, {n} API key(s), each its own workspace"),
         }
         let state = AppState {
             store,
             models,
             connectors,
-            keys: Arc::new(KeyRing::new(&config.api_keys)),
+            keys: Arc::new(keys),
             limits: Limits { max_body_bytes: config.max_body_bytes, max_rounds: config.max_rounds.max(1) },
             shutdown: CancellationToken::new(),
             runs: TaskTracker::new(),
@@ -96,6 +105,7 @@ impl App {
     pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let token = self.state.shutdown.clone();
         let runs = self.state.runs.clone();
+        let store = self.state.store.clone();
         let router = api::router(self.state);
         tracing::info!(addr = %self.listener.local_addr()?, "palaver listening");
         // Without TCP_NODELAY, small SSE frames wait for the client's delayed ACK (~40 ms).
@@ -122,6 +132,7 @@ impl App {
                 "shutdown: runs still open after the grace period; they store nothing"
             );
         }
+        store.close().await;
         Ok(())
     }
 }

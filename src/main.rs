@@ -2,7 +2,9 @@
 
 use clap::{Parser, Subcommand};
 use palaver::config::{Config, LogFormat};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 // mimalloc instead of glibc's malloc: ~20% less CPU per turn in `cargo bench --bench turns`
 // (a turn allocates and frees many small buffers across two worker threads). Its C build
@@ -29,13 +31,45 @@ enum Command {
     Health,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // An operator's mistake (a wrong URL, a missing database, a bad config file) is one
+        // line with its causes, not a backtrace.
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    // `RUST_LOG` as `target=level` pairs (`info,sqlx=warn`); tracing-subscriber's EnvFilter
+    // would add span-field filters, and a regex engine to the build, that palaver needs not.
+    let default_filter = || Targets::new().with_default(LevelFilter::INFO).with_target("sqlx", LevelFilter::WARN);
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(value) if !value.trim().is_empty() => value.parse::<Targets>().unwrap_or_else(|error| {
+            eprintln!("warning: ignoring RUST_LOG ({error}); logging at `info`");
+            default_filter()
+        }),
+        _ => default_filter(),
+    };
+    let registry = tracing_subscriber::registry().with(filter);
     match cli.config.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+        // Colours only on a terminal: piped into docker or journald logs, escape codes are noise.
+        LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("NO_COLOR").is_none();
+            registry.with(tracing_subscriber::fmt::layer().with_ansi(ansi)).init()
+        }
+        LogFormat::Json => registry.with(tracing_subscriber::fmt::layer().json()).init(),
     }
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {

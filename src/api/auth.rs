@@ -39,6 +39,11 @@ impl KeyRing {
         self.keys.is_empty()
     }
 
+    /// How many keys are accepted.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
     /// The workspace of `presented`, if it is one of the keys. Every configured key is
     /// compared, in constant time, whatever matches first.
     pub fn workspace_of(&self, presented: &str) -> Option<WorkspaceId> {

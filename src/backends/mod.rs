@@ -107,6 +107,27 @@ impl ModelRouter {
         }
     }
 
+    /// Which backend answers which model names, for the start-up log: a user who asks
+    /// `mistral-medium-latest` a question and gets their own words back sees why.
+    pub fn describe(&self) -> String {
+        let name = |target: Target| match target {
+            Target::Echo => "the built-in `echo` model".to_owned(),
+            Target::Upstream(index) => {
+                let upstream = &self.upstreams[index];
+                format!("upstream `{}` at {}", upstream.name(), upstream.base_url())
+            }
+        };
+        if self.upstreams.is_empty() && self.routes.iter().all(|r| r.target == Target::Echo) {
+            return "no upstream configured: the built-in `echo` model answers every model name with the last \
+                    user message (set PALAVER_UPSTREAM_URL, or upstreams in PALAVER_CONFIG, for a real model)"
+                .to_owned();
+        }
+        let mut parts: Vec<String> =
+            self.routes.iter().map(|route| format!("`{}` -> {}", route.pattern, name(route.target))).collect();
+        parts.push(format!("every other model name -> {}", name(self.fallback)));
+        parts.join("; ")
+    }
+
     /// Model cards for `GET /v1/models`: `echo` when it serves anything, the models each
     /// upstream declares in the config file, or else what the upstream itself lists.
     pub async fn cards(&self) -> Result<Vec<ModelCard>> {

@@ -159,6 +159,10 @@ impl OpenAiCompat {
         &self.name
     }
 
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let builder = self.http.request(method, format!("{}{}", self.base_url, path));
         match &self.api_key {

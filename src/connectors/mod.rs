@@ -71,6 +71,36 @@ impl Connectors {
         Ok(Connectors { by_id })
     }
 
+    /// Which tools the server runs, for the start-up log.
+    pub fn describe(&self) -> String {
+        let builtins = [
+            ToolType::WebSearch,
+            ToolType::WebSearchPremium,
+            ToolType::CodeInterpreter,
+            ToolType::ImageGeneration,
+            ToolType::DocumentLibrary,
+        ];
+        let (served, missing): (Vec<&str>, Vec<&str>) =
+            builtins.iter().map(|t| t.as_str()).partition(|id| self.by_id.contains_key(*id));
+        let mut connectors: Vec<&str> = self.by_id.keys().map(String::as_str).collect();
+        connectors.sort_unstable();
+        let mut text = if served.is_empty() {
+            "built-in tools: none available".to_owned()
+        } else {
+            format!("built-in tools through MCP connectors: {}", served.join(", "))
+        };
+        if !missing.is_empty() {
+            text += &format!(
+                "; not offered to the model (no [[connector]] with that id in PALAVER_CONFIG): {}",
+                missing.join(", ")
+            );
+        }
+        if !connectors.is_empty() {
+            text += &format!("; connectors: {}", connectors.join(", "));
+        }
+        text
+    }
+
     /// Adds a connector under `id` (tests and embedders).
     pub fn insert(&mut self, id: impl Into<String>, connector: Arc<dyn Connector>) {
         self.by_id.insert(id.into(), connector);

@@ -96,6 +96,10 @@ pub trait Store: Send + Sync + 'static {
     /// Answers when the database does; backs `GET /health`.
     async fn ping(&self) -> StoreResult<()>;
 
+    /// Called once at shutdown, after the last run committed: leaves the database tidy
+    /// (SQLite checkpoints its WAL and closes, so a stopped server leaves one file).
+    async fn close(&self) {}
+
     /// Creates an agent with `config` as version 0.
     async fn create_agent(
         &self,
@@ -230,6 +234,16 @@ pub async fn connect(url: &str, max_connections: u32, migrate: bool) -> anyhow::
         Ok(Arc::new(postgres::PgStore::connect(url, max_connections, migrate).await?))
     } else {
         anyhow::bail!("DATABASE_URL must start with `sqlite:` or `postgres://`")
+    }
+}
+
+/// Where a `DATABASE_URL` keeps the data, for the start-up log: the SQLite file's absolute
+/// path, or the Postgres server and database (never the password).
+pub fn describe(url: &str) -> String {
+    if url.starts_with("sqlite:") {
+        sqlite::describe(url)
+    } else {
+        postgres::describe(url)
     }
 }
 

@@ -17,9 +17,10 @@ use crate::domain::tools::Tool;
 use anyhow::Context;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
+use sqlx::migrate::{Migration, MigrationType};
 use sqlx::types::Json;
-use sqlx::{Connection, Postgres, Transaction};
+use sqlx::{Connection, FromRow, Postgres, Row, Transaction};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -34,7 +35,6 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// A row of an agent query.
-#[derive(sqlx::FromRow)]
 struct AgentRow {
     pub id: String,
     pub version: i64,
@@ -61,7 +61,6 @@ impl From<AgentRow> for AgentRecord {
     }
 }
 
-#[derive(sqlx::FromRow)]
 struct AliasRow {
     pub alias: String,
     pub version: i64,
@@ -80,7 +79,6 @@ impl From<AliasRow> for AliasRecord {
     }
 }
 
-#[derive(sqlx::FromRow)]
 struct ConversationRow {
     pub id: String,
     pub head_entry_id: Option<String>,
@@ -120,9 +118,7 @@ impl From<ConversationRow> for ConversationRecord {
 }
 
 /// A row of `sql::select_conversation_with_agent`.
-#[derive(sqlx::FromRow)]
 struct ConversationAgentRow {
-    #[sqlx(flatten)]
     conversation: ConversationRow,
     av_id: Option<String>,
     av_version: Option<i64>,
@@ -145,6 +141,72 @@ impl ConversationAgentRow {
             created_at: Timestamp::from_micros(self.av_created_at?),
             updated_at: Timestamp::from_micros(self.av_updated_at?),
             config: self.av_config.take()?.0,
+        })
+    }
+}
+
+// Rows are read by column name, written out rather than derived: sqlx's derive would pull
+// in its macro crate, which compiles sqlx and its Postgres driver a second time for the
+// build host (minutes of a cold build for four small structs).
+impl FromRow<'_, PgRow> for AgentRow {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        Ok(AgentRow {
+            id: row.try_get("id")?,
+            version: row.try_get("version")?,
+            active_version: row.try_get("active_version")?,
+            latest_version: row.try_get("latest_version")?,
+            revision: row.try_get("revision")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            config: row.try_get("config")?,
+        })
+    }
+}
+
+impl FromRow<'_, PgRow> for AliasRow {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        Ok(AliasRow {
+            alias: row.try_get("alias")?,
+            version: row.try_get("version")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+impl FromRow<'_, PgRow> for ConversationRow {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        Ok(ConversationRow {
+            id: row.try_get("id")?,
+            head_entry_id: row.try_get("head_entry_id")?,
+            agent_id: row.try_get("agent_id")?,
+            agent_version: row.try_get("agent_version")?,
+            model: row.try_get("model")?,
+            instructions: row.try_get("instructions")?,
+            tools: row.try_get("tools")?,
+            completion_args: row.try_get("completion_args")?,
+            guardrails: row.try_get("guardrails")?,
+            name: row.try_get("name")?,
+            description: row.try_get("description")?,
+            metadata: row.try_get("metadata")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+impl FromRow<'_, PgRow> for ConversationAgentRow {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        Ok(ConversationAgentRow {
+            conversation: ConversationRow::from_row(row)?,
+            av_id: row.try_get("av_id")?,
+            av_version: row.try_get("av_version")?,
+            av_active_version: row.try_get("av_active_version")?,
+            av_latest_version: row.try_get("av_latest_version")?,
+            av_revision: row.try_get("av_revision")?,
+            av_created_at: row.try_get("av_created_at")?,
+            av_updated_at: row.try_get("av_updated_at")?,
+            av_config: row.try_get("av_config")?,
         })
     }
 }
@@ -239,11 +301,14 @@ pub struct PgStore {
 impl PgStore {
     pub async fn connect(url: &str, max_connections: u32, migrate: bool) -> anyhow::Result<Self> {
         let options = PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid Postgres URL")?;
+        create_database_if_missing(&options).await?;
         let store = PgStore { connections: Connections::new(options, max_connections.max(1) as usize) };
         // Connects once now, so a wrong URL fails at start-up rather than on the first request.
         let mut lease = store.connections.lease().await.context("connecting to Postgres")?;
         if migrate {
-            let applied = sqlx::migrate!("./migrations/postgres").run(lease.conn()).await;
+            let migrator =
+                sqlx::migrate::Migrator::new(Embedded).await.context("loading the embedded migrations")?;
+            let applied = migrator.run(lease.conn()).await;
             lease
                 .give_back(applied.map_err(|e| StoreError::Other(e.into())))
                 .context("applying Postgres migrations")?;
@@ -251,6 +316,87 @@ impl PgStore {
             lease.give_back(Ok(()))?;
         }
         Ok(store)
+    }
+}
+
+/// The Postgres migrations, embedded at compile time. Built through sqlx's `MigrationSource`
+/// rather than its `migrate!` macro (see the `FromRow` impls for why); versions,
+/// descriptions and checksums are the ones the macro recorded, so databases migrated by
+/// earlier builds are recognised.
+#[derive(Debug)]
+struct Embedded;
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "agents", include_str!("../../migrations/postgres/0001_agents.sql")),
+    (2, "conversations", include_str!("../../migrations/postgres/0002_conversations.sql")),
+];
+
+impl<'s> sqlx::migrate::MigrationSource<'s> for Embedded {
+    fn resolve(self) -> futures::future::BoxFuture<'s, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(*version, (*description).into(), MigrationType::Simple, (*sql).into(), false)
+            })
+            .collect();
+        Box::pin(std::future::ready(Ok(migrations)))
+    }
+}
+
+
+/// The start-up log's description of a Postgres `DATABASE_URL`: server, database and user,
+/// never the password.
+pub fn describe(url: &str) -> String {
+    match PgConnectOptions::from_str(url) {
+        Ok(options) => format!(
+            "Postgres database `{}` on {}:{} (user `{}`)",
+            options.get_database().unwrap_or(options.get_username()),
+            options.get_host(),
+            options.get_port(),
+            options.get_username()
+        ),
+        Err(_) => crate::config::redact_url(url),
+    }
+}
+
+/// Postgres's SQLSTATE for "database does not exist" (`invalid_catalog_name`).
+const UNKNOWN_DATABASE: &str = "3D000";
+
+/// A first start against a server that lacks the named database creates it, as the SQLite
+/// default creates its file; a role that may not create databases gets one line saying how.
+async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Result<()> {
+    match PgConnection::connect_with(options).await {
+        Ok(conn) => return Ok(conn.close().await?),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(UNKNOWN_DATABASE) => {}
+        Err(e) => return Err(e).context("connecting to Postgres"),
+    }
+    let name = options.get_database().unwrap_or(options.get_username()).to_owned();
+    let (host, port, user) = (options.get_host(), options.get_port(), options.get_username());
+    let how = format!(
+        "create it with `createdb -h {host} -p {port} -U <a role that may> {name}`, or grant the role CREATEDB"
+    );
+    // The maintenance database every cluster has; `template1` when `postgres` was dropped.
+    let mut admin = match PgConnection::connect_with(&options.clone().database("postgres")).await {
+        Ok(conn) => conn,
+        Err(_) => PgConnection::connect_with(&options.clone().database("template1"))
+            .await
+            .with_context(|| format!("database `{name}` does not exist on {host}:{port}; {how}"))?,
+    };
+    let created = sqlx::query(&format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\"")))
+        .execute(&mut admin)
+        .await;
+    let _ = admin.close().await;
+    match created {
+        Ok(_) => {
+            tracing::info!(database = %name, host = %host, port, "created the Postgres database, which did not exist");
+            Ok(())
+        }
+        // Another replica starting at the same moment created it first.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(()),
+        Err(sqlx::Error::Database(e)) => {
+            anyhow::bail!("database `{name}` does not exist on {host}:{port} and user `{user}` may not create it ({}); {how}", e.message())
+        }
+        Err(e) => Err(e).with_context(|| format!("creating database `{name}` on {host}:{port}")),
     }
 }
 
@@ -678,5 +824,25 @@ impl Store for PgStore {
                 sqlx::query_as(sql::HISTORY).bind(ws.as_str()).bind(head.as_str()).fetch_all(&mut *conn).await?;
             Ok(rows.into_iter().map(|(entry,)| entry.0).collect())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn files(dir: &str) -> Vec<String> {
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn every_migration_file_is_embedded_and_both_dialects_have_the_same_ones() {
+        let embedded: Vec<String> = super::MIGRATIONS.iter().map(|(v, d, _)| format!("{v:04}_{d}.sql")).collect();
+
+        assert_eq!(files("migrations/postgres"), embedded);
+        assert_eq!(files("migrations/sqlite"), embedded);
     }
 }

@@ -126,8 +126,29 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
+/// What the SQLite thread is asked to do.
+enum Message {
+    Run(Job),
+    /// Checkpoint, close the connection (SQLite then removes the `-wal` and `-shm` files)
+    /// and stop; later calls fail as on a stopped thread.
+    Close(oneshot::Sender<()>),
+}
+
 pub struct SqliteStore {
-    jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+    jobs: tokio::sync::mpsc::UnboundedSender<Message>,
+}
+
+/// The start-up log's description of a SQLite `DATABASE_URL`.
+pub fn describe(url: &str) -> String {
+    match Target::parse(url) {
+        Ok(target) if target.in_memory => "SQLite in memory (nothing is kept after the server stops)".to_owned(),
+        Ok(target) => {
+            let path = std::path::Path::new(&target.path);
+            let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+            format!("SQLite file {}", absolute.display())
+        }
+        Err(_) => url.to_owned(),
+    }
 }
 
 impl SqliteStore {
@@ -137,7 +158,7 @@ impl SqliteStore {
         // Unbounded: callers are bounded by the HTTP server, and a full queue would only move
         // the waiting elsewhere. The receiver parks without spinning (crossbeam-style
         // channels spin and yield first, which showed up as CPU in the profile).
-        let (jobs, queue) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        let (jobs, queue) = tokio::sync::mpsc::unbounded_channel::<Message>();
         spawn_worker(conn, queue)?;
         let store = SqliteStore { jobs };
         if migrate {
@@ -156,7 +177,7 @@ impl SqliteStore {
         let job: Job = Box::new(move |conn| {
             let _ = reply.send(job(conn));
         });
-        self.jobs.send(job).map_err(|_| stopped())?;
+        self.jobs.send(Message::Run(job)).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 
@@ -242,21 +263,42 @@ impl Target {
     }
 }
 
-fn spawn_worker(mut conn: Connection, mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>) -> anyhow::Result<()> {
+fn spawn_worker(mut conn: Connection, mut jobs: tokio::sync::mpsc::UnboundedReceiver<Message>) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("palaver-sqlite".to_owned())
         .spawn(move || {
-            // Ends when the store (the sender) is dropped.
-            while let Some(job) = jobs.blocking_recv() {
-                // A panicking job drops its reply (the caller gets an error) and rolls back
-                // its transaction; the thread and its connection keep serving.
-                if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn))).is_err() {
-                    tracing::error!("a SQLite job panicked");
+            // Ends when the store (the sender) is dropped, or when asked to close.
+            while let Some(message) = jobs.blocking_recv() {
+                match message {
+                    Message::Run(job) => {
+                        // A panicking job drops its reply (the caller gets an error) and rolls
+                        // back its transaction; the thread and its connection keep serving.
+                        if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn))).is_err() {
+                            tracing::error!("a SQLite job panicked");
+                        }
+                    }
+                    Message::Close(done) => {
+                        close_connection(conn);
+                        let _ = done.send(());
+                        return;
+                    }
                 }
             }
         })
         .context("starting the SQLite thread")?;
     Ok(())
+}
+
+/// Moves every committed page into the database file and closes the connection; as the
+/// last connection, SQLite then deletes the `-wal` and `-shm` files. (Another process still
+/// on the file keeps them, which is right.)
+fn close_connection(conn: Connection) {
+    if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        tracing::warn!(%error, "SQLite: checkpoint at shutdown failed");
+    }
+    if let Err((_, error)) = conn.close() {
+        tracing::warn!(%error, "SQLite: closing the database failed");
+    }
 }
 
 fn migrate_schema(conn: &mut Connection) -> anyhow::Result<()> {
@@ -460,6 +502,13 @@ fn agent_version(tx: &Connection, ws: &str, id: &str, version: i64) -> StoreResu
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.jobs.send(Message::Close(done)).is_ok() {
+            let _ = closed.await;
+        }
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.read(|conn| Ok(conn.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?)).await
     }

@@ -7,6 +7,7 @@
 
 mod agents;
 mod auth;
+mod cli;
 mod completions;
 mod connectors;
 mod conversations;
