@@ -2,7 +2,9 @@
 # Multi-stage build: dependencies compile in a layer of their own (rebuilt only when
 # Cargo.toml/Cargo.lock change), the runtime image is slim and runs as a non-root user.
 
-FROM rust:1-slim-bookworm AS build
+# Images are pinned: a rebuild next month builds the same thing. The toolchain is the
+# `rust-version` of Cargo.toml or newer.
+FROM rust:1.89-slim-bookworm AS build
 WORKDIR /src
 # 1. Dependencies only: a stub crate with the real manifests. The manifest also names a test
 #    and a bench target; empty stubs let it parse (they are never built here).
@@ -21,7 +23,7 @@ RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked --bin palaver \
  && cp target/release/palaver /usr/local/bin/palaver
 
-FROM debian:bookworm-slim AS runtime
+FROM debian:12.11-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
@@ -29,10 +31,12 @@ RUN apt-get update \
 COPY --from=build /usr/local/bin/palaver /usr/local/bin/palaver
 USER palaver
 WORKDIR /data
+# On its own the image keeps SQLite in /data: mount a volume there (`-v palaver-data:/data`)
+# to keep it. No VOLUME instruction: it would leave an anonymous volume behind every
+# container, also under compose, where the data lives in Postgres.
 ENV PALAVER_ADDR=0.0.0.0:8000 \
     DATABASE_URL=sqlite:///data/palaver.db \
     RUST_LOG=info
-VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 CMD ["palaver", "health"]
 ENTRYPOINT ["palaver"]
