@@ -65,6 +65,63 @@ impl FieldError {
     }
 }
 
+/// Writes the error table: each code with its HTTP status, its `type` and the `code` string
+/// of the envelope. Modelled on meilisearch's `make_error_codes!`: a status number is
+/// chosen here and nowhere else.
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $name:ident => $status:literal, $kind:expr, $wire:expr;)*) => {
+        /// What went wrong, as the client is told: see the table in `error.rs`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl Code {
+            /// The HTTP status (also the `code` of a `conversation.response.error` event).
+            pub fn status(self) -> u16 {
+                match self { $(Code::$name => $status,)* }
+            }
+
+            /// The envelope's `type`.
+            pub fn kind(self) -> &'static str {
+                match self { $(Code::$name => $kind,)* }
+            }
+
+            /// The envelope's `code`.
+            pub fn wire(self) -> Option<&'static str> {
+                match self { $(Code::$name => $wire,)* }
+            }
+        }
+    };
+}
+
+const INVALID: &str = "invalid_request_error";
+const SERVER: &str = "server_error";
+
+error_codes! {
+    /// A request that failed validation (a 422 with a `detail` list).
+    InvalidRequest => 422, INVALID, None;
+    /// A request the server cannot carry out as configured (e.g. an unknown connector).
+    BadRequest => 400, INVALID, None;
+    NotFound => 404, INVALID, Some("not_found");
+    /// A compare-and-set lost: the object moved on while the request ran.
+    Conflict => 409, INVALID, Some("conflict");
+    Unauthorized => 401, "authentication_error", Some("unauthorized");
+    PayloadTooLarge => 413, INVALID, Some("payload_too_large");
+    MethodNotAllowed => 405, INVALID, Some("method_not_allowed");
+    /// The model upstream asked us to back off; so do we.
+    UpstreamRateLimited => 429, "rate_limit_error", Some("upstream_error");
+    /// The model upstream failed or answered something unreadable.
+    UpstreamFailed => 502, SERVER, Some("upstream_error");
+    UpstreamUnavailable => 503, SERVER, Some("upstream_error");
+    /// The model upstream did not answer, or fell silent mid-answer, within its timeout.
+    UpstreamTimeout => 504, SERVER, Some("upstream_error");
+    /// A turn hit one of its bounds (model rounds).
+    TurnLimit => 500, SERVER, None;
+    StoreUnavailable => 503, SERVER, Some("store_unavailable");
+    Internal => 500, SERVER, None;
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A request that failed validation; always at least one item.
@@ -86,13 +143,14 @@ pub enum Error {
     RouteNotFound { method: String, path: String },
     #[error("Method `{method}` is not allowed on `{path}`.")]
     MethodNotAllowed { method: String, path: String },
-    /// The model upstream failed; `status` is what palaver answers (429, 502, 503 or 504).
+    /// The model upstream (or a connector's server) failed; `code` is one of the
+    /// `Upstream*` codes.
     #[error("Upstream model error: {message}")]
-    Upstream { status: u16, message: String },
-    /// A run that failed after it started (its stream already began, or a non-streaming
-    /// run reporting the same failure); `status` is the HTTP-like code of the event.
+    Upstream { code: Code, message: String },
+    /// A run that failed after it started: reported as it was (the stream's error event,
+    /// or the same failure as an HTTP error for a non-streaming run).
     #[error("{message}")]
-    RunFailed { status: u16, message: String },
+    RunFailed { code: Code, message: String },
     #[error("The store is not reachable.")]
     StoreUnavailable,
     #[error("Internal server error.")]
@@ -108,6 +166,35 @@ impl Error {
 
     pub fn not_found(what: &'static str, id: impl Into<String>) -> Self {
         Error::NotFound { what, id: id.into() }
+    }
+
+    /// The upstream failure an HTTP status stands for: 429 stays 429 (the client should
+    /// back off), 503 and 504 pass through, anything else is a 502.
+    pub fn upstream(status: u16, message: impl Into<String>) -> Self {
+        let code = match status {
+            429 => Code::UpstreamRateLimited,
+            503 => Code::UpstreamUnavailable,
+            504 => Code::UpstreamTimeout,
+            _ => Code::UpstreamFailed,
+        };
+        Error::Upstream { code, message: message.into() }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Invalid(_) => Code::InvalidRequest,
+            Error::NotFound { .. }
+            | Error::AgentVersionNotFound { .. }
+            | Error::AliasNotFound { .. }
+            | Error::RouteNotFound { .. } => Code::NotFound,
+            Error::Conflict(_) => Code::Conflict,
+            Error::Unauthorized => Code::Unauthorized,
+            Error::PayloadTooLarge { .. } => Code::PayloadTooLarge,
+            Error::MethodNotAllowed { .. } => Code::MethodNotAllowed,
+            Error::Upstream { code, .. } | Error::RunFailed { code, .. } => *code,
+            Error::StoreUnavailable => Code::StoreUnavailable,
+            Error::Internal(_) => Code::Internal,
+        }
     }
 }
 
@@ -299,5 +386,34 @@ mod tests {
         let error = first_error(r#"{"items": []} x"#);
 
         assert_eq!(error.kind, "json_invalid");
+    }
+}
+
+#[cfg(test)]
+mod code_tests {
+    use super::*;
+
+    #[test]
+    fn upstream_statuses_map_to_their_codes_and_back() {
+        for (status, code) in [
+            (429, Code::UpstreamRateLimited),
+            (503, Code::UpstreamUnavailable),
+            (504, Code::UpstreamTimeout),
+            (500, Code::UpstreamFailed),
+            (404, Code::UpstreamFailed),
+        ] {
+            let error = Error::upstream(status, "x");
+
+            assert_eq!(error.code(), code, "upstream {status}");
+            assert_eq!(error.code().status(), if code == Code::UpstreamFailed { 502 } else { status });
+        }
+    }
+
+    #[test]
+    fn rate_limits_and_conflicts_keep_the_types_clients_branch_on() {
+        assert_eq!(Code::UpstreamRateLimited.kind(), "rate_limit_error");
+        assert_eq!(Code::Conflict.wire(), Some("conflict"));
+        assert_eq!(Code::Unauthorized.kind(), "authentication_error");
+        assert_eq!(Code::InvalidRequest.wire(), None);
     }
 }

@@ -13,7 +13,7 @@ pub mod store;
 use crate::api::auth::KeyRing;
 use crate::backends::ModelRouter;
 use crate::config::Config;
-use crate::store::Store;
+use crate::engine::Engine;
 use axum::serve::ListenerExt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,31 +25,16 @@ use tokio_util::task::TaskTracker;
 /// How long shutdown waits for runs in flight to commit.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Request limits, fixed at start-up.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_body_bytes: usize,
-    /// Most model calls in one turn.
-    pub max_rounds: u32,
-}
-
-/// Everything a handler may touch: cheap to clone, no generics in handler signatures.
+/// Everything a handler may touch: the engine, and what only HTTP needs. Cheap to clone,
+/// no generics in handler signatures.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
-    pub models: Arc<ModelRouter>,
-    /// Servers that run tools for the model.
-    pub connectors: Arc<connectors::Connectors>,
+    pub engine: Arc<Engine>,
     pub keys: Arc<KeyRing>,
-    pub limits: Limits,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
     /// Cancelled when the server shuts down, so long-lived responses can end.
     pub shutdown: CancellationToken,
-    /// Runs in flight: shutdown waits for them so no started turn is lost.
-    pub runs: TaskTracker,
-    /// Histories by head entry (immutable, so never stale).
-    pub histories: Arc<engine::history::HistoryCache>,
-    /// Queues concurrent updates of one agent in this process.
-    pub agent_locks: Arc<engine::agents::UpdateLocks>,
 }
 
 pub struct App {
@@ -63,8 +48,8 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let file = config.file_config()?;
         let store = store::connect(&config.database_url, config.db_max_connections, true).await?;
-        let models = Arc::new(ModelRouter::from_config(&config, &file)?);
-        let connectors = Arc::new(connectors::Connectors::from_config(&file.connectors)?);
+        let models = ModelRouter::from_config(&config, &file)?;
+        let connectors = connectors::Connectors::from_config(&file.connectors)?;
         let keys = KeyRing::new(&config.api_keys);
         tracing::info!("data: {}", store::describe(&config.database_url));
         tracing::info!("models: {}", models.describe());
@@ -77,16 +62,20 @@ impl App {
             0 => tracing::info!("auth: off (PALAVER_API_KEYS is unset): every request is accepted, in one workspace"),
             n => tracing::info!("auth: on, {n} API key(s), each its own workspace"),
         }
-        let state = AppState {
+        let engine = Engine {
             store,
             models,
             connectors,
-            keys: Arc::new(keys),
-            limits: Limits { max_body_bytes: config.max_body_bytes, max_rounds: config.max_rounds.max(1) },
-            shutdown: CancellationToken::new(),
+            histories: engine::history::HistoryCache::new(config.history_cache_entries),
+            limits: engine::Limits { max_rounds: config.max_rounds.max(1) },
             runs: TaskTracker::new(),
-            histories: Arc::new(engine::history::HistoryCache::new(config.history_cache_entries)),
-            agent_locks: Arc::default(),
+            agent_locks: Default::default(),
+        };
+        let state = AppState {
+            engine: Arc::new(engine),
+            keys: Arc::new(keys),
+            max_body_bytes: config.max_body_bytes,
+            shutdown: CancellationToken::new(),
         };
         let listener = TcpListener::bind(config.addr).await?;
         Ok(App { listener, state })
@@ -104,8 +93,7 @@ impl App {
     /// and ends long-lived responses through `AppState::shutdown`.
     pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let token = self.state.shutdown.clone();
-        let runs = self.state.runs.clone();
-        let store = self.state.store.clone();
+        let engine = self.state.engine.clone();
         let router = api::router(self.state);
         tracing::info!(addr = %self.listener.local_addr()?, "palaver listening");
         // Without TCP_NODELAY, small SSE frames wait for the client's delayed ACK (~40 ms).
@@ -125,14 +113,7 @@ impl App {
             })
             .await?;
         // Turns whose clients already left still finish and commit, within a bound.
-        runs.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, runs.wait()).await.is_err() {
-            tracing::warn!(
-                open_runs = runs.len(),
-                "shutdown: runs still open after the grace period; they store nothing"
-            );
-        }
-        store.close().await;
+        engine.shut_down(SHUTDOWN_GRACE).await;
         Ok(())
     }
 }

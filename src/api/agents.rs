@@ -90,7 +90,7 @@ async fn create_agent(
     client: ClientKind,
     ApiJson(request): ApiJson<CreateAgentRequest>,
 ) -> Result<Json<Agent>> {
-    Ok(Json(client.shape(engine::create_agent(&state, &ws, request).await?)))
+    Ok(Json(client.shape(engine::create_agent(&state.engine, &ws, request).await?)))
 }
 
 /// `GET /v1/agents`: active versions, newest agent first, `page`/`page_size` paged.
@@ -102,7 +102,7 @@ async fn list_agents(
     query: QueryParams,
 ) -> Result<Json<Vec<Agent>>> {
     let query = list_query(&query, 1000)?;
-    Ok(Json(client.shape_all(engine::list_agents(&state, &ws, &query).await?)))
+    Ok(Json(client.shape_all(engine::list_agents(&state.engine, &ws, &query).await?)))
 }
 
 /// `GET /v1/agents/pages`: the same list with an opaque `next_page_token` cursor.
@@ -114,7 +114,7 @@ async fn list_agent_pages(
     query: QueryParams,
 ) -> Result<Json<AgentListPage>> {
     let query = list_query(&query, 1000)?;
-    let mut page = engine::list_agent_pages(&state, &ws, &query).await?;
+    let mut page = engine::list_agent_pages(&state.engine, &ws, &query).await?;
     page.data = client.shape_all(page.data);
     Ok(Json(page))
 }
@@ -132,7 +132,7 @@ async fn get_agent(
         Some(raw) => version_selector(raw, vec!["query".into(), "agent_version".into()])?,
         None => VersionSelector::Active,
     };
-    Ok(Json(client.shape(engine::get_agent(&state, &ws, &AgentId(agent_id), &selector).await?)))
+    Ok(Json(client.shape(engine::get_agent(&state.engine, &ws, &AgentId(agent_id), &selector).await?)))
 }
 
 /// `PATCH /v1/agents/{agent_id}`: writes a new version from the active one and activates it.
@@ -144,7 +144,7 @@ async fn update_agent(
     PathParam(agent_id): PathParam<String>,
     ApiJson(request): ApiJson<UpdateAgentRequest>,
 ) -> Result<Json<Agent>> {
-    Ok(Json(client.shape(engine::update_agent(&state, &ws, &AgentId(agent_id), request).await?)))
+    Ok(Json(client.shape(engine::update_agent(&state.engine, &ws, &AgentId(agent_id), request).await?)))
 }
 
 /// `DELETE /v1/agents/{agent_id}`: 204 with no body.
@@ -154,7 +154,7 @@ async fn delete_agent(
     Workspace(ws): Workspace,
     PathParam(agent_id): PathParam<String>,
 ) -> Result<StatusCode> {
-    engine::delete_agent(&state, &ws, &AgentId(agent_id)).await?;
+    engine::delete_agent(&state.engine, &ws, &AgentId(agent_id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -201,7 +201,7 @@ async fn update_agent_version(
     body: RawBody,
 ) -> Result<Json<Agent>> {
     let version = version_param(&query, &legacy_body(&body)?)?;
-    Ok(Json(client.shape(engine::update_agent_version(&state, &ws, &AgentId(agent_id), version).await?)))
+    Ok(Json(client.shape(engine::update_agent_version(&state.engine, &ws, &AgentId(agent_id), version).await?)))
 }
 
 /// `GET /v1/agents/{agent_id}/versions`: one agent object per version, oldest first.
@@ -215,7 +215,7 @@ async fn list_agent_versions(
 ) -> Result<Json<Vec<Agent>>> {
     let page = query.int("page", Some(0), 0, i64::from(i32::MAX))?.unwrap_or(0);
     let page_size = query.int("page_size", Some(20), 1, 100)?.unwrap_or(20);
-    let agents = engine::list_agent_versions(&state, &ws, &AgentId(agent_id), page, page_size).await?;
+    let agents = engine::list_agent_versions(&state.engine, &ws, &AgentId(agent_id), page, page_size).await?;
     Ok(Json(client.shape_all(agents)))
 }
 
@@ -228,7 +228,7 @@ async fn get_agent_version(
     PathParam((agent_id, version)): PathParam<(String, String)>,
 ) -> Result<Json<Agent>> {
     let selector = version_selector(&version, vec!["path".into(), "version".into()])?;
-    Ok(Json(client.shape(engine::get_agent(&state, &ws, &AgentId(agent_id), &selector).await?)))
+    Ok(Json(client.shape(engine::get_agent(&state.engine, &ws, &AgentId(agent_id), &selector).await?)))
 }
 
 fn alias_param(query: &QueryParams, body: &Option<LegacyVersionBody>) -> Result<String> {
@@ -251,7 +251,7 @@ async fn put_alias(
     let body = legacy_body(&body)?;
     let alias = alias_param(&query, &body)?;
     let version = version_param(&query, &body)?;
-    Ok(Json(engine::put_alias(&state, &ws, &AgentId(agent_id), &alias, version).await?))
+    Ok(Json(engine::put_alias(&state.engine, &ws, &AgentId(agent_id), &alias, version).await?))
 }
 
 /// `GET /v1/agents/{agent_id}/aliases`.
@@ -261,7 +261,7 @@ async fn list_aliases(
     Workspace(ws): Workspace,
     PathParam(agent_id): PathParam<String>,
 ) -> Result<Json<Vec<AgentAlias>>> {
-    Ok(Json(engine::list_aliases(&state, &ws, &AgentId(agent_id)).await?))
+    Ok(Json(engine::list_aliases(&state.engine, &ws, &AgentId(agent_id)).await?))
 }
 
 /// `DELETE /v1/agents/{agent_id}/aliases?alias=NAME`: 204 with no body.
@@ -273,6 +273,6 @@ async fn delete_alias(
     query: QueryParams,
 ) -> Result<StatusCode> {
     let alias = alias_param(&query, &None)?;
-    engine::delete_alias(&state, &ws, &AgentId(agent_id), &alias).await?;
+    engine::delete_alias(&state.engine, &ws, &AgentId(agent_id), &alias).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -34,9 +34,9 @@ pub fn routes() -> Router<AppState> {
 /// Runs a checked plan and answers with its events: SSE, or folded into one response.
 async fn respond(state: &AppState, plan: TurnPlan, stream: bool) -> Result<Response> {
     if stream {
-        return Ok(sse::respond(state, run::spawn(state, plan)));
+        return Ok(sse::events(state, run::spawn(&state.engine, plan)));
     }
-    let fold = run::spawn_folded(state, plan)
+    let fold = run::spawn_folded(&state.engine, plan)
         .await
         .map_err(|_| crate::error::Error::Internal(anyhow::anyhow!("the run ended without a result")))?;
     Ok(Json(fold.into_response()?).into_response())
@@ -50,7 +50,7 @@ async fn start_conversation(
     ApiJson(request): ApiJson<StartConversationRequest>,
 ) -> Result<Response> {
     let stream = request.stream;
-    let plan = engine::plan_start(&state, &ws, request).await?;
+    let plan = engine::plan_start(&state.engine, &ws, request).await?;
     tracing::Span::current().record("conversation_id", plan.conversation.id.as_str());
     respond(&state, plan, stream).await
 }
@@ -64,7 +64,7 @@ async fn append_conversation(
     ApiJson(request): ApiJson<AppendConversationRequest>,
 ) -> Result<Response> {
     let stream = request.stream;
-    let plan = engine::plan_append(&state, &ws, &ConversationId(id), request).await?;
+    let plan = engine::plan_append(&state.engine, &ws, &ConversationId(id), request).await?;
     respond(&state, plan, stream).await
 }
 
@@ -77,7 +77,7 @@ async fn restart_conversation(
     ApiJson(request): ApiJson<RestartConversationRequest>,
 ) -> Result<Response> {
     let stream = request.stream;
-    let plan = engine::plan_restart(&state, &ws, &ConversationId(id), request).await?;
+    let plan = engine::plan_restart(&state.engine, &ws, &ConversationId(id), request).await?;
     respond(&state, plan, stream).await
 }
 
@@ -91,7 +91,7 @@ async fn list_conversations(
     let page = query.int("page", Some(0), 0, i64::from(i32::MAX))?.unwrap_or(0);
     let page_size = query.int("page_size", Some(100), 1, 1000)?.unwrap_or(100);
     let metadata = query.json_object("metadata")?;
-    Ok(Json(engine::list_conversations(&state, &ws, page, page_size, metadata.as_ref()).await?))
+    Ok(Json(engine::list_conversations(&state.engine, &ws, page, page_size, metadata.as_ref()).await?))
 }
 
 /// `GET /v1/conversations/{id}`: the agent or the model shape.
@@ -101,7 +101,7 @@ async fn get_conversation(
     Workspace(ws): Workspace,
     PathParam(id): PathParam<String>,
 ) -> Result<Json<Conversation>> {
-    Ok(Json(engine::get_conversation(&state, &ws, &ConversationId(id)).await?))
+    Ok(Json(engine::get_conversation(&state.engine, &ws, &ConversationId(id)).await?))
 }
 
 /// `DELETE /v1/conversations/{id}`: 204 with no body.
@@ -111,7 +111,7 @@ async fn delete_conversation(
     Workspace(ws): Workspace,
     PathParam(id): PathParam<String>,
 ) -> Result<StatusCode> {
-    engine::delete_conversation(&state, &ws, &ConversationId(id)).await?;
+    engine::delete_conversation(&state.engine, &ws, &ConversationId(id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -122,7 +122,7 @@ async fn get_history(
     Workspace(ws): Workspace,
     PathParam(id): PathParam<String>,
 ) -> Result<Json<ConversationHistory>> {
-    Ok(Json(engine::history(&state, &ws, &ConversationId(id)).await?))
+    Ok(Json(engine::history(&state.engine, &ws, &ConversationId(id)).await?))
 }
 
 /// `GET /v1/conversations/{id}/messages`: the history's message entries.
@@ -132,5 +132,5 @@ async fn get_messages(
     Workspace(ws): Workspace,
     PathParam(id): PathParam<String>,
 ) -> Result<Json<ConversationMessages>> {
-    Ok(Json(engine::messages(&state, &ws, &ConversationId(id)).await?))
+    Ok(Json(engine::messages(&state.engine, &ws, &ConversationId(id)).await?))
 }

@@ -47,7 +47,7 @@ impl FromRequest<AppState> for RawBody {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self> {
-        let limit = state.limits.max_body_bytes;
+        let limit = state.max_body_bytes;
         Ok(RawBody(Bytes::from_request(req, state).await.map_err(|r| body_error(r, limit))?))
     }
 }

@@ -13,7 +13,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn health(State(state): State<AppState>) -> Result<Json<Value>> {
-    match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+    match tokio::time::timeout(Duration::from_secs(2), state.engine.ping()).await {
         Ok(Ok(())) => Ok(Json(json!({"status": "ok"}))),
         Ok(Err(error)) => {
             tracing::warn!(error = %error, "health check: store failed");

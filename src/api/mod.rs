@@ -20,7 +20,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 pub fn router(state: AppState) -> Router {
-    let max_body = state.limits.max_body_bytes;
+    let max_body = state.max_body_bytes;
     Router::new()
         .merge(health::routes())
         .merge(agents::routes())

@@ -16,7 +16,7 @@ pub fn routes() -> Router<AppState> {
 /// `GET /v1/models`.
 #[tracing::instrument(skip_all)]
 async fn list_models(State(state): State<AppState>, _ws: Workspace) -> Result<Json<ModelList>> {
-    Ok(Json(ModelList { object: "list", data: state.models.cards().await? }))
+    Ok(Json(ModelList { object: "list", data: state.engine.model_cards().await? }))
 }
 
 /// `GET /v1/models/{model_id}`: one card of the list.
@@ -26,6 +26,6 @@ async fn get_model(
     _ws: Workspace,
     PathParam(model_id): PathParam<String>,
 ) -> Result<Json<ModelCard>> {
-    let cards = state.models.cards().await?;
+    let cards = state.engine.model_cards().await?;
     cards.into_iter().find(|c| c.id == model_id).map(Json).ok_or_else(|| Error::not_found("Model", model_id))
 }

@@ -1,30 +1,51 @@
-//! SSE framing of a run's events (the official SDKs' streaming contract): `event:` + one-line JSON
-//! `data:` + blank line, keep-alive comments on idle streams, no `[DONE]`. Streams end on
-//! server shutdown so graceful shutdown never waits on them; the run itself goes on.
+//! SSE framing, one framer for every streaming route: the conversation routes (`event:` +
+//! one-line JSON `data:`, no `[DONE]`, as the official SDKs' streaming contract has it) and
+//! the chat-completion routes (data-only chunks closed by `[DONE]`). Keep-alive comments on
+//! idle streams; streams end on server shutdown so graceful shutdown never waits on them
+//! (a conversation's run goes on and is stored).
 
 use crate::domain::events::RunEvent;
 use crate::AppState;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::channel::mpsc;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
+use serde::Serialize;
 use std::convert::Infallible;
 
-pub fn respond(state: &AppState, mut events: mpsc::Receiver<RunEvent>) -> Response {
+/// Writes `frames` as the response body.
+fn respond(state: &AppState, frames: impl Stream<Item = Event> + Send + 'static) -> Response {
+    let frames = frames.map(Ok::<Event, Infallible>).take_until(state.shutdown.clone().cancelled_owned());
+    let headers = [("x-accel-buffering", "no"), ("cache-control", "no-cache")];
+    (headers, Sse::new(frames).keep_alive(KeepAlive::default())).into_response()
+}
+
+/// One-line JSON; `None` (logged) for a value that cannot be serialized.
+fn json<T: Serialize>(value: &T) -> Option<String> {
+    serde_json::to_string(value).map_err(|error| tracing::error!(%error, "an event could not be serialized")).ok()
+}
+
+/// A run's events, named, until its terminal event.
+pub fn events(state: &AppState, mut events: mpsc::Receiver<RunEvent>) -> Response {
     let frames = async_stream::stream! {
         while let Some(event) = events.next().await {
             // Internal markers (entry completion) have no wire name.
             let Some(name) = event.name() else { continue };
-            match serde_json::to_string(&event) {
-                Ok(data) => yield Ok::<Event, Infallible>(Event::default().event(name).data(data)),
-                Err(error) => tracing::error!(%error, "an event could not be serialized"),
+            if let Some(data) = json(&event) {
+                yield Event::default().event(name).data(data);
             }
             if event.is_terminal() {
                 break;
             }
         }
     };
-    let frames = frames.take_until(state.shutdown.clone().cancelled_owned());
-    let headers = [("x-accel-buffering", "no"), ("cache-control", "no-cache")];
-    (headers, Sse::new(frames).keep_alive(KeepAlive::default())).into_response()
+    respond(state, frames)
+}
+
+/// Chat-completion chunks, data-only, closed by `[DONE]`.
+pub fn chunks<T: Serialize>(state: &AppState, chunks: impl Stream<Item = T> + Send + 'static) -> Response {
+    let frames = chunks
+        .filter_map(|chunk| std::future::ready(json(&chunk).map(|data| Event::default().data(data))))
+        .chain(futures::stream::once(async { Event::default().data("[DONE]") }));
+    respond(state, frames)
 }

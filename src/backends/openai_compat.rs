@@ -8,7 +8,7 @@ use super::chat::{
 use crate::domain::completion::{Prediction, ResponseFormat, Stop, ToolChoice};
 use crate::domain::conversations::Usage;
 use crate::domain::models::{Capabilities, ModelCard};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use anyhow::Context;
 use bytes::Bytes;
 use eventsource_stream::Eventsource;
@@ -188,10 +188,7 @@ impl OpenAiCompat {
             let body = response.text().await.unwrap_or_default();
             return Err(upstream_status(status.as_u16(), &body));
         }
-        let list: UpstreamModelList = response.json().await.map_err(|e| Error::Upstream {
-            status: 502,
-            message: format!("upstream `{}` sent an unreadable model list: {e}", self.name),
-        })?;
+        let list: UpstreamModelList = response.json().await.map_err(|e| Error::upstream(502, format!("upstream `{}` sent an unreadable model list: {e}", self.name)))?;
         Ok(list
             .data
             .into_iter()
@@ -224,20 +221,15 @@ impl OpenAiCompat {
     }
 }
 
-/// Maps an upstream's HTTP failure to what palaver answers: 429 stays 429 (the client
-/// should back off), 503/504 pass through, anything else is a 502.
+/// An upstream's HTTP failure as palaver reports it (`Error::upstream` picks the code).
 pub fn upstream_status(status: u16, body: &str) -> Error {
-    let mapped = match status {
-        429 | 503 | 504 => status,
-        _ => 502,
-    };
     let detail: String = body.chars().take(2000).collect();
-    Error::Upstream { status: mapped, message: format!("upstream answered {status}: {detail}") }
+    Error::upstream(status, format!("upstream answered {status}: {detail}"))
 }
 
 fn upstream_unreachable(name: &str, error: &reqwest::Error) -> Error {
-    let status = if error.is_timeout() { 504 } else { 502 };
-    Error::Upstream { status, message: format!("upstream `{name}` could not be reached: {}", error_chain(error)) }
+    let code = if error.is_timeout() { Code::UpstreamTimeout } else { Code::UpstreamFailed };
+    Error::Upstream { code, message: format!("upstream `{name}` could not be reached: {}", error_chain(error)) }
 }
 
 /// An error with its causes (`a: b: c`): transport errors say little without them.
@@ -452,9 +444,9 @@ fn content_text(content: &Value) -> String {
 /// Turns one SSE data payload into deltas; `finished` is set once the answer is complete.
 fn parse_chunk(data: &str, finished: &mut bool) -> Result<Vec<ChatDelta>> {
     let chunk: StreamChunk = serde_json::from_str(data)
-        .map_err(|e| Error::Upstream { status: 502, message: format!("upstream sent an unreadable chunk: {e}") })?;
+        .map_err(|e| Error::upstream(502, format!("upstream sent an unreadable chunk: {e}")))?;
     if let Some(error) = chunk.error {
-        return Err(Error::Upstream { status: 502, message: error_message(&error.to_string()) });
+        return Err(Error::upstream(502, error_message(&error.to_string())));
     }
     let mut deltas = Vec::new();
     for choice in chunk.choices {
@@ -525,8 +517,11 @@ impl ModelBackend for OpenAiCompat {
                             other => error_chain(other),
                         };
                         let message = format!("upstream `{name}` stream failed: {cause}");
-                        let status = if format!("{error:?}").contains("TimedOut") || error.to_string().contains("timed out") { 504 } else { 502 };
-                        yield Err(Error::Upstream { status, message });
+                        // reqwest's read timeout (the upstream fell silent) arrives as a
+                        // transport error of the body.
+                        let timed_out = matches!(&error, eventsource_stream::EventStreamError::Transport(t) if t.is_timeout());
+                        let code = if timed_out { Code::UpstreamTimeout } else { Code::UpstreamFailed };
+                        yield Err(Error::Upstream { code, message });
                         return;
                     }
                 };
@@ -539,7 +534,7 @@ impl ModelBackend for OpenAiCompat {
                     break;
                 }
                 if event.event == "error" {
-                    yield Err(Error::Upstream { status: 502, message: error_message(data) });
+                    yield Err(Error::upstream(502, error_message(data)));
                     return;
                 }
                 match parse_chunk(data, &mut finished) {
@@ -555,10 +550,7 @@ impl ModelBackend for OpenAiCompat {
                 }
             }
             if !finished {
-                yield Err(Error::Upstream {
-                    status: 502,
-                    message: format!("upstream `{name}` closed the stream before the answer was complete"),
-                });
+                yield Err(Error::upstream(502, format!("upstream `{name}` closed the stream before the answer was complete")));
             }
         };
         Ok(stream.boxed())

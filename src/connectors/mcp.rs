@@ -68,7 +68,7 @@ impl McpConnector {
     }
 
     fn failure(&self, message: impl std::fmt::Display) -> Error {
-        Error::Upstream { status: 502, message: format!("connector `{}`: {message}", self.id) }
+        Error::upstream(502, format!("connector `{}`: {message}", self.id))
     }
 
     /// A session for `credential`, initializing one if there is none yet.
@@ -142,10 +142,7 @@ impl McpConnector {
         let response =
             self.client.post(self.url.clone()).headers(headers).json(&message).send().await.map_err(|e| {
                 if e.is_timeout() {
-                    PostError::Failed(Error::Upstream {
-                        status: 504,
-                        message: format!("connector `{}` did not answer in time", self.id),
-                    })
+                    PostError::Failed(Error::upstream(504, format!("connector `{}` did not answer in time", self.id)))
                 } else {
                     PostError::Failed(self.failure(format!("cannot reach {}: {e}", self.url)))
                 }
@@ -209,7 +206,7 @@ impl From<PostError> for Error {
     fn from(error: PostError) -> Self {
         match error {
             PostError::Failed(error) => error,
-            PostError::SessionGone => Error::Upstream { status: 502, message: "connector session expired".into() },
+            PostError::SessionGone => Error::upstream(502, "connector session expired"),
         }
     }
 }
@@ -276,6 +273,6 @@ impl Connector for McpConnector {
         } else {
             text.join("\n")
         };
-        Ok(ToolOutput { text, is_error })
+        Ok(ToolOutput { text, is_error, ..Default::default() })
     }
 }

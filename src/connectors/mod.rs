@@ -15,8 +15,9 @@
 pub mod mcp;
 
 use crate::config::ConnectorConfig;
+use crate::domain::entries::execution_info;
 use crate::domain::tools::{Tool, ToolType};
-use crate::error::Error;
+use crate::error::{Code, Error};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,13 +30,63 @@ pub struct ServerTool {
     pub parameters: Map<String, Value>,
 }
 
-/// What a tool call returned.
-#[derive(Debug, Clone, PartialEq)]
+/// What a tool call returned: the text the model reads, and what the turn keeps beside it
+/// (more `info` for the `tool.execution` entry, files the tool produced, sources it
+/// found), so code execution, image generation and search fit without another reshaping.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ToolOutput {
     /// The text the model reads as the tool's answer.
     pub text: String,
     /// The tool reported a failure (the model still sees `text`, so it can react).
     pub is_error: bool,
+    /// Members added to the entry's `info` beside `tool_call_id`, `output` and `is_error`
+    /// (e.g. the code and its output of a code run).
+    pub info: Map<String, Value>,
+    /// Files the tool stored (generated images, files written by code): the answer that
+    /// follows shows them as `tool_file` chunks.
+    pub files: Vec<ProducedFile>,
+    /// Sources the tool found, which the answer may cite as `tool_reference` chunks.
+    pub sources: Vec<Source>,
+}
+
+/// A file a tool stored through the Files API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProducedFile {
+    pub file_id: String,
+    pub file_name: String,
+    /// The extension the hosted API reports (`png`, `csv`, …).
+    pub file_type: String,
+}
+
+/// A source a tool found (a search hit, a document chunk).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    pub url: Option<String>,
+    pub title: String,
+    pub snippet: Option<String>,
+    pub favicon: Option<String>,
+    pub date: Option<String>,
+}
+
+impl ToolOutput {
+    /// A plain answer.
+    pub fn text(text: impl Into<String>) -> Self {
+        ToolOutput { text: text.into(), ..Default::default() }
+    }
+
+    /// A failure the model is told about (the turn goes on).
+    pub fn error(text: impl Into<String>) -> Self {
+        ToolOutput { text: text.into(), is_error: true, ..Default::default() }
+    }
+
+    /// The `tool.execution` entry's `info` for this output of the call `tool_call_id`.
+    pub fn execution_info(&self, tool_call_id: &str) -> Map<String, Value> {
+        let mut info = execution_info(tool_call_id, &self.text, self.is_error);
+        for (key, value) in &self.info {
+            info.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+        info
+    }
 }
 
 #[async_trait::async_trait]
@@ -117,7 +168,7 @@ impl Connectors {
         match self.by_id.get(id) {
             Some(connector) => Ok(Some(connector.clone())),
             None if tool.kind == ToolType::Connector => Err(Error::RunFailed {
-                status: 400,
+                code: Code::BadRequest,
                 message: format!(
                     "Connector `{id}` is not configured on this server (see `[[connector]]` in PALAVER_CONFIG)."
                 ),
@@ -147,4 +198,22 @@ pub fn requires_confirmation(tool: &Tool, name: &str) -> bool {
         .as_ref()
         .and_then(|c| c.requires_confirmation.as_ref())
         .is_some_and(|names| names.iter().any(|n| n == name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_outputs_own_info_joins_the_entry_info_without_replacing_its_members() {
+        let mut output = ToolOutput::text("42");
+        output.info.insert("code".into(), json!("print(6*7)"));
+        output.info.insert("output".into(), json!("not this"));
+
+        let info = output.execution_info("call_1");
+
+        assert_eq!(Value::Object(info), json!({"tool_call_id": "call_1", "output": "42", "code": "print(6*7)"}));
+        assert_eq!(ToolOutput::error("no").execution_info("c")["is_error"], json!(true));
+    }
 }

@@ -72,7 +72,16 @@ pub enum RunEvent {
     #[serde(rename = "conversation.response.done")]
     Done { usage: UsageInfo, created_at: Timestamp },
     #[serde(rename = "conversation.response.error")]
-    Failed { message: String, code: u16, created_at: Timestamp },
+    Failed {
+        message: String,
+        /// The HTTP status the failure stands for (`error.status()`).
+        code: u16,
+        created_at: Timestamp,
+        /// The failure as a code of the error table, so a folded run reports the very same
+        /// error (`type`, `code`) a request failing before the run would.
+        #[serde(skip)]
+        error: crate::error::Code,
+    },
 }
 
 impl RunEvent {
@@ -118,7 +127,7 @@ mod tests {
                 content: "x".into(),
             },
             RunEvent::Done { usage: Usage::default().into(), created_at: now },
-            RunEvent::Failed { message: "m".into(), code: 500, created_at: now },
+            RunEvent::Failed { message: "m".into(), code: 500, created_at: now, error: crate::error::Code::Internal },
         ];
 
         for event in events {

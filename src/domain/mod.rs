@@ -3,6 +3,7 @@
 //! lives beside the types.
 
 pub mod agents;
+pub mod chat_completions;
 pub mod completion;
 pub mod conversations;
 pub mod entries;

@@ -10,7 +10,7 @@ use crate::domain::ids::{AgentId, WorkspaceId};
 use crate::domain::time::Timestamp;
 use crate::error::{Error, FieldError, Loc, Result};
 use crate::store::{AgentFilter, AgentRecord, AliasRecord, Page, StoreError};
-use crate::AppState;
+use super::Engine;
 use serde_json::{Map, Value};
 
 /// How often an update retries when a writer in another process won the race (writers in
@@ -116,11 +116,11 @@ fn alias_to_wire(record: AliasRecord) -> AgentAlias {
 }
 
 /// Handoff targets must be agents of the same workspace.
-async fn check_handoffs(state: &AppState, ws: &WorkspaceId, config: &AgentConfig) -> Result<()> {
+async fn check_handoffs(engine: &Engine, ws: &WorkspaceId, config: &AgentConfig) -> Result<()> {
     let Some(handoffs) = &config.handoffs else {
         return Ok(());
     };
-    let exists = state.store.agents_exist(ws, handoffs).await?;
+    let exists = engine.store.agents_exist(ws, handoffs).await?;
     let errors: Vec<FieldError> = handoffs
         .iter()
         .zip(exists)
@@ -139,10 +139,10 @@ async fn check_handoffs(state: &AppState, ws: &WorkspaceId, config: &AgentConfig
 
 /// Explains a `NotFound` for `selector` of agent `id`: the agent itself, or only the
 /// requested version or alias, is missing.
-async fn not_found(state: &AppState, ws: &WorkspaceId, id: &AgentId, selector: &VersionSelector) -> Error {
+async fn not_found(engine: &Engine, ws: &WorkspaceId, id: &AgentId, selector: &VersionSelector) -> Error {
     let agent_exists = match selector {
         VersionSelector::Active => false,
-        _ => state.store.agent(ws, id, &VersionSelector::Active).await.is_ok(),
+        _ => engine.store.agent(ws, id, &VersionSelector::Active).await.is_ok(),
     };
     match selector {
         _ if !agent_exists => Error::not_found("Agent", id.as_str()),
@@ -152,44 +152,44 @@ async fn not_found(state: &AppState, ws: &WorkspaceId, id: &AgentId, selector: &
 }
 
 /// Loads one version of an agent, with a 404 that says what is missing.
-pub async fn load(state: &AppState, ws: &WorkspaceId, id: &AgentId, selector: &VersionSelector) -> Result<AgentRecord> {
-    match state.store.agent(ws, id, selector).await {
+pub async fn load(engine: &Engine, ws: &WorkspaceId, id: &AgentId, selector: &VersionSelector) -> Result<AgentRecord> {
+    match engine.store.agent(ws, id, selector).await {
         Ok(record) => Ok(record),
-        Err(StoreError::NotFound) => Err(not_found(state, ws, id, selector).await),
+        Err(StoreError::NotFound) => Err(not_found(engine, ws, id, selector).await),
         Err(other) => Err(other.into()),
     }
 }
 
-pub async fn create_agent(state: &AppState, ws: &WorkspaceId, request: CreateAgentRequest) -> Result<Agent> {
+pub async fn create_agent(engine: &Engine, ws: &WorkspaceId, request: CreateAgentRequest) -> Result<Agent> {
     let config = request.into_config().map_err(Error::Invalid)?;
-    check_handoffs(state, ws, &config).await?;
+    check_handoffs(engine, ws, &config).await?;
     let id = AgentId::generate();
-    let record = state.store.create_agent(ws, &id, &config, Timestamp::now()).await?;
+    let record = engine.store.create_agent(ws, &id, &config, Timestamp::now()).await?;
     tracing::info!(agent_id = %id, "agent created");
     Ok(to_wire(record))
 }
 
-pub async fn get_agent(state: &AppState, ws: &WorkspaceId, id: &AgentId, selector: &VersionSelector) -> Result<Agent> {
-    Ok(to_wire(load(state, ws, id, selector).await?))
+pub async fn get_agent(engine: &Engine, ws: &WorkspaceId, id: &AgentId, selector: &VersionSelector) -> Result<Agent> {
+    Ok(to_wire(load(engine, ws, id, selector).await?))
 }
 
-pub async fn list_agents(state: &AppState, ws: &WorkspaceId, query: &ListAgents) -> Result<Vec<Agent>> {
+pub async fn list_agents(engine: &Engine, ws: &WorkspaceId, query: &ListAgents) -> Result<Vec<Agent>> {
     if query.excludes_own_source()? {
         return Ok(Vec::new());
     }
     let page = Page { offset: query.page * query.page_size, limit: query.page_size };
-    let records = state.store.list_agents(ws, &query.filter(), page).await?;
+    let records = engine.store.list_agents(ws, &query.filter(), page).await?;
     Ok(records.into_iter().map(to_wire).collect())
 }
 
 /// Keyset pages: the token is the id of the last agent of the previous page.
-pub async fn list_agent_pages(state: &AppState, ws: &WorkspaceId, query: &ListAgents) -> Result<AgentListPage> {
+pub async fn list_agent_pages(engine: &Engine, ws: &WorkspaceId, query: &ListAgents) -> Result<AgentListPage> {
     if query.excludes_own_source()? {
         return Ok(AgentListPage { object: "list", data: Vec::new(), next_page_token: None });
     }
     // One extra row tells whether another page follows.
     let page = Page { offset: 0, limit: query.page_size + 1 };
-    let mut records = state.store.list_agents(ws, &query.filter(), page).await?;
+    let mut records = engine.store.list_agents(ws, &query.filter(), page).await?;
     let more = records.len() as i64 > query.page_size;
     records.truncate(query.page_size as usize);
     let next_page_token = if more { records.last().map(|r| r.id.to_string()) } else { None };
@@ -197,25 +197,25 @@ pub async fn list_agent_pages(state: &AppState, ws: &WorkspaceId, query: &ListAg
 }
 
 pub async fn update_agent(
-    state: &AppState,
+    engine: &Engine,
     ws: &WorkspaceId,
     id: &AgentId,
     request: UpdateAgentRequest,
 ) -> Result<Agent> {
     let handoffs_changed = !request.handoffs.is_absent();
-    let _queued = state.agent_locks.stripe(id).lock().await;
+    let _queued = engine.agent_locks.stripe(id).lock().await;
     for attempt in 0..UPDATE_ATTEMPTS {
         if attempt > 0 {
             // Another process moved the agent on: back off a little, with jitter, and rebuild.
             let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 10;
             tokio::time::sleep(std::time::Duration::from_millis(attempt as u64 * 2 + jitter)).await;
         }
-        let base = load(state, ws, id, &VersionSelector::Active).await?;
+        let base = load(engine, ws, id, &VersionSelector::Active).await?;
         let config = request.clone().apply_to(&base.config).map_err(Error::Invalid)?;
         if handoffs_changed {
-            check_handoffs(state, ws, &config).await?;
+            check_handoffs(engine, ws, &config).await?;
         }
-        match state.store.append_agent_version(ws, id, base.revision, &config, Timestamp::now()).await {
+        match engine.store.append_agent_version(ws, id, base.revision, &config, Timestamp::now()).await {
             Ok(record) => {
                 tracing::info!(agent_id = %id, version = record.version, "agent version created");
                 return Ok(to_wire(record));
@@ -228,16 +228,16 @@ pub async fn update_agent(
     Err(Error::Conflict(format!("Agent `{id}` is being changed by other requests; retry.")))
 }
 
-pub async fn update_agent_version(state: &AppState, ws: &WorkspaceId, id: &AgentId, version: i64) -> Result<Agent> {
-    match state.store.activate_agent_version(ws, id, version, Timestamp::now()).await {
+pub async fn update_agent_version(engine: &Engine, ws: &WorkspaceId, id: &AgentId, version: i64) -> Result<Agent> {
+    match engine.store.activate_agent_version(ws, id, version, Timestamp::now()).await {
         Ok(record) => Ok(to_wire(record)),
-        Err(StoreError::NotFound) => Err(not_found(state, ws, id, &VersionSelector::Number(version)).await),
+        Err(StoreError::NotFound) => Err(not_found(engine, ws, id, &VersionSelector::Number(version)).await),
         Err(other) => Err(other.into()),
     }
 }
 
-pub async fn delete_agent(state: &AppState, ws: &WorkspaceId, id: &AgentId) -> Result<()> {
-    match state.store.delete_agent(ws, id).await {
+pub async fn delete_agent(engine: &Engine, ws: &WorkspaceId, id: &AgentId) -> Result<()> {
+    match engine.store.delete_agent(ws, id).await {
         Ok(()) => {
             tracing::info!(agent_id = %id, "agent deleted");
             Ok(())
@@ -248,19 +248,19 @@ pub async fn delete_agent(state: &AppState, ws: &WorkspaceId, id: &AgentId) -> R
 }
 
 pub async fn list_agent_versions(
-    state: &AppState,
+    engine: &Engine,
     ws: &WorkspaceId,
     id: &AgentId,
     page: i64,
     page_size: i64,
 ) -> Result<Vec<Agent>> {
-    load(state, ws, id, &VersionSelector::Active).await?;
-    let records = state.store.list_agent_versions(ws, id, Page { offset: page * page_size, limit: page_size }).await?;
+    load(engine, ws, id, &VersionSelector::Active).await?;
+    let records = engine.store.list_agent_versions(ws, id, Page { offset: page * page_size, limit: page_size }).await?;
     Ok(records.into_iter().map(to_wire).collect())
 }
 
 pub async fn put_alias(
-    state: &AppState,
+    engine: &Engine,
     ws: &WorkspaceId,
     id: &AgentId,
     alias: &str,
@@ -271,27 +271,27 @@ pub async fn put_alias(
         let msg = "Alias names are 1 to 64 characters matching `^[a-z]([a-z0-9_-]*[a-z0-9])?$`";
         return Err(Error::invalid(FieldError::new(loc, "string_pattern_mismatch", msg)));
     }
-    load(state, ws, id, &VersionSelector::Number(version)).await?;
-    match state.store.put_alias(ws, id, alias, version, Timestamp::now()).await {
+    load(engine, ws, id, &VersionSelector::Number(version)).await?;
+    match engine.store.put_alias(ws, id, alias, version, Timestamp::now()).await {
         Ok(record) => Ok(alias_to_wire(record)),
         Err(error) => {
             // A concurrent delete of the agent makes the write fail on its foreign key:
             // that is a 404, not a server error.
-            load(state, ws, id, &VersionSelector::Number(version)).await?;
+            load(engine, ws, id, &VersionSelector::Number(version)).await?;
             Err(error.into())
         }
     }
 }
 
-pub async fn list_aliases(state: &AppState, ws: &WorkspaceId, id: &AgentId) -> Result<Vec<AgentAlias>> {
-    load(state, ws, id, &VersionSelector::Active).await?;
-    Ok(state.store.list_aliases(ws, id).await?.into_iter().map(alias_to_wire).collect())
+pub async fn list_aliases(engine: &Engine, ws: &WorkspaceId, id: &AgentId) -> Result<Vec<AgentAlias>> {
+    load(engine, ws, id, &VersionSelector::Active).await?;
+    Ok(engine.store.list_aliases(ws, id).await?.into_iter().map(alias_to_wire).collect())
 }
 
-pub async fn delete_alias(state: &AppState, ws: &WorkspaceId, id: &AgentId, alias: &str) -> Result<()> {
-    match state.store.delete_alias(ws, id, alias).await {
+pub async fn delete_alias(engine: &Engine, ws: &WorkspaceId, id: &AgentId, alias: &str) -> Result<()> {
+    match engine.store.delete_alias(ws, id, alias).await {
         Ok(()) => Ok(()),
-        Err(StoreError::NotFound) => Err(not_found(state, ws, id, &VersionSelector::Alias(alias.to_owned())).await),
+        Err(StoreError::NotFound) => Err(not_found(engine, ws, id, &VersionSelector::Alias(alias.to_owned())).await),
         Err(other) => Err(other.into()),
     }
 }

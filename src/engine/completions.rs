@@ -3,143 +3,26 @@
 //! `POST /v1/chat/completions`. Nothing is stored.
 
 use super::agents as agent_rules;
+use super::calls::CallAssembler;
 use super::context;
+use super::Engine;
 use crate::backends::chat::{ChatDelta, ChatMessage, ChatRequest, ChatTool, FunctionCallBody, ToolCall, ToolFunction};
+use crate::backends::openai_compat::Passthrough;
 use crate::domain::agents::VersionSelector;
-use crate::domain::completion::{CompletionArgs, Prediction, ResponseFormat, Stop, ToolChoice};
+use crate::domain::chat_completions::{
+    AssistantMessage, CalledFunction, ChatCompletion, ChatCompletionChunk, ChunkChoice, ChunkDelta, ChunkFunction,
+    ChunkToolCall, CompletedToolCall, CompletionChoice, CompletionRequest, MessageIn, ToolIn,
+};
+use crate::domain::completion::{CompletionArgs, ToolChoice};
 use crate::domain::conversations::Usage;
 use crate::domain::entries::Content;
 use crate::domain::ids::{AgentId, WorkspaceId};
 use crate::domain::time::Timestamp;
-use crate::error::{decode_value, Error, FieldError, Loc, Result};
-use crate::AppState;
+use crate::error::{decode_json, decode_value, Error, FieldError, Loc, Result};
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
-
-/// Body of `POST /v1/agents/completions` (and of a chat completion the built-in model
-/// answers). Fields the SDKs send that have no meaning here are accepted and ignored.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CompletionRequest {
-    #[serde(default)]
-    pub agent_id: Option<String>,
-    #[serde(default)]
-    pub model: Option<String>,
-    pub messages: Vec<Value>,
-    #[serde(default)]
-    pub stream: bool,
-    #[serde(default)]
-    pub max_tokens: Option<u64>,
-    #[serde(default)]
-    pub stop: Option<Stop>,
-    #[serde(default)]
-    pub random_seed: Option<u64>,
-    #[serde(default)]
-    pub temperature: Option<f64>,
-    #[serde(default)]
-    pub top_p: Option<f64>,
-    #[serde(default)]
-    pub response_format: Option<ResponseFormat>,
-    #[serde(default)]
-    pub tools: Option<Vec<Value>>,
-    #[serde(default)]
-    pub tool_choice: Option<Value>,
-    #[serde(default)]
-    pub presence_penalty: Option<f64>,
-    #[serde(default)]
-    pub frequency_penalty: Option<f64>,
-    #[serde(default)]
-    pub prediction: Option<Prediction>,
-    #[serde(default)]
-    pub reasoning_effort: Option<String>,
-    #[serde(default)]
-    pub n: Option<Value>,
-    #[serde(default)]
-    pub parallel_tool_calls: Option<Value>,
-    #[serde(default)]
-    pub prompt_mode: Option<Value>,
-    #[serde(default)]
-    pub metadata: Option<Value>,
-    #[serde(default)]
-    pub guardrails: Option<Value>,
-    #[serde(default)]
-    pub prompt_cache_key: Option<Value>,
-    #[serde(default)]
-    pub service_tier: Option<Value>,
-    #[serde(default)]
-    pub min_tokens: Option<Value>,
-    #[serde(default)]
-    pub repetition_penalty: Option<Value>,
-    #[serde(default)]
-    pub top_k: Option<Value>,
-    #[serde(default)]
-    pub logprobs: Option<Value>,
-    #[serde(default)]
-    pub top_logprobs: Option<Value>,
-    #[serde(default)]
-    pub prompt_logprobs: Option<Value>,
-    #[serde(default)]
-    pub top_prompt_logprobs: Option<Value>,
-    #[serde(default)]
-    pub safe_prompt: Option<Value>,
-    #[serde(default)]
-    pub stream_options: Option<Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MessageIn {
-    role: String,
-    #[serde(default)]
-    content: Option<Content>,
-    #[serde(default)]
-    tool_calls: Option<Vec<ToolCallIn>>,
-    #[serde(default)]
-    tool_call_id: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    prefix: Option<bool>,
-}
-
-#[derive(Deserialize)]
-struct ToolCallIn {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(rename = "type", default)]
-    _kind: Option<String>,
-    function: FunctionIn,
-    #[serde(default, rename = "index")]
-    _index: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct FunctionIn {
-    name: String,
-    arguments: Value,
-}
-
-#[derive(Deserialize)]
-struct ToolIn {
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
-    function: Option<FunctionToolIn>,
-}
-
-#[derive(Deserialize)]
-struct FunctionToolIn {
-    name: String,
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    parameters: Option<Map<String, Value>>,
-    #[serde(default)]
-    strict: Option<bool>,
-}
 
 fn chat_messages(values: Vec<Value>) -> Result<Vec<ChatMessage<'static>>> {
     let mut messages = Vec::with_capacity(values.len());
@@ -229,8 +112,8 @@ fn tool_choice(value: &Option<Value>) -> Option<ToolChoice> {
 
 /// Builds the model request: an agent's settings (when `agent_id` is given) with the
 /// request's own arguments winning member by member.
-pub async fn prepare(
-    state: &AppState,
+async fn prepare(
+    engine: &Engine,
     ws: &WorkspaceId,
     request: CompletionRequest,
 ) -> Result<(ChatRequest<'static>, bool)> {
@@ -256,7 +139,7 @@ pub async fn prepare(
     let mut tools = request_tools(request.tools)?;
     let (model, args) = match &request.agent_id {
         Some(agent_id) => {
-            let agent = agent_rules::load(state, ws, &AgentId(agent_id.clone()), &VersionSelector::Active).await?;
+            let agent = agent_rules::load(engine, ws, &AgentId(agent_id.clone()), &VersionSelector::Active).await?;
             if let Some(instructions) = agent.config.instructions.filter(|i| !i.trim().is_empty()) {
                 messages.insert(0, ChatMessage::System { content: instructions.into() });
             }
@@ -273,98 +156,146 @@ pub async fn prepare(
     Ok((ChatRequest { model, messages, stored: None, tools: tools.into(), args: Cow::Owned(args) }, request.stream))
 }
 
+/// What a completion route answers.
+pub enum CompletionAnswer {
+    Complete(ChatCompletion),
+    /// Chunks as the model streams them; the transport adds the closing `[DONE]`.
+    Stream(BoxStream<'static, ChatCompletionChunk>),
+    /// `POST /v1/chat/completions` for a model an upstream serves: the upstream's own
+    /// status, content type and body, unchanged.
+    Relayed(Passthrough),
+}
+
+/// `POST /v1/agents/completions`: the agent's instructions, tools and arguments applied to
+/// the given messages. Nothing is stored.
+pub async fn agent_completion(engine: &Engine, ws: &WorkspaceId, request: CompletionRequest) -> Result<CompletionAnswer> {
+    if request.agent_id.is_none() {
+        return Err(Error::invalid(FieldError::body(&["agent_id".into()], "missing", "Field required")));
+    }
+    let (request, stream) = prepare(engine, ws, request).await?;
+    answer(engine, request, stream).await
+}
+
+/// `POST /v1/chat/completions`: relayed unchanged to the upstream the model routes to
+/// (clients whose base URL is palaver keep their other calls); the built-in model answers
+/// itself.
+pub async fn chat_completion(engine: &Engine, ws: &WorkspaceId, body: bytes::Bytes) -> Result<CompletionAnswer> {
+    let value: Value = decode_json(&["body".into()], &body)?;
+    let model = match value.get("model") {
+        Some(Value::String(model)) => model.clone(),
+        Some(_) => {
+            return Err(Error::invalid(FieldError::body(&["model".into()], "string_type", "Input should be a string")))
+        }
+        None => return Err(Error::invalid(FieldError::body(&["model".into()], "missing", "Field required"))),
+    };
+    if let Some(upstream) = engine.models.upstream(&model) {
+        return Ok(CompletionAnswer::Relayed(upstream.passthrough(body).await?));
+    }
+    let mut request: CompletionRequest = decode_value(&["body".into()], value)?;
+    request.agent_id = None;
+    let (request, stream) = prepare(engine, ws, request).await?;
+    answer(engine, request, stream).await
+}
+
+async fn answer(engine: &Engine, request: ChatRequest<'static>, stream: bool) -> Result<CompletionAnswer> {
+    Ok(if stream {
+        CompletionAnswer::Stream(chunks(engine, request).await?)
+    } else {
+        CompletionAnswer::Complete(complete(engine, request).await?)
+    })
+}
+
 /// One finished completion, shaped like the hosted chat completion response.
-pub async fn complete(state: &AppState, request: ChatRequest<'static>) -> Result<Value> {
+async fn complete(engine: &Engine, request: ChatRequest<'static>) -> Result<ChatCompletion> {
     let model = request.model.clone();
-    let mut stream = state.models.backend(&model).chat_stream(request).await?;
+    let mut stream = engine.models.backend(&model).chat_stream(request).await?;
     let mut text = String::new();
-    let mut calls: BTreeMap<u32, (String, String, String)> = BTreeMap::new();
+    let mut calls = CallAssembler::<()>::default();
     let mut usage = Usage::default();
     while let Some(delta) = stream.next().await {
         match delta? {
             ChatDelta::Text(t) => text.push_str(&t),
             ChatDelta::ToolCall(fragment) => {
-                let entry = calls.entry(fragment.index).or_default();
-                if let Some(id) = fragment.id {
-                    entry.0 = id;
-                }
-                if let Some(name) = fragment.name {
-                    entry.1 = name;
-                }
-                entry.2.push_str(&fragment.arguments);
+                calls.push(fragment, || ());
             }
             ChatDelta::Usage(u) => usage = u,
         }
     }
-    let tool_calls: Vec<Value> = calls
-        .into_values()
-        .map(|(id, name, arguments)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}))
+    let finish_reason = if calls.is_empty() { "stop" } else { "tool_calls" };
+    let tool_calls: Vec<CompletedToolCall> = calls
+        .into_calls()
+        .map(|call| CompletedToolCall {
+            id: call.id.unwrap_or_default(),
+            kind: "function",
+            function: CalledFunction { name: call.name.unwrap_or_default(), arguments: call.arguments },
+        })
         .collect();
-    let finish_reason = if tool_calls.is_empty() { "stop" } else { "tool_calls" };
-    Ok(json!({
-        "id": completion_id(),
-        "object": "chat.completion",
-        "model": model,
-        "created": Timestamp::now().unix_seconds(),
-        "usage": usage,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": text,
-                        "tool_calls": if tool_calls.is_empty() { Value::Null } else { json!(tool_calls) }, "prefix": false},
-            "finish_reason": finish_reason
-        }]
-    }))
+    Ok(ChatCompletion {
+        id: completion_id(),
+        object: "chat.completion",
+        model,
+        created: Timestamp::now().unix_seconds(),
+        usage,
+        choices: vec![CompletionChoice {
+            index: 0,
+            message: AssistantMessage {
+                role: "assistant",
+                content: text,
+                tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
+                prefix: false,
+            },
+            finish_reason,
+        }],
+    })
 }
 
 fn completion_id() -> String {
     format!("cmpl_{}", uuid::Uuid::now_v7().simple())
 }
 
-/// The completion as chat-completion chunks (the data-only framing of
-/// the agents completions stream is framed differently); the
-/// caller adds the closing `[DONE]`. A failure mid-answer ends with `finish_reason: "error"`.
-pub async fn stream(state: &AppState, request: ChatRequest<'static>) -> Result<BoxStream<'static, Value>> {
+/// The completion as chat-completion chunks (data-only, unlike the conversation events).
+/// A failure mid-answer ends with `finish_reason: "error"`.
+async fn chunks(engine: &Engine, request: ChatRequest<'static>) -> Result<BoxStream<'static, ChatCompletionChunk>> {
     let model = request.model.clone();
-    let mut deltas = state.models.backend(&model).chat_stream(request).await?;
+    let mut deltas = engine.models.backend(&model).chat_stream(request).await?;
     let id = completion_id();
     let created = Timestamp::now().unix_seconds();
-    let chunk = move |delta: Value, finish: Option<&str>, usage: Option<Usage>| {
-        let mut body = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-        if let Some(usage) = usage {
-            body["usage"] = json!(usage);
-        }
-        body
+    let chunk = move |delta: ChunkDelta, finish_reason: Option<&'static str>, usage: Option<Usage>| ChatCompletionChunk {
+        id: id.clone(),
+        object: "chat.completion.chunk",
+        created,
+        model: model.clone(),
+        choices: [ChunkChoice { index: 0, delta, finish_reason }],
+        usage,
     };
+    let text = |text: String| ChunkDelta { content: Some(text), ..Default::default() };
     let chunks = async_stream::stream! {
-        yield chunk(json!({"role": "assistant", "content": ""}), None, None);
+        yield chunk(ChunkDelta { role: Some("assistant"), content: Some(String::new()), ..Default::default() }, None, None);
         let mut usage = Usage::default();
         let mut called = false;
         while let Some(delta) = deltas.next().await {
             match delta {
-                Ok(ChatDelta::Text(text)) => yield chunk(json!({"content": text}), None, None),
+                Ok(ChatDelta::Text(t)) => yield chunk(text(t), None, None),
                 Ok(ChatDelta::ToolCall(fragment)) => {
                     called = true;
-                    let mut call = json!({"index": fragment.index, "function": {"arguments": fragment.arguments}});
-                    if let Some(id) = fragment.id {
-                        call["id"] = json!(id);
-                        call["type"] = json!("function");
-                    }
-                    if let Some(name) = fragment.name {
-                        call["function"]["name"] = json!(name);
-                    }
-                    yield chunk(json!({"tool_calls": [call]}), None, None);
+                    let call = ChunkToolCall {
+                        index: fragment.index,
+                        kind: fragment.id.is_some().then_some("function"),
+                        id: fragment.id,
+                        function: ChunkFunction { name: fragment.name, arguments: fragment.arguments },
+                    };
+                    yield chunk(ChunkDelta { tool_calls: Some(vec![call]), ..Default::default() }, None, None);
                 }
                 Ok(ChatDelta::Usage(u)) => usage = u,
                 Err(error) => {
                     tracing::warn!(%error, "completion stream failed");
-                    yield chunk(json!({"content": ""}), Some("error"), Some(usage));
+                    yield chunk(text(String::new()), Some("error"), Some(usage));
                     return;
                 }
             }
         }
         let finish = if called { "tool_calls" } else { "stop" };
-        yield chunk(json!({"content": ""}), Some(finish), Some(usage));
+        yield chunk(text(String::new()), Some(finish), Some(usage));
     };
     Ok(chunks.boxed())
 }

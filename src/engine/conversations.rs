@@ -3,7 +3,7 @@
 
 use super::agents as agent_rules;
 use super::history::History;
-use super::run::TurnPlan;
+use super::run::{Settings, TurnPlan};
 use crate::domain::agents::VersionSelector;
 use crate::domain::completion::{CompletionArgs, CompletionArgsView};
 use crate::domain::conversations::{
@@ -16,7 +16,7 @@ use crate::domain::time::Timestamp;
 use crate::domain::tools::validate_tools;
 use crate::error::{Error, FieldError, Result};
 use crate::store::{AgentRecord, ConversationRecord, Page, StoreError};
-use crate::AppState;
+use super::Engine;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -43,19 +43,10 @@ fn selector(version: &Option<AgentVersionRef>) -> Result<VersionSelector> {
     }
 }
 
-/// The model settings of one turn: the agent version in force, or the conversation's own.
-struct Settings {
-    model: String,
-    agent_id: Option<String>,
-    instructions: Option<String>,
-    tools: Vec<crate::domain::tools::Tool>,
-    args: CompletionArgs,
-}
-
 /// `agent`: the agent version already read with the conversation, if any
 /// (`Store::conversation_for_turn`).
 async fn settings(
-    state: &AppState,
+    engine: &Engine,
     ws: &WorkspaceId,
     conversation: &ConversationRecord,
     agent: Option<AgentRecord>,
@@ -68,12 +59,13 @@ async fn settings(
                 Some(agent) => agent,
                 None => {
                     let version = selector(&conversation.agent_version)?;
-                    agent_rules::load(state, ws, &AgentId(agent_id.clone()), &version).await?
+                    agent_rules::load(engine, ws, &AgentId(agent_id.clone()), &version).await?
                 }
             };
             Settings {
                 model: agent.config.model,
                 agent_id: Some(agent_id.clone()),
+                agent_name: Some(agent.config.name),
                 instructions: agent.config.instructions,
                 tools: agent.config.tools,
                 args: agent.config.completion_args.overridden_by(&stored_args),
@@ -82,6 +74,7 @@ async fn settings(
         None => Settings {
             model: conversation.model.clone().unwrap_or_default(),
             agent_id: None,
+            agent_name: None,
             instructions: conversation.instructions.clone(),
             tools: conversation.tools.clone().unwrap_or_default(),
             args: stored_args,
@@ -232,7 +225,7 @@ fn answer_calls<'a>(
 }
 
 /// `POST /v1/conversations`: a new conversation with an agent or a model.
-pub async fn plan_start(state: &AppState, ws: &WorkspaceId, request: StartConversationRequest) -> Result<TurnPlan> {
+pub async fn plan_start(engine: &Engine, ws: &WorkspaceId, request: StartConversationRequest) -> Result<TurnPlan> {
     let now = Timestamp::now();
     match (&request.agent_id, &request.model) {
         (Some(_), Some(_)) => {
@@ -284,7 +277,7 @@ pub async fn plan_start(state: &AppState, ws: &WorkspaceId, request: StartConver
         created_at: now,
         updated_at: now,
     };
-    let settings = settings(state, ws, &conversation, None, None).await?;
+    let settings = settings(engine, ws, &conversation, None, None).await?;
     Ok(plan(ws, conversation, true, request.store.unwrap_or(true), None, None, History::default(), inputs, settings))
 }
 
@@ -309,27 +302,23 @@ fn plan(
         parent,
         history,
         inputs,
-        model: settings.model,
-        agent_id: settings.agent_id,
-        instructions: settings.instructions,
-        tools: settings.tools,
-        args: settings.args,
+        settings,
         confirmed: Vec::new(),
     }
 }
 
-async fn load(state: &AppState, ws: &WorkspaceId, id: &ConversationId) -> Result<ConversationRecord> {
-    state.store.conversation(ws, id).await.map_err(|e| not_found_as_conversation(e, id))
+async fn load(engine: &Engine, ws: &WorkspaceId, id: &ConversationId) -> Result<ConversationRecord> {
+    engine.store.conversation(ws, id).await.map_err(|e| not_found_as_conversation(e, id))
 }
 
 /// The conversation a turn builds on, with the agent version it runs with when the store
 /// could read both at once.
 async fn load_for_turn(
-    state: &AppState,
+    engine: &Engine,
     ws: &WorkspaceId,
     id: &ConversationId,
 ) -> Result<(ConversationRecord, Option<AgentRecord>)> {
-    state.store.conversation_for_turn(ws, id).await.map_err(|e| not_found_as_conversation(e, id))
+    engine.store.conversation_for_turn(ws, id).await.map_err(|e| not_found_as_conversation(e, id))
 }
 
 fn not_found_as_conversation(error: StoreError, id: &ConversationId) -> Error {
@@ -340,21 +329,21 @@ fn not_found_as_conversation(error: StoreError, id: &ConversationId) -> Error {
 }
 
 /// The conversation's branch, from the cache when a turn already produced it.
-async fn history_of(state: &AppState, ws: &WorkspaceId, conversation: &ConversationRecord) -> Result<History> {
+async fn history_of(engine: &Engine, ws: &WorkspaceId, conversation: &ConversationRecord) -> Result<History> {
     let Some(head) = &conversation.head else {
         return Ok(History::default());
     };
-    if let Some(history) = state.histories.get(ws, head) {
+    if let Some(history) = engine.histories.get(ws, head) {
         return Ok(history);
     }
-    let entries = History::new(state.store.history(ws, head).await?.into_iter().map(Arc::new).collect());
-    state.histories.insert(ws, head, entries.clone());
+    let entries = History::new(engine.store.history(ws, head).await?.into_iter().map(Arc::new).collect());
+    engine.histories.insert(ws, head, entries.clone());
     Ok(entries)
 }
 
 /// `POST /v1/conversations/{id}`: the next turn, built on the current head.
 pub async fn plan_append(
-    state: &AppState,
+    engine: &Engine,
     ws: &WorkspaceId,
     id: &ConversationId,
     request: AppendConversationRequest,
@@ -363,10 +352,10 @@ pub async fn plan_append(
     validate_args(&request.completion_args)?;
     let mut inputs = read_inputs(request.inputs, false, now)?;
     let confirmations = request.tool_confirmations.unwrap_or_default();
-    let (conversation, agent) = load_for_turn(state, ws, id).await?;
-    let history = history_of(state, ws, &conversation).await?;
+    let (conversation, agent) = load_for_turn(engine, ws, id).await?;
+    let history = history_of(engine, ws, &conversation).await?;
     let confirmed = answer_calls(history.iter().map(|e| e.as_ref()), &mut inputs, &confirmations, now)?;
-    let settings = settings(state, ws, &conversation, agent, request.completion_args.as_ref()).await?;
+    let settings = settings(engine, ws, &conversation, agent, request.completion_args.as_ref()).await?;
     let head = conversation.head.clone();
     let parent = head.clone().map(|h| (h, history.len() as i64 - 1));
     let store = request.store.unwrap_or(true);
@@ -379,7 +368,7 @@ pub async fn plan_append(
 /// entries up to and including `from_entry_id`, then the new turn. The original is not
 /// touched and nothing is copied.
 pub async fn plan_restart(
-    state: &AppState,
+    engine: &Engine,
     ws: &WorkspaceId,
     id: &ConversationId,
     request: RestartConversationRequest,
@@ -387,7 +376,7 @@ pub async fn plan_restart(
     let now = Timestamp::now();
     validate_args(&request.completion_args)?;
     let mut inputs = read_inputs(request.inputs, false, now)?;
-    let (original, agent) = load_for_turn(state, ws, id).await?;
+    let (original, agent) = load_for_turn(engine, ws, id).await?;
     // The original's agent version holds only when the restart keeps its selector.
     let agent = agent.filter(|_| request.agent_version.is_none());
     if original.agent_id.is_none() && request.agent_version.is_some() {
@@ -397,7 +386,7 @@ pub async fn plan_restart(
             "`agent_version` applies to agent conversations only",
         ));
     }
-    let branch = history_of(state, ws, &original).await?;
+    let branch = history_of(engine, ws, &original).await?;
     let Some(position) = branch.iter().position(|e| e.id().as_str() == request.from_entry_id) else {
         return Err(Error::NotFound {
             what: "Entry",
@@ -417,7 +406,7 @@ pub async fn plan_restart(
         updated_at: now,
         ..original
     };
-    let settings = settings(state, ws, &conversation, agent, request.completion_args.as_ref()).await?;
+    let settings = settings(engine, ws, &conversation, agent, request.completion_args.as_ref()).await?;
     let store = request.store.unwrap_or(true);
     Ok(plan(ws, conversation, true, store, None, parent, history, inputs, settings))
 }
@@ -452,37 +441,37 @@ pub fn to_wire(record: ConversationRecord) -> Conversation {
     }
 }
 
-pub async fn get_conversation(state: &AppState, ws: &WorkspaceId, id: &ConversationId) -> Result<Conversation> {
-    Ok(to_wire(load(state, ws, id).await?))
+pub async fn get_conversation(engine: &Engine, ws: &WorkspaceId, id: &ConversationId) -> Result<Conversation> {
+    Ok(to_wire(load(engine, ws, id).await?))
 }
 
 pub async fn list_conversations(
-    state: &AppState,
+    engine: &Engine,
     ws: &WorkspaceId,
     page: i64,
     page_size: i64,
     metadata: Option<&Map<String, Value>>,
 ) -> Result<Vec<Conversation>> {
     let page = Page { offset: page * page_size, limit: page_size };
-    Ok(state.store.list_conversations(ws, metadata, page).await?.into_iter().map(to_wire).collect())
+    Ok(engine.store.list_conversations(ws, metadata, page).await?.into_iter().map(to_wire).collect())
 }
 
-pub async fn delete_conversation(state: &AppState, ws: &WorkspaceId, id: &ConversationId) -> Result<()> {
-    match state.store.delete_conversation(ws, id).await {
+pub async fn delete_conversation(engine: &Engine, ws: &WorkspaceId, id: &ConversationId) -> Result<()> {
+    match engine.store.delete_conversation(ws, id).await {
         Ok(()) => Ok(()),
         Err(StoreError::NotFound) => Err(Error::not_found("Conversation", id.as_str())),
         Err(other) => Err(other.into()),
     }
 }
 
-pub async fn history(state: &AppState, ws: &WorkspaceId, id: &ConversationId) -> Result<ConversationHistory> {
-    let conversation = load(state, ws, id).await?;
-    let entries = history_of(state, ws, &conversation).await?.to_vec();
+pub async fn history(engine: &Engine, ws: &WorkspaceId, id: &ConversationId) -> Result<ConversationHistory> {
+    let conversation = load(engine, ws, id).await?;
+    let entries = history_of(engine, ws, &conversation).await?.to_vec();
     Ok(ConversationHistory { object: "conversation.history", conversation_id: conversation.id, entries })
 }
 
-pub async fn messages(state: &AppState, ws: &WorkspaceId, id: &ConversationId) -> Result<ConversationMessages> {
-    let conversation = load(state, ws, id).await?;
-    let messages = history_of(state, ws, &conversation).await?.iter().filter(|e| e.is_message()).cloned().collect();
+pub async fn messages(engine: &Engine, ws: &WorkspaceId, id: &ConversationId) -> Result<ConversationMessages> {
+    let conversation = load(engine, ws, id).await?;
+    let messages = history_of(engine, ws, &conversation).await?.iter().filter(|e| e.is_message()).cloned().collect();
     Ok(ConversationMessages { object: "conversation.messages", conversation_id: conversation.id, messages })
 }

@@ -6,15 +6,15 @@ use crate::domain::conversations::{ConversationResponse, Usage};
 use crate::domain::entries::{AgentHandoff, Content, Entry, EntryObject, FunctionCall, MessageOutput, ToolExecution};
 use crate::domain::events::RunEvent;
 use crate::domain::ids::ConversationId;
-use crate::error::Error;
+use crate::error::{Code, Error};
 
 #[derive(Debug, Default)]
 pub struct Fold {
     pub conversation_id: Option<ConversationId>,
     pub outputs: Vec<Entry>,
     pub usage: Usage,
-    /// `conversation.response.error`: message and HTTP-like code.
-    pub failure: Option<(String, u16)>,
+    /// `conversation.response.error`: message and code.
+    pub failure: Option<(String, Code)>,
     pub done: bool,
 }
 
@@ -123,14 +123,14 @@ impl Fold {
                 };
                 self.done = true;
             }
-            RunEvent::Failed { message, code, .. } => self.failure = Some((message.clone(), *code)),
+            RunEvent::Failed { message, error, .. } => self.failure = Some((message.clone(), *error)),
         }
     }
 
     /// The non-streaming answer: the response, or the failure as an HTTP error.
     pub fn into_response(self) -> Result<ConversationResponse, Error> {
-        if let Some((message, status)) = self.failure {
-            return Err(Error::RunFailed { status, message });
+        if let Some((message, code)) = self.failure {
+            return Err(Error::RunFailed { code, message });
         }
         match (self.conversation_id, self.done) {
             (Some(conversation_id), true) => Ok(ConversationResponse {

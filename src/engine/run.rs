@@ -5,23 +5,25 @@
 //! The run owns a task and feeds a bounded channel. A client that goes away stops
 //! receiving, not the run: the turn still commits when it ends.
 
+use super::calls::{CallAssembler, CallParts};
 use super::context;
 use super::fold::Fold;
 use super::tools::Toolbox;
-use crate::backends::chat::{ChatDelta, ChatRequest, DeltaStream, StoredMessages};
+use super::Engine;
+use crate::backends::chat::{ChatDelta, ChatRequest, DeltaStream, ModelBackend, StoredMessages};
+use crate::connectors::ToolOutput;
 use crate::domain::completion::CompletionArgs;
-use crate::domain::entries::{execution_info, Entry, FunctionCall};
+use crate::domain::entries::{Entry, FunctionCall};
 use crate::domain::events::RunEvent;
 use crate::domain::ids::{generate_tool_call_id, EntryId, WorkspaceId};
 use crate::domain::time::Timestamp;
 use crate::domain::tools::Tool;
-use crate::error::Error;
+use crate::error::{Code, Error};
 use crate::store::{ConversationRecord, StoreError, TurnWrite};
-use crate::AppState;
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Everything a run needs, loaded and validated before the first byte is sent.
 #[derive(Debug, Clone)]
@@ -39,13 +41,87 @@ pub struct TurnPlan {
     /// The path from the root to `parent`.
     pub history: super::history::History,
     pub inputs: Vec<Entry>,
+    /// The settings the turn starts with: the agent in force, or the conversation's own.
+    pub settings: Settings,
+    /// Calls to server-side tools the client allowed in this append: they run first.
+    pub confirmed: Vec<FunctionCall>,
+}
+
+/// The settings a model round runs with: the agent answering (its model, instructions,
+/// tools and arguments), or a model conversation's own. One value, so a turn can swap it
+/// between rounds; every event of a round takes its `agent_id` and `model` from it.
+#[derive(Debug, Clone)]
+pub struct Settings {
     pub model: String,
     pub agent_id: Option<String>,
+    pub agent_name: Option<String>,
     pub instructions: Option<String>,
     pub tools: Vec<Tool>,
     pub args: CompletionArgs,
-    /// Calls to server-side tools the client allowed in this append: they run first.
-    pub confirmed: Vec<FunctionCall>,
+}
+
+/// The settings in force for a round, with what they resolve to: the backend serving the
+/// model and the toolbox offered (which borrows the settings' tool definitions).
+struct InForce<'a> {
+    settings: &'a Settings,
+    backend: Arc<dyn ModelBackend>,
+    toolbox: Toolbox<'a>,
+}
+
+impl<'a> InForce<'a> {
+    async fn resolve(engine: &Engine, settings: &'a Settings) -> Result<Self, Error> {
+        let toolbox = Toolbox::of(&engine.connectors, &settings.tools).await?;
+        Ok(InForce { settings, backend: engine.models.backend(&settings.model), toolbox })
+    }
+
+    fn model(&self) -> Option<String> {
+        Some(self.settings.model.clone())
+    }
+
+    fn agent_id(&self) -> Option<String> {
+        self.settings.agent_id.clone()
+    }
+}
+
+/// Who answers a call the model made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    /// A client `function`: the turn stops with a `function.call` the client answers.
+    ClientFunction,
+    /// A tool the server runs now, recorded as a `tool.execution`.
+    ServerTool,
+    /// A server tool listed in `requires_confirmation`: the turn stops with a pending
+    /// `function.call` until the client allows or denies it.
+    NeedsConfirmation,
+}
+
+/// How a model round ends the turn's loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RoundOutcome {
+    /// The model answered without calls: the turn is complete.
+    Finished,
+    /// Only server tools were called and have run: the model reads their answers next.
+    AnotherRound,
+    /// A client function call or a confirmation is open: the client answers it in its
+    /// next append (server calls of the same answer have run and are stored with it).
+    WaitingForClient,
+}
+
+impl RoundOutcome {
+    fn after(calls: impl IntoIterator<Item = CallKind>) -> Self {
+        let (mut client, mut server) = (false, false);
+        for kind in calls {
+            match kind {
+                CallKind::ClientFunction | CallKind::NeedsConfirmation => client = true,
+                CallKind::ServerTool => server = true,
+            }
+        }
+        match (client, server) {
+            (true, _) => RoundOutcome::WaitingForClient,
+            (false, true) => RoundOutcome::AnotherRound,
+            (false, false) => RoundOutcome::Finished,
+        }
+    }
 }
 
 /// Events buffered between the run and a slow client before the run waits. The channel
@@ -54,36 +130,37 @@ pub struct TurnPlan {
 const CHANNEL_CAPACITY: usize = 64;
 
 /// Starts the run in its own task and returns its events, for a streaming response.
-pub fn spawn(state: &AppState, plan: TurnPlan) -> mpsc::Receiver<RunEvent> {
+pub fn spawn(engine: &Arc<Engine>, plan: TurnPlan) -> mpsc::Receiver<RunEvent> {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-    start(state, plan, Some(tx), None);
+    start(engine, plan, Some(tx), None);
     rx
 }
 
 /// Starts the run in its own task and returns the fold of its events, for a JSON
 /// response: the same events, folded by the same code, handed over once at the end.
-pub fn spawn_folded(state: &AppState, plan: TurnPlan) -> oneshot::Receiver<Fold> {
+pub fn spawn_folded(engine: &Arc<Engine>, plan: TurnPlan) -> oneshot::Receiver<Fold> {
     let (tx, rx) = oneshot::channel();
-    start(state, plan, None, Some(tx));
+    start(engine, plan, None, Some(tx));
     rx
 }
 
 fn start(
-    state: &AppState,
+    engine: &Arc<Engine>,
     plan: TurnPlan,
     events: Option<mpsc::Sender<RunEvent>>,
     folded: Option<oneshot::Sender<Fold>>,
 ) {
-    let runs = state.runs.clone();
-    let state = state.clone();
+    let runs = engine.runs.clone();
+    let engine = engine.clone();
     // This future lives as long as the turn (for a stream: as long as it is open), so it
     // is kept small: `run` borrows the plan (moved in, it would be stored twice) and the
     // rarely taken paths inside it are boxed.
     let fut = async move {
         let mut plan = plan;
         let mut out = Emitter { tx: events, queued: None, fold: Fold::default() };
-        run(&state, &mut plan, &mut out).await;
+        run(&engine, &mut plan, &mut out).await;
         if let Some((message, code)) = &out.fold.failure {
+            let code = code.status();
             tracing::warn!(conversation_id = %plan.conversation.id, code, message, "turn failed; nothing stored");
         }
         if let Some(folded) = folded {
@@ -132,16 +209,12 @@ impl Emitter {
     }
 
     async fn fail(&mut self, error: &Error) {
-        let code = match error {
-            Error::Upstream { status, .. } | Error::RunFailed { status, .. } => *status,
-            Error::Conflict(_) => 409,
-            Error::Invalid(_) => 422,
-            _ => 500,
-        };
-        if code >= 500 {
+        let code = error.code();
+        if code.status() >= 500 {
             tracing::error!(error = ?error, "run failed");
         }
-        self.emit(RunEvent::Failed { message: error.to_string(), code, created_at: Timestamp::now() }).await;
+        let message = error.to_string();
+        self.emit(RunEvent::Failed { message, code: code.status(), created_at: Timestamp::now(), error: code }).await;
     }
 
     fn next_index(&self) -> u32 {
@@ -149,98 +222,88 @@ impl Emitter {
     }
 }
 
-/// A tool call being assembled from its fragments.
-struct PendingCall {
-    /// Decided when the name arrives: `Some(None)` for a client function,
-    /// `Some(Some(requires_confirmation))` for a tool the server runs. Server calls are not
-    /// streamed as they arrive: they become a `tool.execution` (or a pending
-    /// `function.call`) when the answer ends.
-    server: Option<Option<bool>>,
+/// What the run tracks beside each call it assembles.
+struct RoundCall {
+    /// Decided when the name arrives. Server calls are not streamed as they arrive: they
+    /// become a `tool.execution` (or a pending `function.call`) when the answer ends.
+    kind: Option<CallKind>,
     output_index: Option<u32>,
     entry_id: EntryId,
-    tool_call_id: Option<String>,
-    name: Option<String>,
-    /// Arguments that arrived before the name (only then can the first event be sent).
-    buffered: String,
 }
 
-async fn run(state: &AppState, plan: &mut TurnPlan, out: &mut Emitter) {
+type Call = CallParts<RoundCall>;
+
+async fn run(engine: &Engine, plan: &mut TurnPlan, out: &mut Emitter) {
     out.emit(RunEvent::Started { conversation_id: plan.conversation.id.clone(), created_at: Timestamp::now() }).await;
-    let backend = state.models.backend(&plan.model);
-    let toolbox = match Toolbox::of(&state.connectors, &plan.tools).await {
-        Ok(toolbox) => toolbox,
+    let in_force = match InForce::resolve(engine, &plan.settings).await {
+        Ok(in_force) => in_force,
         Err(error) => return out.fail(&error).await,
     };
     for call in &plan.confirmed {
-        if let Err(error) =
-            Box::pin(execute(&toolbox, plan, out, &call.name, &call.tool_call_id, &call.arguments)).await
-        {
+        if let Err(error) = Box::pin(execute(&in_force, out, &call.name, &call.tool_call_id, &call.arguments)).await {
             return out.fail(&error).await;
         }
     }
     let mut usage = crate::domain::conversations::Usage::default();
     let mut rounds = 0;
     loop {
-        if rounds >= state.limits.max_rounds {
+        if rounds >= engine.limits.max_rounds {
             let message =
-                format!("The turn needed more than {} model calls (PALAVER_MAX_ROUNDS).", state.limits.max_rounds);
-            out.fail(&Error::RunFailed { status: 500, message }).await;
-            return;
+                format!("The turn needed more than {} model calls (PALAVER_MAX_ROUNDS).", engine.limits.max_rounds);
+            return out.fail(&Error::RunFailed { code: Code::TurnLimit, message }).await;
         }
         rounds += 1;
-        let context =
-            context::messages(plan.instructions.as_deref(), &plan.history, plan.inputs.iter().chain(&out.fold.outputs));
+        let settings = in_force.settings;
+        let context = context::messages(
+            settings.instructions.as_deref(),
+            &plan.history,
+            plan.inputs.iter().chain(&out.fold.outputs),
+        );
         let stored = || context::history_messages(&plan.history);
         let request = ChatRequest {
-            model: plan.model.clone(),
+            model: settings.model.clone(),
             messages: context.messages,
             stored: context.stored_at.map(|at| StoredMessages { at, build: &stored, json: plan.history.chat_json() }),
-            tools: Cow::Borrowed(&toolbox.chat),
-            args: Cow::Borrowed(&plan.args),
+            tools: Cow::Borrowed(&in_force.toolbox.chat),
+            args: Cow::Borrowed(&settings.args),
         };
-        let stream = match backend.chat_stream(request).await {
+        let stream = match in_force.backend.chat_stream(request).await {
             Ok(stream) => stream,
             Err(error) => return out.fail(&error).await,
         };
-        match consume(stream, plan, &toolbox, out).await {
+        match consume(stream, &in_force, out).await {
             Ok(round) => {
                 usage.add(round.usage);
-                if !round.needs_another_round {
-                    break;
+                match round.outcome {
+                    RoundOutcome::AnotherRound => continue,
+                    RoundOutcome::Finished | RoundOutcome::WaitingForClient => break,
                 }
             }
             Err(error) => return out.fail(&error).await,
         }
     }
+    drop(in_force);
     if plan.store {
         // Boxed: the run's future (alive for every open stream) need not reserve room for
         // the commit's state while the model streams.
-        if let Err(error) = Box::pin(commit(state, plan, &out.fold.outputs)).await {
+        if let Err(error) = Box::pin(commit(engine, plan, &out.fold.outputs)).await {
             return out.fail(&error).await;
         }
     }
     out.emit(RunEvent::Done { usage: usage.into(), created_at: Timestamp::now() }).await;
 }
 
-struct RoundOutcome {
+struct Round {
     usage: crate::domain::conversations::Usage,
-    /// Set when the round's tool calls ran on the server and the model must see their
-    /// results. Calls to client functions end the turn instead: the client answers them
-    /// with `function.result` entries in its next append.
-    needs_another_round: bool,
+    outcome: RoundOutcome,
 }
 
 /// Streams one model answer out as events: text as `message.output.delta`s of one entry,
 /// each client function call as `function.call.delta`s of its own entry; calls to server
 /// tools run (or wait for a confirmation) once the answer is complete.
-async fn consume(
-    mut stream: DeltaStream,
-    plan: &TurnPlan,
-    toolbox: &Toolbox<'_>,
-    out: &mut Emitter,
-) -> Result<RoundOutcome, Error> {
+async fn consume(mut stream: DeltaStream, in_force: &InForce<'_>, out: &mut Emitter) -> Result<Round, Error> {
     let mut message: Option<(EntryId, u32, Timestamp)> = None;
-    let mut calls: BTreeMap<u32, PendingCall> = BTreeMap::new();
+    let mut calls = CallAssembler::<RoundCall>::default();
     let mut usage = crate::domain::conversations::Usage::default();
     while let Some(delta) = stream.next().await {
         match delta? {
@@ -258,91 +321,73 @@ async fn consume(
                     output_index,
                     content_index: 0,
                     created_at,
-                    model: Some(plan.model.clone()),
-                    agent_id: plan.agent_id.clone(),
+                    model: in_force.model(),
+                    agent_id: in_force.agent_id(),
                     role: "assistant",
                     content: text,
                 })
                 .await;
             }
             ChatDelta::ToolCall(fragment) => {
-                let call = calls.entry(fragment.index).or_insert_with(|| PendingCall {
-                    server: None,
+                let call = calls.push(fragment, || RoundCall {
+                    kind: None,
                     output_index: None,
                     entry_id: EntryId::generate("fc_"),
-                    tool_call_id: None,
-                    name: None,
-                    buffered: String::new(),
                 });
-                if call.tool_call_id.is_none() {
-                    call.tool_call_id = fragment.id;
-                }
-                if call.name.is_none() {
-                    call.name = fragment.name;
-                }
-                call.buffered.push_str(&fragment.arguments);
                 // The first event of a call needs its name; until then, fragments wait.
-                if let Some(name) = call.name.clone() {
-                    let server = *call
-                        .server
-                        .get_or_insert_with(|| toolbox.server_tool(&name).map(|tool| tool.requires_confirmation));
-                    if server.is_some() {
-                        continue;
-                    }
-                    let first = call.output_index.is_none();
-                    if first {
-                        close_message(&mut message, out).await;
-                        call.output_index = Some(out.next_index());
-                        call.tool_call_id.get_or_insert_with(generate_tool_call_id);
-                    }
-                    if first || !call.buffered.is_empty() {
-                        let arguments = std::mem::take(&mut call.buffered);
-                        out.emit(function_delta(plan, call, name, arguments, None)).await;
-                    }
+                let Some(name) = call.name.clone() else { continue };
+                let kind = *call.state.kind.get_or_insert_with(|| in_force.toolbox.call_kind(&name));
+                if kind != CallKind::ClientFunction {
+                    continue;
+                }
+                let first = call.state.output_index.is_none();
+                if first {
+                    close_message(&mut message, out).await;
+                    call.state.output_index = Some(out.next_index());
+                    call.id.get_or_insert_with(generate_tool_call_id);
+                }
+                if first || !call.arguments.is_empty() {
+                    let arguments = call.take_arguments();
+                    out.emit(function_delta(in_force, call, name, arguments, None)).await;
                 }
             }
             ChatDelta::Usage(u) => usage = u,
         }
     }
     close_message(&mut message, out).await;
-    // A call whose name never came cannot be answered by the client.
-    if let Some(call) = calls.values().find(|c| c.name.is_none()) {
-        let id = call.tool_call_id.clone().unwrap_or_default();
-        return Err(Error::Upstream {
-            status: 502,
-            message: format!("the model sent tool call `{id}` without a name"),
-        });
+    if let Some(call) = calls.nameless() {
+        let id = call.id.clone().unwrap_or_default();
+        return Err(Error::upstream(502, format!("the model sent tool call `{id}` without a name")));
     }
     // Server-side calls, in the order the model made them: pending confirmations end the
     // turn like client calls do; the others run now, and the model reads their answers in
     // another round unless the client has calls of its own to answer first.
-    let (mut client_calls, mut pending, mut executed) = (false, false, false);
-    for call in calls.values_mut() {
+    let mut kinds = Vec::new();
+    for call in calls.iter_mut() {
         let name = call.name.clone().unwrap_or_default();
-        match call.server.flatten() {
-            None => client_calls = true,
-            Some(true) => {
-                pending = true;
-                call.output_index = Some(out.next_index());
-                let tool_call_id = call.tool_call_id.get_or_insert_with(generate_tool_call_id).clone();
-                let arguments = std::mem::take(&mut call.buffered);
-                out.emit(function_delta(plan, call, name, arguments, Some("pending"))).await;
+        let kind = call.state.kind.unwrap_or(CallKind::ClientFunction);
+        kinds.push(kind);
+        match kind {
+            CallKind::ClientFunction => {}
+            CallKind::NeedsConfirmation => {
+                call.state.output_index = Some(out.next_index());
+                let tool_call_id = call.id.get_or_insert_with(generate_tool_call_id).clone();
+                let arguments = call.take_arguments();
+                out.emit(function_delta(in_force, call, name, arguments, Some("pending"))).await;
                 tracing::info!(tool_call_id, "tool call waits for the client's confirmation");
             }
-            Some(false) => {
-                executed = true;
-                let tool_call_id = call.tool_call_id.get_or_insert_with(generate_tool_call_id).clone();
-                Box::pin(execute(toolbox, plan, out, &name, &tool_call_id, &call.buffered)).await?;
+            CallKind::ServerTool => {
+                let tool_call_id = call.id.get_or_insert_with(generate_tool_call_id).clone();
+                Box::pin(execute(in_force, out, &name, &tool_call_id, &call.arguments)).await?;
             }
         }
     }
-    Ok(RoundOutcome { usage, needs_another_round: executed && !client_calls && !pending })
+    Ok(Round { usage, outcome: RoundOutcome::after(kinds) })
 }
 
 /// Runs one call of a server-side tool as a `tool.execution` entry.
 async fn execute(
-    toolbox: &Toolbox<'_>,
-    plan: &TurnPlan,
+    in_force: &InForce<'_>,
     out: &mut Emitter,
     name: &str,
     tool_call_id: &str,
@@ -356,36 +401,37 @@ async fn execute(
         created_at: Timestamp::now(),
         name: name.to_owned(),
         arguments: arguments.to_owned(),
-        model: Some(plan.model.clone()),
-        agent_id: plan.agent_id.clone(),
+        model: in_force.model(),
+        agent_id: in_force.agent_id(),
     })
     .await;
-    let info = match toolbox.server_tool(name) {
-        Some(tool) => tool.run(tool_call_id, arguments).await?,
+    let output = match in_force.toolbox.server_tool(name) {
+        Some(tool) => tool.run(arguments).await?,
         // The agent changed between the call and its confirmation.
-        None => execution_info(tool_call_id, &format!("The tool `{name}` is no longer available."), true),
+        None => ToolOutput::error(format!("The tool `{name}` is no longer available.")),
     };
+    let info = output.execution_info(tool_call_id);
     out.emit(RunEvent::ToolDone { id, output_index, created_at: Timestamp::now(), name: name.to_owned(), info }).await;
     out.emit(RunEvent::EntryDone { output_index, completed_at: Timestamp::now() }).await;
     Ok(())
 }
 
 fn function_delta(
-    plan: &TurnPlan,
-    call: &PendingCall,
+    in_force: &InForce<'_>,
+    call: &Call,
     name: String,
     arguments: String,
     confirmation_status: Option<&str>,
 ) -> RunEvent {
     RunEvent::FunctionCallDelta {
-        id: call.entry_id.clone(),
-        output_index: call.output_index.unwrap_or_default(),
+        id: call.state.entry_id.clone(),
+        output_index: call.state.output_index.unwrap_or_default(),
         created_at: Timestamp::now(),
         name,
-        tool_call_id: call.tool_call_id.clone().unwrap_or_default(),
+        tool_call_id: call.id.clone().unwrap_or_default(),
         arguments,
-        model: Some(plan.model.clone()),
-        agent_id: plan.agent_id.clone(),
+        model: in_force.model(),
+        agent_id: in_force.agent_id(),
         confirmation_status: confirmation_status.map(str::to_owned),
     }
 }
@@ -398,7 +444,7 @@ async fn close_message(message: &mut Option<(EntryId, u32, Timestamp)>, out: &mu
 }
 
 /// Stores inputs and outputs as one turn, moving the head if nobody else did.
-async fn commit(state: &AppState, plan: &mut TurnPlan, outputs: &[Entry]) -> Result<(), Error> {
+async fn commit(engine: &Engine, plan: &mut TurnPlan, outputs: &[Entry]) -> Result<(), Error> {
     let entries: Vec<Entry> = plan.inputs.iter().chain(outputs).cloned().collect();
     let mut conversation = plan.conversation.clone();
     conversation.head = entries.last().map(|e| e.id().clone()).or_else(|| plan.parent.as_ref().map(|p| p.0.clone()));
@@ -410,13 +456,13 @@ async fn commit(state: &AppState, plan: &mut TurnPlan, outputs: &[Entry]) -> Res
         parent: plan.parent.clone(),
         entries,
     };
-    match state.store.commit_turn(&plan.ws, &turn).await {
+    match engine.store.commit_turn(&plan.ws, &turn).await {
         Ok(()) => {
             tracing::info!(conversation_id = %plan.conversation.id, entries = turn.entries.len(), "turn committed");
             if let Some(head) = &turn.conversation.head {
                 // The run is over: the plan's history becomes the new head's.
                 let history = std::mem::take(&mut plan.history);
-                state.histories.advance(&plan.ws, plan.expected_head.as_ref(), head, history, turn.entries);
+                engine.histories.advance(&plan.ws, plan.expected_head.as_ref(), head, history, turn.entries);
             }
             Ok(())
         }

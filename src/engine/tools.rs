@@ -2,9 +2,9 @@
 //! connectors the agent's tools name) and which of its calls the server runs itself.
 
 use super::context;
+use super::run::CallKind;
 use crate::backends::chat::{ChatTool, ToolFunction};
 use crate::connectors::{self, Connector, Connectors, ToolOutput};
-use crate::domain::entries::execution_info;
 use crate::domain::tools::{function_name, Tool};
 use crate::error::Error;
 use serde_json::{Map, Value};
@@ -19,7 +19,7 @@ pub struct ServerTool {
     connector: Arc<dyn Connector>,
     credential: Option<String>,
     /// Calls wait for the client's `tool_confirmations` before they run.
-    pub requires_confirmation: bool,
+    requires_confirmation: bool,
 }
 
 /// Borrows the turn's tool definitions (`'a`): function schemas are not copied per turn.
@@ -67,6 +67,15 @@ impl<'a> Toolbox<'a> {
         Ok(toolbox)
     }
 
+    /// Who answers a call of `name`.
+    pub fn call_kind(&self, name: &str) -> CallKind {
+        match self.server.get(name) {
+            None => CallKind::ClientFunction,
+            Some(tool) if tool.requires_confirmation => CallKind::NeedsConfirmation,
+            Some(_) => CallKind::ServerTool,
+        }
+    }
+
     /// The server-side tool called `name`, if the server runs it.
     pub fn server_tool(&self, name: &str) -> Option<&ServerTool> {
         self.server.get(name)
@@ -74,20 +83,15 @@ impl<'a> Toolbox<'a> {
 }
 
 impl ServerTool {
-    /// Runs a call and returns the `tool.execution` entry's `info`: the model's
-    /// `tool_call_id` and the output it will read. Arguments that are not a JSON object and
-    /// failures the tool reports are answers for the model, not failures of the turn;
-    /// a connector that cannot be reached fails the turn.
-    pub async fn run(&self, tool_call_id: &str, arguments: &str) -> Result<Map<String, Value>, Error> {
-        let output = match serde_json::from_str::<Map<String, Value>>(if arguments.trim().is_empty() {
-            "{}"
-        } else {
-            arguments
-        }) {
-            Ok(arguments) => self.connector.call(self.credential.as_deref(), &self.name, arguments).await?,
-            Err(e) => ToolOutput { text: format!("The arguments are not a JSON object: {e}"), is_error: true },
-        };
-        Ok(execution_info(tool_call_id, &output.text, output.is_error))
+    /// Runs a call. Arguments that are not a JSON object and failures the tool reports
+    /// are answers for the model, not failures of the turn; a connector that cannot be
+    /// reached fails the turn.
+    pub async fn run(&self, arguments: &str) -> Result<ToolOutput, Error> {
+        let arguments = if arguments.trim().is_empty() { "{}" } else { arguments };
+        match serde_json::from_str::<Map<String, Value>>(arguments) {
+            Ok(arguments) => self.connector.call(self.credential.as_deref(), &self.name, arguments).await,
+            Err(e) => Ok(ToolOutput::error(format!("The arguments are not a JSON object: {e}"))),
+        }
     }
 }
 
