@@ -41,12 +41,22 @@ pub struct Config {
     pub max_body_bytes: usize,
 
     /// Longest wait for a connection to an upstream, in milliseconds.
-    #[arg(global = true, long = "upstream-connect-timeout-ms", env = "PALAVER_UPSTREAM_CONNECT_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(
+        global = true,
+        long = "upstream-connect-timeout-ms",
+        env = "PALAVER_UPSTREAM_CONNECT_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
     pub upstream_connect_timeout_ms: u64,
 
     /// Longest silence of an upstream while it answers, in milliseconds; then the turn
     /// fails with a 504 and stores nothing.
-    #[arg(global = true, long = "upstream-read-timeout-ms", env = "PALAVER_UPSTREAM_READ_TIMEOUT_MS", default_value_t = 120_000)]
+    #[arg(
+        global = true,
+        long = "upstream-read-timeout-ms",
+        env = "PALAVER_UPSTREAM_READ_TIMEOUT_MS",
+        default_value_t = 120_000
+    )]
     pub upstream_read_timeout_ms: u64,
 
     /// Most model calls one turn may make (tool and handoff rounds); past it the turn fails.
@@ -55,7 +65,12 @@ pub struct Config {
 
     /// Entries the in-memory history cache may hold (0 turns it off). Histories are
     /// immutable per head, so the cache is safe with several processes on one database.
-    #[arg(global = true, long = "history-cache-entries", env = "PALAVER_HISTORY_CACHE_ENTRIES", default_value_t = 200_000)]
+    #[arg(
+        global = true,
+        long = "history-cache-entries",
+        env = "PALAVER_HISTORY_CACHE_ENTRIES",
+        default_value_t = 200_000
+    )]
     pub history_cache_entries: usize,
 
     /// Most Postgres connections held at once (SQLite always uses one, on its own thread).

@@ -188,7 +188,9 @@ impl OpenAiCompat {
             let body = response.text().await.unwrap_or_default();
             return Err(upstream_status(status.as_u16(), &body));
         }
-        let list: UpstreamModelList = response.json().await.map_err(|e| Error::upstream(502, format!("upstream `{}` sent an unreadable model list: {e}", self.name)))?;
+        let list: UpstreamModelList = response.json().await.map_err(|e| {
+            Error::upstream(502, format!("upstream `{}` sent an unreadable model list: {e}", self.name))
+        })?;
         Ok(list
             .data
             .into_iter()

@@ -129,7 +129,6 @@ pub struct FunctionToolIn {
     pub strict: Option<bool>,
 }
 
-
 /// A finished completion (`object: "chat.completion"`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ChatCompletion {

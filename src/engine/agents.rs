@@ -1,6 +1,7 @@
 //! Agent versions and aliases (DESIGN decision 4): create writes version 0, update writes
 //! the active version patched as a new version and activates it, nothing is overwritten.
 
+use super::Engine;
 use crate::domain::agents::{
     is_valid_alias, Agent, AgentAlias, AgentConfig, AgentListPage, CreateAgentRequest, UpdateAgentRequest,
     VersionSelector,
@@ -10,7 +11,6 @@ use crate::domain::ids::{AgentId, WorkspaceId};
 use crate::domain::time::Timestamp;
 use crate::error::{Error, FieldError, Loc, Result};
 use crate::store::{AgentFilter, AgentRecord, AliasRecord, Page, StoreError};
-use super::Engine;
 use serde_json::{Map, Value};
 
 /// How often an update retries when a writer in another process won the race (writers in

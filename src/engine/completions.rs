@@ -168,7 +168,11 @@ pub enum CompletionAnswer {
 
 /// `POST /v1/agents/completions`: the agent's instructions, tools and arguments applied to
 /// the given messages. Nothing is stored.
-pub async fn agent_completion(engine: &Engine, ws: &WorkspaceId, request: CompletionRequest) -> Result<CompletionAnswer> {
+pub async fn agent_completion(
+    engine: &Engine,
+    ws: &WorkspaceId,
+    request: CompletionRequest,
+) -> Result<CompletionAnswer> {
     if request.agent_id.is_none() {
         return Err(Error::invalid(FieldError::body(&["agent_id".into()], "missing", "Field required")));
     }
@@ -260,14 +264,15 @@ async fn chunks(engine: &Engine, request: ChatRequest<'static>) -> Result<BoxStr
     let mut deltas = engine.models.backend(&model).chat_stream(request).await?;
     let id = completion_id();
     let created = Timestamp::now().unix_seconds();
-    let chunk = move |delta: ChunkDelta, finish_reason: Option<&'static str>, usage: Option<Usage>| ChatCompletionChunk {
-        id: id.clone(),
-        object: "chat.completion.chunk",
-        created,
-        model: model.clone(),
-        choices: [ChunkChoice { index: 0, delta, finish_reason }],
-        usage,
-    };
+    let chunk =
+        move |delta: ChunkDelta, finish_reason: Option<&'static str>, usage: Option<Usage>| ChatCompletionChunk {
+            id: id.clone(),
+            object: "chat.completion.chunk",
+            created,
+            model: model.clone(),
+            choices: [ChunkChoice { index: 0, delta, finish_reason }],
+            usage,
+        };
     let text = |text: String| ChunkDelta { content: Some(text), ..Default::default() };
     let chunks = async_stream::stream! {
         yield chunk(ChunkDelta { role: Some("assistant"), content: Some(String::new()), ..Default::default() }, None, None);

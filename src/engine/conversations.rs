@@ -4,6 +4,7 @@
 use super::agents as agent_rules;
 use super::history::History;
 use super::run::{Settings, TurnPlan};
+use super::Engine;
 use crate::domain::agents::VersionSelector;
 use crate::domain::completion::{CompletionArgs, CompletionArgsView};
 use crate::domain::conversations::{
@@ -16,7 +17,6 @@ use crate::domain::time::Timestamp;
 use crate::domain::tools::validate_tools;
 use crate::error::{Error, FieldError, Result};
 use crate::store::{AgentRecord, ConversationRecord, Page, StoreError};
-use super::Engine;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -474,4 +474,147 @@ pub async fn messages(engine: &Engine, ws: &WorkspaceId, id: &ConversationId) ->
     let conversation = load(engine, ws, id).await?;
     let messages = history_of(engine, ws, &conversation).await?.iter().filter(|e| e.is_message()).cloned().collect();
     Ok(ConversationMessages { object: "conversation.messages", conversation_id: conversation.id, messages })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Loc;
+    use serde_json::json;
+
+    fn entry(value: Value) -> Entry {
+        let mut value = value;
+        value["created_at"] = json!("2026-01-01T00:00:00Z");
+        value["completed_at"] = Value::Null;
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn call(tool_call_id: &str, pending: bool) -> Entry {
+        let mut value = json!({"type": "function.call", "id": format!("fc_{tool_call_id}"), "tool_call_id": tool_call_id,
+            "name": "f", "arguments": "{}", "agent_id": null, "model": null});
+        if pending {
+            value["confirmation_status"] = json!("pending");
+        }
+        entry(value)
+    }
+
+    fn result(tool_call_id: &str) -> Entry {
+        entry(json!({"type": "function.result", "id": format!("fr_{tool_call_id}"), "tool_call_id": tool_call_id,
+            "result": "ok"}))
+    }
+
+    fn message(text: &str) -> Entry {
+        entry(json!({"type": "message.input", "id": "msg_in", "role": "user", "content": text}))
+    }
+
+    fn confirm(tool_call_id: &str, confirmation: Confirmation) -> ToolConfirmation {
+        ToolConfirmation { tool_call_id: tool_call_id.into(), confirmation }
+    }
+
+    fn field_error(result: Result<Vec<FunctionCall>>) -> FieldError {
+        match result {
+            Err(Error::Invalid(mut errors)) => errors.remove(0),
+            other => panic!("expected a 422, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_result_answers_the_open_call_and_nothing_is_left_to_run() {
+        let history = [message("hi"), call("c1", false)];
+        let mut inputs = vec![result("c1")];
+
+        let allowed = answer_calls(&history, &mut inputs, &[], Timestamp::now()).unwrap();
+
+        assert!(allowed.is_empty());
+        assert_eq!(inputs, vec![result("c1")]);
+    }
+
+    #[test]
+    fn a_new_message_while_a_call_is_open_is_refused_naming_the_call() {
+        let history = [call("c1", false)];
+        let mut inputs = vec![message("next")];
+
+        let error = field_error(answer_calls(&history, &mut inputs, &[], Timestamp::now()));
+
+        assert_eq!(error.loc, vec![Loc::from("body"), "inputs".into()]);
+        assert!(error.msg.contains("`c1`"), "{}", error.msg);
+    }
+
+    #[test]
+    fn a_result_for_an_unknown_or_answered_call_is_refused_at_its_position() {
+        let history = [call("c1", false), result("c1")];
+
+        let unknown = field_error(answer_calls(&history, &mut vec![result("zz")], &[], Timestamp::now()));
+        let twice = field_error(answer_calls(&history, &mut vec![result("c1")], &[], Timestamp::now()));
+
+        assert_eq!(unknown.loc, vec![Loc::from("body"), "inputs".into(), 0.into(), "tool_call_id".into()]);
+        assert_eq!(unknown.msg, "No tool call `zz` is waiting for a result");
+        assert_eq!(twice.msg, "Tool call `c1` already has a result");
+    }
+
+    #[test]
+    fn a_call_and_its_result_sent_together_by_the_client_balance_out() {
+        let mut inputs = vec![call("c9", false), result("c9"), message("and then?")];
+
+        let allowed = answer_calls(&[], &mut inputs, &[], Timestamp::now()).unwrap();
+
+        assert!(allowed.is_empty());
+        assert_eq!(inputs.len(), 3);
+    }
+
+    #[test]
+    fn an_allowed_confirmation_runs_the_call_and_a_denied_one_becomes_a_result_first() {
+        let history = [call("c1", true), call("c2", true)];
+        let mut inputs = Vec::new();
+        let confirmations = [confirm("c1", Confirmation::Allow), confirm("c2", Confirmation::Deny)];
+
+        let allowed = answer_calls(&history, &mut inputs, &confirmations, Timestamp::now()).unwrap();
+
+        assert_eq!(allowed.iter().map(|c| c.tool_call_id.as_str()).collect::<Vec<_>>(), ["c1"]);
+        match inputs.as_slice() {
+            [Entry::FunctionResult(denied)] => {
+                assert_eq!(denied.tool_call_id, "c2");
+                assert_eq!(denied.result, crate::engine::tools::DENIED);
+            }
+            other => panic!("one denial expected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn confirming_a_client_function_or_an_unknown_call_is_refused() {
+        let history = [call("c1", false)];
+
+        let client =
+            field_error(answer_calls(&history, &mut vec![], &[confirm("c1", Confirmation::Allow)], Timestamp::now()));
+        let unknown =
+            field_error(answer_calls(&[], &mut vec![], &[confirm("zz", Confirmation::Deny)], Timestamp::now()));
+
+        assert!(client.msg.contains("client function call"), "{}", client.msg);
+        assert_eq!(unknown.loc, vec![Loc::from("body"), "tool_confirmations".into(), 0.into(), "tool_call_id".into()]);
+    }
+
+    #[test]
+    fn confirmations_come_with_no_new_message() {
+        let history = [call("c1", true)];
+
+        let error = field_error(answer_calls(
+            &history,
+            &mut vec![message("also this")],
+            &[confirm("c1", Confirmation::Allow)],
+            Timestamp::now(),
+        ));
+
+        assert!(error.msg.starts_with("Send new messages in the next append"), "{}", error.msg);
+    }
+
+    #[test]
+    fn a_server_run_answers_the_call_it_ran() {
+        let execution = entry(json!({"type": "tool.execution", "id": "tool_exec_1", "name": "t", "arguments": "{}",
+            "info": {"tool_call_id": "c1", "output": "x"}, "agent_id": null, "model": null}));
+        let history = [call("c1", true), execution];
+
+        let allowed = answer_calls(&history, &mut vec![message("next")], &[], Timestamp::now()).unwrap();
+
+        assert!(allowed.is_empty());
+    }
 }

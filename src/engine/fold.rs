@@ -153,3 +153,145 @@ fn set_completed_at(entry: &mut Entry, at: crate::domain::time::Timestamp) {
         Entry::MessageInput(_) | Entry::FunctionCall(_) | Entry::FunctionResult(_) => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::EntryId;
+    use crate::domain::time::Timestamp;
+    use serde_json::{json, Value};
+
+    fn delta(output_index: u32, id: &str, text: &str) -> RunEvent {
+        RunEvent::MessageDelta {
+            id: EntryId(id.into()),
+            output_index,
+            content_index: 0,
+            created_at: Timestamp::from_micros(1),
+            model: Some("m".into()),
+            agent_id: None,
+            role: "assistant",
+            content: text.into(),
+        }
+    }
+
+    fn call_delta(output_index: u32, arguments: &str) -> RunEvent {
+        RunEvent::FunctionCallDelta {
+            id: EntryId("fc_1".into()),
+            output_index,
+            created_at: Timestamp::from_micros(2),
+            name: "f".into(),
+            tool_call_id: "call_1".into(),
+            arguments: arguments.into(),
+            model: Some("m".into()),
+            agent_id: None,
+            confirmation_status: None,
+        }
+    }
+
+    fn folded(events: &[RunEvent]) -> Fold {
+        let mut fold = Fold::default();
+        for event in events {
+            fold.apply(event);
+        }
+        fold
+    }
+
+    #[test]
+    fn deltas_fold_into_one_entry_per_output_index_in_order() {
+        let now = Timestamp::from_micros(9);
+        let fold = folded(&[
+            RunEvent::Started { conversation_id: ConversationId("conv_1".into()), created_at: now },
+            delta(0, "msg_1", "Hel"),
+            delta(0, "msg_1", "lo"),
+            RunEvent::EntryDone { output_index: 0, completed_at: now },
+            call_delta(1, "{\"a\""),
+            call_delta(1, ":1}"),
+            RunEvent::Done {
+                usage: Usage { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 }.into(),
+                created_at: now,
+            },
+        ]);
+
+        let response = fold.into_response().unwrap();
+        let outputs = serde_json::to_value(&response.outputs).unwrap();
+        assert_eq!(outputs[0]["content"], "Hello");
+        assert_eq!(outputs[0]["completed_at"], json!(now));
+        assert_eq!(outputs[1]["type"], "function.call");
+        assert_eq!(outputs[1]["arguments"], "{\"a\":1}");
+        assert_eq!(outputs[1]["completed_at"], Value::Null, "the hosted API leaves function calls open");
+        assert_eq!(response.usage.total_tokens, 3);
+    }
+
+    #[test]
+    fn a_tool_execution_folds_its_info_and_a_handoff_its_target() {
+        let now = Timestamp::from_micros(5);
+        let info = serde_json::Map::from_iter([("output".to_owned(), json!("42"))]);
+        let fold = folded(&[
+            RunEvent::ToolStarted {
+                id: EntryId("tool_exec_1".into()),
+                output_index: 0,
+                created_at: now,
+                name: "code_interpreter".into(),
+                arguments: "{}".into(),
+                model: None,
+                agent_id: None,
+            },
+            RunEvent::ToolDone {
+                id: EntryId("tool_exec_1".into()),
+                output_index: 0,
+                created_at: now,
+                name: "code_interpreter".into(),
+                info,
+            },
+            RunEvent::HandoffStarted {
+                id: EntryId("handoff_1".into()),
+                output_index: 1,
+                created_at: now,
+                previous_agent_id: "ag_a".into(),
+                previous_agent_name: "A".into(),
+            },
+            RunEvent::HandoffDone {
+                id: EntryId("handoff_1".into()),
+                output_index: 1,
+                created_at: now,
+                next_agent_id: "ag_b".into(),
+                next_agent_name: "B".into(),
+            },
+        ]);
+
+        let outputs = serde_json::to_value(&fold.outputs).unwrap();
+        assert_eq!(outputs[0]["info"]["output"], "42");
+        assert_eq!(
+            (outputs[1]["previous_agent_id"].clone(), outputs[1]["next_agent_name"].clone()),
+            (json!("ag_a"), json!("B"))
+        );
+    }
+
+    #[test]
+    fn a_failure_folds_into_the_same_error_a_request_would_get() {
+        let fold = folded(&[
+            delta(0, "msg_1", "partial"),
+            RunEvent::Failed {
+                message: "slow".into(),
+                code: 504,
+                created_at: Timestamp::from_micros(1),
+                error: Code::UpstreamTimeout,
+            },
+        ]);
+
+        match fold.into_response() {
+            Err(error) => {
+                assert_eq!(error.code(), Code::UpstreamTimeout);
+                assert_eq!(error.to_string(), "slow");
+            }
+            Ok(response) => panic!("a failed run answered {response:?}"),
+        }
+    }
+
+    #[test]
+    fn a_run_that_never_finished_is_not_a_response() {
+        let fold = folded(&[delta(0, "msg_1", "x")]);
+
+        assert!(matches!(fold.into_response(), Err(Error::Internal(_))));
+    }
+}

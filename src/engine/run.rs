@@ -473,3 +473,26 @@ async fn commit(engine: &Engine, plan: &mut TurnPlan, outputs: &[Entry]) -> Resu
         Err(other) => Err(other.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use CallKind::*;
+
+    #[test]
+    fn a_round_without_calls_finishes_the_turn() {
+        assert_eq!(RoundOutcome::after([]), RoundOutcome::Finished);
+    }
+
+    #[test]
+    fn server_tools_alone_send_their_answers_to_the_model_in_another_round() {
+        assert_eq!(RoundOutcome::after([ServerTool, ServerTool]), RoundOutcome::AnotherRound);
+    }
+
+    #[test]
+    fn any_call_the_client_must_answer_stops_the_turn_even_beside_server_tools() {
+        assert_eq!(RoundOutcome::after([ServerTool, ClientFunction]), RoundOutcome::WaitingForClient);
+        assert_eq!(RoundOutcome::after([NeedsConfirmation, ServerTool]), RoundOutcome::WaitingForClient);
+        assert_eq!(RoundOutcome::after([ClientFunction]), RoundOutcome::WaitingForClient);
+    }
+}
