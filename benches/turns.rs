@@ -8,7 +8,7 @@
 //!
 //! Environment: `BENCH_BACKENDS` (`sqlite,postgres`), `BENCH_POSTGRES_URL` (admin URL,
 //! default `postgres://postgres@127.0.0.1:5432/test`), `BENCH_STREAMS` (10000),
-//! `BENCH_RUNS` (3).
+//! `BENCH_RUNS` (3), `BENCH_PALAVER` (the palaver binary to measure; default: this build's).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -117,7 +117,9 @@ async fn spawn_palaver(database_url: &str, upstream_url: &str, http2: bool, dir:
     .unwrap();
     let port = free_port();
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_palaver"))
+    // `BENCH_PALAVER`: another build to measure (A/B against this one, alternating runs).
+    let binary = std::env::var("BENCH_PALAVER").unwrap_or_else(|_| env!("CARGO_BIN_EXE_palaver").to_owned());
+    let child = Command::new(binary)
         .env("PALAVER_ADDR", format!("127.0.0.1:{port}"))
         .env("DATABASE_URL", database_url)
         .env("PALAVER_CONFIG", &config)

@@ -11,25 +11,25 @@ use std::path::PathBuf;
 #[derive(Clone, Args)]
 pub struct Config {
     /// Address to listen on (port 0 picks a free port).
-    #[arg(global = true, long = "addr", env = "PALAVER_ADDR", default_value = "127.0.0.1:8000")]
+    #[arg(global = true, long, env = "PALAVER_ADDR", default_value = "127.0.0.1:8000")]
     pub addr: SocketAddr,
 
     /// `sqlite://FILE` (created if missing), `sqlite::memory:` or `postgres://…`.
-    #[arg(global = true, long = "database-url", env = "DATABASE_URL", default_value = "sqlite://palaver.db")]
+    #[arg(global = true, long, env = "DATABASE_URL", default_value = "sqlite://palaver.db")]
     pub database_url: String,
 
     /// Base URL of an OpenAI-compatible API (e.g. `https://api.mistral.ai/v1`,
     /// `http://localhost:11434/v1`). Unset: the built-in `echo` model answers every model name.
-    #[arg(global = true, long = "upstream-url", env = "PALAVER_UPSTREAM_URL")]
+    #[arg(global = true, long, env = "PALAVER_UPSTREAM_URL")]
     pub upstream_url: Option<String>,
 
     /// Bearer key sent to the upstream.
-    #[arg(global = true, long = "upstream-api-key", env = "PALAVER_UPSTREAM_API_KEY", hide_env_values = true)]
+    #[arg(global = true, long, env = "PALAVER_UPSTREAM_API_KEY", hide_env_values = true)]
     pub upstream_api_key: Option<String>,
 
     /// Comma-separated keys clients must present as `Authorization: Bearer …`; each key is
     /// its own workspace. Unset: no auth, one workspace (only sensible on loopback).
-    #[arg(global = true, long = "api-keys", env = "PALAVER_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(global = true, long, env = "PALAVER_API_KEYS", value_delimiter = ',', hide_env_values = true)]
     pub api_keys: Vec<String>,
 
     /// Optional TOML file: several upstreams and model → upstream routes.
@@ -37,48 +37,33 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
 
     /// Largest accepted request body, in bytes; larger bodies get a 413.
-    #[arg(global = true, long = "max-body-bytes", env = "PALAVER_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    #[arg(global = true, long, env = "PALAVER_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
     /// Longest wait for a connection to an upstream, in milliseconds.
-    #[arg(
-        global = true,
-        long = "upstream-connect-timeout-ms",
-        env = "PALAVER_UPSTREAM_CONNECT_TIMEOUT_MS",
-        default_value_t = 10_000
-    )]
+    #[arg(global = true, long, env = "PALAVER_UPSTREAM_CONNECT_TIMEOUT_MS", default_value_t = 10_000)]
     pub upstream_connect_timeout_ms: u64,
 
     /// Longest silence of an upstream while it answers, in milliseconds; then the turn
     /// fails with a 504 and stores nothing.
-    #[arg(
-        global = true,
-        long = "upstream-read-timeout-ms",
-        env = "PALAVER_UPSTREAM_READ_TIMEOUT_MS",
-        default_value_t = 120_000
-    )]
+    #[arg(global = true, long, env = "PALAVER_UPSTREAM_READ_TIMEOUT_MS", default_value_t = 120_000)]
     pub upstream_read_timeout_ms: u64,
 
     /// Most model calls one turn may make (tool and handoff rounds); past it the turn fails.
-    #[arg(global = true, long = "max-rounds", env = "PALAVER_MAX_ROUNDS", default_value_t = 8)]
+    #[arg(global = true, long, env = "PALAVER_MAX_ROUNDS", default_value_t = 8)]
     pub max_rounds: u32,
 
     /// Entries the in-memory history cache may hold (0 turns it off). Histories are
     /// immutable per head, so the cache is safe with several processes on one database.
-    #[arg(
-        global = true,
-        long = "history-cache-entries",
-        env = "PALAVER_HISTORY_CACHE_ENTRIES",
-        default_value_t = 200_000
-    )]
+    #[arg(global = true, long, env = "PALAVER_HISTORY_CACHE_ENTRIES", default_value_t = 200_000)]
     pub history_cache_entries: usize,
 
     /// Most Postgres connections held at once (SQLite always uses one, on its own thread).
-    #[arg(global = true, long = "db-max-connections", env = "PALAVER_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    #[arg(global = true, long, env = "PALAVER_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
 
     /// Log format.
-    #[arg(global = true, long = "log-format", env = "PALAVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(global = true, long, env = "PALAVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 

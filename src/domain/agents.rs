@@ -68,29 +68,19 @@ pub struct CreateAgentRequest {
 
 /// Body of `PATCH /v1/agents/{id}`: absent = keep, `null` = clear, value = replace.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+// Every field may be absent: the struct's `Default` fills them.
+#[serde(default, deny_unknown_fields)]
 pub struct UpdateAgentRequest {
-    #[serde(default)]
     pub model: Patch<String>,
-    #[serde(default)]
     pub name: Patch<String>,
-    #[serde(default)]
     pub instructions: Patch<String>,
-    #[serde(default)]
     pub description: Patch<String>,
-    #[serde(default)]
     pub tools: Patch<Vec<Tool>>,
-    #[serde(default)]
     pub completion_args: Patch<CompletionArgs>,
-    #[serde(default)]
     pub handoffs: Patch<Vec<String>>,
-    #[serde(default)]
     pub guardrails: Patch<Vec<GuardrailConfig>>,
-    #[serde(default)]
     pub deployment_chat: Patch<bool>,
-    #[serde(default)]
     pub metadata: Patch<Map<String, Value>>,
-    #[serde(default)]
     pub version_message: Patch<String>,
 }
 

@@ -74,20 +74,15 @@ pub struct ToolConfirmation {
 }
 
 /// Body of `POST /v1/conversations/{id}`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Deserialize)]
+// Every field may be absent: the struct's `Default` fills them.
+#[serde(default, deny_unknown_fields)]
 pub struct AppendConversationRequest {
-    #[serde(default)]
     pub inputs: Option<Inputs>,
-    #[serde(default)]
     pub stream: bool,
-    #[serde(default)]
     pub store: Option<bool>,
-    #[serde(default)]
     pub handoff_execution: Option<HandoffExecution>,
-    #[serde(default)]
     pub completion_args: Option<CompletionArgs>,
-    #[serde(default)]
     pub tool_confirmations: Option<Vec<ToolConfirmation>>,
 }
 
