@@ -17,8 +17,8 @@ use crate::domain::tools::Tool;
 use anyhow::Context;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 use sqlx::migrate::{Migration, MigrationType};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 use sqlx::types::Json;
 use sqlx::{Connection, FromRow, Postgres, Row, Transaction};
 use std::str::FromStr;
@@ -306,8 +306,7 @@ impl PgStore {
         // Connects once now, so a wrong URL fails at start-up rather than on the first request.
         let mut lease = store.connections.lease().await.context("connecting to Postgres")?;
         if migrate {
-            let migrator =
-                sqlx::migrate::Migrator::new(Embedded).await.context("loading the embedded migrations")?;
+            let migrator = sqlx::migrate::Migrator::new(Embedded).await.context("loading the embedded migrations")?;
             let applied = migrator.run(lease.conn()).await;
             lease
                 .give_back(applied.map_err(|e| StoreError::Other(e.into())))
@@ -342,7 +341,6 @@ impl<'s> sqlx::migrate::MigrationSource<'s> for Embedded {
         Box::pin(std::future::ready(Ok(migrations)))
     }
 }
-
 
 /// The start-up log's description of a Postgres `DATABASE_URL`: server, database and user,
 /// never the password.
@@ -382,9 +380,7 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
             .await
             .with_context(|| format!("database `{name}` does not exist on {host}:{port}; {how}"))?,
     };
-    let created = sqlx::query(&format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\"")))
-        .execute(&mut admin)
-        .await;
+    let created = sqlx::query(&format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""))).execute(&mut admin).await;
     let _ = admin.close().await;
     match created {
         Ok(_) => {
@@ -394,7 +390,10 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
         // Another replica starting at the same moment created it first.
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(()),
         Err(sqlx::Error::Database(e)) => {
-            anyhow::bail!("database `{name}` does not exist on {host}:{port} and user `{user}` may not create it ({}); {how}", e.message())
+            anyhow::bail!(
+                "database `{name}` does not exist on {host}:{port} and user `{user}` may not create it ({}); {how}",
+                e.message()
+            )
         }
         Err(e) => Err(e).with_context(|| format!("creating database `{name}` on {host}:{port}")),
     }
@@ -830,10 +829,8 @@ impl Store for PgStore {
 #[cfg(test)]
 mod tests {
     fn files(dir: &str) -> Vec<String> {
-        let mut files: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let mut files: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         files.sort();
         files
     }
