@@ -2,8 +2,8 @@
 //! Row locks serialize the compare-and-set updates; JSON columns are `jsonb`.
 
 use super::{
-    sql, AgentFilter, AgentRecord, AliasRecord, ConversationRecord, EntryColumns, Page, Store, StoreError, StoreResult,
-    TurnWrite,
+    sql, AgentFilter, AgentRecord, AgentStore, AliasRecord, ConversationRecord, ConversationStore, Database,
+    EntryColumns, Page, StoreError, StoreResult, TurnWrite,
 };
 use crate::domain::agents::GuardrailConfig;
 use crate::domain::agents::{AgentConfig, VersionSelector};
@@ -527,14 +527,17 @@ async fn agent_version(
 }
 
 #[async_trait]
-impl Store for PgStore {
+impl Database for PgStore {
     async fn ping(&self) -> StoreResult<()> {
         on_connection!(self, |conn| {
             sqlx::query("SELECT 1").execute(&mut *conn).await?;
             Ok(())
         })
     }
+}
 
+#[async_trait]
+impl AgentStore for PgStore {
     async fn create_agent(
         &self,
         ws: &WorkspaceId,
@@ -729,7 +732,10 @@ impl Store for PgStore {
             super::found(done.rows_affected())
         })
     }
+}
 
+#[async_trait]
+impl ConversationStore for PgStore {
     async fn commit_turn(&self, ws: &WorkspaceId, turn: &TurnWrite) -> StoreResult<()> {
         on_connection!(self, |conn| {
             // One statement, so one round trip and atomic by itself: the head moves (or the

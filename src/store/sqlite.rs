@@ -14,8 +14,8 @@
 //! in-process instead of sleeping in SQLite's busy handler; another process on the same
 //! file (a second palaver) is still waited for through the busy timeout.
 
-use super::{sql, AgentFilter, AgentRecord, AliasRecord, ConversationRecord, Page, Store, StoreError, StoreResult};
-use super::{EntryColumns, TurnWrite};
+use super::{sql, AgentFilter, AgentRecord, AgentStore, AliasRecord, ConversationRecord, ConversationStore, Database};
+use super::{EntryColumns, Page, StoreError, StoreResult, TurnWrite};
 use crate::domain::agents::{AgentConfig, VersionSelector};
 use crate::domain::entries::Entry;
 use crate::domain::ids::{AgentId, ConversationId, EntryId, WorkspaceId};
@@ -501,7 +501,7 @@ fn agent_version(tx: &Connection, ws: &str, id: &str, version: i64) -> StoreResu
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Database for SqliteStore {
     async fn close(&self) {
         let (done, closed) = oneshot::channel();
         if self.jobs.send(Message::Close(done)).is_ok() {
@@ -512,7 +512,10 @@ impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         self.read(|conn| Ok(conn.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?)).await
     }
+}
 
+#[async_trait]
+impl AgentStore for SqliteStore {
     async fn create_agent(
         &self,
         ws: &WorkspaceId,
@@ -674,7 +677,10 @@ impl Store for SqliteStore {
         )
         .await
     }
+}
 
+#[async_trait]
+impl ConversationStore for SqliteStore {
     async fn commit_turn(&self, ws: &WorkspaceId, turn: &TurnWrite) -> StoreResult<()> {
         let conversation = &turn.conversation;
         let ws = ws.as_str().to_owned();
