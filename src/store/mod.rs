@@ -15,9 +15,10 @@
 //!   or time types, and an impl generic over `sqlx::Database` still needs each dialect's
 //!   SQL. SQLite runs through rusqlite on a thread of its own (sqlx made every SQLite
 //!   statement a thread hand-off, see `sqlite.rs`), Postgres through sqlx.
-//! - Shared where it is the same: the SQL text (`sql.rs`). Real dialect differences (JSON
-//!   operators, SQLite's single writer, Postgres' one-statement commit) sit side by side in
-//!   the two files; the HTTP suite runs on both and keeps them equal in behaviour.
+//! - Shared where it is the same: the SQL text and each table's columns, named once
+//!   (`sql.rs`). Real dialect differences (JSON operators, SQLite's single writer,
+//!   Postgres' one-statement commit) sit side by side in the two files; the HTTP suite runs
+//!   on both and keeps them equal in behaviour.
 
 pub mod postgres;
 mod sql;
