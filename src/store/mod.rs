@@ -17,8 +17,9 @@
 //!   statement a thread hand-off, see `sqlite.rs`), Postgres through sqlx.
 //! - Shared where it is the same: the SQL text and each table's columns, named once
 //!   (`sql.rs`). Real dialect differences (JSON operators, SQLite's single writer,
-//!   Postgres' one-statement commit) sit side by side in the two files; the HTTP suite runs
-//!   on both and keeps them equal in behaviour.
+//!   Postgres' one-statement commit) sit side by side in the two files.
+//! - `tests/store_contract.rs` runs one set of cases through this trait on both backends;
+//!   the HTTP suite runs on both too.
 
 pub mod postgres;
 mod sql;
@@ -61,7 +62,7 @@ impl From<StoreError> for crate::error::Error {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// One version of an agent together with the agent's pointer row.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AgentRecord {
     pub id: AgentId,
     /// The version this record describes.
@@ -74,7 +75,7 @@ pub struct AgentRecord {
     pub config: AgentConfig,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AliasRecord {
     pub alias: String,
     pub version: i64,
@@ -219,7 +220,7 @@ pub trait Store: Database + AgentStore + ConversationStore + Send + Sync + 'stat
 impl<T> Store for T where T: Database + AgentStore + ConversationStore + Send + Sync + 'static {}
 
 /// A stored conversation: settings plus the head of its branch of the entry tree.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConversationRecord {
     pub id: ConversationId,
     pub head: Option<EntryId>,
