@@ -1,12 +1,25 @@
-//! The persistence port. One method = one use case = one transaction, every method takes the
-//! workspace. Business rules (version numbering, merges, head moves) live in `engine`; the
-//! two implementations only run SQL.
+//! The persistence port: what the engine asks of a database, one trait per aggregate
+//! (`AgentStore`: agents with their versions and aliases; `ConversationStore`: conversations
+//! and their entry tree) composed into `Store`, which the app holds as `Arc<dyn Store>`.
+//! One method = one use case = one transaction; every method takes the workspace. Business
+//! rules (version numbering, merges, head moves) live in `engine`; the implementations only
+//! run SQL.
 //!
-//! Two concrete implementations share the SQL text (`sql.rs`): Postgres through sqlx, SQLite
-//! through rusqlite on threads of its own (sqlx made every SQLite statement a thread
-//! hand-off, see `sqlite.rs`). Real dialect differences (JSON operators, SQLite's single
-//! writer) sit side by side in the two files; the HTTP suite runs on both and keeps them
-//! equal in behaviour.
+//! Why it looks like this:
+//! - Traits by aggregate, not one trait that doubles with every feature: files, libraries
+//!   or jobs become a trait of their own and one more bound on `Store`, and nothing that
+//!   uses the others changes. `dyn Store` still answers every method, with no imports.
+//! - A trait object, not a type parameter: the URL picks the backend at start-up, and no
+//!   handler or engine function carries a generic database type.
+//! - Two implementations written out, not one generic over drivers: `sqlx::Any` has no JSON
+//!   or time types, and an impl generic over `sqlx::Database` still needs each dialect's
+//!   SQL. SQLite runs through rusqlite on a thread of its own (sqlx made every SQLite
+//!   statement a thread hand-off, see `sqlite.rs`), Postgres through sqlx.
+//! - Shared where it is the same: the SQL text and each table's columns, named once
+//!   (`sql.rs`). Real dialect differences (JSON operators, SQLite's single writer,
+//!   Postgres' one-statement commit) sit side by side in the two files.
+//! - `tests/store_contract.rs` runs one set of cases through this trait on both backends;
+//!   the HTTP suite runs on both too.
 
 pub mod postgres;
 mod sql;
@@ -49,7 +62,7 @@ impl From<StoreError> for crate::error::Error {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// One version of an agent together with the agent's pointer row.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AgentRecord {
     pub id: AgentId,
     /// The version this record describes.
@@ -62,7 +75,7 @@ pub struct AgentRecord {
     pub config: AgentConfig,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AliasRecord {
     pub alias: String,
     pub version: i64,
@@ -91,15 +104,20 @@ pub struct Page {
     pub limit: i64,
 }
 
+/// What every store does whatever it holds: answer a health check, close at shutdown.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Database: Send + Sync {
     /// Answers when the database does; backs `GET /health`.
     async fn ping(&self) -> StoreResult<()>;
 
     /// Called once at shutdown, after the last run committed: leaves the database tidy
     /// (SQLite checkpoints its WAL and closes, so a stopped server leaves one file).
     async fn close(&self) {}
+}
 
+/// Agents: immutable versions, the pointer to the active one, aliases naming versions.
+#[async_trait]
+pub trait AgentStore: Send + Sync {
     /// Creates an agent with `config` as version 0.
     async fn create_agent(
         &self,
@@ -158,7 +176,12 @@ pub trait Store: Send + Sync + 'static {
     async fn list_aliases(&self, ws: &WorkspaceId, id: &AgentId) -> StoreResult<Vec<AliasRecord>>;
 
     async fn delete_alias(&self, ws: &WorkspaceId, id: &AgentId, alias: &str) -> StoreResult<()>;
+}
 
+/// Conversations and their entries: a tree whose path from the root to a conversation's
+/// head is its history; restarts share the prefix they branch from.
+#[async_trait]
+pub trait ConversationStore: Send + Sync {
     /// Writes a turn atomically: the conversation row (created, or its head moved with a
     /// compare-and-set) and the turn's entries.
     async fn commit_turn(&self, ws: &WorkspaceId, turn: &TurnWrite) -> StoreResult<()>;
@@ -190,8 +213,14 @@ pub trait Store: Send + Sync + 'static {
     async fn history(&self, ws: &WorkspaceId, head: &EntryId) -> StoreResult<Vec<Entry>>;
 }
 
+/// The whole persistence port, as the app holds it (`Arc<dyn Store>`). A backend implements
+/// each aggregate's trait and gets this one for free.
+pub trait Store: Database + AgentStore + ConversationStore + Send + Sync + 'static {}
+
+impl<T> Store for T where T: Database + AgentStore + ConversationStore + Send + Sync + 'static {}
+
 /// A stored conversation: settings plus the head of its branch of the entry tree.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConversationRecord {
     pub id: ConversationId,
     pub head: Option<EntryId>,

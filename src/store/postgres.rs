@@ -1,27 +1,25 @@
 //! Postgres store: for production and for several palaver processes sharing one database.
 //! Row locks serialize the compare-and-set updates; JSON columns are `jsonb`.
 
+use super::sql::{self, Columns, Naming};
 use super::{
-    sql, AgentFilter, AgentRecord, AliasRecord, ConversationRecord, EntryColumns, Page, Store, StoreError, StoreResult,
-    TurnWrite,
+    AgentFilter, AgentRecord, AgentStore, AliasRecord, ConversationRecord, ConversationStore, Database, EntryColumns,
+    Page, StoreError, StoreResult, TurnWrite,
 };
-use crate::domain::agents::GuardrailConfig;
 use crate::domain::agents::{AgentConfig, VersionSelector};
-use crate::domain::completion::CompletionArgs;
-use crate::domain::conversations::AgentVersionRef;
 use crate::domain::entries::Entry;
-use crate::domain::ids::{AgentId, WorkspaceId};
-use crate::domain::ids::{ConversationId, EntryId};
+use crate::domain::ids::{AgentId, ConversationId, EntryId, WorkspaceId};
 use crate::domain::time::Timestamp;
-use crate::domain::tools::Tool;
 use anyhow::Context;
 use async_trait::async_trait;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use sqlx::migrate::{Migration, MigrationType};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgRow};
 use sqlx::types::Json;
-use sqlx::{Connection, FromRow, Postgres, Row, Transaction};
+use sqlx::{Connection, Postgres, Row, Transaction};
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 impl From<sqlx::Error> for StoreError {
@@ -34,203 +32,180 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// A row of an agent query.
-struct AgentRow {
-    pub id: String,
-    pub version: i64,
-    pub active_version: i64,
-    pub latest_version: i64,
-    pub revision: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub config: sqlx::types::Json<AgentConfig>,
-}
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
-impl From<AgentRow> for AgentRecord {
-    fn from(row: AgentRow) -> Self {
-        AgentRecord {
-            id: AgentId(row.id),
-            version: row.version,
-            active_version: row.active_version,
-            latest_version: row.latest_version,
-            revision: row.revision,
-            created_at: Timestamp::from_micros(row.created_at),
-            updated_at: Timestamp::from_micros(row.updated_at),
-            config: row.config.0,
-        }
+// Row shapes: each table's columns (`sql::Columns`) bound with one `match`, and read back
+// by name. Written out rather than derived: sqlx's `FromRow` derive would pull in its
+// macro crate, which compiles sqlx and its Postgres driver a second time for the build
+// host (minutes of a cold build for a handful of rows).
+
+/// Binds an agent's row after the workspace.
+fn bind_agent<'q>(mut query: PgQuery<'q>, agent: &'q AgentRecord) -> PgQuery<'q> {
+    use sql::Agent as A;
+    for &column in A::ALL {
+        query = match column {
+            A::Id => query.bind(agent.id.as_str()),
+            A::ActiveVersion => query.bind(agent.active_version),
+            A::LatestVersion => query.bind(agent.latest_version),
+            A::Revision => query.bind(agent.revision),
+            A::CreatedAt => query.bind(agent.created_at.micros()),
+            A::UpdatedAt => query.bind(agent.updated_at.micros()),
+        };
     }
+    query
 }
 
-struct AliasRow {
-    pub alias: String,
-    pub version: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-impl From<AliasRow> for AliasRecord {
-    fn from(row: AliasRow) -> Self {
-        AliasRecord {
-            alias: row.alias,
-            version: row.version,
-            created_at: Timestamp::from_micros(row.created_at),
-            updated_at: Timestamp::from_micros(row.updated_at),
-        }
+/// Binds a version's row after the workspace.
+fn bind_version<'q>(
+    mut query: PgQuery<'q>,
+    id: &'q AgentId,
+    version: i64,
+    config: &'q AgentConfig,
+    now: Timestamp,
+) -> PgQuery<'q> {
+    use sql::AgentVersion as V;
+    for &column in V::ALL {
+        query = match column {
+            V::AgentId => query.bind(id.as_str()),
+            V::Version => query.bind(version),
+            V::Name => query.bind(&config.name),
+            V::DeploymentChat => query.bind(config.deployment_chat),
+            V::Metadata => query.bind(config.metadata.as_ref().map(Json)),
+            V::Config => query.bind(Json(config)),
+            V::CreatedAt => query.bind(now.micros()),
+        };
     }
+    query
 }
 
-struct ConversationRow {
-    pub id: String,
-    pub head_entry_id: Option<String>,
-    pub agent_id: Option<String>,
-    pub agent_version: Option<Json<AgentVersionRef>>,
-    pub model: Option<String>,
-    pub instructions: Option<String>,
-    pub tools: Option<Json<Vec<Tool>>>,
-    pub completion_args: Option<Json<CompletionArgs>>,
-    pub guardrails: Option<Json<Vec<GuardrailConfig>>>,
-    pub name: Option<String>,
-    pub description: Option<String>,
-    pub metadata: Option<Json<Map<String, Value>>>,
-    pub created_at: i64,
-    pub updated_at: i64,
+/// Reads the agent's row and version of a row, named as `naming` says.
+fn agent_record(row: &PgRow, naming: Naming) -> sqlx::Result<AgentRecord> {
+    use sql::{Agent as A, AgentVersion as V};
+    Ok(AgentRecord {
+        id: AgentId(row.try_get(naming.of(A::Id))?),
+        version: row.try_get(naming.of(V::Version))?,
+        active_version: row.try_get(naming.of(A::ActiveVersion))?,
+        latest_version: row.try_get(naming.of(A::LatestVersion))?,
+        revision: row.try_get(naming.of(A::Revision))?,
+        created_at: Timestamp::from_micros(row.try_get(naming.of(A::CreatedAt))?),
+        updated_at: Timestamp::from_micros(row.try_get(naming.of(A::UpdatedAt))?),
+        config: row.try_get::<Json<AgentConfig>, _>(naming.of(V::Config))?.0,
+    })
 }
 
-impl From<ConversationRow> for ConversationRecord {
-    fn from(row: ConversationRow) -> Self {
-        ConversationRecord {
-            id: ConversationId(row.id),
-            head: row.head_entry_id.map(EntryId),
-            agent_id: row.agent_id,
-            agent_version: row.agent_version.map(|j| j.0),
-            model: row.model,
-            instructions: row.instructions,
-            tools: row.tools.map(|j| j.0),
-            completion_args: row.completion_args.map(|j| j.0),
-            guardrails: row.guardrails.map(|j| j.0),
-            name: row.name,
-            description: row.description,
-            metadata: row.metadata.map(|j| j.0),
-            created_at: Timestamp::from_micros(row.created_at),
-            updated_at: Timestamp::from_micros(row.updated_at),
-        }
+/// Binds an alias's row after the workspace.
+fn bind_alias<'q>(mut query: PgQuery<'q>, agent: &'q AgentId, alias: &'q AliasRecord) -> PgQuery<'q> {
+    use sql::AgentAlias as L;
+    for &column in L::ALL {
+        query = match column {
+            L::AgentId => query.bind(agent.as_str()),
+            L::Alias => query.bind(&alias.alias),
+            L::Version => query.bind(alias.version),
+            L::CreatedAt => query.bind(alias.created_at.micros()),
+            L::UpdatedAt => query.bind(alias.updated_at.micros()),
+        };
     }
+    query
 }
 
-/// A row of `sql::select_conversation_with_agent`.
-struct ConversationAgentRow {
-    conversation: ConversationRow,
-    av_id: Option<String>,
-    av_version: Option<i64>,
-    av_active_version: Option<i64>,
-    av_latest_version: Option<i64>,
-    av_revision: Option<i64>,
-    av_created_at: Option<i64>,
-    av_updated_at: Option<i64>,
-    av_config: Option<Json<AgentConfig>>,
+fn alias_record(row: &PgRow) -> sqlx::Result<AliasRecord> {
+    use sql::AgentAlias as L;
+    Ok(AliasRecord {
+        alias: row.try_get(L::Alias.name())?,
+        version: row.try_get(L::Version.name())?,
+        created_at: Timestamp::from_micros(row.try_get(L::CreatedAt.name())?),
+        updated_at: Timestamp::from_micros(row.try_get(L::UpdatedAt.name())?),
+    })
 }
 
-impl ConversationAgentRow {
-    fn agent(&mut self) -> Option<AgentRecord> {
-        Some(AgentRecord {
-            id: AgentId(self.av_id.take()?),
-            version: self.av_version?,
-            active_version: self.av_active_version?,
-            latest_version: self.av_latest_version?,
-            revision: self.av_revision?,
-            created_at: Timestamp::from_micros(self.av_created_at?),
-            updated_at: Timestamp::from_micros(self.av_updated_at?),
-            config: self.av_config.take()?.0,
-        })
+/// Binds a conversation's row after the workspace.
+fn bind_conversation<'q>(mut query: PgQuery<'q>, c: &'q ConversationRecord) -> PgQuery<'q> {
+    use sql::Conversation as C;
+    for &column in C::ALL {
+        query = match column {
+            C::Id => query.bind(c.id.as_str()),
+            C::Head => query.bind(c.head.as_ref().map(EntryId::as_str)),
+            C::AgentId => query.bind(c.agent_id.as_deref()),
+            C::AgentVersion => query.bind(c.agent_version.as_ref().map(Json)),
+            C::Model => query.bind(c.model.as_deref()),
+            C::Instructions => query.bind(c.instructions.as_deref()),
+            C::Tools => query.bind(c.tools.as_ref().map(Json)),
+            C::CompletionArgs => query.bind(c.completion_args.as_ref().map(Json)),
+            C::Guardrails => query.bind(c.guardrails.as_ref().map(Json)),
+            C::Name => query.bind(c.name.as_deref()),
+            C::Description => query.bind(c.description.as_deref()),
+            C::Metadata => query.bind(c.metadata.as_ref().map(Json)),
+            C::CreatedAt => query.bind(c.created_at.micros()),
+            C::UpdatedAt => query.bind(c.updated_at.micros()),
+        };
     }
+    query
 }
 
-// Rows are read by column name, written out rather than derived: sqlx's derive would pull
-// in its macro crate, which compiles sqlx and its Postgres driver a second time for the
-// build host (minutes of a cold build for four small structs).
-impl FromRow<'_, PgRow> for AgentRow {
-    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
-        Ok(AgentRow {
-            id: row.try_get("id")?,
-            version: row.try_get("version")?,
-            active_version: row.try_get("active_version")?,
-            latest_version: row.try_get("latest_version")?,
-            revision: row.try_get("revision")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            config: row.try_get("config")?,
-        })
-    }
+fn conversation_record(row: &PgRow) -> sqlx::Result<ConversationRecord> {
+    use sql::Conversation as C;
+    Ok(ConversationRecord {
+        id: ConversationId(row.try_get(C::Id.name())?),
+        head: row.try_get::<Option<String>, _>(C::Head.name())?.map(EntryId),
+        agent_id: row.try_get(C::AgentId.name())?,
+        agent_version: json(row, C::AgentVersion)?,
+        model: row.try_get(C::Model.name())?,
+        instructions: row.try_get(C::Instructions.name())?,
+        tools: json(row, C::Tools)?,
+        completion_args: json(row, C::CompletionArgs)?,
+        guardrails: json(row, C::Guardrails)?,
+        name: row.try_get(C::Name.name())?,
+        description: row.try_get(C::Description.name())?,
+        metadata: json(row, C::Metadata)?,
+        created_at: Timestamp::from_micros(row.try_get(C::CreatedAt.name())?),
+        updated_at: Timestamp::from_micros(row.try_get(C::UpdatedAt.name())?),
+    })
 }
 
-impl FromRow<'_, PgRow> for AliasRow {
-    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
-        Ok(AliasRow {
-            alias: row.try_get("alias")?,
-            version: row.try_get("version")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-        })
-    }
+/// A nullable `jsonb` column.
+fn json<T: DeserializeOwned>(row: &PgRow, column: impl Columns) -> sqlx::Result<Option<T>> {
+    Ok(row.try_get::<Option<Json<T>>, _>(column.name())?.map(|j| j.0))
 }
 
-impl FromRow<'_, PgRow> for ConversationRow {
-    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
-        Ok(ConversationRow {
-            id: row.try_get("id")?,
-            head_entry_id: row.try_get("head_entry_id")?,
-            agent_id: row.try_get("agent_id")?,
-            agent_version: row.try_get("agent_version")?,
-            model: row.try_get("model")?,
-            instructions: row.try_get("instructions")?,
-            tools: row.try_get("tools")?,
-            completion_args: row.try_get("completion_args")?,
-            guardrails: row.try_get("guardrails")?,
-            name: row.try_get("name")?,
-            description: row.try_get("description")?,
-            metadata: row.try_get("metadata")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-        })
-    }
-}
-
-impl FromRow<'_, PgRow> for ConversationAgentRow {
-    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
-        Ok(ConversationAgentRow {
-            conversation: ConversationRow::from_row(row)?,
-            av_id: row.try_get("av_id")?,
-            av_version: row.try_get("av_version")?,
-            av_active_version: row.try_get("av_active_version")?,
-            av_latest_version: row.try_get("av_latest_version")?,
-            av_revision: row.try_get("av_revision")?,
-            av_created_at: row.try_get("av_created_at")?,
-            av_updated_at: row.try_get("av_updated_at")?,
-            av_config: row.try_get("av_config")?,
-        })
-    }
-}
-
-/// Binds a conversation's columns after the workspace, in `sql::insert_conversation` order.
-macro_rules! bind_conversation {
-    ($query:expr, $ws:expr, $c:expr) => {
-        $query
-            .bind($ws.as_str())
-            .bind($c.id.as_str())
-            .bind($c.head.as_ref().map(|h| h.as_str()))
-            .bind($c.agent_id.as_deref())
-            .bind($c.agent_version.as_ref().map(Json))
-            .bind($c.model.as_deref())
-            .bind($c.instructions.as_deref())
-            .bind($c.tools.as_ref().map(Json))
-            .bind($c.completion_args.as_ref().map(Json))
-            .bind($c.guardrails.as_ref().map(Json))
-            .bind($c.name.as_deref())
-            .bind($c.description.as_deref())
-            .bind($c.metadata.as_ref().map(Json))
-            .bind($c.created_at.micros())
-            .bind($c.updated_at.micros())
+/// A row of `sql::select_conversation_with_agent`: a NULL version means no version was
+/// joined (the agent may have been: its version is the one missing).
+fn conversation_with_agent(row: &PgRow) -> sqlx::Result<(ConversationRecord, Option<AgentRecord>)> {
+    let agent = match row.try_get::<Option<i64>, _>(Naming::Joined.of(sql::AgentVersion::Version))? {
+        Some(_) => Some(agent_record(row, Naming::Joined)?),
+        None => None,
     };
+    Ok((conversation_record(row)?, agent))
+}
+
+/// The entries' row shape here: a turn's entries travel as one array per column, unnested
+/// by the turn's one statement. The arrays' element type (bodies are bound as text and
+/// cast); `None` for the conversation id, the same for every entry, which the statement
+/// binds once.
+fn entry_array(column: sql::Entry) -> Option<&'static str> {
+    use sql::Entry as E;
+    match column {
+        E::Id | E::ParentId | E::Kind => Some("text"),
+        E::Depth | E::CreatedAt => Some("bigint"),
+        E::Body => Some("jsonb"),
+        E::ConversationId => None,
+    }
+}
+
+/// Binds the arrays of `entry_array`, in `sql::Entry::ALL` order.
+fn bind_entries<'q>(mut query: PgQuery<'q>, entries: &'q EntryColumns) -> PgQuery<'q> {
+    use sql::Entry as E;
+    for &column in E::ALL {
+        query = match column {
+            E::Id => query.bind(&entries.ids),
+            E::ParentId => query.bind(&entries.parents),
+            E::Depth => query.bind(&entries.depths),
+            E::ConversationId => query, // bound once, before the arrays
+            E::Kind => query.bind(&entries.kinds),
+            E::Body => query.bind(&entries.bodies),
+            E::CreatedAt => query.bind(&entries.created),
+        };
+    }
+    query
 }
 
 /// `column` holds every top-level key of the JSON object `param` with an equal value
@@ -239,60 +214,56 @@ fn metadata_matches(column: &str, param: &str) -> String {
     format!("NOT EXISTS (SELECT 1 FROM jsonb_each({param}) f WHERE ({column} -> f.key) IS DISTINCT FROM f.value)")
 }
 
-static LIST_AGENTS: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| sql::list_agents(&metadata_matches("v.metadata", "$7")));
+static LIST_AGENTS: LazyLock<String> = LazyLock::new(|| sql::list_agents(&metadata_matches("v.metadata", "$7")));
 
-static SELECT_CONVERSATION_WITH_AGENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+static SELECT_CONVERSATION_WITH_AGENT: LazyLock<String> = LazyLock::new(|| {
     sql::select_conversation_with_agent(
         "CASE WHEN jsonb_typeof(c.agent_version) = 'number' THEN (c.agent_version)::bigint END",
         "(c.agent_version #>> '{}')",
     )
 });
 
-static LIST_CONVERSATIONS: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| sql::list_conversations(&metadata_matches("c.metadata", "$2")));
+static LIST_CONVERSATIONS: LazyLock<String> =
+    LazyLock::new(|| sql::list_conversations(&metadata_matches("c.metadata", "$2")));
 
-impl EntryColumns {
-    fn bind<'q, O>(
-        &'q self,
-        query: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments> {
-        query
-            .bind(&self.ids)
-            .bind(&self.parents)
-            .bind(&self.depths)
-            .bind(&self.kinds)
-            .bind(&self.bodies)
-            .bind(&self.created)
+/// Inserts the turn's entries from the arrays bound after the other parameters (from
+/// `$first`) when `guard` returned a row, `conversation` being the parameter that holds
+/// their conversation's id; yields `moved` (rows of `guard`) and `inserted`.
+fn commit_statement(guard: &str, conversation: usize, first: usize) -> String {
+    let (mut values, mut arrays, mut names) = (Vec::new(), Vec::new(), Vec::new());
+    for &column in sql::Entry::ALL {
+        match entry_array(column) {
+            Some(element) => {
+                arrays.push(format!("${}::{element}[]", first + arrays.len()));
+                names.push(column.name());
+                values.push(format!("e.{}", column.name()));
+            }
+            None => values.push(format!("${conversation}")),
+        }
     }
-}
-
-/// Inserts the turn's entries from the arrays bound after the other parameters (`$N` to
-/// `$N+5`) when `guard` returned a row; yields (rows of `guard`, entries inserted).
-fn commit_statement(guard: &str, first: usize) -> String {
-    let p = |i: usize| format!("${}", first + i);
     format!(
         "WITH guard AS ({guard}), inserted AS (\
-           INSERT INTO entries (workspace, id, parent_id, depth, conversation_id, kind, body, created_at) \
-           SELECT $1, e.id, e.parent_id, e.depth, $2, e.kind, e.body::jsonb, e.created_at \
-           FROM UNNEST({}::text[], {}::text[], {}::bigint[], {}::text[], {}::text[], {}::bigint[]) \
-             AS e(id, parent_id, depth, kind, body, created_at) \
+           INSERT INTO entries (workspace, {}) \
+           SELECT $1, {} FROM UNNEST({}) AS e({}) \
            WHERE EXISTS (SELECT 1 FROM guard) RETURNING 1) \
-         SELECT (SELECT count(*) FROM guard), (SELECT count(*) FROM inserted)",
-        p(0),
-        p(1),
-        p(2),
-        p(3),
-        p(4),
-        p(5)
+         SELECT (SELECT count(*) FROM guard) AS moved, (SELECT count(*) FROM inserted) AS inserted",
+        sql::list(sql::Entry::ALL, None),
+        values.join(", "),
+        arrays.join(", "),
+        names.join(", ")
     )
 }
 
-static COMMIT_APPEND: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| commit_statement(&format!("{} RETURNING id", sql::ADVANCE_HEAD), 6));
+/// Binds: workspace, id, new head, now, expected head, then the entry arrays.
+static COMMIT_APPEND: LazyLock<String> =
+    LazyLock::new(|| commit_statement(&format!("{} RETURNING id", sql::ADVANCE_HEAD), 2, 6));
 
-static COMMIT_NEW_CONVERSATION: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| commit_statement(&format!("{} RETURNING id", sql::INSERT_CONVERSATION.as_str()), 16));
+/// Binds: workspace, the conversation's row, then the entry arrays.
+static COMMIT_NEW_CONVERSATION: LazyLock<String> = LazyLock::new(|| {
+    use sql::Conversation as C;
+    let id = 2 + C::ALL.iter().position(|&c| c == C::Id).unwrap_or_default();
+    commit_statement(&format!("{} RETURNING id", sql::INSERT_CONVERSATION.as_str()), id, 2 + C::ALL.len())
+});
 
 pub struct PgStore {
     connections: Connections,
@@ -319,7 +290,7 @@ impl PgStore {
 }
 
 /// The Postgres migrations, embedded at compile time. Built through sqlx's `MigrationSource`
-/// rather than its `migrate!` macro (see the `FromRow` impls for why); versions,
+/// rather than its `migrate!` macro (see the row shapes for why); versions,
 /// descriptions and checksums are the ones the macro recorded, so databases migrated by
 /// earlier builds are recognised.
 #[derive(Debug)]
@@ -497,17 +468,8 @@ async fn insert_version(
     config: &AgentConfig,
     now: Timestamp,
 ) -> StoreResult<()> {
-    sqlx::query(sql::INSERT_VERSION)
-        .bind(ws.as_str())
-        .bind(id.as_str())
-        .bind(version)
-        .bind(&config.name)
-        .bind(config.deployment_chat)
-        .bind(config.metadata.as_ref().map(Json))
-        .bind(Json(config))
-        .bind(now.micros())
-        .execute(&mut **tx)
-        .await?;
+    let query = sqlx::query(sql::INSERT_VERSION.as_str()).bind(ws.as_str());
+    bind_version(query, id, version, config, now).execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -517,24 +479,31 @@ async fn agent_version(
     id: &AgentId,
     version: i64,
 ) -> StoreResult<AgentRecord> {
-    let row: AgentRow = sqlx::query_as(sql::SELECT_AGENT_VERSION.as_str())
+    let row = sqlx::query(sql::SELECT_AGENT_VERSION.as_str())
         .bind(ws.as_str())
         .bind(id.as_str())
         .bind(version)
         .fetch_one(&mut **tx)
         .await?;
-    Ok(row.into())
+    Ok(agent_record(&row, Naming::Own)?)
+}
+
+fn agent_records(rows: &[PgRow]) -> StoreResult<Vec<AgentRecord>> {
+    Ok(rows.iter().map(|row| agent_record(row, Naming::Own)).collect::<sqlx::Result<_>>()?)
 }
 
 #[async_trait]
-impl Store for PgStore {
+impl Database for PgStore {
     async fn ping(&self) -> StoreResult<()> {
         on_connection!(self, |conn| {
             sqlx::query("SELECT 1").execute(&mut *conn).await?;
             Ok(())
         })
     }
+}
 
+#[async_trait]
+impl AgentStore for PgStore {
     async fn create_agent(
         &self,
         ws: &WorkspaceId,
@@ -542,48 +511,33 @@ impl Store for PgStore {
         config: &AgentConfig,
         now: Timestamp,
     ) -> StoreResult<AgentRecord> {
+        let record = AgentRecord::first(id.clone(), config.clone(), now);
         on_connection!(self, |conn| {
             let mut tx = conn.begin().await?;
-            sqlx::query(sql::INSERT_AGENT)
-                .bind(ws.as_str())
-                .bind(id.as_str())
-                .bind(now.micros())
-                .execute(&mut *tx)
-                .await?;
-            insert_version(&mut tx, ws, id, 0, config, now).await?;
+            let query = sqlx::query(sql::INSERT_AGENT.as_str()).bind(ws.as_str());
+            bind_agent(query, &record).execute(&mut *tx).await?;
+            insert_version(&mut tx, ws, id, record.version, config, now).await?;
             tx.commit().await?;
-            Ok(AgentRecord::first(id.clone(), config.clone(), now))
-        })
+            Ok(())
+        })?;
+        Ok(record)
     }
 
     async fn agent(&self, ws: &WorkspaceId, id: &AgentId, version: &VersionSelector) -> StoreResult<AgentRecord> {
         on_connection!(self, |conn| {
-            let row: AgentRow = match version {
+            let query = match version {
                 VersionSelector::Active => {
-                    sqlx::query_as(sql::SELECT_ACTIVE_AGENT.as_str())
-                        .bind(ws.as_str())
-                        .bind(id.as_str())
-                        .fetch_one(&mut *conn)
-                        .await?
+                    sqlx::query(sql::SELECT_ACTIVE_AGENT.as_str()).bind(ws.as_str()).bind(id.as_str())
                 }
                 VersionSelector::Number(n) => {
-                    sqlx::query_as(sql::SELECT_AGENT_VERSION.as_str())
-                        .bind(ws.as_str())
-                        .bind(id.as_str())
-                        .bind(n)
-                        .fetch_one(&mut *conn)
-                        .await?
+                    sqlx::query(sql::SELECT_AGENT_VERSION.as_str()).bind(ws.as_str()).bind(id.as_str()).bind(n)
                 }
                 VersionSelector::Alias(alias) => {
-                    sqlx::query_as(sql::SELECT_AGENT_BY_ALIAS.as_str())
-                        .bind(ws.as_str())
-                        .bind(id.as_str())
-                        .bind(alias)
-                        .fetch_one(&mut *conn)
-                        .await?
+                    sqlx::query(sql::SELECT_AGENT_BY_ALIAS.as_str()).bind(ws.as_str()).bind(id.as_str()).bind(alias)
                 }
             };
-            Ok(row.into())
+            let row = query.fetch_one(&mut *conn).await?;
+            Ok(agent_record(&row, Naming::Own)?)
         })
     }
 
@@ -591,8 +545,7 @@ impl Store for PgStore {
         on_connection!(self, |conn| {
             let mut found = Vec::with_capacity(ids.len());
             for id in ids {
-                let row: Option<(String,)> =
-                    sqlx::query_as(sql::AGENT_EXISTS).bind(ws.as_str()).bind(id).fetch_optional(&mut *conn).await?;
+                let row = sqlx::query(sql::AGENT_EXISTS).bind(ws.as_str()).bind(id).fetch_optional(&mut *conn).await?;
                 found.push(row.is_some());
             }
             Ok(found)
@@ -601,7 +554,7 @@ impl Store for PgStore {
 
     async fn list_agents(&self, ws: &WorkspaceId, filter: &AgentFilter, page: Page) -> StoreResult<Vec<AgentRecord>> {
         on_connection!(self, |conn| {
-            let rows: Vec<AgentRow> = sqlx::query_as(LIST_AGENTS.as_str())
+            let rows = sqlx::query(LIST_AGENTS.as_str())
                 .bind(ws.as_str())
                 .bind(filter.name.as_deref())
                 .bind(filter.id.as_deref())
@@ -613,7 +566,7 @@ impl Store for PgStore {
                 .bind(page.offset)
                 .fetch_all(&mut *conn)
                 .await?;
-            Ok(rows.into_iter().map(AgentRecord::from).collect())
+            agent_records(&rows)
         })
     }
 
@@ -660,9 +613,7 @@ impl Store for PgStore {
                 .bind(now.micros())
                 .execute(&mut *tx)
                 .await?;
-            if done.rows_affected() == 0 {
-                return Err(StoreError::NotFound);
-            }
+            super::found(done.rows_affected())?;
             let record = agent_version(&mut tx, ws, id, version).await?;
             tx.commit().await?;
             Ok(record)
@@ -678,14 +629,14 @@ impl Store for PgStore {
 
     async fn list_agent_versions(&self, ws: &WorkspaceId, id: &AgentId, page: Page) -> StoreResult<Vec<AgentRecord>> {
         on_connection!(self, |conn| {
-            let rows: Vec<AgentRow> = sqlx::query_as(sql::LIST_AGENT_VERSIONS.as_str())
+            let rows = sqlx::query(sql::LIST_AGENT_VERSIONS.as_str())
                 .bind(ws.as_str())
                 .bind(id.as_str())
                 .bind(page.limit)
                 .bind(page.offset)
                 .fetch_all(&mut *conn)
                 .await?;
-            Ok(rows.into_iter().map(AgentRecord::from).collect())
+            agent_records(&rows)
         })
     }
 
@@ -697,24 +648,22 @@ impl Store for PgStore {
         version: i64,
         now: Timestamp,
     ) -> StoreResult<AliasRecord> {
+        let record = AliasRecord { alias: alias.to_owned(), version, created_at: now, updated_at: now };
         on_connection!(self, |conn| {
-            let row: AliasRow = sqlx::query_as(sql::UPSERT_ALIAS)
-                .bind(ws.as_str())
-                .bind(id.as_str())
-                .bind(alias)
-                .bind(version)
-                .bind(now.micros())
-                .fetch_one(&mut *conn)
-                .await?;
-            Ok(row.into())
+            let query = sqlx::query(sql::UPSERT_ALIAS.as_str()).bind(ws.as_str());
+            let row = bind_alias(query, id, &record).fetch_one(&mut *conn).await?;
+            Ok(alias_record(&row)?)
         })
     }
 
     async fn list_aliases(&self, ws: &WorkspaceId, id: &AgentId) -> StoreResult<Vec<AliasRecord>> {
         on_connection!(self, |conn| {
-            let rows: Vec<AliasRow> =
-                sqlx::query_as(sql::LIST_ALIASES).bind(ws.as_str()).bind(id.as_str()).fetch_all(&mut *conn).await?;
-            Ok(rows.into_iter().map(AliasRecord::from).collect())
+            let rows = sqlx::query(sql::LIST_ALIASES.as_str())
+                .bind(ws.as_str())
+                .bind(id.as_str())
+                .fetch_all(&mut *conn)
+                .await?;
+            Ok(rows.iter().map(alias_record).collect::<sqlx::Result<_>>()?)
         })
     }
 
@@ -729,7 +678,10 @@ impl Store for PgStore {
             super::found(done.rows_affected())
         })
     }
+}
 
+#[async_trait]
+impl ConversationStore for PgStore {
     async fn commit_turn(&self, ws: &WorkspaceId, turn: &TurnWrite) -> StoreResult<()> {
         on_connection!(self, |conn| {
             // One statement, so one round trip and atomic by itself: the head moves (or the
@@ -737,20 +689,19 @@ impl Store for PgStore {
             // SQLite, Postgres runs data-modifying CTEs, which saves BEGIN, COMMIT and a
             // statement per turn.
             let conversation = &turn.conversation;
-            let columns = EntryColumns::of(turn);
-            let (moved, inserted): (i64, i64) = if turn.create {
-                let query = sqlx::query_as(COMMIT_NEW_CONVERSATION.as_str());
-                let query = bind_conversation!(query, ws, conversation);
-                columns.bind(query).fetch_one(&mut *conn).await?
+            let entries = EntryColumns::of(turn);
+            let query = if turn.create {
+                bind_conversation(sqlx::query(COMMIT_NEW_CONVERSATION.as_str()).bind(ws.as_str()), conversation)
             } else {
-                let query = sqlx::query_as(COMMIT_APPEND.as_str())
+                sqlx::query(COMMIT_APPEND.as_str())
                     .bind(ws.as_str())
                     .bind(conversation.id.as_str())
                     .bind(conversation.head.as_ref().map(EntryId::as_str))
                     .bind(conversation.updated_at.micros())
-                    .bind(turn.expected_head.as_ref().map(EntryId::as_str));
-                columns.bind(query).fetch_one(&mut *conn).await?
+                    .bind(turn.expected_head.as_ref().map(EntryId::as_str))
             };
+            let row = bind_entries(query, &entries).fetch_one(&mut *conn).await?;
+            let (moved, inserted): (i64, i64) = (row.try_get("moved")?, row.try_get("inserted")?);
             if moved == 0 {
                 return Err(StoreError::Conflict);
             }
@@ -766,12 +717,12 @@ impl Store for PgStore {
 
     async fn conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<ConversationRecord> {
         on_connection!(self, |conn| {
-            let row: ConversationRow = sqlx::query_as(sql::SELECT_CONVERSATION.as_str())
+            let row = sqlx::query(sql::SELECT_CONVERSATION.as_str())
                 .bind(ws.as_str())
                 .bind(id.as_str())
                 .fetch_one(&mut *conn)
                 .await?;
-            Ok(row.into())
+            Ok(conversation_record(&row)?)
         })
     }
 
@@ -781,13 +732,12 @@ impl Store for PgStore {
         id: &ConversationId,
     ) -> StoreResult<(ConversationRecord, Option<AgentRecord>)> {
         on_connection!(self, |conn| {
-            let mut row: ConversationAgentRow = sqlx::query_as(SELECT_CONVERSATION_WITH_AGENT.as_str())
+            let row = sqlx::query(SELECT_CONVERSATION_WITH_AGENT.as_str())
                 .bind(ws.as_str())
                 .bind(id.as_str())
                 .fetch_one(&mut *conn)
                 .await?;
-            let agent = row.agent();
-            Ok((row.conversation.into(), agent))
+            Ok(conversation_with_agent(&row)?)
         })
     }
 
@@ -798,14 +748,14 @@ impl Store for PgStore {
         page: Page,
     ) -> StoreResult<Vec<ConversationRecord>> {
         on_connection!(self, |conn| {
-            let rows: Vec<ConversationRow> = sqlx::query_as(LIST_CONVERSATIONS.as_str())
+            let rows = sqlx::query(LIST_CONVERSATIONS.as_str())
                 .bind(ws.as_str())
                 .bind(metadata.map(Json))
                 .bind(page.limit)
                 .bind(page.offset)
                 .fetch_all(&mut *conn)
                 .await?;
-            Ok(rows.into_iter().map(ConversationRecord::from).collect())
+            Ok(rows.iter().map(conversation_record).collect::<sqlx::Result<_>>()?)
         })
     }
 
@@ -819,9 +769,9 @@ impl Store for PgStore {
 
     async fn history(&self, ws: &WorkspaceId, head: &EntryId) -> StoreResult<Vec<Entry>> {
         on_connection!(self, |conn| {
-            let rows: Vec<(Json<Entry>,)> =
-                sqlx::query_as(sql::HISTORY).bind(ws.as_str()).bind(head.as_str()).fetch_all(&mut *conn).await?;
-            Ok(rows.into_iter().map(|(entry,)| entry.0).collect())
+            let rows = sqlx::query(sql::HISTORY).bind(ws.as_str()).bind(head.as_str()).fetch_all(&mut *conn).await?;
+            let body = sql::Entry::Body.name();
+            Ok(rows.iter().map(|row| row.try_get::<Json<Entry>, _>(body).map(|j| j.0)).collect::<sqlx::Result<_>>()?)
         })
     }
 }

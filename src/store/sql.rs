@@ -1,41 +1,214 @@
-//! SQL text both backends run unchanged (`$N` placeholders work on both). Dialect-specific
-//! pieces are passed in by the backend that needs them. Composed statements are built
-//! once (`LazyLock`), not on every query.
+//! SQL text both backends run unchanged (`$N` placeholders work on both), and the columns of
+//! each table, named once. Dialect-specific pieces are passed in by the backend that needs
+//! them. Composed statements are built once (`LazyLock`), not on every query.
+//!
+//! A table's columns are an enum (`Conversation::Tools`, …) whose `ALL` lists them in the
+//! order statements write them. The statements here take their column lists and
+//! placeholders from it; each backend binds a row with one `match` over it (so a column it
+//! does not bind fails to compile) and reads a row back by the columns' names (so no read
+//! depends on where a column sits in a result). A new column is then one variant here, one
+//! arm and one field read in each backend, and the migrations.
 
 use std::sync::LazyLock;
 
-/// The columns every agent query selects, in the order `AgentRow` reads them.
-const AGENT_COLUMNS: &str = "a.id, v.version, a.active_version, a.latest_version, a.revision, \
-     a.created_at, a.updated_at, v.config";
+/// The columns of one table, the workspace aside: every row has one and every statement
+/// binds it as `$1`.
+pub trait Columns: Copy + 'static {
+    /// Every column, in the order statements list (and backends bind) them.
+    const ALL: &'static [Self];
+
+    /// The column's name, which a row is read back by.
+    fn name(self) -> &'static str;
+
+    /// The name the column is read by in `select_conversation_with_agent`, where the
+    /// conversation's own `id`, `created_at`, … come first in the same row.
+    fn joined(self) -> &'static str;
+}
+
+macro_rules! columns {
+    ($(#[$doc:meta])* pub enum $name:ident { $($variant:ident = $column:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($variant,)+
+        }
+
+        impl Columns for $name {
+            const ALL: &'static [Self] = &[$(Self::$variant,)+];
+
+            fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $column,)+
+                }
+            }
+
+            fn joined(self) -> &'static str {
+                match self {
+                    $(Self::$variant => concat!("av_", $column),)+
+                }
+            }
+        }
+    };
+}
+
+columns! {
+    /// `agents`: one row per agent, the pointer to its active version.
+    pub enum Agent {
+        Id = "id",
+        ActiveVersion = "active_version",
+        LatestVersion = "latest_version",
+        Revision = "revision",
+        CreatedAt = "created_at",
+        UpdatedAt = "updated_at",
+    }
+}
+
+columns! {
+    /// `agent_versions`: one row per version, never updated. `name`, `deployment_chat` and
+    /// `metadata` copy members of `config` that list filters need in SQL.
+    pub enum AgentVersion {
+        AgentId = "agent_id",
+        Version = "version",
+        Name = "name",
+        DeploymentChat = "deployment_chat",
+        Metadata = "metadata",
+        Config = "config",
+        CreatedAt = "created_at",
+    }
+}
+
+columns! {
+    /// `agent_aliases`: a name for one version of an agent.
+    pub enum AgentAlias {
+        AgentId = "agent_id",
+        Alias = "alias",
+        Version = "version",
+        CreatedAt = "created_at",
+        UpdatedAt = "updated_at",
+    }
+}
+
+columns! {
+    /// `conversations`: a conversation's settings and the head of its branch.
+    pub enum Conversation {
+        Id = "id",
+        Head = "head_entry_id",
+        AgentId = "agent_id",
+        AgentVersion = "agent_version",
+        Model = "model",
+        Instructions = "instructions",
+        Tools = "tools",
+        CompletionArgs = "completion_args",
+        Guardrails = "guardrails",
+        Name = "name",
+        Description = "description",
+        Metadata = "metadata",
+        CreatedAt = "created_at",
+        UpdatedAt = "updated_at",
+    }
+}
+
+columns! {
+    /// `entries`: one node of a workspace's entry tree, written once.
+    pub enum Entry {
+        Id = "id",
+        ParentId = "parent_id",
+        Depth = "depth",
+        ConversationId = "conversation_id",
+        Kind = "kind",
+        Body = "body",
+        CreatedAt = "created_at",
+    }
+}
+
+/// What an `AgentRecord` reads of its version, beside every column of the agent's row.
+pub const AGENT_VERSION_READ: [AgentVersion; 2] = [AgentVersion::Version, AgentVersion::Config];
+
+/// Which names a result gives an `AgentRecord`'s columns.
+#[derive(Debug, Clone, Copy)]
+pub enum Naming {
+    /// Their own: the row holds nothing else.
+    Own,
+    /// `Columns::joined`: the row starts with a conversation's columns.
+    Joined,
+}
+
+impl Naming {
+    pub fn of(self, column: impl Columns) -> &'static str {
+        match self {
+            Naming::Own => column.name(),
+            Naming::Joined => column.joined(),
+        }
+    }
+}
+
+/// `t.a, t.b, …` (or `a, b, …` without a table alias).
+pub fn list<C: Columns>(columns: &[C], table: Option<&str>) -> String {
+    let prefix = table.map(|t| format!("{t}.")).unwrap_or_default();
+    columns.iter().map(|c| format!("{prefix}{}", c.name())).collect::<Vec<_>>().join(", ")
+}
+
+/// `$first, …`: one placeholder per column.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// `INSERT INTO table (workspace, <every column>) VALUES ($1, $2, …)`.
+fn insert<C: Columns>(table: &str) -> String {
+    format!("INSERT INTO {table} (workspace, {}) VALUES ($1, {})", list(C::ALL, None), placeholders(2, C::ALL.len()))
+}
+
+/// The select list of an `AgentRecord`: the agent's row (`a`), then its version (`v`).
+fn agent_columns(naming: Naming) -> String {
+    let agent = Agent::ALL.iter().map(|&c| ("a", c.name(), naming.of(c)));
+    let version = AGENT_VERSION_READ.iter().map(|&c| ("v", c.name(), naming.of(c)));
+    agent
+        .chain(version)
+        .map(
+            |(table, name, read_as)| {
+                if name == read_as {
+                    format!("{table}.{name}")
+                } else {
+                    format!("{table}.{name} AS {read_as}")
+                }
+            },
+        )
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+static AGENT_COLUMNS: LazyLock<String> = LazyLock::new(|| agent_columns(Naming::Own));
 
 const AGENT_JOIN: &str = "FROM agents a JOIN agent_versions v ON v.workspace = a.workspace AND v.agent_id = a.id";
 
-pub const INSERT_AGENT: &str = "INSERT INTO agents \
-     (workspace, id, active_version, latest_version, revision, created_at, updated_at) \
-     VALUES ($1, $2, 0, 0, 0, $3, $3)";
+/// Binds: workspace, then `Agent::ALL`.
+pub static INSERT_AGENT: LazyLock<String> = LazyLock::new(|| insert::<Agent>("agents"));
 
-pub const INSERT_VERSION: &str = "INSERT INTO agent_versions \
-     (workspace, agent_id, version, name, deployment_chat, metadata, config, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+/// Binds: workspace, then `AgentVersion::ALL`.
+pub static INSERT_VERSION: LazyLock<String> = LazyLock::new(|| insert::<AgentVersion>("agent_versions"));
 
 pub const AGENT_EXISTS: &str = "SELECT id FROM agents WHERE workspace = $1 AND id = $2";
 
 /// Binds: workspace, id.
 pub static SELECT_ACTIVE_AGENT: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT {AGENT_COLUMNS} {AGENT_JOIN} AND v.version = a.active_version WHERE a.workspace = $1 AND a.id = $2")
+    format!(
+        "SELECT {} {AGENT_JOIN} AND v.version = a.active_version WHERE a.workspace = $1 AND a.id = $2",
+        *AGENT_COLUMNS
+    )
 });
 
 /// Binds: workspace, id, version.
 pub static SELECT_AGENT_VERSION: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT {AGENT_COLUMNS} {AGENT_JOIN} AND v.version = $3 WHERE a.workspace = $1 AND a.id = $2")
+    format!("SELECT {} {AGENT_JOIN} AND v.version = $3 WHERE a.workspace = $1 AND a.id = $2", *AGENT_COLUMNS)
 });
 
 /// Binds: workspace, id, alias.
 pub static SELECT_AGENT_BY_ALIAS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {AGENT_COLUMNS} {AGENT_JOIN} JOIN agent_aliases al ON al.workspace = a.workspace \
+        "SELECT {} {AGENT_JOIN} JOIN agent_aliases al ON al.workspace = a.workspace \
          AND al.agent_id = a.id AND al.version = v.version \
-         WHERE a.workspace = $1 AND a.id = $2 AND al.alias = $3"
+         WHERE a.workspace = $1 AND a.id = $2 AND al.alias = $3",
+        *AGENT_COLUMNS
     )
 });
 
@@ -44,7 +217,7 @@ pub static SELECT_AGENT_BY_ALIAS: LazyLock<String> = LazyLock::new(|| {
 /// backend) that `v.metadata` holds every key/value of the JSON object `$7`.
 pub fn list_agents(metadata_matches: &str) -> String {
     format!(
-        "SELECT {AGENT_COLUMNS} {AGENT_JOIN} AND v.version = a.active_version \
+        "SELECT {} {AGENT_JOIN} AND v.version = a.active_version \
          WHERE a.workspace = $1 \
          AND ($2 IS NULL OR v.name = $2) \
          AND ($3 IS NULL OR a.id = $3) \
@@ -52,13 +225,17 @@ pub fn list_agents(metadata_matches: &str) -> String {
          AND ($5 IS NULL OR LOWER(v.name) LIKE $5 ESCAPE '\\' OR a.id LIKE $5 ESCAPE '\\') \
          AND ($6 IS NULL OR a.id < $6) \
          AND ($7 IS NULL OR {metadata_matches}) \
-         ORDER BY a.id DESC LIMIT $8 OFFSET $9"
+         ORDER BY a.id DESC LIMIT $8 OFFSET $9",
+        *AGENT_COLUMNS
     )
 }
 
 /// Binds: workspace, id, limit, offset.
 pub static LIST_AGENT_VERSIONS: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT {AGENT_COLUMNS} {AGENT_JOIN} WHERE a.workspace = $1 AND a.id = $2 ORDER BY v.version LIMIT $3 OFFSET $4")
+    format!(
+        "SELECT {} {AGENT_JOIN} WHERE a.workspace = $1 AND a.id = $2 ORDER BY v.version LIMIT $3 OFFSET $4",
+        *AGENT_COLUMNS
+    )
 });
 
 /// The first statement of an update's transaction (so SQLite takes its write lock at once):
@@ -75,27 +252,28 @@ pub const ACTIVATE_VERSION: &str = "UPDATE agents SET active_version = $3, revis
 
 pub const DELETE_AGENT: &str = "DELETE FROM agents WHERE workspace = $1 AND id = $2";
 
-/// Binds: workspace, id, alias, version, now.
-pub const UPSERT_ALIAS: &str = "INSERT INTO agent_aliases (workspace, agent_id, alias, version, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $5) \
-     ON CONFLICT (workspace, agent_id, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at \
-     RETURNING alias, version, created_at, updated_at";
+/// Binds: workspace, then `AgentAlias::ALL`. Moving an alias keeps its `created_at`.
+pub static UPSERT_ALIAS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} ON CONFLICT (workspace, agent_id, alias) \
+         DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at RETURNING {}",
+        insert::<AgentAlias>("agent_aliases"),
+        list(AgentAlias::ALL, None)
+    )
+});
 
-pub const LIST_ALIASES: &str = "SELECT alias, version, created_at, updated_at FROM agent_aliases \
-     WHERE workspace = $1 AND agent_id = $2 ORDER BY created_at, alias";
+/// Binds: workspace, agent id.
+pub static LIST_ALIASES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM agent_aliases WHERE workspace = $1 AND agent_id = $2 ORDER BY created_at, alias",
+        list(AgentAlias::ALL, None)
+    )
+});
 
 pub const DELETE_ALIAS: &str = "DELETE FROM agent_aliases WHERE workspace = $1 AND agent_id = $2 AND alias = $3";
 
-const CONVERSATION_COLUMNS: &str = "id, head_entry_id, agent_id, agent_version, model, instructions, tools, \
-     completion_args, guardrails, name, description, metadata, created_at, updated_at";
-
-/// Binds, in `CONVERSATION_COLUMNS` order after the workspace: 15 values.
-pub static INSERT_CONVERSATION: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "INSERT INTO conversations (workspace, {CONVERSATION_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-    )
-});
+/// Binds: workspace, then `Conversation::ALL`.
+pub static INSERT_CONVERSATION: LazyLock<String> = LazyLock::new(|| insert::<Conversation>("conversations"));
 
 /// The compare-and-set that makes a turn atomic against concurrent appends: moves the head
 /// only if it is still the one the turn was built on. Binds: workspace, id, new head, now,
@@ -104,26 +282,18 @@ pub const ADVANCE_HEAD: &str = "UPDATE conversations SET head_entry_id = $3, upd
      WHERE workspace = $1 AND id = $2 AND head_entry_id = $5";
 
 /// Binds: workspace, id.
-pub static SELECT_CONVERSATION: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE workspace = $1 AND id = $2"));
+pub static SELECT_CONVERSATION: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {} FROM conversations WHERE workspace = $1 AND id = $2", list(Conversation::ALL, None))
+});
 
 /// A conversation with the agent version its turns run with, in one round trip: the
-/// conversation's columns, then `AGENT_COLUMNS` (as `av_*`, so no name repeats one of the
-/// conversation's) for its agent's active version, the version number or the alias it
-/// follows — or NULL version columns when its agent or that version is gone (the caller
-/// then reads the agent on its own, for the right error). `version_number` and
-/// `version_text` are the backend's expressions for `c.agent_version` as an integer when it
-/// holds a JSON number, and as text when it holds a JSON string (else NULL). Binds:
-/// workspace, id.
+/// conversation's columns, then an `AgentRecord`'s (named `Naming::Joined`) for its
+/// agent's active version, the version number or the alias it follows — or NULL version
+/// columns when its agent or that version is gone (the caller then reads the agent on its
+/// own, for the right error). `version_number` and `version_text` are the backend's
+/// expressions for `c.agent_version` as an integer when it holds a JSON number, and as text
+/// when it holds a JSON string (else NULL). Binds: workspace, id.
 pub fn select_conversation_with_agent(version_number: &str, version_text: &str) -> String {
-    let conversation: Vec<String> = CONVERSATION_COLUMNS.split(',').map(|c| format!("c.{}", c.trim())).collect();
-    let agent: Vec<String> = AGENT_COLUMNS
-        .split(',')
-        .map(|c| {
-            let c = c.trim();
-            format!("{c} AS av_{}", c.split_once('.').map_or(c, |(_, name)| name))
-        })
-        .collect();
     format!(
         "SELECT {}, {} \
          FROM conversations c \
@@ -133,26 +303,56 @@ pub fn select_conversation_with_agent(version_number: &str, version_text: &str) 
          ELSE COALESCE({version_number}, (SELECT al.version FROM agent_aliases al \
          WHERE al.workspace = c.workspace AND al.agent_id = c.agent_id AND al.alias = {version_text})) END \
          WHERE c.workspace = $1 AND c.id = $2",
-        conversation.join(", "),
-        agent.join(", ")
+        list(Conversation::ALL, Some("c")),
+        agent_columns(Naming::Joined)
     )
 }
 
 /// Binds: workspace, metadata filter, limit, offset.
 pub fn list_conversations(metadata_matches: &str) -> String {
     format!(
-        "SELECT {CONVERSATION_COLUMNS} FROM conversations c WHERE workspace = $1 \
+        "SELECT {} FROM conversations c WHERE workspace = $1 \
          AND ($2 IS NULL OR {metadata_matches}) \
-         ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+         ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4",
+        list(Conversation::ALL, None)
     )
 }
 
 pub const DELETE_CONVERSATION: &str = "DELETE FROM conversations WHERE workspace = $1 AND id = $2";
 
+/// One entry row. Binds: workspace, then `Entry::ALL`.
+pub static INSERT_ENTRY: LazyLock<String> = LazyLock::new(|| insert::<Entry>("entries"));
+
 /// The path from the root to entry `$2`, oldest first: one query however long the history.
+/// Yields `Entry::Body`.
 pub const HISTORY: &str = "WITH RECURSIVE chain(id, parent_id, depth, body) AS ( \
        SELECT id, parent_id, depth, body FROM entries WHERE workspace = $1 AND id = $2 \
        UNION ALL \
        SELECT e.id, e.parent_id, e.depth, e.body FROM entries e JOIN chain c \
          ON e.workspace = $1 AND e.id = c.parent_id \
      ) SELECT body FROM chain ORDER BY depth";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_insert_lists_every_column_with_a_placeholder_each() {
+        assert_eq!(
+            *INSERT_ENTRY,
+            "INSERT INTO entries (workspace, id, parent_id, depth, conversation_id, kind, body, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        );
+    }
+
+    #[test]
+    fn a_joined_agent_record_renames_only_where_names_differ() {
+        assert_eq!(
+            agent_columns(Naming::Joined),
+            "a.id AS av_id, a.active_version AS av_active_version, a.latest_version AS av_latest_version, \
+             a.revision AS av_revision, a.created_at AS av_created_at, a.updated_at AS av_updated_at, \
+             v.version AS av_version, v.config AS av_config"
+        );
+        assert!(AGENT_COLUMNS.starts_with("a.id, a.active_version"));
+    }
+}

@@ -14,15 +14,16 @@
 //! in-process instead of sleeping in SQLite's busy handler; another process on the same
 //! file (a second palaver) is still waited for through the busy timeout.
 
-use super::{sql, AgentFilter, AgentRecord, AliasRecord, ConversationRecord, Page, Store, StoreError, StoreResult};
-use super::{EntryColumns, TurnWrite};
+use super::sql::{self, Columns, Naming};
+use super::{AgentFilter, AgentRecord, AgentStore, AliasRecord, ConversationRecord, ConversationStore, Database, Page};
+use super::{EntryColumns, StoreError, StoreResult, TurnWrite};
 use crate::domain::agents::{AgentConfig, VersionSelector};
 use crate::domain::entries::Entry;
 use crate::domain::ids::{AgentId, ConversationId, EntryId, WorkspaceId};
 use crate::domain::time::Timestamp;
 use anyhow::Context;
 use async_trait::async_trait;
-use rusqlite::types::Value as SqlValue;
+use rusqlite::types::{Null, ToSqlOutput, Type, Value as SqlValue};
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -82,12 +83,13 @@ struct Statements {
     select_conversation_with_agent: String,
     list_conversations: String,
     delete_conversation: String,
+    insert_entry: String,
     history: String,
 }
 
 static SQL: LazyLock<Statements> = LazyLock::new(|| Statements {
-    insert_agent: numbered(sql::INSERT_AGENT),
-    insert_version: numbered(sql::INSERT_VERSION),
+    insert_agent: numbered(&sql::INSERT_AGENT),
+    insert_version: numbered(&sql::INSERT_VERSION),
     agent_exists: numbered(sql::AGENT_EXISTS),
     select_active_agent: numbered(&sql::SELECT_ACTIVE_AGENT),
     select_agent_version: numbered(&sql::SELECT_AGENT_VERSION),
@@ -97,8 +99,8 @@ static SQL: LazyLock<Statements> = LazyLock::new(|| Statements {
     bump_agent: numbered(sql::BUMP_AGENT_FOR_NEW_VERSION),
     activate_version: numbered(sql::ACTIVATE_VERSION),
     delete_agent: numbered(sql::DELETE_AGENT),
-    upsert_alias: numbered(sql::UPSERT_ALIAS),
-    list_aliases: numbered(sql::LIST_ALIASES),
+    upsert_alias: numbered(&sql::UPSERT_ALIAS),
+    list_aliases: numbered(&sql::LIST_ALIASES),
     delete_alias: numbered(sql::DELETE_ALIAS),
     insert_conversation: numbered(&sql::INSERT_CONVERSATION),
     advance_head: numbered(sql::ADVANCE_HEAD),
@@ -109,12 +111,9 @@ static SQL: LazyLock<Statements> = LazyLock::new(|| Statements {
     )),
     list_conversations: numbered(&sql::list_conversations(&metadata_matches("c.metadata", "$2"))),
     delete_conversation: numbered(sql::DELETE_CONVERSATION),
+    insert_entry: numbered(&sql::INSERT_ENTRY),
     history: numbered(sql::HISTORY),
 });
-
-const INSERT_ENTRY: &str = "INSERT INTO entries \
-     (workspace, id, parent_id, depth, conversation_id, kind, body, created_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
 /// Migrations, in order: (version, description, SQL). Recorded in sqlx's `_sqlx_migrations`
 /// table with sqlx's checksum, so databases created by earlier palaver builds (which ran
@@ -359,111 +358,65 @@ fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-fn json_column<T: DeserializeOwned>(row: &Row<'_>, index: usize) -> rusqlite::Result<T> {
-    let text: String = row.get(index)?;
-    serde_json::from_str(&text)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e)))
-}
-
-fn optional_json_column<T: DeserializeOwned>(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<T>> {
-    match row.get_ref(index)? {
-        rusqlite::types::ValueRef::Null => Ok(None),
-        _ => json_column(row, index).map(Some),
+/// A JSON column, read by name.
+fn json<T: DeserializeOwned>(row: &Row<'_>, name: &str) -> rusqlite::Result<T> {
+    match optional_json(row, name)? {
+        Some(value) => Ok(value),
+        None => Err(rusqlite::Error::InvalidColumnType(row.as_ref().column_index(name)?, name.to_owned(), Type::Null)),
     }
 }
 
-/// Reads the columns of `sql::AGENT_COLUMNS`.
-fn agent_record(row: &Row<'_>) -> rusqlite::Result<AgentRecord> {
-    agent_record_at(row, 0)
+fn optional_json<T: DeserializeOwned>(row: &Row<'_>, name: &str) -> rusqlite::Result<Option<T>> {
+    let index = row.as_ref().column_index(name)?;
+    let failed =
+        |e: Box<dyn std::error::Error + Send + Sync>| rusqlite::Error::FromSqlConversionFailure(index, Type::Text, e);
+    match row.get_ref(index)?.as_str_or_null().map_err(|e| failed(Box::new(e)))? {
+        Some(text) => serde_json::from_str(text).map(Some).map_err(|e| failed(Box::new(e))),
+        None => Ok(None),
+    }
 }
 
-/// Reads the columns of `sql::AGENT_COLUMNS`, the first of them at index `first`.
-fn agent_record_at(row: &Row<'_>, first: usize) -> rusqlite::Result<AgentRecord> {
+fn text(value: Option<&str>) -> ToSqlOutput<'_> {
+    value.map_or(ToSqlOutput::from(Null), ToSqlOutput::from)
+}
+
+// Row shapes: each table's columns (`sql::Columns`) bound with one `match`, and read back
+// by name. Values are serialized on the caller's side where they can be, so the SQLite
+// thread only runs SQL.
+
+/// One column of an agent's row, bound after the workspace.
+fn agent_param(agent: &AgentRecord, column: sql::Agent) -> ToSqlOutput<'_> {
+    use sql::Agent as A;
+    match column {
+        A::Id => ToSqlOutput::from(agent.id.as_str()),
+        A::ActiveVersion => ToSqlOutput::from(agent.active_version),
+        A::LatestVersion => ToSqlOutput::from(agent.latest_version),
+        A::Revision => ToSqlOutput::from(agent.revision),
+        A::CreatedAt => ToSqlOutput::from(agent.created_at.micros()),
+        A::UpdatedAt => ToSqlOutput::from(agent.updated_at.micros()),
+    }
+}
+
+/// Reads the agent's row and version of a row, named as `naming` says.
+fn agent_record(row: &Row<'_>, naming: Naming) -> rusqlite::Result<AgentRecord> {
+    use sql::{Agent as A, AgentVersion as V};
     Ok(AgentRecord {
-        id: AgentId(row.get(first)?),
-        version: row.get(first + 1)?,
-        active_version: row.get(first + 2)?,
-        latest_version: row.get(first + 3)?,
-        revision: row.get(first + 4)?,
-        created_at: Timestamp::from_micros(row.get(first + 5)?),
-        updated_at: Timestamp::from_micros(row.get(first + 6)?),
-        config: json_column(row, first + 7)?,
+        id: AgentId(row.get(naming.of(A::Id))?),
+        version: row.get(naming.of(V::Version))?,
+        active_version: row.get(naming.of(A::ActiveVersion))?,
+        latest_version: row.get(naming.of(A::LatestVersion))?,
+        revision: row.get(naming.of(A::Revision))?,
+        created_at: Timestamp::from_micros(row.get(naming.of(A::CreatedAt))?),
+        updated_at: Timestamp::from_micros(row.get(naming.of(A::UpdatedAt))?),
+        config: json(row, naming.of(V::Config))?,
     })
 }
 
-/// Reads a row of `sql::select_conversation_with_agent`.
-fn conversation_with_agent(row: &Row<'_>) -> rusqlite::Result<(ConversationRecord, Option<AgentRecord>)> {
-    // The agent columns follow the conversation's 14; a NULL version means none was joined
-    // (the agent may have been: its version is the one missing).
-    let agent = match row.get::<_, Option<i64>>(15)? {
-        Some(_) => Some(agent_record_at(row, 14)?),
-        None => None,
-    };
-    Ok((conversation_record(row)?, agent))
+fn own_agent_record(row: &Row<'_>) -> rusqlite::Result<AgentRecord> {
+    agent_record(row, Naming::Own)
 }
 
-fn alias_record(row: &Row<'_>) -> rusqlite::Result<AliasRecord> {
-    Ok(AliasRecord {
-        alias: row.get(0)?,
-        version: row.get(1)?,
-        created_at: Timestamp::from_micros(row.get(2)?),
-        updated_at: Timestamp::from_micros(row.get(3)?),
-    })
-}
-
-/// Reads the columns of `sql::CONVERSATION_COLUMNS`.
-fn conversation_record(row: &Row<'_>) -> rusqlite::Result<ConversationRecord> {
-    Ok(ConversationRecord {
-        id: ConversationId(row.get(0)?),
-        head: row.get::<_, Option<String>>(1)?.map(EntryId),
-        agent_id: row.get(2)?,
-        agent_version: optional_json_column(row, 3)?,
-        model: row.get(4)?,
-        instructions: row.get(5)?,
-        tools: optional_json_column(row, 6)?,
-        completion_args: optional_json_column(row, 7)?,
-        guardrails: optional_json_column(row, 8)?,
-        name: row.get(9)?,
-        description: row.get(10)?,
-        metadata: optional_json_column(row, 11)?,
-        created_at: Timestamp::from_micros(row.get(12)?),
-        updated_at: Timestamp::from_micros(row.get(13)?),
-    })
-}
-
-/// The values of `sql::INSERT_CONVERSATION` after the workspace, serialized on the caller's
-/// side so the worker thread only runs SQL.
-fn conversation_values(ws: &str, c: &ConversationRecord) -> Vec<SqlValue> {
-    let text = |s: Option<&str>| s.map_or(SqlValue::Null, |s| SqlValue::Text(s.to_owned()));
-    let json = |s: Option<String>| s.map_or(SqlValue::Null, SqlValue::Text);
-    vec![
-        SqlValue::Text(ws.to_owned()),
-        SqlValue::Text(c.id.as_str().to_owned()),
-        text(c.head.as_ref().map(EntryId::as_str)),
-        text(c.agent_id.as_deref()),
-        json(c.agent_version.as_ref().map(to_json)),
-        text(c.model.as_deref()),
-        text(c.instructions.as_deref()),
-        json(c.tools.as_ref().map(to_json)),
-        json(c.completion_args.as_ref().map(to_json)),
-        json(c.guardrails.as_ref().map(to_json)),
-        text(c.name.as_deref()),
-        text(c.description.as_deref()),
-        json(c.metadata.as_ref().map(to_json)),
-        SqlValue::Integer(c.created_at.micros()),
-        SqlValue::Integer(c.updated_at.micros()),
-    ]
-}
-
-/// How a turn writes its conversation row.
-enum RowWrite {
-    /// Start and restart: the whole row (`conversation_values`).
-    Insert(Vec<SqlValue>),
-    /// Append: the compare-and-set of `sql::ADVANCE_HEAD`.
-    AdvanceHead { head: Option<String>, updated_at: i64, expected_head: Option<String> },
-}
-
-/// The agent columns `sql::INSERT_VERSION` binds after workspace, id and version.
+/// A version's values that come from its config, serialized before the write.
 struct VersionValues {
     name: String,
     deployment_chat: bool,
@@ -481,38 +434,150 @@ impl VersionValues {
         }
     }
 
+    /// One column of the version's row, bound after the workspace.
+    fn param<'a>(&'a self, id: &'a str, version: i64, now: i64, column: sql::AgentVersion) -> ToSqlOutput<'a> {
+        use sql::AgentVersion as V;
+        match column {
+            V::AgentId => ToSqlOutput::from(id),
+            V::Version => ToSqlOutput::from(version),
+            V::Name => ToSqlOutput::from(self.name.as_str()),
+            V::DeploymentChat => ToSqlOutput::from(self.deployment_chat),
+            V::Metadata => text(self.metadata.as_deref()),
+            V::Config => ToSqlOutput::from(self.config.as_str()),
+            V::CreatedAt => ToSqlOutput::from(now),
+        }
+    }
+
     fn insert(&self, tx: &Connection, ws: &str, id: &str, version: i64, now: i64) -> rusqlite::Result<()> {
-        tx.prepare_cached(&SQL.insert_version)?.execute(params![
-            ws,
-            id,
-            version,
-            self.name,
-            self.deployment_chat,
-            self.metadata,
-            self.config,
-            now
-        ])?;
+        let values = sql::AgentVersion::ALL.iter().map(|&c| self.param(id, version, now, c));
+        tx.prepare_cached(&SQL.insert_version)?.execute(params_from_iter(after(ws, values)))?;
         Ok(())
     }
 }
 
+/// One column of an alias's row, bound after the workspace.
+fn alias_param<'a>(agent: &'a str, alias: &'a AliasRecord, column: sql::AgentAlias) -> ToSqlOutput<'a> {
+    use sql::AgentAlias as L;
+    match column {
+        L::AgentId => ToSqlOutput::from(agent),
+        L::Alias => ToSqlOutput::from(alias.alias.as_str()),
+        L::Version => ToSqlOutput::from(alias.version),
+        L::CreatedAt => ToSqlOutput::from(alias.created_at.micros()),
+        L::UpdatedAt => ToSqlOutput::from(alias.updated_at.micros()),
+    }
+}
+
+fn alias_record(row: &Row<'_>) -> rusqlite::Result<AliasRecord> {
+    use sql::AgentAlias as L;
+    Ok(AliasRecord {
+        alias: row.get(L::Alias.name())?,
+        version: row.get(L::Version.name())?,
+        created_at: Timestamp::from_micros(row.get(L::CreatedAt.name())?),
+        updated_at: Timestamp::from_micros(row.get(L::UpdatedAt.name())?),
+    })
+}
+
+/// A conversation's row after the workspace, serialized before the write.
+fn conversation_values(c: &ConversationRecord) -> Vec<SqlValue> {
+    use sql::Conversation as C;
+    let text = |s: Option<&str>| s.map_or(SqlValue::Null, |s| SqlValue::Text(s.to_owned()));
+    let json = |s: Option<String>| s.map_or(SqlValue::Null, SqlValue::Text);
+    let value = |column: C| match column {
+        C::Id => SqlValue::Text(c.id.as_str().to_owned()),
+        C::Head => text(c.head.as_ref().map(EntryId::as_str)),
+        C::AgentId => text(c.agent_id.as_deref()),
+        C::AgentVersion => json(c.agent_version.as_ref().map(to_json)),
+        C::Model => text(c.model.as_deref()),
+        C::Instructions => text(c.instructions.as_deref()),
+        C::Tools => json(c.tools.as_ref().map(to_json)),
+        C::CompletionArgs => json(c.completion_args.as_ref().map(to_json)),
+        C::Guardrails => json(c.guardrails.as_ref().map(to_json)),
+        C::Name => text(c.name.as_deref()),
+        C::Description => text(c.description.as_deref()),
+        C::Metadata => json(c.metadata.as_ref().map(to_json)),
+        C::CreatedAt => SqlValue::Integer(c.created_at.micros()),
+        C::UpdatedAt => SqlValue::Integer(c.updated_at.micros()),
+    };
+    C::ALL.iter().map(|&column| value(column)).collect()
+}
+
+fn conversation_record(row: &Row<'_>) -> rusqlite::Result<ConversationRecord> {
+    use sql::Conversation as C;
+    Ok(ConversationRecord {
+        id: ConversationId(row.get(C::Id.name())?),
+        head: row.get::<_, Option<String>>(C::Head.name())?.map(EntryId),
+        agent_id: row.get(C::AgentId.name())?,
+        agent_version: optional_json(row, C::AgentVersion.name())?,
+        model: row.get(C::Model.name())?,
+        instructions: row.get(C::Instructions.name())?,
+        tools: optional_json(row, C::Tools.name())?,
+        completion_args: optional_json(row, C::CompletionArgs.name())?,
+        guardrails: optional_json(row, C::Guardrails.name())?,
+        name: row.get(C::Name.name())?,
+        description: row.get(C::Description.name())?,
+        metadata: optional_json(row, C::Metadata.name())?,
+        created_at: Timestamp::from_micros(row.get(C::CreatedAt.name())?),
+        updated_at: Timestamp::from_micros(row.get(C::UpdatedAt.name())?),
+    })
+}
+
+/// A row of `sql::select_conversation_with_agent`: a NULL version means no version was
+/// joined (the agent may have been: its version is the one missing).
+fn conversation_with_agent(row: &Row<'_>) -> rusqlite::Result<(ConversationRecord, Option<AgentRecord>)> {
+    let agent = match row.get::<_, Option<i64>>(Naming::Joined.of(sql::AgentVersion::Version))? {
+        Some(_) => Some(agent_record(row, Naming::Joined)?),
+        None => None,
+    };
+    Ok((conversation_record(row)?, agent))
+}
+
+/// One column of the row of a turn's entry `i`, bound after the workspace.
+fn entry_param<'a>(entries: &'a EntryColumns, i: usize, conversation: &'a str, column: sql::Entry) -> ToSqlOutput<'a> {
+    use sql::Entry as E;
+    match column {
+        E::Id => ToSqlOutput::from(entries.ids[i].as_str()),
+        E::ParentId => text(entries.parents[i].as_deref()),
+        E::Depth => ToSqlOutput::from(entries.depths[i]),
+        E::ConversationId => ToSqlOutput::from(conversation),
+        E::Kind => ToSqlOutput::from(entries.kinds[i]),
+        E::Body => ToSqlOutput::from(entries.bodies[i].as_str()),
+        E::CreatedAt => ToSqlOutput::from(entries.created[i]),
+    }
+}
+
+/// The workspace, then a row's `values`: the parameters of every statement that writes one.
+fn after<'a>(ws: &'a str, values: impl Iterator<Item = ToSqlOutput<'a>>) -> impl Iterator<Item = ToSqlOutput<'a>> {
+    std::iter::once(ToSqlOutput::from(ws)).chain(values)
+}
+
+/// How a turn writes its conversation row.
+enum RowWrite {
+    /// Start and restart: the whole row (`conversation_values`).
+    Insert(Vec<SqlValue>),
+    /// Append: the compare-and-set of `sql::ADVANCE_HEAD`.
+    AdvanceHead { head: Option<String>, updated_at: i64, expected_head: Option<String> },
+}
+
 fn agent_version(tx: &Connection, ws: &str, id: &str, version: i64) -> StoreResult<AgentRecord> {
-    Ok(tx.prepare_cached(&SQL.select_agent_version)?.query_row(params![ws, id, version], agent_record)?)
+    Ok(tx.prepare_cached(&SQL.select_agent_version)?.query_row(params![ws, id, version], own_agent_record)?)
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Database for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|conn| Ok(conn.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?)).await
+    }
+
     async fn close(&self) {
         let (done, closed) = oneshot::channel();
         if self.jobs.send(Message::Close(done)).is_ok() {
             let _ = closed.await;
         }
     }
+}
 
-    async fn ping(&self) -> StoreResult<()> {
-        self.read(|conn| Ok(conn.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?)).await
-    }
-
+#[async_trait]
+impl AgentStore for SqliteStore {
     async fn create_agent(
         &self,
         ws: &WorkspaceId,
@@ -520,14 +585,15 @@ impl Store for SqliteStore {
         config: &AgentConfig,
         now: Timestamp,
     ) -> StoreResult<AgentRecord> {
-        let (ws_, id_, values) = (ws.as_str().to_owned(), id.as_str().to_owned(), VersionValues::of(config));
+        let record = AgentRecord::first(id.clone(), config.clone(), now);
+        let (ws, values) = (ws.as_str().to_owned(), VersionValues::of(config));
         self.write(move |tx| {
-            tx.prepare_cached(&SQL.insert_agent)?.execute(params![ws_, id_, now.micros()])?;
-            values.insert(tx, &ws_, &id_, 0, now.micros())?;
-            Ok(())
+            let row = sql::Agent::ALL.iter().map(|&c| agent_param(&record, c));
+            tx.prepare_cached(&SQL.insert_agent)?.execute(params_from_iter(after(&ws, row)))?;
+            values.insert(tx, &ws, record.id.as_str(), record.version, now.micros())?;
+            Ok(record)
         })
-        .await?;
-        Ok(AgentRecord::first(id.clone(), config.clone(), now))
+        .await
     }
 
     async fn agent(&self, ws: &WorkspaceId, id: &AgentId, version: &VersionSelector) -> StoreResult<AgentRecord> {
@@ -535,14 +601,14 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let record = match version {
                 VersionSelector::Active => {
-                    conn.prepare_cached(&SQL.select_active_agent)?.query_row(params![ws, id], agent_record)?
+                    conn.prepare_cached(&SQL.select_active_agent)?.query_row(params![ws, id], own_agent_record)?
                 }
                 VersionSelector::Number(n) => {
-                    conn.prepare_cached(&SQL.select_agent_version)?.query_row(params![ws, id, n], agent_record)?
+                    conn.prepare_cached(&SQL.select_agent_version)?.query_row(params![ws, id, n], own_agent_record)?
                 }
-                VersionSelector::Alias(alias) => {
-                    conn.prepare_cached(&SQL.select_agent_by_alias)?.query_row(params![ws, id, alias], agent_record)?
-                }
+                VersionSelector::Alias(alias) => conn
+                    .prepare_cached(&SQL.select_agent_by_alias)?
+                    .query_row(params![ws, id, alias], own_agent_record)?,
             };
             Ok(record)
         })
@@ -579,7 +645,7 @@ impl Store for SqliteStore {
                     page.limit,
                     page.offset
                 ],
-                agent_record,
+                own_agent_record,
             )?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -634,7 +700,7 @@ impl Store for SqliteStore {
         let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
         self.read(move |conn| {
             let mut list = conn.prepare_cached(&SQL.list_agent_versions)?;
-            let rows = list.query_map(params![ws, id, page.limit, page.offset], agent_record)?;
+            let rows = list.query_map(params![ws, id, page.limit, page.offset], own_agent_record)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
@@ -648,11 +714,11 @@ impl Store for SqliteStore {
         version: i64,
         now: Timestamp,
     ) -> StoreResult<AliasRecord> {
-        let (ws, id, alias) = (ws.as_str().to_owned(), id.as_str().to_owned(), alias.to_owned());
+        let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
+        let record = AliasRecord { alias: alias.to_owned(), version, created_at: now, updated_at: now };
         self.write(move |tx| {
-            Ok(tx
-                .prepare_cached(&SQL.upsert_alias)?
-                .query_row(params![ws, id, alias, version, now.micros()], alias_record)?)
+            let row = sql::AgentAlias::ALL.iter().map(|&c| alias_param(&id, &record, c));
+            Ok(tx.prepare_cached(&SQL.upsert_alias)?.query_row(params_from_iter(after(&ws, row)), alias_record)?)
         })
         .await
     }
@@ -674,13 +740,16 @@ impl Store for SqliteStore {
         )
         .await
     }
+}
 
+#[async_trait]
+impl ConversationStore for SqliteStore {
     async fn commit_turn(&self, ws: &WorkspaceId, turn: &TurnWrite) -> StoreResult<()> {
         let conversation = &turn.conversation;
         let ws = ws.as_str().to_owned();
         let id = conversation.id.as_str().to_owned();
         let row = if turn.create {
-            RowWrite::Insert(conversation_values(&ws, conversation))
+            RowWrite::Insert(conversation_values(conversation))
         } else {
             RowWrite::AdvanceHead {
                 head: conversation.head.as_ref().map(|h| h.as_str().to_owned()),
@@ -693,7 +762,8 @@ impl Store for SqliteStore {
             // The conversation row first: a lost compare-and-set stops before any insert.
             match row {
                 RowWrite::Insert(values) => {
-                    tx.prepare_cached(&SQL.insert_conversation)?.execute(params_from_iter(values))?;
+                    let row = values.iter().map(ToSqlOutput::from);
+                    tx.prepare_cached(&SQL.insert_conversation)?.execute(params_from_iter(after(&ws, row)))?;
                 }
                 RowWrite::AdvanceHead { head, updated_at, expected_head } => {
                     let moved = tx.prepare_cached(&SQL.advance_head)?.execute(params![
@@ -708,18 +778,10 @@ impl Store for SqliteStore {
                     }
                 }
             }
-            let mut insert = tx.prepare_cached(INSERT_ENTRY)?;
+            let mut insert = tx.prepare_cached(&SQL.insert_entry)?;
             for i in 0..entries.ids.len() {
-                insert.execute(params![
-                    ws,
-                    entries.ids[i],
-                    entries.parents[i],
-                    entries.depths[i],
-                    id,
-                    entries.kinds[i],
-                    entries.bodies[i],
-                    entries.created[i]
-                ])?;
+                let row = sql::Entry::ALL.iter().map(|&c| entry_param(&entries, i, &id, c));
+                insert.execute(params_from_iter(after(&ws, row)))?;
             }
             Ok(())
         })
@@ -774,7 +836,7 @@ impl Store for SqliteStore {
         let (ws, head) = (ws.as_str().to_owned(), head.as_str().to_owned());
         self.read(move |conn| {
             let mut chain = conn.prepare_cached(&SQL.history)?;
-            let rows = chain.query_map(params![ws, head], |row| json_column::<Entry>(row, 0))?;
+            let rows = chain.query_map(params![ws, head], |row| json::<Entry>(row, sql::Entry::Body.name()))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
