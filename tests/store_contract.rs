@@ -55,6 +55,7 @@ contract! {
     agents_are_listed_newest_id_first_and_paged,
     agent_filters_match_the_active_version,
     deleting_an_agent_deletes_its_versions_and_aliases,
+    several_agents_are_read_at_their_active_versions_at_once,
     another_workspace_sees_none_of_an_agent,
     a_started_conversation_reads_back_with_every_setting_and_its_entries,
     an_append_moves_the_head_only_from_the_head_it_was_built_on,
@@ -199,7 +200,7 @@ async fn activating_a_version_moves_only_the_active_pointer(store: Arc<dyn Store
         config: config("v0"),
     };
     assert_eq!(activated, expected);
-    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{missing:?}");
     // The next version follows the latest one, not the active one.
     assert_eq!((next.version, next.active_version, next.latest_version), (2, 2, 2));
     assert_eq!(versions(&store, &ws, &id).await, [0, 1, 2]);
@@ -220,8 +221,8 @@ async fn versions_resolve_as_active_by_number_and_by_alias(store: Arc<dyn Store>
     assert_eq!(name(VersionSelector::Active).await.unwrap(), (1, "v1".into()));
     assert_eq!(name(VersionSelector::Number(0)).await.unwrap(), (0, "v0".into()));
     assert_eq!(name(alias("stable")).await.unwrap(), (0, "v0".into()));
-    assert!(matches!(name(VersionSelector::Number(5)).await, Err(StoreError::NotFound)));
-    assert!(matches!(name(alias("nope")).await, Err(StoreError::NotFound)));
+    assert!(matches!(name(VersionSelector::Number(5)).await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(name(alias("nope")).await, Err(StoreError::NotFound { .. })));
 
     // Moving an alias keeps when it was created.
     let moved = store.put_alias(&ws, &id, "stable", 1, at(3)).await.unwrap();
@@ -232,8 +233,8 @@ async fn versions_resolve_as_active_by_number_and_by_alias(store: Arc<dyn Store>
     assert_eq!(aliases.iter().map(|a| (a.alias.as_str(), a.version)).collect::<Vec<_>>(), [("stable", 1), ("beta", 0)]);
 
     store.delete_alias(&ws, &id, "stable").await.unwrap();
-    assert!(matches!(name(alias("stable")).await, Err(StoreError::NotFound)));
-    assert!(matches!(store.delete_alias(&ws, &id, "stable").await, Err(StoreError::NotFound)));
+    assert!(matches!(name(alias("stable")).await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(store.delete_alias(&ws, &id, "stable").await, Err(StoreError::NotFound { .. })));
     assert_eq!(store.list_aliases(&ws, &id).await.unwrap().len(), 1);
 }
 
@@ -310,22 +311,42 @@ async fn deleting_an_agent_deletes_its_versions_and_aliases(store: Arc<dyn Store
 
     for selector in [VersionSelector::Active, VersionSelector::Number(0), VersionSelector::Alias("stable".into())] {
         let read = store.agent(&ws, &id, &selector).await;
-        assert!(matches!(read, Err(StoreError::NotFound)), "{selector:?}: {read:?}");
+        assert!(matches!(read, Err(StoreError::NotFound { .. })), "{selector:?}: {read:?}");
     }
     assert!(store.list_agents(&ws, &AgentFilter::default(), page(0, 10)).await.unwrap().is_empty());
     assert!(store.list_aliases(&ws, &id).await.unwrap().is_empty());
     assert!(versions(&store, &ws, &id).await.is_empty());
-    assert!(matches!(store.delete_agent(&ws, &id).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.delete_agent(&ws, &id).await, Err(StoreError::NotFound { .. })));
     // Nothing of it lingers: the id starts over at version 0.
     store.create_agent(&ws, &id, &config("again"), at(3)).await.unwrap();
     assert_eq!(versions(&store, &ws, &id).await, [0]);
+}
+
+async fn several_agents_are_read_at_their_active_versions_at_once(store: Arc<dyn Store>) {
+    let (ws, other) = (home(), WorkspaceId("elsewhere".into()));
+    let (a, b, foreign) = (AgentId::generate(), AgentId::generate(), AgentId::generate());
+    store.create_agent(&ws, &a, &config("a0"), at(0)).await.unwrap();
+    store.create_agent(&ws, &b, &config("b0"), at(1)).await.unwrap();
+    store.append_agent_version(&ws, &b, 0, &config("b1"), at(2)).await.unwrap();
+    store.create_agent(&other, &foreign, &config("theirs"), at(3)).await.unwrap();
+    let ids = [a.0.clone(), "ag_missing".to_owned(), b.0.clone(), foreign.0.clone()];
+
+    let mut found = store.active_agents(&ws, &ids).await.unwrap();
+
+    found.sort_by(|x, y| x.id.0.cmp(&y.id.0));
+    let mut expected = vec![(a.0.clone(), 0, "a0"), (b.0.clone(), 1, "b1")];
+    expected.sort();
+    let read: Vec<(String, i64, &str)> =
+        found.iter().map(|r| (r.id.0.clone(), r.version, r.config.name.as_str())).collect();
+    assert_eq!(read, expected, "missing ids and other workspaces' agents are left out");
+    assert!(store.active_agents(&ws, &[]).await.unwrap().is_empty());
 }
 
 async fn another_workspace_sees_none_of_an_agent(store: Arc<dyn Store>) {
     let (ws, other, id) = (home(), WorkspaceId("elsewhere".into()), AgentId::generate());
     let original = store.create_agent(&ws, &id, &config("mine"), at(0)).await.unwrap();
     store.put_alias(&ws, &id, "stable", 0, at(1)).await.unwrap();
-    let not_found = |result: Result<(), StoreError>| matches!(result, Err(StoreError::NotFound));
+    let not_found = |result: Result<(), StoreError>| matches!(result, Err(StoreError::NotFound { .. }));
 
     for selector in [VersionSelector::Active, VersionSelector::Number(0), VersionSelector::Alias("stable".into())] {
         assert!(not_found(store.agent(&other, &id, &selector).await.map(drop)), "{selector:?}");
@@ -503,7 +524,7 @@ async fn the_conversation_for_a_turn_comes_with_the_agent_version_it_follows(sto
         assert_eq!(joined(id).await, None, "{id}");
     }
     let missing = store.conversation_for_turn(&ws, &ConversationId("conv_missing".into())).await;
-    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{missing:?}");
 }
 
 async fn conversations_are_listed_newest_first_and_paged(store: Arc<dyn Store>) {
@@ -581,9 +602,19 @@ async fn deleting_a_conversation_keeps_its_entries_for_the_branches_sharing_them
 
     store.delete_conversation(&ws, &original.id).await.unwrap();
 
-    assert!(matches!(store.conversation(&ws, &original.id).await, Err(StoreError::NotFound)));
-    assert!(matches!(store.conversation_for_turn(&ws, &original.id).await, Err(StoreError::NotFound)));
-    assert!(matches!(store.delete_conversation(&ws, &original.id).await, Err(StoreError::NotFound)));
+    // A missing row says what and which, so callers need not re-map it.
+    for missing in [
+        store.conversation(&ws, &original.id).await.map(|_| ()),
+        store.conversation_for_turn(&ws, &original.id).await.map(|_| ()),
+        store.delete_conversation(&ws, &original.id).await,
+    ] {
+        match missing {
+            Err(StoreError::NotFound { what, id }) => {
+                assert_eq!((what, id.as_str()), ("Conversation", "conv_original"))
+            }
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+    }
     let listed = store.list_conversations(&ws, None, page(0, 10)).await.unwrap();
     assert_eq!(listed.into_iter().map(|r| r.id.0).collect::<Vec<_>>(), ["conv_branch"]);
     let late = store.commit_turn(&ws, &append(&original, a1.id(), 1, vec![user("late")], at(2))).await;
@@ -598,13 +629,13 @@ async fn another_workspace_sees_none_of_a_conversation(store: Arc<dyn Store>) {
     store.commit_turn(&ws, &start(&record, vec![u1.clone(), a1.clone()])).await.unwrap();
     let before = store.conversation(&ws, &record.id).await.unwrap();
 
-    assert!(matches!(store.conversation(&other, &record.id).await, Err(StoreError::NotFound)));
-    assert!(matches!(store.conversation_for_turn(&other, &record.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.conversation(&other, &record.id).await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(store.conversation_for_turn(&other, &record.id).await, Err(StoreError::NotFound { .. })));
     assert!(store.list_conversations(&other, None, page(0, 10)).await.unwrap().is_empty());
     assert!(store.history(&other, a1.id()).await.unwrap().is_empty());
     let intruding = store.commit_turn(&other, &append(&record, a1.id(), 1, vec![user("theirs")], at(1))).await;
     assert!(matches!(intruding, Err(StoreError::Conflict)), "{intruding:?}");
-    assert!(matches!(store.delete_conversation(&other, &record.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.delete_conversation(&other, &record.id).await, Err(StoreError::NotFound { .. })));
 
     // The same ids are free in another workspace, and stay apart.
     let (t1, t2) = (theirs(&u1, "theirs"), theirs(&a1, "theirs too"));

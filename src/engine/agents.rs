@@ -155,7 +155,7 @@ async fn not_found(engine: &Engine, ws: &WorkspaceId, id: &AgentId, selector: &V
 pub async fn load(engine: &Engine, ws: &WorkspaceId, id: &AgentId, selector: &VersionSelector) -> Result<AgentRecord> {
     match engine.store.agent(ws, id, selector).await {
         Ok(record) => Ok(record),
-        Err(StoreError::NotFound) => Err(not_found(engine, ws, id, selector).await),
+        Err(StoreError::NotFound { .. }) => Err(not_found(engine, ws, id, selector).await),
         Err(other) => Err(other.into()),
     }
 }
@@ -231,7 +231,7 @@ pub async fn update_agent(
 pub async fn update_agent_version(engine: &Engine, ws: &WorkspaceId, id: &AgentId, version: i64) -> Result<Agent> {
     match engine.store.activate_agent_version(ws, id, version, Timestamp::now()).await {
         Ok(record) => Ok(to_wire(record)),
-        Err(StoreError::NotFound) => Err(not_found(engine, ws, id, &VersionSelector::Number(version)).await),
+        Err(StoreError::NotFound { .. }) => Err(not_found(engine, ws, id, &VersionSelector::Number(version)).await),
         Err(other) => Err(other.into()),
     }
 }
@@ -242,7 +242,6 @@ pub async fn delete_agent(engine: &Engine, ws: &WorkspaceId, id: &AgentId) -> Re
             tracing::info!(agent_id = %id, "agent deleted");
             Ok(())
         }
-        Err(StoreError::NotFound) => Err(Error::not_found("Agent", id.as_str())),
         Err(other) => Err(other.into()),
     }
 }
@@ -291,7 +290,9 @@ pub async fn list_aliases(engine: &Engine, ws: &WorkspaceId, id: &AgentId) -> Re
 pub async fn delete_alias(engine: &Engine, ws: &WorkspaceId, id: &AgentId, alias: &str) -> Result<()> {
     match engine.store.delete_alias(ws, id, alias).await {
         Ok(()) => Ok(()),
-        Err(StoreError::NotFound) => Err(not_found(engine, ws, id, &VersionSelector::Alias(alias.to_owned())).await),
+        Err(StoreError::NotFound { .. }) => {
+            Err(not_found(engine, ws, id, &VersionSelector::Alias(alias.to_owned())).await)
+        }
         Err(other) => Err(other.into()),
     }
 }

@@ -16,7 +16,7 @@ use crate::domain::ids::{AgentId, ConversationId, EntryId, WorkspaceId};
 use crate::domain::time::Timestamp;
 use crate::domain::tools::validate_tools;
 use crate::error::{Error, FieldError, Result};
-use crate::store::{AgentRecord, ConversationRecord, Page, StoreError};
+use crate::store::{AgentRecord, ConversationRecord, Page};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -308,7 +308,7 @@ fn plan(
 }
 
 async fn load(engine: &Engine, ws: &WorkspaceId, id: &ConversationId) -> Result<ConversationRecord> {
-    engine.store.conversation(ws, id).await.map_err(|e| not_found_as_conversation(e, id))
+    Ok(engine.store.conversation(ws, id).await?)
 }
 
 /// The conversation a turn builds on, with the agent version it runs with when the store
@@ -318,14 +318,7 @@ async fn load_for_turn(
     ws: &WorkspaceId,
     id: &ConversationId,
 ) -> Result<(ConversationRecord, Option<AgentRecord>)> {
-    engine.store.conversation_for_turn(ws, id).await.map_err(|e| not_found_as_conversation(e, id))
-}
-
-fn not_found_as_conversation(error: StoreError, id: &ConversationId) -> Error {
-    match error {
-        StoreError::NotFound => Error::not_found("Conversation", id.as_str()),
-        other => other.into(),
-    }
+    Ok(engine.store.conversation_for_turn(ws, id).await?)
 }
 
 /// The conversation's branch, from the cache when a turn already produced it.
@@ -457,11 +450,7 @@ pub async fn list_conversations(
 }
 
 pub async fn delete_conversation(engine: &Engine, ws: &WorkspaceId, id: &ConversationId) -> Result<()> {
-    match engine.store.delete_conversation(ws, id).await {
-        Ok(()) => Ok(()),
-        Err(StoreError::NotFound) => Err(Error::not_found("Conversation", id.as_str())),
-        Err(other) => Err(other.into()),
-    }
+    Ok(engine.store.delete_conversation(ws, id).await?)
 }
 
 pub async fn history(engine: &Engine, ws: &WorkspaceId, id: &ConversationId) -> Result<ConversationHistory> {

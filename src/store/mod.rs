@@ -38,8 +38,10 @@ use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("not found")]
-    NotFound,
+    /// What was looked for (`Conversation`, `Agent`, …) and its id, so callers need not
+    /// re-map it; `what` is `Object` where a backend could not tell.
+    #[error("{what} `{id}` not found")]
+    NotFound { what: &'static str, id: String },
     /// A compare-and-set lost, or a unique key is taken.
     #[error("conflict")]
     Conflict,
@@ -50,7 +52,7 @@ pub enum StoreError {
 impl From<StoreError> for crate::error::Error {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::NotFound => crate::error::Error::not_found("Object", "unknown"),
+            StoreError::NotFound { what, id } => crate::error::Error::NotFound { what, id },
             StoreError::Conflict => {
                 crate::error::Error::Conflict("The object was changed by another request; retry.".to_owned())
             }
@@ -60,6 +62,27 @@ impl From<StoreError> for crate::error::Error {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+impl StoreError {
+    /// A row that is not there, before the method that looked says what it was.
+    pub(crate) fn missing() -> Self {
+        StoreError::NotFound { what: "Object", id: String::new() }
+    }
+}
+
+/// Names what a method looked for in its `NotFound`.
+pub(crate) trait NotFoundAs {
+    fn not_found_as(self, what: &'static str, id: &str) -> Self;
+}
+
+impl<T> NotFoundAs for StoreResult<T> {
+    fn not_found_as(self, what: &'static str, id: &str) -> Self {
+        self.map_err(|error| match error {
+            StoreError::NotFound { .. } => StoreError::NotFound { what, id: id.to_owned() },
+            other => other,
+        })
+    }
+}
 
 /// One version of an agent together with the agent's pointer row.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +156,10 @@ pub trait AgentStore: Send + Sync {
 
     /// Whether each of `ids` names an agent of the workspace (same order).
     async fn agents_exist(&self, ws: &WorkspaceId, ids: &[String]) -> StoreResult<Vec<bool>>;
+
+    /// The active versions of those of `ids` that name agents of the workspace, in one
+    /// read; ids that name none are left out.
+    async fn active_agents(&self, ws: &WorkspaceId, ids: &[String]) -> StoreResult<Vec<AgentRecord>>;
 
     /// The active versions of the workspace's agents, newest agent first.
     async fn list_agents(&self, ws: &WorkspaceId, filter: &AgentFilter, page: Page) -> StoreResult<Vec<AgentRecord>>;
@@ -295,7 +322,7 @@ impl AgentRecord {
 /// `NotFound` when a write touched no row.
 pub(crate) fn found(rows_affected: u64) -> StoreResult<()> {
     if rows_affected == 0 {
-        Err(StoreError::NotFound)
+        Err(StoreError::missing())
     } else {
         Ok(())
     }

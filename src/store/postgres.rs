@@ -4,7 +4,7 @@
 use super::sql::{self, Columns, Naming};
 use super::{
     AgentFilter, AgentRecord, AgentStore, AliasRecord, ConversationRecord, ConversationStore, Database, EntryColumns,
-    Page, StoreError, StoreResult, TurnWrite,
+    NotFoundAs, Page, StoreError, StoreResult, TurnWrite,
 };
 use crate::domain::agents::{AgentConfig, VersionSelector};
 use crate::domain::entries::Entry;
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
-            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::RowNotFound => StoreError::missing(),
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
             _ => StoreError::Other(anyhow::Error::new(error).context("database query failed")),
         }
@@ -213,6 +213,8 @@ fn bind_entries<'q>(mut query: PgQuery<'q>, entries: &'q EntryColumns) -> PgQuer
 fn metadata_matches(column: &str, param: &str) -> String {
     format!("NOT EXISTS (SELECT 1 FROM jsonb_each({param}) f WHERE ({column} -> f.key) IS DISTINCT FROM f.value)")
 }
+
+static SELECT_ACTIVE_AGENTS: LazyLock<String> = LazyLock::new(|| sql::select_active_agents("a.id = ANY($2)"));
 
 static LIST_AGENTS: LazyLock<String> = LazyLock::new(|| sql::list_agents(&metadata_matches("v.metadata", "$7")));
 
@@ -524,21 +526,25 @@ impl AgentStore for PgStore {
     }
 
     async fn agent(&self, ws: &WorkspaceId, id: &AgentId, version: &VersionSelector) -> StoreResult<AgentRecord> {
-        on_connection!(self, |conn| {
-            let query = match version {
-                VersionSelector::Active => {
-                    sqlx::query(sql::SELECT_ACTIVE_AGENT.as_str()).bind(ws.as_str()).bind(id.as_str())
-                }
-                VersionSelector::Number(n) => {
-                    sqlx::query(sql::SELECT_AGENT_VERSION.as_str()).bind(ws.as_str()).bind(id.as_str()).bind(n)
-                }
-                VersionSelector::Alias(alias) => {
-                    sqlx::query(sql::SELECT_AGENT_BY_ALIAS.as_str()).bind(ws.as_str()).bind(id.as_str()).bind(alias)
-                }
-            };
-            let row = query.fetch_one(&mut *conn).await?;
-            Ok(agent_record(&row, Naming::Own)?)
-        })
+        let result: StoreResult<_> = async {
+            on_connection!(self, |conn| {
+                let query = match version {
+                    VersionSelector::Active => {
+                        sqlx::query(sql::SELECT_ACTIVE_AGENT.as_str()).bind(ws.as_str()).bind(id.as_str())
+                    }
+                    VersionSelector::Number(n) => {
+                        sqlx::query(sql::SELECT_AGENT_VERSION.as_str()).bind(ws.as_str()).bind(id.as_str()).bind(n)
+                    }
+                    VersionSelector::Alias(alias) => {
+                        sqlx::query(sql::SELECT_AGENT_BY_ALIAS.as_str()).bind(ws.as_str()).bind(id.as_str()).bind(alias)
+                    }
+                };
+                let row = query.fetch_one(&mut *conn).await?;
+                Ok(agent_record(&row, Naming::Own)?)
+            })
+        }
+        .await;
+        result.not_found_as("Agent", id.as_str())
     }
 
     async fn agents_exist(&self, ws: &WorkspaceId, ids: &[String]) -> StoreResult<Vec<bool>> {
@@ -549,6 +555,14 @@ impl AgentStore for PgStore {
                 found.push(row.is_some());
             }
             Ok(found)
+        })
+    }
+
+    async fn active_agents(&self, ws: &WorkspaceId, ids: &[String]) -> StoreResult<Vec<AgentRecord>> {
+        on_connection!(self, |conn| {
+            let rows =
+                sqlx::query(SELECT_ACTIVE_AGENTS.as_str()).bind(ws.as_str()).bind(ids).fetch_all(&mut *conn).await?;
+            agent_records(&rows)
         })
     }
 
@@ -604,27 +618,36 @@ impl AgentStore for PgStore {
         version: i64,
         now: Timestamp,
     ) -> StoreResult<AgentRecord> {
-        on_connection!(self, |conn| {
-            let mut tx = conn.begin().await?;
-            let done = sqlx::query(sql::ACTIVATE_VERSION)
-                .bind(ws.as_str())
-                .bind(id.as_str())
-                .bind(version)
-                .bind(now.micros())
-                .execute(&mut *tx)
-                .await?;
-            super::found(done.rows_affected())?;
-            let record = agent_version(&mut tx, ws, id, version).await?;
-            tx.commit().await?;
-            Ok(record)
-        })
+        let result: StoreResult<_> = async {
+            on_connection!(self, |conn| {
+                let mut tx = conn.begin().await?;
+                let done = sqlx::query(sql::ACTIVATE_VERSION)
+                    .bind(ws.as_str())
+                    .bind(id.as_str())
+                    .bind(version)
+                    .bind(now.micros())
+                    .execute(&mut *tx)
+                    .await?;
+                super::found(done.rows_affected())?;
+                let record = agent_version(&mut tx, ws, id, version).await?;
+                tx.commit().await?;
+                Ok(record)
+            })
+        }
+        .await;
+        result.not_found_as("Agent", id.as_str())
     }
 
     async fn delete_agent(&self, ws: &WorkspaceId, id: &AgentId) -> StoreResult<()> {
-        on_connection!(self, |conn| {
-            let done = sqlx::query(sql::DELETE_AGENT).bind(ws.as_str()).bind(id.as_str()).execute(&mut *conn).await?;
-            super::found(done.rows_affected())
-        })
+        let result: StoreResult<_> = async {
+            on_connection!(self, |conn| {
+                let done =
+                    sqlx::query(sql::DELETE_AGENT).bind(ws.as_str()).bind(id.as_str()).execute(&mut *conn).await?;
+                super::found(done.rows_affected())
+            })
+        }
+        .await;
+        result.not_found_as("Agent", id.as_str())
     }
 
     async fn list_agent_versions(&self, ws: &WorkspaceId, id: &AgentId, page: Page) -> StoreResult<Vec<AgentRecord>> {
@@ -668,15 +691,19 @@ impl AgentStore for PgStore {
     }
 
     async fn delete_alias(&self, ws: &WorkspaceId, id: &AgentId, alias: &str) -> StoreResult<()> {
-        on_connection!(self, |conn| {
-            let done = sqlx::query(sql::DELETE_ALIAS)
-                .bind(ws.as_str())
-                .bind(id.as_str())
-                .bind(alias)
-                .execute(&mut *conn)
-                .await?;
-            super::found(done.rows_affected())
-        })
+        let result: StoreResult<_> = async {
+            on_connection!(self, |conn| {
+                let done = sqlx::query(sql::DELETE_ALIAS)
+                    .bind(ws.as_str())
+                    .bind(id.as_str())
+                    .bind(alias)
+                    .execute(&mut *conn)
+                    .await?;
+                super::found(done.rows_affected())
+            })
+        }
+        .await;
+        result.not_found_as("Alias", alias)
     }
 }
 
@@ -716,14 +743,18 @@ impl ConversationStore for PgStore {
     }
 
     async fn conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<ConversationRecord> {
-        on_connection!(self, |conn| {
-            let row = sqlx::query(sql::SELECT_CONVERSATION.as_str())
-                .bind(ws.as_str())
-                .bind(id.as_str())
-                .fetch_one(&mut *conn)
-                .await?;
-            Ok(conversation_record(&row)?)
-        })
+        let result: StoreResult<_> = async {
+            on_connection!(self, |conn| {
+                let row = sqlx::query(sql::SELECT_CONVERSATION.as_str())
+                    .bind(ws.as_str())
+                    .bind(id.as_str())
+                    .fetch_one(&mut *conn)
+                    .await?;
+                Ok(conversation_record(&row)?)
+            })
+        }
+        .await;
+        result.not_found_as("Conversation", id.as_str())
     }
 
     async fn conversation_for_turn(
@@ -731,14 +762,18 @@ impl ConversationStore for PgStore {
         ws: &WorkspaceId,
         id: &ConversationId,
     ) -> StoreResult<(ConversationRecord, Option<AgentRecord>)> {
-        on_connection!(self, |conn| {
-            let row = sqlx::query(SELECT_CONVERSATION_WITH_AGENT.as_str())
-                .bind(ws.as_str())
-                .bind(id.as_str())
-                .fetch_one(&mut *conn)
-                .await?;
-            Ok(conversation_with_agent(&row)?)
-        })
+        let result: StoreResult<_> = async {
+            on_connection!(self, |conn| {
+                let row = sqlx::query(SELECT_CONVERSATION_WITH_AGENT.as_str())
+                    .bind(ws.as_str())
+                    .bind(id.as_str())
+                    .fetch_one(&mut *conn)
+                    .await?;
+                Ok(conversation_with_agent(&row)?)
+            })
+        }
+        .await;
+        result.not_found_as("Conversation", id.as_str())
     }
 
     async fn list_conversations(
@@ -760,19 +795,34 @@ impl ConversationStore for PgStore {
     }
 
     async fn delete_conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<()> {
-        on_connection!(self, |conn| {
-            let done =
-                sqlx::query(sql::DELETE_CONVERSATION).bind(ws.as_str()).bind(id.as_str()).execute(&mut *conn).await?;
-            super::found(done.rows_affected())
-        })
+        let result: StoreResult<_> = async {
+            on_connection!(self, |conn| {
+                let done = sqlx::query(sql::DELETE_CONVERSATION)
+                    .bind(ws.as_str())
+                    .bind(id.as_str())
+                    .execute(&mut *conn)
+                    .await?;
+                super::found(done.rows_affected())
+            })
+        }
+        .await;
+        result.not_found_as("Conversation", id.as_str())
     }
 
     async fn history(&self, ws: &WorkspaceId, head: &EntryId) -> StoreResult<Vec<Entry>> {
-        on_connection!(self, |conn| {
-            let rows = sqlx::query(sql::HISTORY).bind(ws.as_str()).bind(head.as_str()).fetch_all(&mut *conn).await?;
-            let body = sql::Entry::Body.name();
-            Ok(rows.iter().map(|row| row.try_get::<Json<Entry>, _>(body).map(|j| j.0)).collect::<sqlx::Result<_>>()?)
-        })
+        let result: StoreResult<_> = async {
+            on_connection!(self, |conn| {
+                let rows =
+                    sqlx::query(sql::HISTORY).bind(ws.as_str()).bind(head.as_str()).fetch_all(&mut *conn).await?;
+                let body = sql::Entry::Body.name();
+                Ok(rows
+                    .iter()
+                    .map(|row| row.try_get::<Json<Entry>, _>(body).map(|j| j.0))
+                    .collect::<sqlx::Result<_>>()?)
+            })
+        }
+        .await;
+        result.not_found_as("Entry", head.as_str())
     }
 }
 

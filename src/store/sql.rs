@@ -197,6 +197,15 @@ pub static SELECT_ACTIVE_AGENT: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// The active versions of several agents. Binds: workspace, then the ids as the backend's
+/// list (`ids` is its test that `a.id` is one of them: `= ANY($2)`, or `IN (json_each)`).
+pub fn select_active_agents(ids: &str) -> String {
+    format!(
+        "SELECT {} {AGENT_JOIN} AND v.version = a.active_version WHERE a.workspace = $1 AND {ids} ORDER BY a.id",
+        *AGENT_COLUMNS
+    )
+}
+
 /// Binds: workspace, id, version.
 pub static SELECT_AGENT_VERSION: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT {} {AGENT_JOIN} AND v.version = $3 WHERE a.workspace = $1 AND a.id = $2", *AGENT_COLUMNS)

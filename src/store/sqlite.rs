@@ -15,7 +15,10 @@
 //! file (a second palaver) is still waited for through the busy timeout.
 
 use super::sql::{self, Columns, Naming};
-use super::{AgentFilter, AgentRecord, AgentStore, AliasRecord, ConversationRecord, ConversationStore, Database, Page};
+use super::{
+    AgentFilter, AgentRecord, AgentStore, AliasRecord, ConversationRecord, ConversationStore, Database, NotFoundAs,
+    Page,
+};
 use super::{EntryColumns, StoreError, StoreResult, TurnWrite};
 use crate::domain::agents::{AgentConfig, VersionSelector};
 use crate::domain::entries::Entry;
@@ -341,7 +344,7 @@ impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
         use rusqlite::ffi;
         match &error {
-            rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
+            rusqlite::Error::QueryReturnedNoRows => StoreError::missing(),
             rusqlite::Error::SqliteFailure(e, _)
                 if matches!(e.extended_code, ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY) =>
             {
@@ -597,22 +600,26 @@ impl AgentStore for SqliteStore {
     }
 
     async fn agent(&self, ws: &WorkspaceId, id: &AgentId, version: &VersionSelector) -> StoreResult<AgentRecord> {
-        let (ws, id, version) = (ws.as_str().to_owned(), id.as_str().to_owned(), version.clone());
-        self.read(move |conn| {
-            let record = match version {
-                VersionSelector::Active => {
-                    conn.prepare_cached(&SQL.select_active_agent)?.query_row(params![ws, id], own_agent_record)?
-                }
-                VersionSelector::Number(n) => {
-                    conn.prepare_cached(&SQL.select_agent_version)?.query_row(params![ws, id, n], own_agent_record)?
-                }
-                VersionSelector::Alias(alias) => conn
-                    .prepare_cached(&SQL.select_agent_by_alias)?
-                    .query_row(params![ws, id, alias], own_agent_record)?,
-            };
-            Ok(record)
-        })
-        .await
+        let result: StoreResult<_> = async {
+            let (ws, id, version) = (ws.as_str().to_owned(), id.as_str().to_owned(), version.clone());
+            self.read(move |conn| {
+                let record = match version {
+                    VersionSelector::Active => {
+                        conn.prepare_cached(&SQL.select_active_agent)?.query_row(params![ws, id], own_agent_record)?
+                    }
+                    VersionSelector::Number(n) => conn
+                        .prepare_cached(&SQL.select_agent_version)?
+                        .query_row(params![ws, id, n], own_agent_record)?,
+                    VersionSelector::Alias(alias) => conn
+                        .prepare_cached(&SQL.select_agent_by_alias)?
+                        .query_row(params![ws, id, alias], own_agent_record)?,
+                };
+                Ok(record)
+            })
+            .await
+        }
+        .await;
+        result.not_found_as("Agent", id.as_str())
     }
 
     async fn agents_exist(&self, ws: &WorkspaceId, ids: &[String]) -> StoreResult<Vec<bool>> {
@@ -622,6 +629,23 @@ impl AgentStore for SqliteStore {
             let mut found = Vec::with_capacity(ids.len());
             for id in &ids {
                 found.push(exists.exists(params![ws, id])?);
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn active_agents(&self, ws: &WorkspaceId, ids: &[String]) -> StoreResult<Vec<AgentRecord>> {
+        let (ws, ids) = (ws.as_str().to_owned(), ids.to_vec());
+        // One job on the SQLite thread; in-process lookups by primary key cost less than
+        // binding a JSON list for `json_each`.
+        self.read(move |conn| {
+            let mut select = conn.prepare_cached(&SQL.select_active_agent)?;
+            let mut found = Vec::with_capacity(ids.len());
+            for id in &ids {
+                if let Some(record) = select.query_row(params![ws, id], own_agent_record).optional()? {
+                    found.push(record);
+                }
             }
             Ok(found)
         })
@@ -682,18 +706,28 @@ impl AgentStore for SqliteStore {
         version: i64,
         now: Timestamp,
     ) -> StoreResult<AgentRecord> {
-        let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
-        self.write(move |tx| {
-            let changed = tx.prepare_cached(&SQL.activate_version)?.execute(params![ws, id, version, now.micros()])?;
-            super::found(changed as u64)?;
-            agent_version(tx, &ws, &id, version)
-        })
-        .await
+        let result: StoreResult<_> = async {
+            let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
+            self.write(move |tx| {
+                let changed =
+                    tx.prepare_cached(&SQL.activate_version)?.execute(params![ws, id, version, now.micros()])?;
+                super::found(changed as u64)?;
+                agent_version(tx, &ws, &id, version)
+            })
+            .await
+        }
+        .await;
+        result.not_found_as("Agent", id.as_str())
     }
 
     async fn delete_agent(&self, ws: &WorkspaceId, id: &AgentId) -> StoreResult<()> {
-        let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
-        self.write(move |tx| super::found(tx.prepare_cached(&SQL.delete_agent)?.execute(params![ws, id])? as u64)).await
+        let result: StoreResult<_> = async {
+            let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
+            self.write(move |tx| super::found(tx.prepare_cached(&SQL.delete_agent)?.execute(params![ws, id])? as u64))
+                .await
+        }
+        .await;
+        result.not_found_as("Agent", id.as_str())
     }
 
     async fn list_agent_versions(&self, ws: &WorkspaceId, id: &AgentId, page: Page) -> StoreResult<Vec<AgentRecord>> {
@@ -734,11 +768,15 @@ impl AgentStore for SqliteStore {
     }
 
     async fn delete_alias(&self, ws: &WorkspaceId, id: &AgentId, alias: &str) -> StoreResult<()> {
-        let (ws, id, alias) = (ws.as_str().to_owned(), id.as_str().to_owned(), alias.to_owned());
-        self.write(
-            move |tx| super::found(tx.prepare_cached(&SQL.delete_alias)?.execute(params![ws, id, alias])? as u64),
-        )
-        .await
+        let result: StoreResult<_> = async {
+            let (ws, id, alias) = (ws.as_str().to_owned(), id.as_str().to_owned(), alias.to_owned());
+            self.write(move |tx| {
+                super::found(tx.prepare_cached(&SQL.delete_alias)?.execute(params![ws, id, alias])? as u64)
+            })
+            .await
+        }
+        .await;
+        result.not_found_as("Alias", alias)
     }
 }
 
@@ -789,11 +827,15 @@ impl ConversationStore for SqliteStore {
     }
 
     async fn conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<ConversationRecord> {
-        let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
-        self.read(move |conn| {
-            Ok(conn.prepare_cached(&SQL.select_conversation)?.query_row(params![ws, id], conversation_record)?)
-        })
-        .await
+        let result: StoreResult<_> = async {
+            let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
+            self.read(move |conn| {
+                Ok(conn.prepare_cached(&SQL.select_conversation)?.query_row(params![ws, id], conversation_record)?)
+            })
+            .await
+        }
+        .await;
+        result.not_found_as("Conversation", id.as_str())
     }
 
     async fn conversation_for_turn(
@@ -801,12 +843,16 @@ impl ConversationStore for SqliteStore {
         ws: &WorkspaceId,
         id: &ConversationId,
     ) -> StoreResult<(ConversationRecord, Option<AgentRecord>)> {
-        let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
-        self.read(move |conn| {
-            let mut statement = conn.prepare_cached(&SQL.select_conversation_with_agent)?;
-            Ok(statement.query_row(params![ws, id], conversation_with_agent)?)
-        })
-        .await
+        let result: StoreResult<_> = async {
+            let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
+            self.read(move |conn| {
+                let mut statement = conn.prepare_cached(&SQL.select_conversation_with_agent)?;
+                Ok(statement.query_row(params![ws, id], conversation_with_agent)?)
+            })
+            .await
+        }
+        .await;
+        result.not_found_as("Conversation", id.as_str())
     }
 
     async fn list_conversations(
@@ -825,21 +871,29 @@ impl ConversationStore for SqliteStore {
     }
 
     async fn delete_conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<()> {
-        let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
-        self.write(
-            move |tx| super::found(tx.prepare_cached(&SQL.delete_conversation)?.execute(params![ws, id])? as u64),
-        )
-        .await
+        let result: StoreResult<_> = async {
+            let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
+            self.write(move |tx| {
+                super::found(tx.prepare_cached(&SQL.delete_conversation)?.execute(params![ws, id])? as u64)
+            })
+            .await
+        }
+        .await;
+        result.not_found_as("Conversation", id.as_str())
     }
 
     async fn history(&self, ws: &WorkspaceId, head: &EntryId) -> StoreResult<Vec<Entry>> {
-        let (ws, head) = (ws.as_str().to_owned(), head.as_str().to_owned());
-        self.read(move |conn| {
-            let mut chain = conn.prepare_cached(&SQL.history)?;
-            let rows = chain.query_map(params![ws, head], |row| json::<Entry>(row, sql::Entry::Body.name()))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-        .await
+        let result: StoreResult<_> = async {
+            let (ws, head) = (ws.as_str().to_owned(), head.as_str().to_owned());
+            self.read(move |conn| {
+                let mut chain = conn.prepare_cached(&SQL.history)?;
+                let rows = chain.query_map(params![ws, head], |row| json::<Entry>(row, sql::Entry::Body.name()))?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await
+        }
+        .await;
+        result.not_found_as("Entry", head.as_str())
     }
 }
 
