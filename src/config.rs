@@ -53,6 +53,10 @@ pub struct Config {
     #[arg(global = true, long, env = "PALAVER_MAX_ROUNDS", default_value_t = 8)]
     pub max_rounds: u32,
 
+    /// Most handoffs between agents in one turn (within `--max-rounds`); past it the turn fails.
+    #[arg(global = true, long, env = "PALAVER_MAX_HANDOFFS", default_value_t = 5)]
+    pub max_handoffs: u32,
+
     /// Entries the in-memory history cache may hold (0 turns it off). Histories are
     /// immutable per head, so the cache is safe with several processes on one database.
     #[arg(global = true, long, env = "PALAVER_HISTORY_CACHE_ENTRIES", default_value_t = 200_000)]
@@ -87,6 +91,7 @@ impl fmt::Debug for Config {
             .field("db_max_connections", &self.db_max_connections)
             .field("upstream_read_timeout_ms", &self.upstream_read_timeout_ms)
             .field("max_rounds", &self.max_rounds)
+            .field("max_handoffs", &self.max_handoffs)
             .finish()
     }
 }

@@ -67,7 +67,7 @@ impl App {
             models,
             connectors,
             histories: engine::history::HistoryCache::new(config.history_cache_entries),
-            limits: engine::Limits { max_rounds: config.max_rounds.max(1) },
+            limits: engine::Limits { max_rounds: config.max_rounds.max(1), max_handoffs: config.max_handoffs },
             runs: TaskTracker::new(),
             agent_locks: Default::default(),
         };

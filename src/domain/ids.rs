@@ -79,6 +79,14 @@ pub fn generate_tool_call_id() -> String {
     random.iter().take(9).map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect()
 }
 
+/// The `tool_call_id` under which a stored entry that has none of its own (an
+/// `agent.handoff`) is shown to the model as the call it was: the last 9 characters of the
+/// entry id (hex digits of its random part), so the same entry always reads the same.
+pub fn tool_call_id_of(entry_id: &EntryId) -> String {
+    let id = entry_id.as_str();
+    id[id.len().saturating_sub(9)..].to_owned()
+}
+
 /// The tenant every stored row belongs to. Derived from the API key (never the key itself).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct WorkspaceId(pub String);

@@ -5,6 +5,7 @@
 
 use crate::backends::chat::{ChatMessage, ChatTool, FunctionCallBody, ToolCall, ToolFunction};
 use crate::domain::entries::{Content, Entry};
+use crate::domain::ids::tool_call_id_of;
 use crate::domain::tools::{Tool, ToolType};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -60,7 +61,7 @@ pub fn messages_after<'a>(
 ) -> Option<Vec<ChatMessage<'a>>> {
     let mut builder = Builder::new(history);
     // The history's last message decides whether a call in the turn joins it.
-    if let Some(last) = history.iter().rev().find(|e| !matches!(e.as_ref(), Entry::AgentHandoff(_))) {
+    if let Some(last) = history.last() {
         builder.push(last);
     }
     let seeded = builder.messages.len();
@@ -117,7 +118,11 @@ impl<'a> Builder<'a> {
             }),
             Entry::FunctionCall(call) => {
                 self.call_names.insert(&call.tool_call_id, &call.name);
-                self.push_tool_call(&call.tool_call_id, &call.name, &call.arguments);
+                self.push_tool_call(
+                    Cow::Borrowed(&call.tool_call_id),
+                    Cow::Borrowed(&call.name),
+                    Cow::Borrowed(&call.arguments),
+                );
             }
             Entry::FunctionResult(result) => {
                 let name = self.call_name(&result.tool_call_id).unwrap_or_default();
@@ -133,7 +138,11 @@ impl<'a> Builder<'a> {
                 let tool_call_id = execution.tool_call_id().unwrap_or_default();
                 let output = execution.output();
                 if self.call_name(tool_call_id).is_none() {
-                    self.push_tool_call(tool_call_id, &execution.name, &execution.arguments);
+                    self.push_tool_call(
+                        Cow::Borrowed(tool_call_id),
+                        Cow::Borrowed(&execution.name),
+                        Cow::Borrowed(&execution.arguments),
+                    );
                 }
                 self.messages.push(ChatMessage::Tool {
                     tool_call_id: Cow::Borrowed(tool_call_id),
@@ -141,19 +150,24 @@ impl<'a> Builder<'a> {
                     content: output,
                 });
             }
-            // Handoffs reach the model through the messages around them.
-            Entry::AgentHandoff(_) => {}
+            // The next agent sees the handoff as the call it was, answered by the transfer.
+            Entry::AgentHandoff(handoff) => {
+                let tool_call_id = tool_call_id_of(&handoff.id);
+                let name = handoff_function(&handoff.next_agent_id);
+                self.push_tool_call(Cow::Owned(tool_call_id.clone()), Cow::Owned(name.clone()), Cow::Borrowed("{}"));
+                self.messages.push(ChatMessage::Tool {
+                    tool_call_id: Cow::Owned(tool_call_id),
+                    name: Cow::Owned(name),
+                    content: Cow::Owned(handoff_answer(&handoff.next_agent_name, &handoff.next_agent_id)),
+                });
+            }
         }
     }
 
     /// Calls made in one answer (after its text, or in parallel) form one assistant
     /// message, as the model produced them.
-    fn push_tool_call(&mut self, id: &'a str, name: &'a str, arguments: &'a str) {
-        let tool_call = ToolCall {
-            id: Cow::Borrowed(id),
-            kind: "function",
-            function: FunctionCallBody { name: Cow::Borrowed(name), arguments: Cow::Borrowed(arguments) },
-        };
+    fn push_tool_call(&mut self, id: Cow<'a, str>, name: Cow<'a, str>, arguments: Cow<'a, str>) {
+        let tool_call = ToolCall { id, kind: "function", function: FunctionCallBody { name, arguments } };
         let last = self.messages.len();
         match self.messages.last_mut() {
             Some(ChatMessage::Assistant { tool_calls, prefix: false, .. }) => {
@@ -165,6 +179,16 @@ impl<'a> Builder<'a> {
             }
         }
     }
+}
+
+/// The function a handoff to `agent_id` is offered as.
+pub fn handoff_function(agent_id: &str) -> String {
+    format!("handoff_to_{agent_id}")
+}
+
+/// The tool answer the model reads for a handoff.
+pub fn handoff_answer(agent_name: &str, agent_id: &str) -> String {
+    format!("Transferred the conversation to agent `{agent_name}` ({agent_id}), which answers from here on.")
 }
 
 /// Content as plain text: borrowed when it already is text.
@@ -326,5 +350,47 @@ mod tests {
         let answered = stored(vec![input("user", "weather?"), call("fc_1", "abc"), result("abc")]);
         assert_eq!(messages(None, &answered, &turn).stored_at, Some(0));
         assert_eq!(messages_after(&answered, &turn).map(|m| m.len()), Some(1));
+    }
+
+    fn handoff(id: &str) -> Entry {
+        serde_json::from_value(json!({"type": "agent.handoff", "id": id, "created_at": "2026-01-01T00:00:00Z",
+            "completed_at": null, "previous_agent_id": "ag_a", "previous_agent_name": "A",
+            "next_agent_id": "ag_b", "next_agent_name": "B"}))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_handoff_reads_as_the_call_it_was_and_the_transfer_as_its_answer_joining_the_words_before_it() {
+        let said = Entry::MessageOutput(MessageOutput {
+            object: EntryObject,
+            id: EntryId("msg_2".into()),
+            created_at: Timestamp::now(),
+            completed_at: None,
+            role: "assistant".into(),
+            content: Content::Text("One moment.".into()),
+            agent_id: Some("ag_a".into()),
+            model: None,
+        });
+        let entries = [input("user", "invoice"), said, handoff("handoff_0123456789abcdef")];
+
+        let context = messages(None, &[], entries.iter());
+
+        let json = serde_json::to_value(&context.messages).unwrap();
+        assert_eq!(json[1]["content"], "One moment.");
+        assert_eq!(json[1]["tool_calls"][0]["id"], "789abcdef", "the entry id's last 9 characters, every time");
+        assert_eq!(json[1]["tool_calls"][0]["function"]["name"], "handoff_to_ag_b");
+        assert_eq!(json[2]["role"], "tool");
+        assert_eq!(json[2]["tool_call_id"], "789abcdef");
+        assert_eq!(json[2]["content"], handoff_answer("B", "ag_b"));
+    }
+
+    #[test]
+    fn a_turn_after_a_stored_handoff_adds_only_its_own_messages() {
+        let history = stored(vec![input("user", "invoice"), handoff("handoff_0123456789abcdef")]);
+        let turn = [input("user", "thanks")];
+
+        let added = messages_after(&history, turn.iter()).expect("a new message joins nothing");
+
+        assert_eq!(serde_json::to_value(&added).unwrap(), json!([{"role": "user", "content": "thanks"}]));
     }
 }

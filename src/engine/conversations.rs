@@ -9,14 +9,15 @@ use crate::domain::agents::VersionSelector;
 use crate::domain::completion::{CompletionArgs, CompletionArgsView};
 use crate::domain::conversations::{
     AgentConversation, AgentVersionRef, AppendConversationRequest, Confirmation, Conversation, ConversationHistory,
-    ConversationMessages, ModelConversation, RestartConversationRequest, StartConversationRequest, ToolConfirmation,
+    ConversationMessages, HandoffExecution, ModelConversation, RestartConversationRequest, StartConversationRequest,
+    ToolConfirmation,
 };
 use crate::domain::entries::{Entry, EntryObject, FunctionCall, FunctionResult, Inputs};
 use crate::domain::ids::{AgentId, ConversationId, EntryId, WorkspaceId};
 use crate::domain::time::Timestamp;
 use crate::domain::tools::validate_tools;
 use crate::error::{Error, FieldError, Result};
-use crate::store::{AgentRecord, ConversationRecord, Page};
+use crate::store::{AgentRecord, ConversationRecord, Page, StoreError};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -43,47 +44,98 @@ fn selector(version: &Option<AgentVersionRef>) -> Result<VersionSelector> {
     }
 }
 
-/// `agent`: the agent version already read with the conversation, if any
-/// (`Store::conversation_for_turn`).
+/// The settings an agent version runs with: its own completion arguments overridden by
+/// `args` (the conversation's, or the turn's).
+fn agent_settings(agent: AgentRecord, args: &CompletionArgs) -> Settings {
+    let config = agent.config;
+    Settings {
+        model: config.model,
+        agent_id: Some(agent.id.0),
+        agent_name: Some(config.name),
+        description: config.description,
+        instructions: config.instructions,
+        tools: config.tools,
+        args: config.completion_args.overridden_by(args),
+        handoffs: config.handoffs.unwrap_or_default(),
+    }
+}
+
+/// The settings the next turn starts with (DESIGN decision 10): the agent in force on the
+/// branch — the target of the branch's last `agent.handoff` (its active version), else
+/// the conversation's own agent (`agent`, when the store read it with the conversation)
+/// — or a model conversation's own settings. A handoff target that has been deleted since
+/// leaves the conversation's own agent in force.
 async fn settings(
     engine: &Engine,
     ws: &WorkspaceId,
     conversation: &ConversationRecord,
     agent: Option<AgentRecord>,
     turn_args: Option<&CompletionArgs>,
+    branch: &[Arc<Entry>],
 ) -> Result<Settings> {
     let stored_args = conversation.completion_args.clone().unwrap_or_default();
-    let mut settings = match &conversation.agent_id {
-        Some(agent_id) => {
-            let agent = match agent {
-                Some(agent) => agent,
-                None => {
-                    let version = selector(&conversation.agent_version)?;
-                    agent_rules::load(engine, ws, &AgentId(agent_id.clone()), &version).await?
-                }
-            };
-            Settings {
-                model: agent.config.model,
-                agent_id: Some(agent_id.clone()),
-                agent_name: Some(agent.config.name),
-                instructions: agent.config.instructions,
-                tools: agent.config.tools,
-                args: agent.config.completion_args.overridden_by(&stored_args),
-            }
-        }
-        None => Settings {
+    let turn_args = turn_args.cloned().unwrap_or_default();
+    let Some(agent_id) = &conversation.agent_id else {
+        return Ok(Settings {
             model: conversation.model.clone().unwrap_or_default(),
             agent_id: None,
             agent_name: None,
+            description: None,
             instructions: conversation.instructions.clone(),
             tools: conversation.tools.clone().unwrap_or_default(),
-            args: stored_args,
-        },
+            args: stored_args.overridden_by(&turn_args),
+            handoffs: Vec::new(),
+        });
     };
-    if let Some(turn_args) = turn_args {
-        settings.args = settings.args.overridden_by(turn_args);
+    let handed_to = branch.iter().rev().find_map(|entry| match entry.as_ref() {
+        Entry::AgentHandoff(handoff) => Some(&handoff.next_agent_id),
+        _ => None,
+    });
+    if let Some(target) = handed_to.filter(|target| *target != agent_id) {
+        match engine.store.agent(ws, &AgentId(target.clone()), &VersionSelector::Active).await {
+            Ok(target) => return Ok(agent_settings(target, &turn_args)),
+            Err(StoreError::NotFound { .. }) => {
+                tracing::info!(agent_id = %target, "the agent handed off to is gone; the conversation's agent answers");
+            }
+            Err(other) => return Err(other.into()),
+        }
     }
-    Ok(settings)
+    let agent = match agent {
+        Some(agent) => agent,
+        None => {
+            let version = selector(&conversation.agent_version)?;
+            agent_rules::load(engine, ws, &AgentId(agent_id.clone()), &version).await?
+        }
+    };
+    Ok(agent_settings(agent, &stored_args.overridden_by(&turn_args)))
+}
+
+/// The agents a turn that starts with `first` may hand off to, directly or through one
+/// another, up to `depth` handoffs away: one read per level of the handoff graph, and none
+/// for an agent without handoffs. `first` is among them when a cycle leads back to it.
+async fn handoff_targets(
+    engine: &Engine,
+    ws: &WorkspaceId,
+    first: &Settings,
+    turn_args: Option<&CompletionArgs>,
+) -> Result<Vec<Settings>> {
+    if first.handoffs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let turn_args = turn_args.cloned().unwrap_or_default();
+    let mut targets = vec![first.clone()];
+    let mut seen: HashSet<String> = first.agent_id.iter().cloned().collect();
+    let mut wanted = first.handoffs.clone();
+    for _ in 0..engine.limits.max_handoffs.max(1) {
+        wanted.retain(|id| seen.insert(id.clone()));
+        if wanted.is_empty() {
+            break;
+        }
+        let found = engine.store.active_agents(ws, &wanted).await?;
+        wanted = found.iter().flat_map(|a| a.config.handoffs.iter().flatten().cloned()).collect();
+        targets.extend(found.into_iter().map(|agent| agent_settings(agent, &turn_args)));
+    }
+    Ok(targets)
 }
 
 fn validate_args(args: &Option<CompletionArgs>) -> Result<()> {
@@ -277,8 +329,12 @@ pub async fn plan_start(engine: &Engine, ws: &WorkspaceId, request: StartConvers
         created_at: now,
         updated_at: now,
     };
-    let settings = settings(engine, ws, &conversation, None, None).await?;
-    Ok(plan(ws, conversation, true, request.store.unwrap_or(true), None, None, History::default(), inputs, settings))
+    let settings = settings(engine, ws, &conversation, None, None, &[]).await?;
+    let mut plan =
+        plan(ws, conversation, true, request.store.unwrap_or(true), None, None, History::default(), inputs, settings);
+    plan.targets = handoff_targets(engine, ws, &plan.settings, None).await?;
+    plan.handoff_execution = request.handoff_execution.unwrap_or(HandoffExecution::Server);
+    Ok(plan)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -303,6 +359,8 @@ fn plan(
         history,
         inputs,
         settings,
+        targets: Vec::new(),
+        handoff_execution: HandoffExecution::Server,
         confirmed: Vec::new(),
     }
 }
@@ -348,12 +406,15 @@ pub async fn plan_append(
     let (conversation, agent) = load_for_turn(engine, ws, id).await?;
     let history = history_of(engine, ws, &conversation).await?;
     let confirmed = answer_calls(history.iter().map(|e| e.as_ref()), &mut inputs, &confirmations, now)?;
-    let settings = settings(engine, ws, &conversation, agent, request.completion_args.as_ref()).await?;
+    let turn_args = request.completion_args.as_ref();
+    let settings = settings(engine, ws, &conversation, agent, turn_args, &history).await?;
     let head = conversation.head.clone();
     let parent = head.clone().map(|h| (h, history.len() as i64 - 1));
     let store = request.store.unwrap_or(true);
     let mut plan = plan(ws, conversation, false, store, head, parent, history, inputs, settings);
     plan.confirmed = confirmed;
+    plan.targets = handoff_targets(engine, ws, &plan.settings, turn_args).await?;
+    plan.handoff_execution = request.handoff_execution.unwrap_or(HandoffExecution::Server);
     Ok(plan)
 }
 
@@ -399,9 +460,13 @@ pub async fn plan_restart(
         updated_at: now,
         ..original
     };
-    let settings = settings(engine, ws, &conversation, agent, request.completion_args.as_ref()).await?;
+    let turn_args = request.completion_args.as_ref();
+    let settings = settings(engine, ws, &conversation, agent, turn_args, &history).await?;
     let store = request.store.unwrap_or(true);
-    Ok(plan(ws, conversation, true, store, None, parent, history, inputs, settings))
+    let mut plan = plan(ws, conversation, true, store, None, parent, history, inputs, settings);
+    plan.targets = handoff_targets(engine, ws, &plan.settings, turn_args).await?;
+    plan.handoff_execution = request.handoff_execution.unwrap_or(HandoffExecution::Server);
+    Ok(plan)
 }
 
 pub fn to_wire(record: ConversationRecord) -> Conversation {

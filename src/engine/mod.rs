@@ -25,6 +25,8 @@ use tokio_util::task::TaskTracker;
 pub struct Limits {
     /// Most model calls in one turn.
     pub max_rounds: u32,
+    /// Most handoffs between agents in one turn.
+    pub max_handoffs: u32,
 }
 
 /// What the rules need, built once at start-up and shared by every request: the store,

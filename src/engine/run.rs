@@ -13,6 +13,7 @@ use super::Engine;
 use crate::backends::chat::{ChatDelta, ChatRequest, DeltaStream, ModelBackend, StoredMessages};
 use crate::connectors::ToolOutput;
 use crate::domain::completion::CompletionArgs;
+use crate::domain::conversations::HandoffExecution;
 use crate::domain::entries::{Entry, FunctionCall};
 use crate::domain::events::RunEvent;
 use crate::domain::ids::{generate_tool_call_id, EntryId, WorkspaceId};
@@ -43,6 +44,11 @@ pub struct TurnPlan {
     pub inputs: Vec<Entry>,
     /// The settings the turn starts with: the agent in force, or the conversation's own.
     pub settings: Settings,
+    /// The agents the turn may hand off to, directly or through one another, resolved
+    /// once per turn (active versions); agents that no longer exist are not among them.
+    pub targets: Vec<Settings>,
+    /// `client`: the turn stops at a handoff, which the client's next append carries out.
+    pub handoff_execution: HandoffExecution,
     /// Calls to server-side tools the client allowed in this append: they run first.
     pub confirmed: Vec<FunctionCall>,
 }
@@ -55,9 +61,13 @@ pub struct Settings {
     pub model: String,
     pub agent_id: Option<String>,
     pub agent_name: Option<String>,
+    /// The agent's description: what a handoff offer tells the model about it.
+    pub description: Option<String>,
     pub instructions: Option<String>,
     pub tools: Vec<Tool>,
     pub args: CompletionArgs,
+    /// The agents this one may hand off to (ids, as configured).
+    pub handoffs: Vec<String>,
 }
 
 /// The settings in force for a round, with what they resolve to: the backend serving the
@@ -69,8 +79,8 @@ struct InForce<'a> {
 }
 
 impl<'a> InForce<'a> {
-    async fn resolve(engine: &Engine, settings: &'a Settings) -> Result<Self, Error> {
-        let toolbox = Toolbox::of(&engine.connectors, &settings.tools).await?;
+    async fn resolve(engine: &Engine, settings: &'a Settings, targets: &'a [Settings]) -> Result<Self, Error> {
+        let toolbox = Toolbox::of(&engine.connectors, settings, targets).await?;
         Ok(InForce { settings, backend: engine.models.backend(&settings.model), toolbox })
     }
 
@@ -93,6 +103,8 @@ pub enum CallKind {
     /// A server tool listed in `requires_confirmation`: the turn stops with a pending
     /// `function.call` until the client allows or denies it.
     NeedsConfirmation,
+    /// `handoff_to_<agent_id>`: the conversation goes to `TurnPlan::targets[i]`.
+    Handoff(usize),
 }
 
 /// How a model round ends the turn's loop.
@@ -105,6 +117,10 @@ enum RoundOutcome {
     /// A client function call or a confirmation is open: the client answers it in its
     /// next append (server calls of the same answer have run and are stored with it).
     WaitingForClient,
+    /// The model handed the conversation to `TurnPlan::targets[i]`. A handoff supersedes
+    /// the other calls of its answer: none of them runs or is recorded (none is left
+    /// open), and the target answers the conversation as it stands.
+    HandOff(usize),
 }
 
 impl RoundOutcome {
@@ -114,6 +130,8 @@ impl RoundOutcome {
             match kind {
                 CallKind::ClientFunction | CallKind::NeedsConfirmation => client = true,
                 CallKind::ServerTool => server = true,
+                // The first handoff of an answer wins.
+                CallKind::Handoff(target) => return RoundOutcome::HandOff(target),
             }
         }
         match (client, server) {
@@ -235,7 +253,7 @@ type Call = CallParts<RoundCall>;
 
 async fn run(engine: &Engine, plan: &mut TurnPlan, out: &mut Emitter) {
     out.emit(RunEvent::Started { conversation_id: plan.conversation.id.clone(), created_at: Timestamp::now() }).await;
-    let in_force = match InForce::resolve(engine, &plan.settings).await {
+    let mut in_force = match InForce::resolve(engine, &plan.settings, &plan.targets).await {
         Ok(in_force) => in_force,
         Err(error) => return out.fail(&error).await,
     };
@@ -245,7 +263,7 @@ async fn run(engine: &Engine, plan: &mut TurnPlan, out: &mut Emitter) {
         }
     }
     let mut usage = crate::domain::conversations::Usage::default();
-    let mut rounds = 0;
+    let (mut rounds, mut handoffs) = (0, 0);
     loop {
         if rounds >= engine.limits.max_rounds {
             let message =
@@ -277,6 +295,21 @@ async fn run(engine: &Engine, plan: &mut TurnPlan, out: &mut Emitter) {
                 match round.outcome {
                     RoundOutcome::AnotherRound => continue,
                     RoundOutcome::Finished | RoundOutcome::WaitingForClient => break,
+                    RoundOutcome::HandOff(_) if plan.handoff_execution == HandoffExecution::Client => break,
+                    RoundOutcome::HandOff(target) => {
+                        handoffs += 1;
+                        if handoffs > engine.limits.max_handoffs {
+                            let message = format!(
+                                "The turn handed off more than {} times (PALAVER_MAX_HANDOFFS).",
+                                engine.limits.max_handoffs
+                            );
+                            return out.fail(&Error::RunFailed { code: Code::TurnLimit, message }).await;
+                        }
+                        in_force = match InForce::resolve(engine, &plan.targets[target], &plan.targets).await {
+                            Ok(next) => next,
+                            Err(error) => return out.fail(&error).await,
+                        };
+                    }
                 }
             }
             Err(error) => return out.fail(&error).await,
@@ -337,7 +370,9 @@ async fn consume(mut stream: DeltaStream, in_force: &InForce<'_>, out: &mut Emit
                 // The first event of a call needs its name; until then, fragments wait.
                 let Some(name) = call.name.clone() else { continue };
                 let kind = *call.state.kind.get_or_insert_with(|| in_force.toolbox.call_kind(&name));
-                if kind != CallKind::ClientFunction {
+                // Client calls stream as they come, unless a handoff later in the same
+                // answer could supersede them: then they wait for the answer's end.
+                if kind != CallKind::ClientFunction || in_force.toolbox.offers_handoffs() {
                     continue;
                 }
                 let first = call.state.output_index.is_none();
@@ -359,16 +394,26 @@ async fn consume(mut stream: DeltaStream, in_force: &InForce<'_>, out: &mut Emit
         let id = call.id.clone().unwrap_or_default();
         return Err(Error::upstream(502, format!("the model sent tool call `{id}` without a name")));
     }
-    // Server-side calls, in the order the model made them: pending confirmations end the
-    // turn like client calls do; the others run now, and the model reads their answers in
-    // another round unless the client has calls of its own to answer first.
-    let mut kinds = Vec::new();
+    let kinds: Vec<CallKind> = calls.iter_mut().map(|c| c.state.kind.unwrap_or(CallKind::ClientFunction)).collect();
+    let outcome = RoundOutcome::after(kinds.iter().copied());
+    if let RoundOutcome::HandOff(target) = outcome {
+        Box::pin(hand_off(in_force, in_force.toolbox.target(target), out)).await;
+        return Ok(Round { usage, outcome });
+    }
+    // The other calls, in the order the model made them: deferred client calls go out now;
+    // pending confirmations end the turn like client calls do; server tools run now, and
+    // the model reads their answers in another round unless the client has calls of its
+    // own to answer first.
     for call in calls.iter_mut() {
         let name = call.name.clone().unwrap_or_default();
-        let kind = call.state.kind.unwrap_or(CallKind::ClientFunction);
-        kinds.push(kind);
-        match kind {
-            CallKind::ClientFunction => {}
+        match call.state.kind.unwrap_or(CallKind::ClientFunction) {
+            CallKind::ClientFunction if call.state.output_index.is_none() => {
+                call.state.output_index = Some(out.next_index());
+                call.id.get_or_insert_with(generate_tool_call_id);
+                let arguments = call.take_arguments();
+                out.emit(function_delta(in_force, call, name, arguments, None)).await;
+            }
+            CallKind::ClientFunction | CallKind::Handoff(_) => {}
             CallKind::NeedsConfirmation => {
                 call.state.output_index = Some(out.next_index());
                 let tool_call_id = call.id.get_or_insert_with(generate_tool_call_id).clone();
@@ -382,7 +427,32 @@ async fn consume(mut stream: DeltaStream, in_force: &InForce<'_>, out: &mut Emit
             }
         }
     }
-    Ok(Round { usage, outcome: RoundOutcome::after(kinds) })
+    Ok(Round { usage, outcome })
+}
+
+/// Records an `agent.handoff` entry from the agent in force to `next`.
+async fn hand_off(in_force: &InForce<'_>, next: &Settings, out: &mut Emitter) {
+    let id = EntryId::generate("handoff_");
+    let output_index = out.next_index();
+    let (previous_agent_id, previous_agent_name) = agent_of(in_force.settings);
+    out.emit(RunEvent::HandoffStarted {
+        id: id.clone(),
+        output_index,
+        created_at: Timestamp::now(),
+        previous_agent_id,
+        previous_agent_name,
+    })
+    .await;
+    let (next_agent_id, next_agent_name) = agent_of(next);
+    tracing::info!(from = %in_force.settings.agent_id.as_deref().unwrap_or_default(), to = %next_agent_id, "handoff");
+    out.emit(RunEvent::HandoffDone { id, output_index, created_at: Timestamp::now(), next_agent_id, next_agent_name })
+        .await;
+    out.emit(RunEvent::EntryDone { output_index, completed_at: Timestamp::now() }).await;
+}
+
+/// An agent's id and name as a handoff entry names it (handoffs only ever involve agents).
+fn agent_of(settings: &Settings) -> (String, String) {
+    (settings.agent_id.clone().unwrap_or_default(), settings.agent_name.clone().unwrap_or_default())
 }
 
 /// Runs one call of a server-side tool as a `tool.execution` entry.
@@ -494,5 +564,11 @@ mod tests {
         assert_eq!(RoundOutcome::after([ServerTool, ClientFunction]), RoundOutcome::WaitingForClient);
         assert_eq!(RoundOutcome::after([NeedsConfirmation, ServerTool]), RoundOutcome::WaitingForClient);
         assert_eq!(RoundOutcome::after([ClientFunction]), RoundOutcome::WaitingForClient);
+    }
+
+    #[test]
+    fn the_first_handoff_of_an_answer_supersedes_every_other_call() {
+        assert_eq!(RoundOutcome::after([ClientFunction, Handoff(2), ServerTool, Handoff(0)]), RoundOutcome::HandOff(2));
+        assert_eq!(RoundOutcome::after([NeedsConfirmation, Handoff(1)]), RoundOutcome::HandOff(1));
     }
 }

@@ -2,10 +2,10 @@
 //! connectors the agent's tools name) and which of its calls the server runs itself.
 
 use super::context;
-use super::run::CallKind;
+use super::run::{CallKind, Settings};
 use crate::backends::chat::{ChatTool, ToolFunction};
 use crate::connectors::{self, Connector, Connectors, ToolOutput};
-use crate::domain::tools::{function_name, Tool};
+use crate::domain::tools::function_name;
 use crate::error::Error;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -23,17 +23,23 @@ pub struct ServerTool {
 }
 
 /// Borrows the turn's tool definitions (`'a`): function schemas are not copied per turn.
-#[derive(Default)]
 pub struct Toolbox<'a> {
     pub chat: Vec<ChatTool<'a>>,
     server: HashMap<String, ServerTool>,
+    /// Handoff functions offered, by name: the index of their agent in `targets`.
+    handoffs: HashMap<String, usize>,
+    targets: &'a [Settings],
 }
 
 impl<'a> Toolbox<'a> {
-    /// Lists the connectors' tools (each connector caches its list). A turn whose tools
-    /// name no connector costs nothing more than its function list.
-    pub async fn of(connectors: &Connectors, tools: &'a [Tool]) -> Result<Self, Error> {
-        let mut toolbox = Toolbox { chat: context::chat_tools(tools), server: HashMap::new() };
+    /// What the agent in force (`settings`) offers: its client functions, the tools of the
+    /// connectors its tools name (each connector caches its list), and a function per
+    /// handoff target among `targets`. A turn whose tools name no connector and that has
+    /// no handoffs costs nothing more than its function list.
+    pub async fn of(connectors: &Connectors, settings: &'a Settings, targets: &'a [Settings]) -> Result<Self, Error> {
+        let tools = &settings.tools;
+        let mut toolbox =
+            Toolbox { chat: context::chat_tools(tools), server: HashMap::new(), handoffs: HashMap::new(), targets };
         for tool in tools {
             let Some(connector) = connectors.for_tool(tool)? else { continue };
             let credential = connectors::authorization(tool);
@@ -64,11 +70,62 @@ impl<'a> Toolbox<'a> {
                 );
             }
         }
+        toolbox.offer_handoffs(settings);
         Ok(toolbox)
+    }
+
+    /// `handoff_to_<agent_id>` for each target the agent lists that still exists (never
+    /// itself), with no parameters, described by the target's name and description.
+    fn offer_handoffs(&mut self, settings: &Settings) {
+        for id in &settings.handoffs {
+            if settings.agent_id.as_ref() == Some(id) {
+                continue;
+            }
+            let Some(index) = self.targets.iter().position(|t| t.agent_id.as_ref() == Some(id)) else { continue };
+            let name = context::handoff_function(id);
+            if self.chat.iter().any(|c| c.function.name == name) {
+                continue;
+            }
+            let target = &self.targets[index];
+            let mut description = format!(
+                "Hand the conversation over to agent `{}` ({id}), which then answers the user.",
+                target.agent_name.as_deref().unwrap_or(id)
+            );
+            if let Some(about) = target.description.as_deref().filter(|d| !d.trim().is_empty()) {
+                description.push_str(" It is described as: ");
+                description.push_str(about);
+            }
+            let parameters = Map::from_iter([
+                ("type".to_owned(), Value::from("object")),
+                ("properties".to_owned(), Value::Object(Map::new())),
+            ]);
+            self.chat.push(ChatTool {
+                kind: "function",
+                function: ToolFunction {
+                    name: Cow::Owned(name.clone()),
+                    description: Some(Cow::Owned(description)),
+                    parameters: Cow::Owned(parameters),
+                    strict: None,
+                },
+            });
+            self.handoffs.insert(name, index);
+        }
+    }
+
+    pub fn offers_handoffs(&self) -> bool {
+        !self.handoffs.is_empty()
+    }
+
+    /// The agent a `CallKind::Handoff` goes to.
+    pub fn target(&self, index: usize) -> &'a Settings {
+        &self.targets[index]
     }
 
     /// Who answers a call of `name`.
     pub fn call_kind(&self, name: &str) -> CallKind {
+        if let Some(index) = self.handoffs.get(name) {
+            return CallKind::Handoff(*index);
+        }
         match self.server.get(name) {
             None => CallKind::ClientFunction,
             Some(tool) if tool.requires_confirmation => CallKind::NeedsConfirmation,

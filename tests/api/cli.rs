@@ -107,6 +107,7 @@ fn serve_help_lists_every_setting_after_the_command() {
         "--upstream-connect-timeout-ms",
         "--upstream-read-timeout-ms",
         "--max-rounds",
+        "--max-handoffs",
         "--history-cache-entries",
         "--db-max-connections",
         "--log-format",

@@ -30,6 +30,8 @@ pub struct Options {
     pub database_url: Option<String>,
     /// Contents of a `PALAVER_CONFIG` file.
     pub config_toml: Option<String>,
+    pub max_rounds: Option<u32>,
+    pub max_handoffs: Option<u32>,
 }
 
 static DATABASE_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -87,7 +89,8 @@ impl TestApp {
             db_max_connections: 8,
             upstream_connect_timeout_ms: 2_000,
             upstream_read_timeout_ms: options.upstream_read_timeout_ms.unwrap_or(10_000),
-            max_rounds: 8,
+            max_rounds: options.max_rounds.unwrap_or(8),
+            max_handoffs: options.max_handoffs.unwrap_or(5),
             history_cache_entries: options.history_cache_entries.unwrap_or(200_000),
             log_format: LogFormat::Text,
         };

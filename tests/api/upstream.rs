@@ -31,6 +31,8 @@ pub enum Reply {
     Gated(&'static str),
     /// Headers, then silence.
     Hang,
+    /// Waits until `release()`, then answers with the inner reply (nothing is sent before).
+    Held(Box<Reply>),
 }
 
 #[derive(Clone, Default)]
@@ -107,7 +109,11 @@ fn sse(stream: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send
 
 async fn chat(State(shared): State<Shared>, Json(body): Json<Value>) -> Response {
     shared.requests.lock().unwrap().push(body);
-    let reply = shared.script.lock().unwrap().pop_front().unwrap_or(Reply::Text("default answer"));
+    let mut reply = shared.script.lock().unwrap().pop_front().unwrap_or(Reply::Text("default answer"));
+    if let Reply::Held(inner) = reply {
+        shared.gate.notified().await;
+        reply = *inner;
+    }
     match reply {
         Reply::Text(text) => {
             let pieces = words(text);
@@ -185,6 +191,7 @@ async fn chat(State(shared): State<Shared>, Json(body): Json<Value>) -> Response
             };
             sse(stream)
         }
+        Reply::Held(_) => unreachable!("a held reply was unwrapped above"),
         Reply::Hang => {
             let stream = async_stream::stream! {
                 tokio::time::sleep(Duration::from_secs(3600)).await;

@@ -180,3 +180,34 @@ test("always-sent fields are on the wire", async () => {
   // And the SDK parses the same bodies.
   await client.beta.conversations.getHistory({ conversationId: started.conversation_id });
 });
+
+test("handoffs parse in responses, history and streams", async () => {
+  const billing = await client.beta.agents.create({ model: "model-b", name: `ts-billing-${randomUUID()}` });
+  const triage = await client.beta.agents.create({
+    model: "model-a",
+    name: `ts-triage-${randomUUID()}`,
+    handoffs: [billing.id],
+  });
+  const handoff = { tool_calls: [{ id: "call0h002", name: `handoff_to_${billing.id}`, arguments: "{}" }] };
+  await script(handoff, { text: "Billing here." }, handoff, { text: "Streamed billing." });
+
+  const response = await client.beta.conversations.start({ agentId: triage.id, inputs: "invoice" });
+  const history = await client.beta.conversations.getHistory({ conversationId: response.conversationId });
+  const events = await collect(await client.beta.conversations.startStream({ agentId: triage.id, inputs: "again" }));
+
+  assert.deepEqual(
+    response.outputs.map((o) => o.type),
+    ["agent.handoff", "message.output"],
+  );
+  assert.equal(response.outputs[0].previousAgentId, triage.id);
+  assert.equal(response.outputs[0].nextAgentId, billing.id);
+  assert.equal(response.outputs[1].agentId, billing.id);
+  assert.deepEqual(
+    history.entries.map((e) => e.type),
+    ["message.input", "agent.handoff", "message.output"],
+  );
+  const names = events.map((e) => e.event);
+  assert.deepEqual(names.slice(0, 3), ["conversation.response.started", "agent.handoff.started", "agent.handoff.done"]);
+  assert.equal(events[2].data.nextAgentId, billing.id);
+  assert.equal(names.at(-1), "conversation.response.done");
+});
