@@ -31,7 +31,7 @@ pub struct Limits {
 
 /// What the rules need, built once at start-up and shared by every request: the store,
 /// the model routing, the tools the server runs, the history cache, the turn's bounds and
-/// the runs in flight. The HTTP layer holds one (`AppState::engine`) and is its only
+/// the runs in flight. The HTTP layer holds one (in its shared state) and is its only
 /// caller; nothing here knows about requests, keys or sockets.
 pub struct Engine {
     pub store: Arc<dyn Store>,

@@ -526,25 +526,22 @@ impl AgentStore for PgStore {
     }
 
     async fn agent(&self, ws: &WorkspaceId, id: &AgentId, version: &VersionSelector) -> StoreResult<AgentRecord> {
-        let result: StoreResult<_> = async {
-            on_connection!(self, |conn| {
-                let query = match version {
-                    VersionSelector::Active => {
-                        sqlx::query(sql::SELECT_ACTIVE_AGENT.as_str()).bind(ws.as_str()).bind(id.as_str())
-                    }
-                    VersionSelector::Number(n) => {
-                        sqlx::query(sql::SELECT_AGENT_VERSION.as_str()).bind(ws.as_str()).bind(id.as_str()).bind(n)
-                    }
-                    VersionSelector::Alias(alias) => {
-                        sqlx::query(sql::SELECT_AGENT_BY_ALIAS.as_str()).bind(ws.as_str()).bind(id.as_str()).bind(alias)
-                    }
-                };
-                let row = query.fetch_one(&mut *conn).await?;
-                Ok(agent_record(&row, Naming::Own)?)
-            })
-        }
-        .await;
-        result.not_found_as("Agent", id.as_str())
+        on_connection!(self, |conn| {
+            let query = match version {
+                VersionSelector::Active => {
+                    sqlx::query(sql::SELECT_ACTIVE_AGENT.as_str()).bind(ws.as_str()).bind(id.as_str())
+                }
+                VersionSelector::Number(n) => {
+                    sqlx::query(sql::SELECT_AGENT_VERSION.as_str()).bind(ws.as_str()).bind(id.as_str()).bind(n)
+                }
+                VersionSelector::Alias(alias) => {
+                    sqlx::query(sql::SELECT_AGENT_BY_ALIAS.as_str()).bind(ws.as_str()).bind(id.as_str()).bind(alias)
+                }
+            };
+            let row = query.fetch_one(&mut *conn).await?;
+            Ok(agent_record(&row, Naming::Own)?)
+        })
+        .not_found_as("Agent", id.as_str())
     }
 
     async fn agents_exist(&self, ws: &WorkspaceId, ids: &[String]) -> StoreResult<Vec<bool>> {
@@ -618,36 +615,29 @@ impl AgentStore for PgStore {
         version: i64,
         now: Timestamp,
     ) -> StoreResult<AgentRecord> {
-        let result: StoreResult<_> = async {
-            on_connection!(self, |conn| {
-                let mut tx = conn.begin().await?;
-                let done = sqlx::query(sql::ACTIVATE_VERSION)
-                    .bind(ws.as_str())
-                    .bind(id.as_str())
-                    .bind(version)
-                    .bind(now.micros())
-                    .execute(&mut *tx)
-                    .await?;
-                super::found(done.rows_affected())?;
-                let record = agent_version(&mut tx, ws, id, version).await?;
-                tx.commit().await?;
-                Ok(record)
-            })
-        }
-        .await;
-        result.not_found_as("Agent", id.as_str())
+        on_connection!(self, |conn| {
+            let mut tx = conn.begin().await?;
+            let done = sqlx::query(sql::ACTIVATE_VERSION)
+                .bind(ws.as_str())
+                .bind(id.as_str())
+                .bind(version)
+                .bind(now.micros())
+                .execute(&mut *tx)
+                .await?;
+            super::found(done.rows_affected())?;
+            let record = agent_version(&mut tx, ws, id, version).await?;
+            tx.commit().await?;
+            Ok(record)
+        })
+        .not_found_as("Agent", id.as_str())
     }
 
     async fn delete_agent(&self, ws: &WorkspaceId, id: &AgentId) -> StoreResult<()> {
-        let result: StoreResult<_> = async {
-            on_connection!(self, |conn| {
-                let done =
-                    sqlx::query(sql::DELETE_AGENT).bind(ws.as_str()).bind(id.as_str()).execute(&mut *conn).await?;
-                super::found(done.rows_affected())
-            })
-        }
-        .await;
-        result.not_found_as("Agent", id.as_str())
+        on_connection!(self, |conn| {
+            let done = sqlx::query(sql::DELETE_AGENT).bind(ws.as_str()).bind(id.as_str()).execute(&mut *conn).await?;
+            super::found(done.rows_affected())
+        })
+        .not_found_as("Agent", id.as_str())
     }
 
     async fn list_agent_versions(&self, ws: &WorkspaceId, id: &AgentId, page: Page) -> StoreResult<Vec<AgentRecord>> {
@@ -691,19 +681,16 @@ impl AgentStore for PgStore {
     }
 
     async fn delete_alias(&self, ws: &WorkspaceId, id: &AgentId, alias: &str) -> StoreResult<()> {
-        let result: StoreResult<_> = async {
-            on_connection!(self, |conn| {
-                let done = sqlx::query(sql::DELETE_ALIAS)
-                    .bind(ws.as_str())
-                    .bind(id.as_str())
-                    .bind(alias)
-                    .execute(&mut *conn)
-                    .await?;
-                super::found(done.rows_affected())
-            })
-        }
-        .await;
-        result.not_found_as("Alias", alias)
+        on_connection!(self, |conn| {
+            let done = sqlx::query(sql::DELETE_ALIAS)
+                .bind(ws.as_str())
+                .bind(id.as_str())
+                .bind(alias)
+                .execute(&mut *conn)
+                .await?;
+            super::found(done.rows_affected())
+        })
+        .not_found_as("Alias", alias)
     }
 }
 
@@ -743,18 +730,15 @@ impl ConversationStore for PgStore {
     }
 
     async fn conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<ConversationRecord> {
-        let result: StoreResult<_> = async {
-            on_connection!(self, |conn| {
-                let row = sqlx::query(sql::SELECT_CONVERSATION.as_str())
-                    .bind(ws.as_str())
-                    .bind(id.as_str())
-                    .fetch_one(&mut *conn)
-                    .await?;
-                Ok(conversation_record(&row)?)
-            })
-        }
-        .await;
-        result.not_found_as("Conversation", id.as_str())
+        on_connection!(self, |conn| {
+            let row = sqlx::query(sql::SELECT_CONVERSATION.as_str())
+                .bind(ws.as_str())
+                .bind(id.as_str())
+                .fetch_one(&mut *conn)
+                .await?;
+            Ok(conversation_record(&row)?)
+        })
+        .not_found_as("Conversation", id.as_str())
     }
 
     async fn conversation_for_turn(
@@ -762,18 +746,15 @@ impl ConversationStore for PgStore {
         ws: &WorkspaceId,
         id: &ConversationId,
     ) -> StoreResult<(ConversationRecord, Option<AgentRecord>)> {
-        let result: StoreResult<_> = async {
-            on_connection!(self, |conn| {
-                let row = sqlx::query(SELECT_CONVERSATION_WITH_AGENT.as_str())
-                    .bind(ws.as_str())
-                    .bind(id.as_str())
-                    .fetch_one(&mut *conn)
-                    .await?;
-                Ok(conversation_with_agent(&row)?)
-            })
-        }
-        .await;
-        result.not_found_as("Conversation", id.as_str())
+        on_connection!(self, |conn| {
+            let row = sqlx::query(SELECT_CONVERSATION_WITH_AGENT.as_str())
+                .bind(ws.as_str())
+                .bind(id.as_str())
+                .fetch_one(&mut *conn)
+                .await?;
+            Ok(conversation_with_agent(&row)?)
+        })
+        .not_found_as("Conversation", id.as_str())
     }
 
     async fn list_conversations(
@@ -795,34 +776,21 @@ impl ConversationStore for PgStore {
     }
 
     async fn delete_conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<()> {
-        let result: StoreResult<_> = async {
-            on_connection!(self, |conn| {
-                let done = sqlx::query(sql::DELETE_CONVERSATION)
-                    .bind(ws.as_str())
-                    .bind(id.as_str())
-                    .execute(&mut *conn)
-                    .await?;
-                super::found(done.rows_affected())
-            })
-        }
-        .await;
-        result.not_found_as("Conversation", id.as_str())
+        on_connection!(self, |conn| {
+            let done =
+                sqlx::query(sql::DELETE_CONVERSATION).bind(ws.as_str()).bind(id.as_str()).execute(&mut *conn).await?;
+            super::found(done.rows_affected())
+        })
+        .not_found_as("Conversation", id.as_str())
     }
 
     async fn history(&self, ws: &WorkspaceId, head: &EntryId) -> StoreResult<Vec<Entry>> {
-        let result: StoreResult<_> = async {
-            on_connection!(self, |conn| {
-                let rows =
-                    sqlx::query(sql::HISTORY).bind(ws.as_str()).bind(head.as_str()).fetch_all(&mut *conn).await?;
-                let body = sql::Entry::Body.name();
-                Ok(rows
-                    .iter()
-                    .map(|row| row.try_get::<Json<Entry>, _>(body).map(|j| j.0))
-                    .collect::<sqlx::Result<_>>()?)
-            })
-        }
-        .await;
-        result.not_found_as("Entry", head.as_str())
+        on_connection!(self, |conn| {
+            let rows = sqlx::query(sql::HISTORY).bind(ws.as_str()).bind(head.as_str()).fetch_all(&mut *conn).await?;
+            let body = sql::Entry::Body.name();
+            Ok(rows.iter().map(|row| row.try_get::<Json<Entry>, _>(body).map(|j| j.0)).collect::<sqlx::Result<_>>()?)
+        })
+        .not_found_as("Entry", head.as_str())
     }
 }
 

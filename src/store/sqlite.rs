@@ -600,26 +600,24 @@ impl AgentStore for SqliteStore {
     }
 
     async fn agent(&self, ws: &WorkspaceId, id: &AgentId, version: &VersionSelector) -> StoreResult<AgentRecord> {
-        let result: StoreResult<_> = async {
-            let (ws, id, version) = (ws.as_str().to_owned(), id.as_str().to_owned(), version.clone());
-            self.read(move |conn| {
-                let record = match version {
-                    VersionSelector::Active => {
-                        conn.prepare_cached(&SQL.select_active_agent)?.query_row(params![ws, id], own_agent_record)?
-                    }
-                    VersionSelector::Number(n) => conn
-                        .prepare_cached(&SQL.select_agent_version)?
-                        .query_row(params![ws, id, n], own_agent_record)?,
-                    VersionSelector::Alias(alias) => conn
-                        .prepare_cached(&SQL.select_agent_by_alias)?
-                        .query_row(params![ws, id, alias], own_agent_record)?,
-                };
-                Ok(record)
-            })
-            .await
-        }
-        .await;
-        result.not_found_as("Agent", id.as_str())
+        let asked = id.as_str();
+        let (ws, id, version) = (ws.as_str().to_owned(), id.as_str().to_owned(), version.clone());
+        self.read(move |conn| {
+            let record = match version {
+                VersionSelector::Active => {
+                    conn.prepare_cached(&SQL.select_active_agent)?.query_row(params![ws, id], own_agent_record)?
+                }
+                VersionSelector::Number(n) => {
+                    conn.prepare_cached(&SQL.select_agent_version)?.query_row(params![ws, id, n], own_agent_record)?
+                }
+                VersionSelector::Alias(alias) => conn
+                    .prepare_cached(&SQL.select_agent_by_alias)?
+                    .query_row(params![ws, id, alias], own_agent_record)?,
+            };
+            Ok(record)
+        })
+        .await
+        .not_found_as("Agent", asked)
     }
 
     async fn agents_exist(&self, ws: &WorkspaceId, ids: &[String]) -> StoreResult<Vec<bool>> {
@@ -706,28 +704,23 @@ impl AgentStore for SqliteStore {
         version: i64,
         now: Timestamp,
     ) -> StoreResult<AgentRecord> {
-        let result: StoreResult<_> = async {
-            let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
-            self.write(move |tx| {
-                let changed =
-                    tx.prepare_cached(&SQL.activate_version)?.execute(params![ws, id, version, now.micros()])?;
-                super::found(changed as u64)?;
-                agent_version(tx, &ws, &id, version)
-            })
-            .await
-        }
-        .await;
-        result.not_found_as("Agent", id.as_str())
+        let asked = id.as_str();
+        let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
+        self.write(move |tx| {
+            let changed = tx.prepare_cached(&SQL.activate_version)?.execute(params![ws, id, version, now.micros()])?;
+            super::found(changed as u64)?;
+            agent_version(tx, &ws, &id, version)
+        })
+        .await
+        .not_found_as("Agent", asked)
     }
 
     async fn delete_agent(&self, ws: &WorkspaceId, id: &AgentId) -> StoreResult<()> {
-        let result: StoreResult<_> = async {
-            let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
-            self.write(move |tx| super::found(tx.prepare_cached(&SQL.delete_agent)?.execute(params![ws, id])? as u64))
-                .await
-        }
-        .await;
-        result.not_found_as("Agent", id.as_str())
+        let asked = id.as_str();
+        let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
+        self.write(move |tx| super::found(tx.prepare_cached(&SQL.delete_agent)?.execute(params![ws, id])? as u64))
+            .await
+            .not_found_as("Agent", asked)
     }
 
     async fn list_agent_versions(&self, ws: &WorkspaceId, id: &AgentId, page: Page) -> StoreResult<Vec<AgentRecord>> {
@@ -768,15 +761,13 @@ impl AgentStore for SqliteStore {
     }
 
     async fn delete_alias(&self, ws: &WorkspaceId, id: &AgentId, alias: &str) -> StoreResult<()> {
-        let result: StoreResult<_> = async {
-            let (ws, id, alias) = (ws.as_str().to_owned(), id.as_str().to_owned(), alias.to_owned());
-            self.write(move |tx| {
-                super::found(tx.prepare_cached(&SQL.delete_alias)?.execute(params![ws, id, alias])? as u64)
-            })
-            .await
-        }
-        .await;
-        result.not_found_as("Alias", alias)
+        let asked = alias;
+        let (ws, id, alias) = (ws.as_str().to_owned(), id.as_str().to_owned(), alias.to_owned());
+        self.write(
+            move |tx| super::found(tx.prepare_cached(&SQL.delete_alias)?.execute(params![ws, id, alias])? as u64),
+        )
+        .await
+        .not_found_as("Alias", asked)
     }
 }
 
@@ -827,15 +818,13 @@ impl ConversationStore for SqliteStore {
     }
 
     async fn conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<ConversationRecord> {
-        let result: StoreResult<_> = async {
-            let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
-            self.read(move |conn| {
-                Ok(conn.prepare_cached(&SQL.select_conversation)?.query_row(params![ws, id], conversation_record)?)
-            })
-            .await
-        }
-        .await;
-        result.not_found_as("Conversation", id.as_str())
+        let asked = id.as_str();
+        let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
+        self.read(move |conn| {
+            Ok(conn.prepare_cached(&SQL.select_conversation)?.query_row(params![ws, id], conversation_record)?)
+        })
+        .await
+        .not_found_as("Conversation", asked)
     }
 
     async fn conversation_for_turn(
@@ -843,16 +832,14 @@ impl ConversationStore for SqliteStore {
         ws: &WorkspaceId,
         id: &ConversationId,
     ) -> StoreResult<(ConversationRecord, Option<AgentRecord>)> {
-        let result: StoreResult<_> = async {
-            let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
-            self.read(move |conn| {
-                let mut statement = conn.prepare_cached(&SQL.select_conversation_with_agent)?;
-                Ok(statement.query_row(params![ws, id], conversation_with_agent)?)
-            })
-            .await
-        }
-        .await;
-        result.not_found_as("Conversation", id.as_str())
+        let asked = id.as_str();
+        let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(&SQL.select_conversation_with_agent)?;
+            Ok(statement.query_row(params![ws, id], conversation_with_agent)?)
+        })
+        .await
+        .not_found_as("Conversation", asked)
     }
 
     async fn list_conversations(
@@ -871,29 +858,25 @@ impl ConversationStore for SqliteStore {
     }
 
     async fn delete_conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<()> {
-        let result: StoreResult<_> = async {
-            let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
-            self.write(move |tx| {
-                super::found(tx.prepare_cached(&SQL.delete_conversation)?.execute(params![ws, id])? as u64)
-            })
-            .await
-        }
-        .await;
-        result.not_found_as("Conversation", id.as_str())
+        let asked = id.as_str();
+        let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
+        self.write(
+            move |tx| super::found(tx.prepare_cached(&SQL.delete_conversation)?.execute(params![ws, id])? as u64),
+        )
+        .await
+        .not_found_as("Conversation", asked)
     }
 
     async fn history(&self, ws: &WorkspaceId, head: &EntryId) -> StoreResult<Vec<Entry>> {
-        let result: StoreResult<_> = async {
-            let (ws, head) = (ws.as_str().to_owned(), head.as_str().to_owned());
-            self.read(move |conn| {
-                let mut chain = conn.prepare_cached(&SQL.history)?;
-                let rows = chain.query_map(params![ws, head], |row| json::<Entry>(row, sql::Entry::Body.name()))?;
-                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-            })
-            .await
-        }
-        .await;
-        result.not_found_as("Entry", head.as_str())
+        let asked = head.as_str();
+        let (ws, head) = (ws.as_str().to_owned(), head.as_str().to_owned());
+        self.read(move |conn| {
+            let mut chain = conn.prepare_cached(&SQL.history)?;
+            let rows = chain.query_map(params![ws, head], |row| json::<Entry>(row, sql::Entry::Body.name()))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+        .not_found_as("Entry", asked)
     }
 }
 
