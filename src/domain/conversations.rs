@@ -26,36 +26,23 @@ pub enum AgentVersionRef {
 }
 
 /// Body of `POST /v1/conversations`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Deserialize)]
+// Every field may be absent: the struct's `Default` fills them.
+#[serde(default, deny_unknown_fields)]
 pub struct StartConversationRequest {
-    #[serde(default)]
     pub inputs: Option<Inputs>,
-    #[serde(default)]
     pub stream: bool,
-    #[serde(default)]
     pub store: Option<bool>,
-    #[serde(default)]
     pub handoff_execution: Option<HandoffExecution>,
-    #[serde(default)]
     pub agent_id: Option<String>,
-    #[serde(default)]
     pub agent_version: Option<AgentVersionRef>,
-    #[serde(default)]
     pub model: Option<String>,
-    #[serde(default)]
     pub instructions: Option<String>,
-    #[serde(default)]
     pub tools: Option<Vec<Tool>>,
-    #[serde(default)]
     pub completion_args: Option<CompletionArgs>,
-    #[serde(default)]
     pub guardrails: Option<Vec<GuardrailConfig>>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub description: Option<String>,
-    #[serde(default)]
     pub metadata: Option<Map<String, Value>>,
 }
 
