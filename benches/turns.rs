@@ -55,6 +55,33 @@ fn answer(upstream: Upstream) -> axum::body::Body {
     axum::body::Body::from_stream(stream)
 }
 
+/// The handoff function to call, when the request offers one and its last message is the
+/// user's (the first round of a turn): the bench's handoff turns. Byte searches, so that
+/// the other requests cost the fake upstream nothing more.
+fn handoff_to(body: &[u8]) -> Option<String> {
+    let last = |needle: &[u8]| body.windows(needle.len()).rposition(|w| w == needle);
+    // Messages come first, the offered tools last: earlier handoffs of the conversation are
+    // in the messages too.
+    let name = last(b"\"name\":\"handoff_to_")? + 8;
+    let last_role = last(b"\"role\":\"")? + 8;
+    if !body[last_role..].starts_with(b"user") {
+        return None;
+    }
+    let end = body[name..].iter().position(|b| *b == b'"')?;
+    Some(String::from_utf8_lossy(&body[name..name + end]).into_owned())
+}
+
+fn hand_off(function: String) -> axum::body::Body {
+    let call = json!({"tool_calls": [{"index": 0, "id": "call00001", "type": "function",
+        "function": {"name": function, "arguments": "{}"}}]});
+    let stream = async_stream::stream! {
+        yield Ok::<Bytes, Infallible>(chunk(call, None));
+        yield Ok(chunk(json!({}), Some("tool_calls")));
+        yield Ok(Bytes::from("data: {\"id\":\"b\",\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":1,\"total_tokens\":11}}\n\ndata: [DONE]\n\n"));
+    };
+    axum::body::Body::from_stream(stream)
+}
+
 async fn start_upstream() -> (String, Upstream) {
     let upstream = Upstream { hold: Default::default(), release: Arc::new(Notify::new()), held: Default::default() };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -70,11 +97,13 @@ async fn start_upstream() -> (String, Upstream) {
                     let state = state.clone();
                     async move {
                         use http_body_util::BodyExt;
-                        let _ = request.into_body().collect().await;
-                        let response = hyper::Response::builder()
-                            .header("content-type", "text/event-stream")
-                            .body(answer(state))
-                            .unwrap();
+                        let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let body = match handoff_to(&body) {
+                            Some(target) => hand_off(target),
+                            None => answer(state),
+                        };
+                        let response =
+                            hyper::Response::builder().header("content-type", "text/event-stream").body(body).unwrap();
                         Ok::<_, Infallible>(response)
                     }
                 });
@@ -394,6 +423,43 @@ async fn bench_backend(
         "≤ 200 µs",
         Some(cpu <= 200e-6),
     ));
+
+    // Handoff turns: agents A and B hand off to each other; the first round of every turn
+    // hands off (the fake upstream calls the offered `handoff_to_…`), the second answers as
+    // the target. Two model rounds per turn, one commit.
+    let first = post_json(&client, &format!("{base}/v1/agents"), &json!({"model": "bench", "name": "A"})).await;
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    let body = json!({"model": "bench", "name": "B", "handoffs": [first_id]});
+    let second = post_json(&client, &format!("{base}/v1/agents"), &body).await;
+    let patch = client
+        .patch(format!("{base}/v1/agents/{first_id}"))
+        .json(&json!({"handoffs": [second["id"]]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(patch.status().is_success(), "agent A hands off to B");
+    let starts: Vec<Value> = futures::future::join_all((0..32).map(|_| {
+        let (client, base, agent_id) = (&client, &base, &first_id);
+        async move {
+            let body = json!({"agent_id": agent_id, "inputs": "Hi there"});
+            post_json(client, &format!("{base}/v1/conversations"), &body).await
+        }
+    }))
+    .await;
+    // A build without handoffs (measured with `BENCH_PALAVER`) answers without one.
+    if starts.iter().all(|start| start["outputs"][0]["type"] == "agent.handoff") {
+        let workers = starts.iter().map(|start| start["conversation_id"].as_str().unwrap().to_owned()).collect();
+        let (rate, floor_rate, cpu) = throughput(workers).await;
+        rows.push(row(
+            "handoff turns (2 rounds): throughput (c=32)",
+            format!("{rate:.0} turns/s"),
+            format!("{floor_rate:.0} req/s"),
+            "-",
+            None,
+        ));
+        let cpu = format!("{:.0} µs", cpu * 1e6);
+        rows.push(row("handoff turns (2 rounds): palaver CPU per turn", cpu, "-".into(), "-", None));
+    }
 
     // Time to first delta, streaming append, concurrency 1.
     let mut ttfd = Vec::new();

@@ -214,6 +214,39 @@ async fn client_execution_stops_at_the_handoff_and_the_next_append_is_answered_b
 }
 
 #[tokio::test]
+async fn client_execution_works_on_append_and_restart_too() {
+    let (app, upstream) = TestApp::with_upstream().await;
+    let billing = agent(&app, json!({"model": "model-b", "name": "Billing"})).await;
+    let triage = agent(&app, json!({"model": "model-a", "name": "Triage", "handoffs": [billing]})).await;
+    upstream.script([
+        Reply::Text("Hello."),
+        Reply::ToolCalls("", vec![handoff_call("call_h1", &billing)]),
+        Reply::ToolCalls("", vec![handoff_call("call_h2", &billing)]),
+    ]);
+    let started = app.ok("/v1/conversations", &json!({"agent_id": triage, "inputs": "hi"})).await;
+    let id = started["conversation_id"].as_str().unwrap();
+    let client = json!("client");
+
+    let appended =
+        app.ok(&format!("/v1/conversations/{id}"), &json!({"inputs": "bill", "handoff_execution": client})).await;
+    let restarted = app
+        .ok(
+            &format!("/v1/conversations/{id}/restart"),
+            &json!({"from_entry_id": started["outputs"][0]["id"], "inputs": "bill", "handoff_execution": client}),
+        )
+        .await;
+
+    assert_eq!(types(appended["outputs"].as_array().unwrap()), ["agent.handoff"]);
+    assert_eq!(types(restarted["outputs"].as_array().unwrap()), ["agent.handoff"]);
+    assert_eq!(upstream.requests().len(), 3, "no target was called");
+    let branch = restarted["conversation_id"].as_str().unwrap();
+    assert_eq!(
+        types(&app.history(branch).await),
+        ["message.input", "message.output", "message.input", "agent.handoff"]
+    );
+}
+
+#[tokio::test]
 async fn a_restart_from_before_the_handoff_is_answered_by_the_original_agent() {
     let (app, upstream) = TestApp::with_upstream().await;
     let billing = agent(&app, json!({"model": "model-b", "name": "Billing"})).await;
