@@ -351,7 +351,7 @@ fn plan(
 ) -> TurnPlan {
     TurnPlan {
         ws: ws.clone(),
-        conversation,
+        conversation: Box::new(conversation),
         create,
         store,
         expected_head,

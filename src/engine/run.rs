@@ -31,7 +31,9 @@ use std::sync::Arc;
 pub struct TurnPlan {
     pub ws: WorkspaceId,
     /// The conversation as it will be stored (id, settings); `head` is set by the run.
-    pub conversation: ConversationRecord,
+    /// Boxed: only the commit reads more than its id, and the plan lives inside the run's
+    /// future for as long as a stream is open (see `start`).
+    pub conversation: Box<ConversationRecord>,
     /// Start and restart create the conversation; append moves its head.
     pub create: bool,
     /// `store: false` runs the turn and returns it without persisting anything.
@@ -516,7 +518,7 @@ async fn close_message(message: &mut Option<(EntryId, u32, Timestamp)>, out: &mu
 /// Stores inputs and outputs as one turn, moving the head if nobody else did.
 async fn commit(engine: &Engine, plan: &mut TurnPlan, outputs: &[Entry]) -> Result<(), Error> {
     let entries: Vec<Entry> = plan.inputs.iter().chain(outputs).cloned().collect();
-    let mut conversation = plan.conversation.clone();
+    let mut conversation = ConversationRecord::clone(&plan.conversation);
     conversation.head = entries.last().map(|e| e.id().clone()).or_else(|| plan.parent.as_ref().map(|p| p.0.clone()));
     conversation.updated_at = Timestamp::now();
     let turn = TurnWrite {
