@@ -6,14 +6,15 @@
 # `rust-version` of Cargo.toml or newer.
 FROM rust:1.89-slim-bookworm AS build
 WORKDIR /src
-# 1. Dependencies only: a stub crate with the real manifests. The manifest also names a test
-#    and a bench target; empty stubs let it parse (they are never built here).
+# 1. Dependencies only: a stub crate with the real manifests. The manifest also names test
+#    and bench targets; empty stubs let it parse (they are never built here). A test
+#    (`tests/api/cli.rs`) checks that every target path of Cargo.toml is stubbed here.
 COPY Cargo.toml Cargo.lock ./
 # The C flags mimalloc is built with (see .cargo/config.toml).
 COPY .cargo ./.cargo
 RUN mkdir -p src tests/api benches \
  && echo 'fn main() {}' > src/main.rs \
- && touch src/lib.rs tests/api/main.rs benches/turns.rs \
+ && touch src/lib.rs tests/api/main.rs tests/store_contract.rs benches/turns.rs \
  && cargo build --release --locked --bin palaver \
  && rm -rf src
 # 2. The crate itself (migrations are embedded at compile time).

@@ -216,3 +216,30 @@ fn the_database_url_is_described_without_its_password() {
     let relative = palaver::store::describe("sqlite://data/p.db");
     assert!(Path::new(relative.trim_start_matches("SQLite file ")).is_absolute(), "{relative}");
 }
+
+/// No Docker engine runs where the tests do, so the Dockerfile's dependency layer is checked
+/// by reading: its stub crate must give every target Cargo.toml names a file, or `cargo
+/// build` in the image fails to parse the manifest.
+#[test]
+fn the_dockerfile_stubs_every_target_the_manifest_names() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest: toml::Table = std::fs::read_to_string(root.join("Cargo.toml")).unwrap().parse().unwrap();
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let stub_line = dockerfile.lines().find(|l| l.contains("touch src/lib.rs")).expect("the stub line");
+
+    let paths: Vec<String> = [("test", "tests"), ("bench", "benches")]
+        .iter()
+        .flat_map(|(kind, dir)| {
+            let targets = manifest.get(*kind).and_then(|t| t.as_array()).cloned().unwrap_or_default();
+            targets.into_iter().map(move |target| match target.get("path").and_then(|p| p.as_str()) {
+                Some(path) => path.to_owned(),
+                None => format!("{dir}/{}.rs", target["name"].as_str().unwrap()),
+            })
+        })
+        .collect();
+
+    assert!(paths.len() >= 3, "the manifest's test and bench targets: {paths:?}");
+    for path in &paths {
+        assert!(stub_line.contains(path.as_str()), "the Dockerfile does not stub `{path}`: {stub_line}");
+    }
+}
