@@ -14,9 +14,11 @@ pub mod sse;
 use crate::error::Error;
 use crate::AppState;
 use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::HeaderName;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 pub fn router(state: AppState) -> Router {
@@ -30,10 +32,22 @@ pub fn router(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
-        // Request spans carry method and path only: never headers, so keys stay out of logs.
-        .layer(TraceLayer::new_for_http())
+        // Request spans carry method, path and request id only: never other headers, so
+        // keys stay out of logs.
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(CatchPanicLayer::custom(panic_response))
+        // Every response carries `x-request-id`: the client's own, else a new one, so a
+        // complaint can be matched with the log lines of its request.
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+fn request_span(request: &Request) -> tracing::Span {
+    let id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
 }
 
 async fn route_not_found(request: Request) -> Error {

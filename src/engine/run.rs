@@ -188,7 +188,8 @@ fn start(
             let _ = folded.send(out.fold);
         }
     };
-    runs.spawn(fut);
+    // The run outlives its request; its log lines still belong to it (request id).
+    runs.spawn(tracing::Instrument::instrument(fut, tracing::Span::current()));
 }
 
 /// Folds events into the turn's outputs and, when streaming, sends them to the client.

@@ -243,3 +243,28 @@ fn the_dockerfile_stubs_every_target_the_manifest_names() {
         assert!(stub_line.contains(path.as_str()), "the Dockerfile does not stub `{path}`: {stub_line}");
     }
 }
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_the_requests_log_lines_carry_it_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let mut command = palaver();
+    command.args(["serve", "--addr", "127.0.0.1:0", "--database-url", &url]);
+    let mut server = Server::start(command);
+    let base = format!("http://{}", server.addr());
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({"model": "echo", "inputs": "hi"});
+
+    let theirs = client.post(format!("{base}/v1/conversations")).header("x-request-id", "req-test-42").json(&body);
+    let theirs = theirs.send().await.unwrap();
+    let ours = client.get(format!("{base}/v1/no-such-route")).send().await.unwrap();
+
+    assert_eq!(theirs.status(), 200);
+    assert_eq!(theirs.headers()["x-request-id"], "req-test-42", "the client's id is kept");
+    assert_eq!(ours.status(), 404);
+    let generated = ours.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(generated.len(), 36, "a new id (a UUID) for a request that sent none: {generated}");
+    let committed = server.wait_for("turn committed");
+    assert!(committed.contains("request_id=req-test-42"), "the run's log line names its request: {committed}");
+    server.terminate();
+}
