@@ -66,9 +66,22 @@ pub struct Config {
     #[arg(global = true, long, env = "PALAVER_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
 
+    /// How SQLite syncs commits to disk: `normal` (a crash of the process loses nothing; a
+    /// power loss may lose the last commits, never the file's consistency) or `full` (a
+    /// power loss loses no acknowledged commit, at the cost of an fsync per commit).
+    #[arg(global = true, long, env = "PALAVER_SQLITE_SYNCHRONOUS", value_enum, default_value_t = SqliteSynchronous::Normal)]
+    pub sqlite_synchronous: SqliteSynchronous,
+
     /// Log format.
     #[arg(global = true, long, env = "PALAVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum SqliteSynchronous {
+    #[default]
+    Normal,
+    Full,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -92,6 +105,7 @@ impl fmt::Debug for Config {
             .field("upstream_read_timeout_ms", &self.upstream_read_timeout_ms)
             .field("max_rounds", &self.max_rounds)
             .field("max_handoffs", &self.max_handoffs)
+            .field("sqlite_synchronous", &self.sqlite_synchronous)
             .finish()
     }
 }

@@ -47,7 +47,15 @@ impl App {
     /// picks a free one; `local_addr` tells which).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let file = config.file_config()?;
-        let store = store::connect(&config.database_url, config.db_max_connections, true).await?;
+        let store = store::connect(
+            &config.database_url,
+            store::ConnectOptions {
+                max_connections: config.db_max_connections,
+                migrate: true,
+                sqlite_synchronous: config.sqlite_synchronous,
+            },
+        )
+        .await?;
         let models = ModelRouter::from_config(&config, &file)?;
         let connectors = connectors::Connectors::from_config(&file.connectors)?;
         let keys = KeyRing::new(&config.api_keys);

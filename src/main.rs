@@ -79,7 +79,11 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Health => check_health(cli.config.addr).await,
         Command::Migrate => {
-            palaver::store::connect(&cli.config.database_url, 1, true).await?;
+            let options = palaver::store::ConnectOptions {
+                sqlite_synchronous: cli.config.sqlite_synchronous,
+                ..Default::default()
+            };
+            palaver::store::connect(&cli.config.database_url, options).await?;
             tracing::info!(database = %palaver::config::redact_url(&cli.config.database_url), "migrations applied");
             Ok(())
         }

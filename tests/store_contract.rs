@@ -13,7 +13,9 @@ use palaver::domain::conversations::AgentVersionRef;
 use palaver::domain::entries::{Content, Entry, EntryObject, MessageInput, MessageOutput};
 use palaver::domain::ids::{AgentId, ConversationId, EntryId, WorkspaceId};
 use palaver::domain::time::Timestamp;
-use palaver::store::{AgentFilter, AgentRecord, AliasRecord, ConversationRecord, Page, Store, StoreError, TurnWrite};
+use palaver::store::{
+    AgentFilter, AgentRecord, AliasRecord, ConnectOptions, ConversationRecord, Page, Store, StoreError, TurnWrite,
+};
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -84,7 +86,7 @@ impl Fresh {
     async fn sqlite() -> Fresh {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("palaver.db").display());
-        Fresh { store: palaver::store::connect(&url, 1, true).await.unwrap(), _dir: Some(dir) }
+        Fresh { store: palaver::store::connect(&url, Default::default()).await.unwrap(), _dir: Some(dir) }
     }
 
     /// A new database on the server of `TEST_DATABASE_URL`; `None` when it is not set.
@@ -104,7 +106,12 @@ impl Fresh {
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create test database");
         admin.close().await.unwrap();
         let (base, _) = admin_url.rsplit_once('/').expect("TEST_DATABASE_URL ends with /DBNAME");
-        let store = palaver::store::connect(&format!("{base}/{name}"), 4, true).await.unwrap();
+        let store = palaver::store::connect(
+            &format!("{base}/{name}"),
+            ConnectOptions { max_connections: 4, ..Default::default() },
+        )
+        .await
+        .unwrap();
         Some(Fresh { store, _dir: None })
     }
 }

@@ -281,13 +281,29 @@ pub struct TurnWrite {
     pub entries: Vec<Entry>,
 }
 
+/// How to open a store.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectOptions {
+    /// Most Postgres connections held at once.
+    pub max_connections: u32,
+    /// Apply pending migrations first.
+    pub migrate: bool,
+    pub sqlite_synchronous: crate::config::SqliteSynchronous,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions { max_connections: 1, migrate: true, sqlite_synchronous: Default::default() }
+    }
+}
+
 /// Opens the store a `DATABASE_URL` names (`sqlite://…`, `sqlite::memory:`,
 /// `postgres://…`), applying pending migrations when `migrate` is set.
-pub async fn connect(url: &str, max_connections: u32, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn connect(url: &str, options: ConnectOptions) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::connect(url, migrate).await?))
+        Ok(Arc::new(sqlite::SqliteStore::connect(url, options.migrate, options.sqlite_synchronous).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Arc::new(postgres::PgStore::connect(url, max_connections, migrate).await?))
+        Ok(Arc::new(postgres::PgStore::connect(url, options.max_connections, options.migrate).await?))
     } else {
         anyhow::bail!("DATABASE_URL must start with `sqlite:` or `postgres://`")
     }

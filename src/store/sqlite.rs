@@ -20,6 +20,7 @@ use super::{
     Page,
 };
 use super::{EntryColumns, StoreError, StoreResult, TurnWrite};
+use crate::config::SqliteSynchronous;
 use crate::domain::agents::{AgentConfig, VersionSelector};
 use crate::domain::entries::Entry;
 use crate::domain::ids::{AgentId, ConversationId, EntryId, WorkspaceId};
@@ -154,8 +155,9 @@ pub fn describe(url: &str) -> String {
 }
 
 impl SqliteStore {
-    pub async fn connect(url: &str, migrate: bool) -> anyhow::Result<Self> {
-        let target = Target::parse(url)?;
+    pub async fn connect(url: &str, migrate: bool, synchronous: SqliteSynchronous) -> anyhow::Result<Self> {
+        let mut target = Target::parse(url)?;
+        target.synchronous = synchronous;
         let conn = target.open().context("opening the SQLite database")?;
         // Unbounded: callers are bounded by the HTTP server, and a full queue would only move
         // the waiting elsewhere. The receiver parks without spinning (crossbeam-style
@@ -218,6 +220,7 @@ struct Target {
     path: String,
     in_memory: bool,
     read_only: bool,
+    synchronous: SqliteSynchronous,
 }
 
 impl Target {
@@ -234,7 +237,7 @@ impl Target {
                 (key, _) => anyhow::bail!("DATABASE_URL: unsupported SQLite option `{key}`"),
             }
         }
-        Ok(Target { path: path.to_owned(), in_memory, read_only })
+        Ok(Target { path: path.to_owned(), in_memory, read_only, synchronous: SqliteSynchronous::Normal })
     }
 
     fn open(&self) -> rusqlite::Result<Connection> {
@@ -254,9 +257,14 @@ impl Target {
         if !self.in_memory && !self.read_only {
             conn.pragma_update(None, "journal_mode", "WAL")?;
         }
-        // WAL + NORMAL: commits survive a process crash; an OS crash may lose the last ones
-        // but never corrupts the file. One fsync per checkpoint, not per turn.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // WAL + NORMAL: commits survive a process crash; an OS crash or power loss may lose
+        // the last ones but never corrupts the file. One fsync per checkpoint, not per turn.
+        // FULL: an fsync of the WAL per commit, so no acknowledged turn is lost.
+        let synchronous = match self.synchronous {
+            SqliteSynchronous::Normal => "NORMAL",
+            SqliteSynchronous::Full => "FULL",
+        };
+        conn.pragma_update(None, "synchronous", synchronous)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // Pages are read through a memory map instead of a read() per page.
         conn.pragma_update(None, "mmap_size", 268_435_456)?;
@@ -882,6 +890,23 @@ impl ConversationStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use crate::config::SqliteSynchronous;
+
+    #[test]
+    fn the_synchronous_setting_reaches_the_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        for (setting, pragma) in [(SqliteSynchronous::Normal, 1), (SqliteSynchronous::Full, 2)] {
+            let mut target = super::Target::parse(&url).unwrap();
+            target.synchronous = setting;
+
+            let conn = target.open().unwrap();
+
+            let value: i64 = conn.pragma_query_value(None, "synchronous", |row| row.get(0)).unwrap();
+            assert_eq!(value, pragma, "{setting:?}");
+        }
+    }
+
     #[test]
     fn placeholders_become_numbered_parameters() {
         assert_eq!(super::numbered("a = $3 AND b = $1 OR c = '$'"), "a = ?3 AND b = ?1 OR c = '$'");

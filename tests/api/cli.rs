@@ -111,6 +111,7 @@ fn serve_help_lists_every_setting_after_the_command() {
         "--history-cache-entries",
         "--db-max-connections",
         "--log-format",
+        "--sqlite-synchronous",
     ] {
         assert!(help.contains(flag), "`palaver serve --help` lists {flag}:\n{help}");
     }

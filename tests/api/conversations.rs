@@ -269,7 +269,12 @@ async fn appends_and_restarts_run_with_the_agent_version_the_conversation_follow
     assert_eq!(restarted, "Version one.");
     assert_eq!(restarted_at_zero, "Version zero.");
     // Each of them came with its agent version in the conversation's own read.
-    let store = palaver::store::connect(&app.database_url, 1, false).await.unwrap();
+    let store = palaver::store::connect(
+        &app.database_url,
+        palaver::store::ConnectOptions { migrate: false, ..Default::default() },
+    )
+    .await
+    .unwrap();
     let read = |id: &str| {
         let (store, id) = (&store, ConversationId(id.to_owned()));
         async move { store.conversation_for_turn(&WorkspaceId::default_workspace(), &id).await.unwrap().1 }

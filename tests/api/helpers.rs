@@ -31,6 +31,7 @@ pub struct Options {
     /// Contents of a `PALAVER_CONFIG` file.
     pub config_toml: Option<String>,
     pub max_rounds: Option<u32>,
+    pub sqlite_synchronous: palaver::config::SqliteSynchronous,
     pub max_handoffs: Option<u32>,
 }
 
@@ -93,6 +94,7 @@ impl TestApp {
             max_handoffs: options.max_handoffs.unwrap_or(5),
             history_cache_entries: options.history_cache_entries.unwrap_or(200_000),
             log_format: LogFormat::Text,
+            sqlite_synchronous: options.sqlite_synchronous,
         };
         let app = palaver::App::build(config).await.expect("palaver starts");
         let addr = app.local_addr().unwrap();
