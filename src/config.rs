@@ -62,6 +62,11 @@ pub struct Config {
     #[arg(global = true, long, env = "PALAVER_HISTORY_CACHE_ENTRIES", default_value_t = 200_000)]
     pub history_cache_entries: usize,
 
+    /// Longest wait, in milliseconds, for a database connection (Postgres) or for another
+    /// process's lock on the file (SQLite); then the request fails with a 503.
+    #[arg(global = true, long, env = "PALAVER_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub db_acquire_timeout_ms: u64,
+
     /// Most Postgres connections held at once (SQLite always uses one, on its own thread).
     #[arg(global = true, long, env = "PALAVER_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
@@ -102,6 +107,7 @@ impl fmt::Debug for Config {
             .field("config_file", &self.config_file)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("db_max_connections", &self.db_max_connections)
+            .field("db_acquire_timeout_ms", &self.db_acquire_timeout_ms)
             .field("upstream_read_timeout_ms", &self.upstream_read_timeout_ms)
             .field("max_rounds", &self.max_rounds)
             .field("max_handoffs", &self.max_handoffs)

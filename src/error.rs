@@ -151,8 +151,9 @@ pub enum Error {
     /// or the same failure as an HTTP error for a non-streaming run).
     #[error("{message}")]
     RunFailed { code: Code, message: String },
-    #[error("The store is not reachable.")]
-    StoreUnavailable,
+    /// The database is down or cannot serve now: a 503 with `Retry-After`.
+    #[error("The database is unavailable ({0}); retry shortly.")]
+    StoreUnavailable(String),
     #[error("Internal server error.")]
     Internal(#[from] anyhow::Error),
 }
@@ -192,7 +193,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => Code::PayloadTooLarge,
             Error::MethodNotAllowed { .. } => Code::MethodNotAllowed,
             Error::Upstream { code, .. } | Error::RunFailed { code, .. } => *code,
-            Error::StoreUnavailable => Code::StoreUnavailable,
+            Error::StoreUnavailable(_) => Code::StoreUnavailable,
             Error::Internal(_) => Code::Internal,
         }
     }

@@ -53,6 +53,7 @@ impl App {
                 max_connections: config.db_max_connections,
                 migrate: true,
                 sqlite_synchronous: config.sqlite_synchronous,
+                acquire_timeout: std::time::Duration::from_millis(config.db_acquire_timeout_ms),
             },
         )
         .await?;

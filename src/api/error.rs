@@ -2,8 +2,8 @@
 //! `{"object":"error","message","type","param","code"}` envelope, plus a FastAPI-style
 //! `detail` list on 422 so each SDK raises its validation error with the field named.
 
-use crate::error::Error;
-use axum::http::StatusCode;
+use crate::error::{Code, Error};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -34,6 +34,11 @@ impl IntoResponse for Error {
             Error::Unauthorized => body["detail"] = json!("Unauthorized"),
             _ => {}
         }
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if code == Code::StoreUnavailable {
+            // The database usually comes back within seconds (a restart, a failover).
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
 }

@@ -17,11 +17,14 @@ async fn health(State(state): State<AppState>) -> Result<Json<Value>> {
         Ok(Ok(())) => Ok(Json(json!({"status": "ok"}))),
         Ok(Err(error)) => {
             tracing::warn!(error = %error, "health check: store failed");
-            Err(Error::StoreUnavailable)
+            Err(match error {
+                Error::StoreUnavailable(why) => Error::StoreUnavailable(why),
+                other => Error::StoreUnavailable(other.to_string()),
+            })
         }
         Err(_) => {
             tracing::warn!("health check: store timed out");
-            Err(Error::StoreUnavailable)
+            Err(Error::StoreUnavailable("no answer within 2 s".to_owned()))
         }
     }
 }

@@ -45,6 +45,11 @@ pub enum StoreError {
     /// A compare-and-set lost, or a unique key is taken.
     #[error("conflict")]
     Conflict,
+    /// The database cannot be reached or cannot serve right now (down, restarting, refusing
+    /// connections, no free connection in time, a locked file, a full disk); a retry later
+    /// may succeed. The text says why, for the client and the log.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -56,6 +61,7 @@ impl From<StoreError> for crate::error::Error {
             StoreError::Conflict => {
                 crate::error::Error::Conflict("The object was changed by another request; retry.".to_owned())
             }
+            StoreError::Unavailable(why) => crate::error::Error::StoreUnavailable(why),
             StoreError::Other(e) => crate::error::Error::Internal(e),
         }
     }
@@ -289,11 +295,19 @@ pub struct ConnectOptions {
     /// Apply pending migrations first.
     pub migrate: bool,
     pub sqlite_synchronous: crate::config::SqliteSynchronous,
+    /// Longest wait for a connection (Postgres) or for another process's write lock
+    /// (SQLite) before an operation fails as `Unavailable`.
+    pub acquire_timeout: std::time::Duration,
 }
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        ConnectOptions { max_connections: 1, migrate: true, sqlite_synchronous: Default::default() }
+        ConnectOptions {
+            max_connections: 1,
+            migrate: true,
+            sqlite_synchronous: Default::default(),
+            acquire_timeout: std::time::Duration::from_secs(5),
+        }
     }
 }
 
@@ -301,9 +315,9 @@ impl Default for ConnectOptions {
 /// `postgres://…`), applying pending migrations when `migrate` is set.
 pub async fn connect(url: &str, options: ConnectOptions) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::connect(url, options.migrate, options.sqlite_synchronous).await?))
+        Ok(Arc::new(sqlite::SqliteStore::connect(url, options).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Arc::new(postgres::PgStore::connect(url, options.max_connections, options.migrate).await?))
+        Ok(Arc::new(postgres::PgStore::connect(url, options).await?))
     } else {
         anyhow::bail!("DATABASE_URL must start with `sqlite:` or `postgres://`")
     }

@@ -22,9 +22,23 @@ use std::str::FromStr;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
+/// SQLSTATEs that mean "the database cannot serve now", not "this query is wrong": class 08
+/// (connection exceptions), class 57 (operator intervention: admin or crash shutdown, "the
+/// database system is starting up"), too many connections, and a database that does not
+/// accept connections (`ALLOW_CONNECTIONS false`, 55000).
+fn unavailable_state(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("57") || code == "53300" || code == "55000"
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+                StoreError::Unavailable(error.to_string())
+            }
+            sqlx::Error::Database(db) if db.code().is_some_and(|code| unavailable_state(&code)) => {
+                StoreError::Unavailable(db.message().to_owned())
+            }
             sqlx::Error::RowNotFound => StoreError::missing(),
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
             _ => StoreError::Other(anyhow::Error::new(error).context("database query failed")),
@@ -272,10 +286,12 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    pub async fn connect(url: &str, max_connections: u32, migrate: bool) -> anyhow::Result<Self> {
+    pub async fn connect(url: &str, connect: super::ConnectOptions) -> anyhow::Result<Self> {
         let options = PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid Postgres URL")?;
         create_database_if_missing(&options).await?;
-        let store = PgStore { connections: Connections::new(options, max_connections.max(1) as usize) };
+        let connections = Connections::new(options, connect.max_connections.max(1) as usize, connect.acquire_timeout);
+        let store = PgStore { connections };
+        let migrate = connect.migrate;
         // Connects once now, so a wrong URL fails at start-up rather than on the first request.
         let mut lease = store.connections.lease().await.context("connecting to Postgres")?;
         if migrate {
@@ -372,9 +388,6 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
     }
 }
 
-/// How long a request waits for a free connection before it fails.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Postgres connections held by the store, at most `max` at once.
 ///
 /// Not `sqlx::PgPool`: it pings every connection whenever it goes back to the pool
@@ -384,6 +397,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// is closed instead.
 struct Connections {
     options: PgConnectOptions,
+    /// How long an operation waits for a free connection, or for a new one, before it
+    /// fails as `Unavailable` (`PALAVER_DB_ACQUIRE_TIMEOUT_MS`).
+    acquire_timeout: Duration,
     /// Connections not in use, with when each was given back (most recent last).
     idle: std::sync::Mutex<Vec<(PgConnection, Instant)>>,
     permits: tokio::sync::Semaphore,
@@ -394,16 +410,17 @@ struct Connections {
 const CHECK_AFTER_IDLE: Duration = Duration::from_secs(60);
 
 impl Connections {
-    fn new(options: PgConnectOptions, max: usize) -> Self {
-        Connections { options, idle: std::sync::Mutex::default(), permits: tokio::sync::Semaphore::new(max) }
+    fn new(options: PgConnectOptions, max: usize, acquire_timeout: Duration) -> Self {
+        let (idle, permits) = (std::sync::Mutex::default(), tokio::sync::Semaphore::new(max));
+        Connections { options, acquire_timeout, idle, permits }
     }
 
     async fn lease(&self) -> StoreResult<Lease<'_>> {
-        let unavailable = |why: String| StoreError::Other(anyhow::anyhow!("the database is unavailable: {why}"));
-        let permit = tokio::time::timeout(ACQUIRE_TIMEOUT, self.permits.acquire())
+        let waited = self.acquire_timeout;
+        let permit = tokio::time::timeout(waited, self.permits.acquire())
             .await
-            .map_err(|_| unavailable("no free connection within 10 s".into()))?
-            .map_err(|e| unavailable(e.to_string()))?;
+            .map_err(|_| StoreError::Unavailable(format!("no free database connection within {waited:?}")))?
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
         let reusable = match idle {
             Some((conn, since)) if since.elapsed() < CHECK_AFTER_IDLE => Some(conn),
@@ -412,9 +429,9 @@ impl Connections {
         };
         let conn = match reusable {
             Some(conn) => conn,
-            None => tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&self.options))
+            None => tokio::time::timeout(waited, PgConnection::connect_with(&self.options))
                 .await
-                .map_err(|_| unavailable("connecting took more than 10 s".into()))??,
+                .map_err(|_| StoreError::Unavailable(format!("connecting took more than {waited:?}")))??,
         };
         Ok(Lease { connections: self, conn: Some(conn), _permit: permit })
     }
@@ -436,7 +453,12 @@ impl Lease<'_> {
     /// Returns the connection for reuse unless `result` says it may be broken (anything but
     /// the outcomes the database itself reported), and passes `result` on.
     fn give_back<T>(mut self, result: StoreResult<T>) -> StoreResult<T> {
-        let reusable = !matches!(result, Err(StoreError::Other(_)));
+        let reusable = !matches!(result, Err(StoreError::Other(_) | StoreError::Unavailable(_)));
+        if let Err(StoreError::Unavailable(_)) = result {
+            // The server went away or restarted: the other idle connections are as dead as
+            // this one, and each would cost a request its answer before being dropped.
+            self.connections.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+        }
         if let (true, Some(conn)) = (reusable, self.conn.take()) {
             self.connections.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push((conn, Instant::now()));
         }

@@ -155,9 +155,11 @@ pub fn describe(url: &str) -> String {
 }
 
 impl SqliteStore {
-    pub async fn connect(url: &str, migrate: bool, synchronous: SqliteSynchronous) -> anyhow::Result<Self> {
+    pub async fn connect(url: &str, options: super::ConnectOptions) -> anyhow::Result<Self> {
         let mut target = Target::parse(url)?;
-        target.synchronous = synchronous;
+        target.synchronous = options.sqlite_synchronous;
+        target.busy_timeout = options.acquire_timeout;
+        let migrate = options.migrate;
         let conn = target.open().context("opening the SQLite database")?;
         // Unbounded: callers are bounded by the HTTP server, and a full queue would only move
         // the waiting elsewhere. The receiver parks without spinning (crossbeam-style
@@ -221,6 +223,8 @@ struct Target {
     in_memory: bool,
     read_only: bool,
     synchronous: SqliteSynchronous,
+    /// How long a write waits for another process's lock on the file.
+    busy_timeout: Duration,
 }
 
 impl Target {
@@ -237,7 +241,13 @@ impl Target {
                 (key, _) => anyhow::bail!("DATABASE_URL: unsupported SQLite option `{key}`"),
             }
         }
-        Ok(Target { path: path.to_owned(), in_memory, read_only, synchronous: SqliteSynchronous::Normal })
+        Ok(Target {
+            path: path.to_owned(),
+            in_memory,
+            read_only,
+            synchronous: SqliteSynchronous::Normal,
+            busy_timeout: Duration::from_secs(5),
+        })
     }
 
     fn open(&self) -> rusqlite::Result<Connection> {
@@ -253,7 +263,7 @@ impl Target {
             Connection::open_with_flags(&self.path, flags)?
         };
         // Another process (a second palaver on the same file) may hold the write lock.
-        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.busy_timeout(self.busy_timeout)?;
         if !self.in_memory && !self.read_only {
             conn.pragma_update(None, "journal_mode", "WAL")?;
         }
@@ -353,6 +363,25 @@ impl From<rusqlite::Error> for StoreError {
         use rusqlite::ffi;
         match &error {
             rusqlite::Error::QueryReturnedNoRows => StoreError::missing(),
+            // The file cannot serve now; a retry later may succeed. Nothing was written: the
+            // transaction rolls back.
+            rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::DatabaseBusy => {
+                StoreError::Unavailable("the database file is locked by another process".to_owned())
+            }
+            rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::DatabaseLocked => {
+                StoreError::Unavailable("the database file is locked".to_owned())
+            }
+            rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::DiskFull => {
+                StoreError::Unavailable("the disk holding the database is full".to_owned())
+            }
+            rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::ReadOnly => {
+                StoreError::Unavailable("the database file is not writable".to_owned())
+            }
+            rusqlite::Error::SqliteFailure(e, _)
+                if matches!(e.code, rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::CannotOpen) =>
+            {
+                StoreError::Unavailable(format!("the database file cannot be read or written ({error})"))
+            }
             rusqlite::Error::SqliteFailure(e, _)
                 if matches!(e.extended_code, ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY) =>
             {

@@ -110,6 +110,7 @@ fn serve_help_lists_every_setting_after_the_command() {
         "--max-handoffs",
         "--history-cache-entries",
         "--db-max-connections",
+        "--db-acquire-timeout-ms",
         "--log-format",
         "--sqlite-synchronous",
     ] {

@@ -32,6 +32,7 @@ pub struct Options {
     pub config_toml: Option<String>,
     pub max_rounds: Option<u32>,
     pub sqlite_synchronous: palaver::config::SqliteSynchronous,
+    pub db_acquire_timeout_ms: Option<u64>,
     pub max_handoffs: Option<u32>,
 }
 
@@ -95,6 +96,7 @@ impl TestApp {
             history_cache_entries: options.history_cache_entries.unwrap_or(200_000),
             log_format: LogFormat::Text,
             sqlite_synchronous: options.sqlite_synchronous,
+            db_acquire_timeout_ms: options.db_acquire_timeout_ms.unwrap_or(5_000),
         };
         let app = palaver::App::build(config).await.expect("palaver starts");
         let addr = app.local_addr().unwrap();

@@ -16,6 +16,7 @@ mod handoffs;
 mod helpers;
 mod mcp;
 mod models;
+mod outage;
 mod replicas;
 mod streaming;
 mod upstream;
