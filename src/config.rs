@@ -32,6 +32,12 @@ pub struct Config {
     #[arg(global = true, long, env = "PALAVER_API_KEYS", value_delimiter = ',', hide_env_values = true)]
     pub api_keys: Vec<String>,
 
+    /// A second address serving only `GET /metrics`, without auth (for a scraper on a
+    /// private network). Unset: `/metrics` is served on the main address only, behind the
+    /// API keys when keys are configured.
+    #[arg(global = true, long, env = "PALAVER_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Optional TOML file: several upstreams and model → upstream routes.
     #[arg(global = true, long = "config", env = "PALAVER_CONFIG")]
     pub config_file: Option<PathBuf>,

@@ -91,6 +91,11 @@ macro_rules! error_codes {
             pub fn wire(self) -> Option<&'static str> {
                 match self { $(Code::$name => $wire,)* }
             }
+
+            /// The code's own name (`UpstreamTimeout`), for metrics labels.
+            pub fn name(self) -> &'static str {
+                match self { $(Code::$name => stringify!($name),)* }
+            }
         }
     };
 }

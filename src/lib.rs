@@ -9,6 +9,7 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod store;
+pub mod telemetry;
 
 use crate::api::auth::KeyRing;
 use crate::backends::ModelRouter;
@@ -39,6 +40,8 @@ pub struct AppState {
 
 pub struct App {
     listener: TcpListener,
+    /// `PALAVER_METRICS_ADDR`, when set.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
 }
 
@@ -87,11 +90,21 @@ impl App {
             shutdown: CancellationToken::new(),
         };
         let listener = TcpListener::bind(config.addr).await?;
-        Ok(App { listener, state })
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        telemetry::handle();
+        Ok(App { listener, metrics_listener, state })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where `PALAVER_METRICS_ADDR` listens, when set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn state(&self) -> &AppState {
@@ -104,6 +117,29 @@ impl App {
         let token = self.state.shutdown.clone();
         let engine = self.state.engine.clone();
         let router = api::router(self.state);
+        if let Some(listener) = self.metrics_listener {
+            tracing::info!(addr = %listener.local_addr()?, "metrics on their own address, without auth");
+            let token = token.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, api::metrics::standalone().into_make_service())
+                    .with_graceful_shutdown(token.cancelled_owned())
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "the metrics listener failed");
+                }
+            });
+        }
+        // Histograms keep their buckets; upkeep drops what no longer changes.
+        let upkeep = token.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => telemetry::handle().run_upkeep(),
+                    _ = upkeep.cancelled() => break,
+                }
+            }
+        });
         tracing::info!(addr = %self.listener.local_addr()?, "palaver listening");
         // Without TCP_NODELAY, small SSE frames wait for the client's delayed ACK (~40 ms).
         let listener = self.listener.tap_io(|tcp| {

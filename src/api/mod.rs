@@ -8,6 +8,7 @@ pub mod conversations;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod metrics;
 pub mod models;
 pub mod sse;
 
@@ -29,6 +30,8 @@ pub fn router(state: AppState) -> Router {
         .merge(conversations::routes())
         .merge(completions::routes())
         .merge(models::routes())
+        .merge(metrics::routes())
+        .route_layer(axum::middleware::from_fn(metrics::record))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -51,6 +54,7 @@ fn request_span(request: &Request) -> tracing::Span {
 }
 
 async fn route_not_found(request: Request) -> Error {
+    crate::telemetry::http_request(request.method().as_str(), "unmatched", 404, std::time::Duration::ZERO);
     Error::RouteNotFound { method: request.method().to_string(), path: request.uri().path().to_owned() }
 }
 

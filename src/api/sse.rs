@@ -15,7 +15,14 @@ use std::convert::Infallible;
 
 /// Writes `frames` as the response body.
 fn respond(state: &AppState, frames: impl Stream<Item = Event> + Send + 'static) -> Response {
-    let frames = frames.map(Ok::<Event, Infallible>).take_until(state.shutdown.clone().cancelled_owned());
+    // Counted as open while the body is: the guard goes with the stream.
+    let open = crate::telemetry::stream_opened();
+    let frames = frames
+        .map(move |event| {
+            let _open = &open;
+            Ok::<Event, Infallible>(event)
+        })
+        .take_until(state.shutdown.clone().cancelled_owned());
     let headers = [("x-accel-buffering", "no"), ("cache-control", "no-cache")];
     (headers, Sse::new(frames).keep_alive(KeepAlive::default())).into_response()
 }

@@ -9,6 +9,7 @@ use crate::domain::completion::{Prediction, ResponseFormat, Stop, ToolChoice};
 use crate::domain::conversations::Usage;
 use crate::domain::models::{Capabilities, ModelCard};
 use crate::error::{Code, Error, Result};
+use crate::telemetry;
 use anyhow::Context;
 use bytes::Bytes;
 use eventsource_stream::Eventsource;
@@ -500,7 +501,11 @@ impl ModelBackend for OpenAiCompat {
         if let Some(key) = &self.api_key {
             builder = builder.bearer_auth(key);
         }
-        let response = builder.body(body).send().await.map_err(|e| upstream_unreachable(&self.name, &e))?;
+        let started = std::time::Instant::now();
+        let sent = builder.body(body).send().await;
+        let status = sent.as_ref().ok().map(|r| r.status().as_u16());
+        telemetry::upstream_request(&self.name, status, started.elapsed());
+        let response = sent.map_err(|e| upstream_unreachable(&self.name, &e))?;
         let status = response.status();
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();

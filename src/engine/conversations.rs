@@ -18,6 +18,7 @@ use crate::domain::time::Timestamp;
 use crate::domain::tools::validate_tools;
 use crate::error::{Error, FieldError, Result};
 use crate::store::{AgentRecord, ConversationRecord, Page, StoreError};
+use crate::telemetry;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -376,7 +377,10 @@ async fn load_for_turn(
     ws: &WorkspaceId,
     id: &ConversationId,
 ) -> Result<(ConversationRecord, Option<AgentRecord>)> {
-    Ok(engine.store.conversation_for_turn(ws, id).await?)
+    let started = std::time::Instant::now();
+    let read = engine.store.conversation_for_turn(ws, id).await;
+    telemetry::store_operation("conversation_for_turn", started.elapsed());
+    Ok(read?)
 }
 
 /// The conversation's branch, from the cache when a turn already produced it.
@@ -385,9 +389,14 @@ async fn history_of(engine: &Engine, ws: &WorkspaceId, conversation: &Conversati
         return Ok(History::default());
     };
     if let Some(history) = engine.histories.get(ws, head) {
+        telemetry::history_cache(true);
         return Ok(history);
     }
-    let entries = History::new(engine.store.history(ws, head).await?.into_iter().map(Arc::new).collect());
+    telemetry::history_cache(false);
+    let started = std::time::Instant::now();
+    let read = engine.store.history(ws, head).await;
+    telemetry::store_operation("history", started.elapsed());
+    let entries = History::new(read?.into_iter().map(Arc::new).collect());
     engine.histories.insert(ws, head, entries.clone());
     Ok(entries)
 }

@@ -21,10 +21,12 @@ use crate::domain::time::Timestamp;
 use crate::domain::tools::Tool;
 use crate::error::{Code, Error};
 use crate::store::{ConversationRecord, StoreError, TurnWrite};
+use crate::telemetry;
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Everything a run needs, loaded and validated before the first byte is sent.
 #[derive(Debug, Clone)]
@@ -177,12 +179,18 @@ fn start(
     // rarely taken paths inside it are boxed.
     let fut = async move {
         let mut plan = plan;
-        let mut out = Emitter { tx: events, queued: None, fold: Fold::default() };
-        run(&engine, &mut plan, &mut out).await;
-        if let Some((message, code)) = &out.fold.failure {
-            let code = code.status();
-            tracing::warn!(conversation_id = %plan.conversation.id, code, message, "turn failed; nothing stored");
-        }
+        let started = Instant::now();
+        let mut out = Emitter { tx: events, queued: None, fold: Fold::default(), started, first_delta: false };
+        let rounds = run(&engine, &mut plan, &mut out).await;
+        let outcome = match &out.fold.failure {
+            Some((message, code)) => {
+                let status = code.status();
+                tracing::warn!(conversation_id = %plan.conversation.id, code = status, message, "turn failed; nothing stored");
+                code.name()
+            }
+            None => "completed",
+        };
+        telemetry::turn(outcome, rounds, started.elapsed());
         if let Some(folded) = folded {
             // A client that went away no longer waits for this; the turn is stored anyway.
             let _ = folded.send(out.fold);
@@ -198,6 +206,9 @@ struct Emitter {
     /// The event `flush` sends next.
     queued: Option<RunEvent>,
     fold: Fold,
+    /// When the run started, and whether its first delta went out (time to first delta).
+    started: Instant,
+    first_delta: bool,
 }
 
 impl Emitter {
@@ -206,6 +217,10 @@ impl Emitter {
     /// future lives as long as its stream, and each call site would reserve room for a
     /// whole event in it.
     fn emit(&mut self, event: RunEvent) -> impl std::future::Future<Output = ()> + '_ {
+        if !self.first_delta && matches!(event, RunEvent::MessageDelta { .. } | RunEvent::FunctionCallDelta { .. }) {
+            self.first_delta = true;
+            telemetry::first_delta(self.started.elapsed());
+        }
         self.fold.apply(&event);
         if self.tx.is_some() {
             self.queued = Some(event);
@@ -254,7 +269,14 @@ struct RoundCall {
 
 type Call = CallParts<RoundCall>;
 
-async fn run(engine: &Engine, plan: &mut TurnPlan, out: &mut Emitter) {
+/// Runs the turn; returns how many model rounds it made.
+async fn run(engine: &Engine, plan: &mut TurnPlan, out: &mut Emitter) -> u32 {
+    let mut rounds = 0;
+    run_rounds(engine, plan, out, &mut rounds).await;
+    rounds
+}
+
+async fn run_rounds(engine: &Engine, plan: &mut TurnPlan, out: &mut Emitter, rounds: &mut u32) {
     out.emit(RunEvent::Started { conversation_id: plan.conversation.id.clone(), created_at: Timestamp::now() }).await;
     let mut in_force = match InForce::resolve(engine, &plan.settings, &plan.targets).await {
         Ok(in_force) => in_force,
@@ -266,14 +288,14 @@ async fn run(engine: &Engine, plan: &mut TurnPlan, out: &mut Emitter) {
         }
     }
     let mut usage = crate::domain::conversations::Usage::default();
-    let (mut rounds, mut handoffs) = (0, 0);
+    let mut handoffs = 0;
     loop {
-        if rounds >= engine.limits.max_rounds {
+        if *rounds >= engine.limits.max_rounds {
             let message =
                 format!("The turn needed more than {} model calls (PALAVER_MAX_ROUNDS).", engine.limits.max_rounds);
             return out.fail(&Error::RunFailed { code: Code::TurnLimit, message }).await;
         }
-        rounds += 1;
+        *rounds += 1;
         let settings = in_force.settings;
         let context = context::messages(
             settings.instructions.as_deref(),
@@ -294,6 +316,7 @@ async fn run(engine: &Engine, plan: &mut TurnPlan, out: &mut Emitter) {
         };
         match consume(stream, &in_force, out).await {
             Ok(round) => {
+                telemetry::tokens(&settings.model, round.usage.prompt_tokens, round.usage.completion_tokens);
                 usage.add(round.usage);
                 match round.outcome {
                     RoundOutcome::AnotherRound => continue,
@@ -478,11 +501,15 @@ async fn execute(
         agent_id: in_force.agent_id(),
     })
     .await;
+    let started = Instant::now();
     let output = match in_force.toolbox.server_tool(name) {
-        Some(tool) => tool.run(arguments).await?,
+        Some(tool) => {
+            tool.run(arguments).await.inspect_err(|_| telemetry::tool_execution(name, "failed", started.elapsed()))?
+        }
         // The agent changed between the call and its confirmation.
         None => ToolOutput::error(format!("The tool `{name}` is no longer available.")),
     };
+    telemetry::tool_execution(name, if output.is_error { "error" } else { "ok" }, started.elapsed());
     let info = output.execution_info(tool_call_id);
     out.emit(RunEvent::ToolDone { id, output_index, created_at: Timestamp::now(), name: name.to_owned(), info }).await;
     out.emit(RunEvent::EntryDone { output_index, completed_at: Timestamp::now() }).await;
@@ -529,7 +556,10 @@ async fn commit(engine: &Engine, plan: &mut TurnPlan, outputs: &[Entry]) -> Resu
         parent: plan.parent.clone(),
         entries,
     };
-    match engine.store.commit_turn(&plan.ws, &turn).await {
+    let started = Instant::now();
+    let committed = engine.store.commit_turn(&plan.ws, &turn).await;
+    telemetry::store_operation("commit_turn", started.elapsed());
+    match committed {
         Ok(()) => {
             tracing::info!(conversation_id = %plan.conversation.id, entries = turn.entries.len(), "turn committed");
             if let Some(head) = &turn.conversation.head {

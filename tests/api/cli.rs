@@ -113,6 +113,7 @@ fn serve_help_lists_every_setting_after_the_command() {
         "--db-acquire-timeout-ms",
         "--log-format",
         "--sqlite-synchronous",
+        "--metrics-addr",
     ] {
         assert!(help.contains(flag), "`palaver serve --help` lists {flag}:\n{help}");
     }

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub struct TestApp {
     pub base: String,
+    /// `http://…` of `PALAVER_METRICS_ADDR`, when the options set one.
+    pub metrics_base: Option<String>,
     pub client: reqwest::Client,
     /// The key sent as `Authorization: Bearer` by the helpers, if any.
     pub key: Option<String>,
@@ -33,6 +35,7 @@ pub struct Options {
     pub max_rounds: Option<u32>,
     pub sqlite_synchronous: palaver::config::SqliteSynchronous,
     pub db_acquire_timeout_ms: Option<u64>,
+    pub metrics_addr: Option<SocketAddr>,
     pub max_handoffs: Option<u32>,
 }
 
@@ -97,15 +100,18 @@ impl TestApp {
             log_format: LogFormat::Text,
             sqlite_synchronous: options.sqlite_synchronous,
             db_acquire_timeout_ms: options.db_acquire_timeout_ms.unwrap_or(5_000),
+            metrics_addr: options.metrics_addr,
         };
         let app = palaver::App::build(config).await.expect("palaver starts");
         let addr = app.local_addr().unwrap();
+        let metrics_base = app.metrics_addr().map(|a| format!("http://{a}"));
         let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
         let stopped = tokio::spawn(app.run_until(async move {
             let _ = signal.await;
         }));
         TestApp {
             base: format!("http://{addr}"),
+            metrics_base,
             client: reqwest::Client::new(),
             key: options.api_keys.first().cloned(),
             database_url,
@@ -135,6 +141,7 @@ impl TestApp {
     pub fn with_key(&self, key: Option<&str>) -> TestApp {
         TestApp {
             base: self.base.clone(),
+            metrics_base: self.metrics_base.clone(),
             client: self.client.clone(),
             key: key.map(str::to_owned),
             database_url: self.database_url.clone(),

@@ -15,6 +15,7 @@ mod errors;
 mod handoffs;
 mod helpers;
 mod mcp;
+mod metrics;
 mod models;
 mod outage;
 mod replicas;
