@@ -190,7 +190,7 @@ pub struct UpstreamConfig {
 pub struct RouteConfig {
     /// An exact model name, or a prefix ending in `*`.
     pub model: String,
-    /// An upstream's `name`, or `echo` for the built-in model.
+    /// An upstream's `name`, `echo` for the built-in model, or `mock` for the scripted one.
     pub upstream: String,
 }
 
@@ -209,7 +209,8 @@ impl Config {
             anyhow::anyhow!("parsing {}: {}{at}", path.display(), e.message().trim_end())
         })?;
         for route in &parsed.routes {
-            let known = route.upstream == "echo" || parsed.upstreams.iter().any(|u| u.name == route.upstream);
+            let builtin = route.upstream == "echo" || route.upstream == "mock";
+            let known = builtin || parsed.upstreams.iter().any(|u| u.name == route.upstream);
             anyhow::ensure!(known, "route for `{}` names unknown upstream `{}`", route.model, route.upstream);
         }
         Ok(parsed)

@@ -4,6 +4,7 @@
 
 pub mod chat;
 pub mod echo;
+pub mod mock;
 pub mod openai_compat;
 
 use crate::config::{Config, FileConfig};
@@ -18,6 +19,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     Echo,
+    /// The scripted model for tests (`mock`).
+    Mock,
     Upstream(usize),
 }
 
@@ -38,6 +41,7 @@ impl Route {
 
 pub struct ModelRouter {
     echo: Arc<echo::Echo>,
+    mock: Arc<mock::Mock>,
     upstreams: Vec<Arc<OpenAiCompat>>,
     routes: Vec<Route>,
     fallback: Target,
@@ -78,23 +82,31 @@ impl ModelRouter {
             .map(|route| {
                 let target = match upstreams.iter().position(|u| u.name() == route.upstream) {
                     Some(index) => Target::Upstream(index),
+                    None if route.upstream == mock::MODEL_NAME => Target::Mock,
                     None => Target::Echo,
                 };
                 Route { pattern: route.model.clone(), target }
             })
             .collect();
-        Ok(ModelRouter { echo: Arc::new(echo::Echo), upstreams, routes, fallback })
+        Ok(ModelRouter { echo: Arc::new(echo::Echo), mock: Arc::new(mock::Mock), upstreams, routes, fallback })
     }
 
     /// The backend that serves `model`.
+    /// The configured routes first; then `mock` is the scripted model whatever else is
+    /// configured; every other name goes to the fallback.
     pub fn route(&self, model: &str) -> Target {
-        self.routes.iter().find(|r| r.matches(model)).map(|r| r.target).unwrap_or(self.fallback)
+        match self.routes.iter().find(|r| r.matches(model)) {
+            Some(route) => route.target,
+            None if model == mock::MODEL_NAME => Target::Mock,
+            None => self.fallback,
+        }
     }
 
     /// The backend that answers `model`.
     pub fn backend(&self, model: &str) -> Arc<dyn ModelBackend> {
         match self.route(model) {
             Target::Echo => self.echo.clone(),
+            Target::Mock => self.mock.clone(),
             Target::Upstream(index) => self.upstreams[index].clone(),
         }
     }
@@ -102,7 +114,7 @@ impl ModelRouter {
     /// The upstream client for `model`, if an upstream (not `echo`) serves it.
     pub fn upstream(&self, model: &str) -> Option<Arc<OpenAiCompat>> {
         match self.route(model) {
-            Target::Echo => None,
+            Target::Echo | Target::Mock => None,
             Target::Upstream(index) => Some(self.upstreams[index].clone()),
         }
     }
@@ -112,6 +124,7 @@ impl ModelRouter {
     pub fn describe(&self) -> String {
         let name = |target: Target| match target {
             Target::Echo => "the built-in `echo` model".to_owned(),
+            Target::Mock => "the built-in scripted `mock` model".to_owned(),
             Target::Upstream(index) => {
                 let upstream = &self.upstreams[index];
                 format!("upstream `{}` at {}", upstream.name(), upstream.base_url())
@@ -119,11 +132,13 @@ impl ModelRouter {
         };
         if self.upstreams.is_empty() && self.routes.iter().all(|r| r.target == Target::Echo) {
             return "no upstream configured: the built-in `echo` model answers every model name with the last \
-                    user message (set PALAVER_UPSTREAM_URL, or upstreams in PALAVER_CONFIG, for a real model)"
+                    user message (set PALAVER_UPSTREAM_URL, or upstreams in PALAVER_CONFIG, for a real model); \
+                    `mock` is the scripted model for tests"
                 .to_owned();
         }
         let mut parts: Vec<String> =
             self.routes.iter().map(|route| format!("`{}` -> {}", route.pattern, name(route.target))).collect();
+        parts.push(format!("`mock` -> {}", name(Target::Mock)));
         parts.push(format!("every other model name -> {}", name(self.fallback)));
         parts.join("; ")
     }
@@ -143,6 +158,8 @@ impl ModelRouter {
                 }
             }
         }
+        // Always served by name, listed last.
+        cards.push(mock::card());
         Ok(cards)
     }
 }

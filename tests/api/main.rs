@@ -16,6 +16,7 @@ mod handoffs;
 mod helpers;
 mod mcp;
 mod metrics;
+mod mock;
 mod models;
 mod outage;
 mod replicas;

@@ -42,7 +42,7 @@ async fn with_an_upstream_its_models_are_listed() {
     let list = json_of(app.get("/v1/models").await, 200).await;
 
     let ids: Vec<&str> = list["data"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, vec!["llama3"]);
+    assert_eq!(ids, vec!["llama3", "mock"], "the upstream's models, then the built-in scripted model");
     assert_eq!(list["data"][0]["type"], "base");
 }
 

@@ -1,0 +1,265 @@
+//! The built-in scripted model `mock`, for users' own integration tests: deterministic,
+//! streamed word by word like a real model, and steered from the user message itself.
+//!
+//! - Directives in the last user message (written exactly so; other models ignore them):
+//!   `[[call:NAME {json}]]` calls the function `NAME` with those arguments (several
+//!   directives, several calls in one answer); `[[error:STATUS]]` fails as an upstream
+//!   answering that HTTP status (429 reaches the client as 429); `[[slow:MS]]` waits `MS`
+//!   milliseconds before each delta. The words around the directives are the answer.
+//! - Auto mode, when the message has no directive: if functions are offered, the model calls
+//!   each of them once, with arguments made from its JSON schema; once the results are in,
+//!   it answers with a summary of them. Offered handoffs are not called.
+//! - Otherwise it answers like `echo`: the last user message.
+
+use super::chat::{ChatDelta, ChatMessage, ChatRequest, ChatTool, DeltaStream, ModelBackend, ToolCallDelta};
+use super::echo;
+use crate::domain::conversations::Usage;
+use crate::domain::ids::generate_tool_call_id;
+use crate::domain::models::ModelCard;
+use crate::error::Error;
+use futures::StreamExt;
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+pub const MODEL_NAME: &str = "mock";
+
+pub fn card() -> ModelCard {
+    ModelCard {
+        name: MODEL_NAME.to_owned(),
+        id: MODEL_NAME.to_owned(),
+        description: "Built-in scripted model for tests: obeys [[call:NAME {json}]], [[error:STATUS]] and \
+                      [[slow:MS]] in the user message, and otherwise calls each offered function once."
+            .to_owned(),
+        ..echo::card()
+    }
+}
+
+/// What the last user message asks of the model.
+#[derive(Debug, Default, PartialEq)]
+struct Directives {
+    calls: Vec<(String, String)>,
+    error: Option<u16>,
+    delay: Option<Duration>,
+    /// The message without its directives.
+    text: String,
+}
+
+/// Reads the directives of `message`. Text that only looks like one (`[[call:` without a
+/// name, arguments that are not a JSON object, no closing `]]`) stays text.
+fn directives(message: &str) -> Directives {
+    let mut found = Directives::default();
+    let mut rest = message;
+    while let Some(start) = rest.find("[[") {
+        found.text.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match directive(after, &mut found) {
+            Some(used) => rest = &after[used..],
+            None => {
+                found.text.push_str("[[");
+                rest = after;
+            }
+        }
+    }
+    found.text.push_str(rest);
+    found.text = found.text.split_whitespace().collect::<Vec<_>>().join(" ");
+    found
+}
+
+/// Reads one directive after its `[[`; returns how many bytes it used, through its `]]`.
+fn directive(text: &str, found: &mut Directives) -> Option<usize> {
+    let end_of = |body: &str| body.find("]]");
+    if let Some(body) = text.strip_prefix("call:") {
+        let name_len = body.find(|c: char| c.is_whitespace() || c == ']').unwrap_or(body.len());
+        let name = &body[..name_len];
+        if name.is_empty() {
+            return None;
+        }
+        let json = body[name_len..].trim_start();
+        let skipped = body.len() - name_len - json.len();
+        let (arguments, used) = if json.starts_with('{') {
+            let mut values = serde_json::Deserializer::from_str(json).into_iter::<Map<String, Value>>();
+            let arguments = values.next()?.ok()?;
+            (Value::Object(arguments).to_string(), values.byte_offset())
+        } else {
+            ("{}".to_owned(), 0)
+        };
+        let tail = &json[used..];
+        let close = tail.trim_start();
+        close.starts_with("]]").then_some(())?;
+        found.calls.push((name.to_owned(), arguments));
+        return Some(5 + name_len + skipped + used + (tail.len() - close.len()) + 2);
+    }
+    for (prefix, apply) in [
+        ("error:", (|n: u64, f: &mut Directives| f.error = u16::try_from(n).ok()) as fn(u64, &mut Directives)),
+        ("slow:", |n, f| f.delay = Some(Duration::from_millis(n))),
+    ] {
+        if let Some(body) = text.strip_prefix(prefix) {
+            let end = end_of(body)?;
+            let value: u64 = body[..end].trim().parse().ok()?;
+            apply(value, found);
+            return Some(prefix.len() + end + 2);
+        }
+    }
+    None
+}
+
+/// Arguments a JSON schema accepts: every property, each with a plain value of its type
+/// (the first of an `enum`).
+fn example(schema: &Value) -> Value {
+    if let Some(first) = schema.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+        return first.clone();
+    }
+    let kind = match schema.get("type") {
+        Some(Value::Array(kinds)) => kinds.iter().filter_map(Value::as_str).find(|k| *k != "null").unwrap_or("string"),
+        Some(Value::String(kind)) => kind.as_str(),
+        _ if schema.get("properties").is_some() => "object",
+        _ => "string",
+    };
+    match kind {
+        "object" => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            let values = properties.into_iter().flatten().map(|(name, property)| (name.clone(), example(property)));
+            Value::Object(values.collect())
+        }
+        "array" => Value::Array(schema.get("items").map(example).into_iter().collect()),
+        "integer" => Value::from(1),
+        "number" => Value::from(1.5),
+        "boolean" => Value::Bool(true),
+        _ => Value::from("text"),
+    }
+}
+
+pub struct Mock;
+
+/// What the model answers to `request`.
+enum Answer {
+    Text(String),
+    Calls(Vec<(String, String)>),
+}
+
+fn decide(request: &ChatRequest<'_>) -> Result<(Answer, Option<Duration>), Error> {
+    let messages = request.all_messages();
+    match messages.last() {
+        Some(ChatMessage::User { content }) => {
+            let found = directives(&content.text());
+            if let Some(status) = found.error {
+                return Err(Error::upstream(status, format!("mock: the message asked for an HTTP {status}")));
+            }
+            if !found.calls.is_empty() {
+                return Ok((Answer::Calls(found.calls), found.delay));
+            }
+            let automatic = auto_calls(&request.tools);
+            if !automatic.is_empty() {
+                return Ok((Answer::Calls(automatic), found.delay));
+            }
+            let text = if found.text.is_empty() { echo::answer(request) } else { found.text };
+            Ok((Answer::Text(text), found.delay))
+        }
+        // After the calls' results: a summary of what came back.
+        Some(ChatMessage::Tool { .. }) => {
+            let results: Vec<String> = messages
+                .iter()
+                .rev()
+                .map_while(|m| match m {
+                    ChatMessage::Tool { name, content, .. } => Some(format!("{name}: {content}")),
+                    _ => None,
+                })
+                .collect();
+            let results: Vec<String> = results.into_iter().rev().collect();
+            Ok((Answer::Text(format!("mock: the tools answered — {}", results.join("; "))), None))
+        }
+        _ => Ok((Answer::Text(echo::answer(request)), None)),
+    }
+}
+
+/// Auto mode: each offered function once (handoffs aside: one would supersede the rest).
+fn auto_calls(tools: &[ChatTool<'_>]) -> Vec<(String, String)> {
+    tools
+        .iter()
+        .filter(|tool| !tool.function.name.starts_with("handoff_to_"))
+        .map(|tool| {
+            let schema = Value::Object(tool.function.parameters.as_ref().clone());
+            (tool.function.name.to_string(), example(&schema).to_string())
+        })
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl ModelBackend for Mock {
+    async fn chat_stream(&self, request: ChatRequest<'_>) -> Result<DeltaStream, Error> {
+        let (answer, delay) = decide(&request)?;
+        let prompt_tokens = request.messages.len() as u64;
+        let mut deltas: Vec<ChatDelta> = match answer {
+            Answer::Text(text) => echo::word_pieces(&text).into_iter().map(ChatDelta::Text).collect(),
+            Answer::Calls(calls) => calls
+                .into_iter()
+                .enumerate()
+                .map(|(index, (name, arguments))| {
+                    let id = Some(generate_tool_call_id());
+                    ChatDelta::ToolCall(ToolCallDelta { index: index as u32, id, name: Some(name), arguments })
+                })
+                .collect(),
+        };
+        let completion_tokens = deltas.len() as u64;
+        let usage = Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens };
+        deltas.push(ChatDelta::Usage(usage));
+        let stream = futures::stream::iter(deltas).then(move |delta| async move {
+            if let (Some(delay), false) = (delay, matches!(delta, ChatDelta::Usage(_))) {
+                tokio::time::sleep(delay).await;
+            }
+            Ok(delta)
+        });
+        Ok(stream.boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn directives_are_read_and_taken_out_of_the_answer() {
+        let found = directives(
+            r#"Look [[call:get_weather {"city": "Paris", "note": "a ]] b"}]] and [[call:now]] [[slow:25]] up"#,
+        );
+
+        assert_eq!(
+            found.calls,
+            vec![
+                ("get_weather".to_owned(), r#"{"city":"Paris","note":"a ]] b"}"#.to_owned()),
+                ("now".to_owned(), "{}".to_owned())
+            ]
+        );
+        assert_eq!(found.delay, Some(Duration::from_millis(25)));
+        assert_eq!(found.text, "Look and up");
+        assert_eq!(directives("x [[error:429]]").error, Some(429));
+    }
+
+    #[test]
+    fn text_that_only_looks_like_a_directive_stays_text() {
+        for text in ["[[call: {}]]", "[[call:f [1]]]", "[[error:soon]]", "[[slow:5", "a [[b]] c", "[[call:f {\"a\":"] {
+            let found = directives(text);
+
+            assert_eq!(
+                found,
+                Directives { text: text.split_whitespace().collect::<Vec<_>>().join(" "), ..Default::default() },
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn schema_examples_fill_every_property_with_its_type() {
+        let schema = json!({"type": "object", "properties": {
+            "city": {"type": "string"}, "days": {"type": "integer"}, "metric": {"type": "boolean"},
+            "unit": {"type": "string", "enum": ["c", "f"]}, "tags": {"type": "array", "items": {"type": "string"}},
+            "at": {"type": "object", "properties": {"lat": {"type": "number"}}}, "maybe": {"type": ["null", "integer"]}
+        }});
+
+        assert_eq!(
+            example(&schema),
+            json!({"city": "text", "days": 1, "metric": true, "unit": "c", "tags": ["text"], "at": {"lat": 1.5}, "maybe": 1})
+        );
+    }
+}
