@@ -3,6 +3,7 @@
 
 use super::completion::{CompletionArgs, CompletionArgsView};
 use super::ids::AgentId;
+use super::limits;
 use super::patch::Patch;
 use super::time::Timestamp;
 use super::tools::{validate_tools, Tool};
@@ -112,6 +113,13 @@ fn require_non_blank(value: &str, name: &str, errors: &mut Vec<FieldError>) {
 fn validate_common(config: &AgentConfig, errors: &mut Vec<FieldError>) {
     require_non_blank(&config.model, "model", errors);
     require_non_blank(&config.name, "name", errors);
+    limits::string(Some(&config.model), limits::MAX_NAME_CHARS, &[], "model", errors);
+    limits::string(Some(&config.name), limits::MAX_NAME_CHARS, &[], "name", errors);
+    limits::string(config.description.as_deref(), limits::MAX_DESCRIPTION_CHARS, &[], "description", errors);
+    limits::string(config.instructions.as_deref(), limits::MAX_INSTRUCTIONS_CHARS, &[], "instructions", errors);
+    limits::list(Some(&config.tools), limits::MAX_TOOLS, &[], "tools", errors);
+    limits::list(config.handoffs.as_deref(), limits::MAX_HANDOFFS, &[], "handoffs", errors);
+    limits::metadata(config.metadata.as_ref(), &[], errors);
     validate_tools(&config.tools, &["tools".into()], errors);
     config.completion_args.validate(&["completion_args".into()], errors);
     if let Some(handoffs) = &config.handoffs {

@@ -9,6 +9,7 @@ pub mod conversations;
 pub mod entries;
 pub mod events;
 pub mod ids;
+pub mod limits;
 pub mod models;
 pub mod patch;
 pub mod time;

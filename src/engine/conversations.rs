@@ -14,6 +14,7 @@ use crate::domain::conversations::{
 };
 use crate::domain::entries::{Entry, EntryObject, FunctionCall, FunctionResult, Inputs};
 use crate::domain::ids::{AgentId, ConversationId, EntryId, WorkspaceId};
+use crate::domain::limits;
 use crate::domain::time::Timestamp;
 use crate::domain::tools::validate_tools;
 use crate::error::{Error, FieldError, Result};
@@ -158,6 +159,11 @@ fn read_inputs(inputs: Option<Inputs>, required: bool, now: Timestamp) -> Result
         None if required => return Err(invalid(&["inputs"], "missing", "Field required")),
         None => Vec::new(),
     };
+    let mut errors = Vec::new();
+    limits::list(Some(&entries), limits::MAX_INPUTS, &[], "inputs", &mut errors);
+    if !errors.is_empty() {
+        return Err(Error::Invalid(errors));
+    }
     let empty = entries.is_empty()
         || entries.iter().all(|e| matches!(e, Entry::MessageInput(m) if m.content.text().is_empty() && matches!(m.content, crate::domain::entries::Content::Text(_))));
     if required && empty {
@@ -309,6 +315,13 @@ pub async fn plan_start(engine: &Engine, ws: &WorkspaceId, request: StartConvers
     if let Some(args) = &request.completion_args {
         args.validate(&["completion_args".into()], &mut errors);
     }
+    limits::string(request.model.as_deref(), limits::MAX_NAME_CHARS, &[], "model", &mut errors);
+    limits::string(request.name.as_deref(), limits::MAX_NAME_CHARS, &[], "name", &mut errors);
+    limits::string(request.description.as_deref(), limits::MAX_DESCRIPTION_CHARS, &[], "description", &mut errors);
+    let instructions = request.instructions.as_deref();
+    limits::string(instructions, limits::MAX_INSTRUCTIONS_CHARS, &[], "instructions", &mut errors);
+    limits::list(request.tools.as_deref(), limits::MAX_TOOLS, &[], "tools", &mut errors);
+    limits::metadata(request.metadata.as_ref(), &[], &mut errors);
     if !errors.is_empty() {
         return Err(Error::Invalid(errors));
     }
@@ -412,6 +425,12 @@ pub async fn plan_append(
     validate_args(&request.completion_args)?;
     let mut inputs = read_inputs(request.inputs, false, now)?;
     let confirmations = request.tool_confirmations.unwrap_or_default();
+    let mut errors = Vec::new();
+    let bound = limits::MAX_TOOL_CONFIRMATIONS;
+    limits::list(Some(&confirmations), bound, &[], "tool_confirmations", &mut errors);
+    if !errors.is_empty() {
+        return Err(Error::Invalid(errors));
+    }
     let (conversation, agent) = load_for_turn(engine, ws, id).await?;
     let history = history_of(engine, ws, &conversation).await?;
     let confirmed = answer_calls(history.iter().map(|e| e.as_ref()), &mut inputs, &confirmations, now)?;
@@ -438,6 +457,11 @@ pub async fn plan_restart(
 ) -> Result<TurnPlan> {
     let now = Timestamp::now();
     validate_args(&request.completion_args)?;
+    let mut errors = Vec::new();
+    limits::metadata(request.metadata.as_ref(), &[], &mut errors);
+    if !errors.is_empty() {
+        return Err(Error::Invalid(errors));
+    }
     let mut inputs = read_inputs(request.inputs, false, now)?;
     let (original, agent) = load_for_turn(engine, ws, id).await?;
     // The original's agent version holds only when the restart keeps its selector.

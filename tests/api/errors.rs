@@ -1,7 +1,7 @@
 //! Bad input gets the documented error shape and changes nothing (the official SDKs' errors contract).
 
 use crate::helpers::{assert_invalid, json_of, Options, TestApp};
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn malformed_json_is_a_422_on_the_body() {
@@ -122,4 +122,38 @@ async fn arbitrary_bytes_never_crash_the_server() {
         assert_eq!(response.status(), 422, "body {body:?}");
     }
     assert_eq!(json_of(app.get("/health").await, 200).await["status"], "ok");
+}
+
+#[tokio::test]
+async fn lists_and_strings_past_their_bounds_are_422s_naming_the_field_and_store_nothing() {
+    let app = TestApp::spawn().await;
+    let tool = |i: usize| json!({"type": "function", "function": {"name": format!("f{i}"), "parameters": {}}});
+    let tools: Vec<Value> = (0..129).map(tool).collect();
+    let metadata: serde_json::Map<String, Value> = (0..65).map(|i| (format!("k{i}"), json!(i))).collect();
+    let inputs: Vec<Value> = (0..1001).map(|_| json!({"role": "user", "content": "x"})).collect();
+
+    let cases = [
+        ("/v1/agents", json!({"model": "m", "name": "n", "tools": tools}), json!(["body", "tools"]), "too_long"),
+        ("/v1/agents", json!({"model": "m", "name": "x".repeat(257)}), json!(["body", "name"]), "string_too_long"),
+        (
+            "/v1/agents",
+            json!({"model": "m", "name": "n", "metadata": metadata}),
+            json!(["body", "metadata"]),
+            "too_long",
+        ),
+        ("/v1/conversations", json!({"model": "m", "inputs": inputs}), json!(["body", "inputs"]), "too_long"),
+        (
+            "/v1/conversations",
+            json!({"model": "m", "inputs": "hi", "instructions": "x".repeat(200_001)}),
+            json!(["body", "instructions"]),
+            "string_too_long",
+        ),
+    ];
+    for (path, body, loc, kind) in cases {
+        let body = assert_invalid(app.post(path, &body).await, loc.clone(), kind).await;
+        assert!(body["message"].as_str().unwrap().contains("at most"), "{loc}: {body}");
+    }
+
+    assert_eq!(json_of(app.get("/v1/agents").await, 200).await, json!([]));
+    assert_eq!(json_of(app.get("/v1/conversations").await, 200).await, json!([]));
 }
