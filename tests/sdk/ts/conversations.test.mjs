@@ -211,3 +211,27 @@ test("handoffs parse in responses, history and streams", async () => {
   assert.equal(events[2].data.nextAgentId, billing.id);
   assert.equal(names.at(-1), "conversation.response.done");
 });
+
+test("the mock model's call directive is a function call the app answers", async () => {
+  const lookup = {
+    type: "function",
+    function: { name: "lookup", parameters: { type: "object", properties: { word: { type: "string" } } } },
+  };
+  const started = await client.beta.conversations.start({
+    model: "mock",
+    inputs: 'Define it [[call:lookup {"word": "palaver"}]]',
+    tools: [lookup],
+  });
+  const call = started.outputs[0];
+  assert.equal(call.type, "function.call");
+  assert.deepEqual(JSON.parse(call.arguments), { word: "palaver" });
+
+  const answered = await client.beta.conversations.append({
+    conversationId: started.conversationId,
+    conversationAppendRequest: {
+      inputs: [{ type: "function.result", toolCallId: call.toolCallId, result: "idle talk" }],
+    },
+  });
+
+  assert.equal(answered.outputs[0].content, "mock: the tools answered — lookup: idle talk");
+});
