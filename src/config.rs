@@ -38,6 +38,11 @@ pub struct Config {
     #[arg(global = true, long, env = "PALAVER_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// A JSON file of rules for the scripted `mock` model (`{"rules": [...]}`), for every
+    /// workspace; checked at start.
+    #[arg(global = true, long, env = "PALAVER_MOCK_SCRIPT")]
+    pub mock_script: Option<PathBuf>,
+
     /// Optional TOML file: several upstreams and model → upstream routes.
     #[arg(global = true, long = "config", env = "PALAVER_CONFIG")]
     pub config_file: Option<PathBuf>,
@@ -192,6 +197,37 @@ pub struct RouteConfig {
     pub model: String,
     /// An upstream's `name`, `echo` for the built-in model, or `mock` for the scripted one.
     pub upstream: String,
+}
+
+/// Reads and checks a `PALAVER_MOCK_SCRIPT` file; an error names the rule and the field.
+pub fn mock_script(path: &std::path::Path) -> anyhow::Result<crate::domain::mock::MockScript> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let script: crate::domain::mock::MockScript = crate::error::decode_json(&[], &text).map_err(|error| {
+        anyhow::anyhow!("{} (PALAVER_MOCK_SCRIPT): {}", path.display(), describe_field_errors(&error))
+    })?;
+    let mut errors = Vec::new();
+    script.validate(&mut errors);
+    if let Some(first) = errors.first() {
+        anyhow::bail!("{} (PALAVER_MOCK_SCRIPT): `{}`: {}", path.display(), first.field_name(), first.msg);
+    }
+    Ok(script)
+}
+
+fn describe_field_errors(error: &crate::error::Error) -> String {
+    match error {
+        crate::error::Error::Invalid(errors) => errors
+            .iter()
+            .map(|e| {
+                let field = e.loc.iter().map(|l| match l {
+                    crate::error::Loc::Key(k) => k.clone(),
+                    crate::error::Loc::Index(i) => i.to_string(),
+                });
+                format!("`{}`: {}", field.collect::<Vec<_>>().join("."), e.msg)
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    }
 }
 
 impl Config {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod metrics;
+pub mod mock;
 pub mod models;
 pub mod sse;
 
@@ -31,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .merge(completions::routes())
         .merge(models::routes())
         .merge(metrics::routes())
+        .merge(mock::routes())
         .route_layer(axum::middleware::from_fn(metrics::record))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)

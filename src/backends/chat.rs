@@ -114,6 +114,19 @@ pub struct ChatRequest<'a> {
     pub stored: Option<StoredMessages<'a>>,
     pub tools: Cow<'a, [ChatTool<'a>]>,
     pub args: Cow<'a, CompletionArgs>,
+    /// Who asks: upstreams never see it; the scripted `mock` model matches rules on it and
+    /// keeps its journal per workspace.
+    pub caller: Caller<'a>,
+}
+
+/// The workspace, agent and round a model request is made for.
+#[derive(Debug, Clone, Default)]
+pub struct Caller<'a> {
+    pub workspace: Option<Cow<'a, str>>,
+    pub agent_id: Option<Cow<'a, str>>,
+    pub agent_name: Option<Cow<'a, str>>,
+    /// The model round of the turn, from 1.
+    pub round: u32,
 }
 
 #[derive(Clone, Copy)]

@@ -10,15 +10,23 @@
 //!   each of them once, with arguments made from its JSON schema; once the results are in,
 //!   it answers with a summary of them. Offered handoffs are not called.
 //! - Otherwise it answers like `echo`: the last user message.
+//!
+//! Rules (`domain::mock`) come first: those a workspace added through
+//! `/palaver/mock/rules`, then those of the `PALAVER_MOCK_SCRIPT` file; the first that
+//! matches and has uses left answers. Every request is kept in the workspace's journal
+//! (`/palaver/mock/journal`), so a test can assert on the prompt its app produced.
 
 use super::chat::{ChatDelta, ChatMessage, ChatRequest, ChatTool, DeltaStream, ModelBackend, ToolCallDelta};
 use super::echo;
 use crate::domain::conversations::Usage;
 use crate::domain::ids::generate_tool_call_id;
+use crate::domain::mock::{Last, MockReply, MockRule, MockScript, MockUsage, Times};
 use crate::domain::models::ModelCard;
 use crate::error::Error;
 use futures::StreamExt;
 use serde_json::{Map, Value};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 use std::time::Duration;
 
 pub const MODEL_NAME: &str = "mock";
@@ -129,7 +137,157 @@ fn example(schema: &Value) -> Value {
     }
 }
 
-pub struct Mock;
+/// Requests kept per workspace; older ones are dropped.
+const JOURNAL_LIMIT: usize = 1_000;
+
+#[derive(Default)]
+pub struct Mock {
+    scripts: Mutex<Scripts>,
+}
+
+#[derive(Default)]
+struct Scripts {
+    /// The file's rules, for every workspace.
+    global: Vec<Rule>,
+    /// By workspace: the rules added there, and the journal.
+    scopes: HashMap<String, Scope>,
+}
+
+#[derive(Default)]
+struct Scope {
+    rules: Vec<Rule>,
+    journal: VecDeque<Value>,
+}
+
+struct Rule {
+    rule: MockRule,
+    pattern: Option<regex_lite::Regex>,
+    used: u64,
+}
+
+impl Rule {
+    /// A rule already validated (`MockScript::validate`).
+    fn new(rule: MockRule) -> Self {
+        let pattern = rule.when.message_matches.as_deref().and_then(|p| regex_lite::Regex::new(p).ok());
+        Rule { rule, pattern, used: 0 }
+    }
+
+    fn uses(&self) -> Option<u64> {
+        match self.rule.times {
+            Some(Times::Count(n)) => Some(n),
+            Some(Times::Forever(_)) => None,
+            None => Some(self.rule.replies.len() as u64),
+        }
+    }
+
+    fn matches(&self, request: &ChatRequest<'_>, last_user: Option<&str>, last: Option<Last>) -> bool {
+        let when = &self.rule.when;
+        let caller = &request.caller;
+        let agent = |wanted: &String| {
+            caller.agent_id.as_deref() == Some(wanted.as_str()) || caller.agent_name.as_deref() == Some(wanted.as_str())
+        };
+        self.uses().is_none_or(|uses| self.used < uses)
+            && when.model.as_ref().is_none_or(|m| *m == request.model)
+            && when.agent.as_ref().is_none_or(agent)
+            && when.message_contains.as_ref().is_none_or(|s| last_user.is_some_and(|m| m.contains(s.as_str())))
+            && self.pattern.as_ref().is_none_or(|p| last_user.is_some_and(|m| p.is_match(m)))
+            && when.last.is_none_or(|wanted| last == Some(wanted))
+            && when.round.is_none_or(|round| round == caller.round)
+    }
+
+    /// The reply for this use, counting it.
+    fn take(&mut self) -> MockReply {
+        let reply = self.rule.replies[(self.used as usize) % self.rule.replies.len()].clone();
+        self.used += 1;
+        reply
+    }
+}
+
+/// A rule and how many requests it answered, as the control API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuleView {
+    #[serde(flatten)]
+    pub rule: MockRule,
+    pub used: u64,
+}
+
+impl Mock {
+    /// The mock with the rules of a `PALAVER_MOCK_SCRIPT` file, for every workspace.
+    pub fn with_script(script: MockScript) -> Self {
+        let global = script.rules.into_iter().map(Rule::new).collect();
+        Mock { scripts: Mutex::new(Scripts { global, scopes: HashMap::new() }) }
+    }
+
+    fn scripts(&self) -> std::sync::MutexGuard<'_, Scripts> {
+        self.scripts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds validated rules after the workspace's others; returns them all.
+    pub fn add_rules(&self, workspace: &str, rules: Vec<MockRule>) -> Vec<RuleView> {
+        let mut scripts = self.scripts();
+        let scope = scripts.scopes.entry(workspace.to_owned()).or_default();
+        scope.rules.extend(rules.into_iter().map(Rule::new));
+        views(&scope.rules)
+    }
+
+    pub fn rules(&self, workspace: &str) -> Vec<RuleView> {
+        self.scripts().scopes.get(workspace).map(|scope| views(&scope.rules)).unwrap_or_default()
+    }
+
+    /// Forgets the workspace's rules and journal.
+    pub fn reset(&self, workspace: &str) {
+        self.scripts().scopes.remove(workspace);
+    }
+
+    /// The requests the model received for the workspace, oldest first.
+    pub fn journal(&self, workspace: &str) -> Vec<Value> {
+        self.scripts().scopes.get(workspace).map(|scope| scope.journal.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Journals the request and takes the first matching rule's reply, if any.
+    fn scripted(&self, request: &ChatRequest<'_>, messages: &[ChatMessage<'_>]) -> Option<MockReply> {
+        let last_user = match messages.last() {
+            Some(ChatMessage::User { content }) => Some(content.text()),
+            _ => None,
+        };
+        let last = match messages.last() {
+            Some(ChatMessage::User { .. }) => Some(Last::User),
+            Some(ChatMessage::Tool { .. }) => Some(Last::Tool),
+            _ => None,
+        };
+        let mut scripts = self.scripts();
+        let Scripts { global, scopes } = &mut *scripts;
+        let scope = request.caller.workspace.as_deref().map(|ws| scopes.entry(ws.to_owned()).or_default());
+        let mut own: &mut [Rule] = &mut [];
+        if let Some(scope) = scope {
+            if scope.journal.len() == JOURNAL_LIMIT {
+                scope.journal.pop_front();
+            }
+            scope.journal.push_back(journal_entry(request, messages));
+            own = &mut scope.rules;
+        }
+        own.iter_mut()
+            .chain(global.iter_mut())
+            .find(|rule| rule.matches(request, last_user.as_deref(), last))
+            .map(Rule::take)
+    }
+}
+
+fn views(rules: &[Rule]) -> Vec<RuleView> {
+    rules.iter().map(|r| RuleView { rule: r.rule.clone(), used: r.used }).collect()
+}
+
+/// What the journal keeps of a request: what an upstream would have received, and who asked.
+fn journal_entry(request: &ChatRequest<'_>, messages: &[ChatMessage<'_>]) -> Value {
+    serde_json::json!({
+        "model": request.model,
+        "agent_id": request.caller.agent_id,
+        "round": request.caller.round,
+        "messages": messages,
+        "tools": request.tools,
+        "completion_args": request.args,
+    })
+}
 
 /// What the model answers to `request`.
 enum Answer {
@@ -137,8 +295,36 @@ enum Answer {
     Calls(Vec<(String, String)>),
 }
 
-fn decide(request: &ChatRequest<'_>) -> Result<(Answer, Option<Duration>), Error> {
-    let messages = request.all_messages();
+/// A scripted reply as the model's answer.
+fn reply(reply: MockReply, request: &ChatRequest<'_>) -> Result<Answer, Error> {
+    if let Some(error) = reply.error {
+        let message = error.message.unwrap_or_else(|| format!("mock: scripted HTTP {}", error.status));
+        return Err(Error::upstream(error.status, message));
+    }
+    if let Some(agent) = reply.handoff {
+        return Ok(Answer::Calls(vec![(format!("handoff_to_{agent}"), "{}".to_owned())]));
+    }
+    if let Some(calls) = reply.calls {
+        let calls = calls.into_iter().map(|c| (c.name, Value::Object(c.arguments.unwrap_or_default()).to_string()));
+        return Ok(Answer::Calls(calls.collect()));
+    }
+    Ok(Answer::Text(reply.text.unwrap_or_else(|| echo::answer(request))))
+}
+
+impl Mock {
+    fn decide(&self, request: &ChatRequest<'_>) -> Result<(Answer, Option<Duration>, Option<MockUsage>), Error> {
+        let messages = request.all_messages();
+        if let Some(scripted) = self.scripted(request, &messages) {
+            let (delay, usage) = (scripted.delay_ms.map(Duration::from_millis), scripted.usage);
+            return Ok((reply(scripted, request)?, delay, usage));
+        }
+        let (answer, delay) = unscripted(request, &messages)?;
+        Ok((answer, delay, None))
+    }
+}
+
+/// Directives, auto mode, or echo.
+fn unscripted(request: &ChatRequest<'_>, messages: &[ChatMessage<'_>]) -> Result<(Answer, Option<Duration>), Error> {
     match messages.last() {
         Some(ChatMessage::User { content }) => {
             let found = directives(&content.text());
@@ -187,7 +373,7 @@ fn auto_calls(tools: &[ChatTool<'_>]) -> Vec<(String, String)> {
 #[async_trait::async_trait]
 impl ModelBackend for Mock {
     async fn chat_stream(&self, request: ChatRequest<'_>) -> Result<DeltaStream, Error> {
-        let (answer, delay) = decide(&request)?;
+        let (answer, delay, usage) = self.decide(&request)?;
         let prompt_tokens = request.messages.len() as u64;
         let mut deltas: Vec<ChatDelta> = match answer {
             Answer::Text(text) => echo::word_pieces(&text).into_iter().map(ChatDelta::Text).collect(),
@@ -200,7 +386,10 @@ impl ModelBackend for Mock {
                 })
                 .collect(),
         };
-        let completion_tokens = deltas.len() as u64;
+        let (prompt_tokens, completion_tokens) = match usage {
+            Some(usage) => (usage.prompt_tokens, usage.completion_tokens),
+            None => (prompt_tokens, deltas.len() as u64),
+        };
         let usage = Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens };
         deltas.push(ChatDelta::Usage(usage));
         let stream = futures::stream::iter(deltas).then(move |delta| async move {

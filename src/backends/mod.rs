@@ -88,7 +88,11 @@ impl ModelRouter {
                 Route { pattern: route.model.clone(), target }
             })
             .collect();
-        Ok(ModelRouter { echo: Arc::new(echo::Echo), mock: Arc::new(mock::Mock), upstreams, routes, fallback })
+        let mock = match &config.mock_script {
+            Some(path) => mock::Mock::with_script(crate::config::mock_script(path)?),
+            None => mock::Mock::default(),
+        };
+        Ok(ModelRouter { echo: Arc::new(echo::Echo), mock: Arc::new(mock), upstreams, routes, fallback })
     }
 
     /// The backend that serves `model`.
@@ -100,6 +104,11 @@ impl ModelRouter {
             None if model == mock::MODEL_NAME => Target::Mock,
             None => self.fallback,
         }
+    }
+
+    /// The scripted model (for its control API).
+    pub fn mock(&self) -> &mock::Mock {
+        &self.mock
     }
 
     /// The backend that answers `model`.

@@ -578,6 +578,7 @@ mod tests {
             stored: None,
             tools: vec![].into(),
             args: std::borrow::Cow::Owned(args),
+            caller: Default::default(),
         }
     }
 
@@ -641,6 +642,7 @@ mod tests {
             stored: None,
             tools: vec![].into(),
             args: Cow::Owned(CompletionArgs { temperature: Some(0.5), ..Default::default() }),
+            caller: Default::default(),
         };
 
         let body: Value = serde_json::from_slice(&encode_request(Dialect::Mistral, &chat)).unwrap();
@@ -668,6 +670,7 @@ mod tests {
                 stored,
                 tools: vec![].into(),
                 args: Cow::Owned(CompletionArgs::default()),
+                caller: Default::default(),
             }
         }
         let kept_in = |json| Some(StoredMessages { at: 1, build: &build, json });

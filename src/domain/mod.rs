@@ -10,6 +10,7 @@ pub mod entries;
 pub mod events;
 pub mod ids;
 pub mod limits;
+pub mod mock;
 pub mod models;
 pub mod patch;
 pub mod time;

@@ -6,7 +6,9 @@ use super::agents as agent_rules;
 use super::calls::CallAssembler;
 use super::context;
 use super::Engine;
-use crate::backends::chat::{ChatDelta, ChatMessage, ChatRequest, ChatTool, FunctionCallBody, ToolCall, ToolFunction};
+use crate::backends::chat::{
+    Caller, ChatDelta, ChatMessage, ChatRequest, ChatTool, FunctionCallBody, ToolCall, ToolFunction,
+};
 use crate::backends::openai_compat::Passthrough;
 use crate::domain::agents::VersionSelector;
 use crate::domain::chat_completions::{
@@ -137,7 +139,7 @@ async fn prepare(
     }
     let mut messages = chat_messages(request.messages)?;
     let mut tools = request_tools(request.tools)?;
-    let (model, args) = match &request.agent_id {
+    let (model, args, agent_name) = match &request.agent_id {
         Some(agent_id) => {
             let agent = agent_rules::load(engine, ws, &AgentId(agent_id.clone()), &VersionSelector::Active).await?;
             if let Some(instructions) = agent.config.instructions.filter(|i| !i.trim().is_empty()) {
@@ -146,14 +148,22 @@ async fn prepare(
             let mut agent_tools = context::chat_tools(&agent.config.tools);
             agent_tools.retain(|t| !tools.iter().any(|r| r.function.name == t.function.name));
             tools.extend(agent_tools.into_iter().map(ChatTool::into_owned));
-            (agent.config.model, agent.config.completion_args.overridden_by(&overrides))
+            let name = Some(Cow::Owned(agent.config.name));
+            (agent.config.model, agent.config.completion_args.overridden_by(&overrides), name)
         }
         None => match request.model {
-            Some(model) => (model, overrides),
+            Some(model) => (model, overrides, None),
             None => return Err(Error::invalid(FieldError::body(&["agent_id".into()], "missing", "Field required"))),
         },
     };
-    Ok((ChatRequest { model, messages, stored: None, tools: tools.into(), args: Cow::Owned(args) }, request.stream))
+    let caller = Caller {
+        workspace: Some(Cow::Owned(ws.as_str().to_owned())),
+        agent_id: request.agent_id.map(Cow::Owned),
+        agent_name,
+        round: 1,
+    };
+    let (tools, args) = (tools.into(), Cow::Owned(args));
+    Ok((ChatRequest { model, messages, stored: None, tools, args, caller }, request.stream))
 }
 
 /// What a completion route answers.

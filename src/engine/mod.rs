@@ -9,6 +9,7 @@ pub mod context;
 pub mod conversations;
 pub mod fold;
 pub mod history;
+pub mod mock;
 pub mod run;
 pub mod tools;
 

@@ -10,7 +10,7 @@ use super::context;
 use super::fold::Fold;
 use super::tools::Toolbox;
 use super::Engine;
-use crate::backends::chat::{ChatDelta, ChatRequest, DeltaStream, ModelBackend, StoredMessages};
+use crate::backends::chat::{Caller, ChatDelta, ChatRequest, DeltaStream, ModelBackend, StoredMessages};
 use crate::connectors::ToolOutput;
 use crate::domain::completion::CompletionArgs;
 use crate::domain::conversations::HandoffExecution;
@@ -309,6 +309,12 @@ async fn run_rounds(engine: &Engine, plan: &mut TurnPlan, out: &mut Emitter, rou
             stored: context.stored_at.map(|at| StoredMessages { at, build: &stored, json: plan.history.chat_json() }),
             tools: Cow::Borrowed(&in_force.toolbox.chat),
             args: Cow::Borrowed(&settings.args),
+            caller: Caller {
+                workspace: Some(Cow::Borrowed(plan.ws.as_str())),
+                agent_id: settings.agent_id.as_deref().map(Cow::Borrowed),
+                agent_name: settings.agent_name.as_deref().map(Cow::Borrowed),
+                round: *rounds,
+            },
         };
         let stream = match in_force.backend.chat_stream(request).await {
             Ok(stream) => stream,

@@ -114,6 +114,7 @@ fn serve_help_lists_every_setting_after_the_command() {
         "--log-format",
         "--sqlite-synchronous",
         "--metrics-addr",
+        "--mock-script",
     ] {
         assert!(help.contains(flag), "`palaver serve --help` lists {flag}:\n{help}");
     }
@@ -270,4 +271,36 @@ async fn every_response_carries_a_request_id_and_the_requests_log_lines_carry_it
     let committed = server.wait_for("turn committed");
     assert!(committed.contains("request_id=req-test-42"), "the run's log line names its request: {committed}");
     server.terminate();
+}
+
+#[test]
+fn a_malformed_mock_script_stops_the_start_naming_the_rule_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script.json");
+    std::fs::write(&script, r#"{"rules": [{"replies": [{"text": "ok"}]}, {"replies": [{"error": {"status": 200}}]}]}"#)
+        .unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+
+    let output = palaver()
+        .args(["serve", "--addr", "127.0.0.1:0", "--database-url", &url, "--mock-script"])
+        .arg(&script)
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("`rules.1.replies.0.error.status`: An error status is from 400 to 599"), "{stderr}");
+}
+
+/// The README's testing guide shows the two guide test files verbatim; the SDK suites run
+/// the files, so what the guide says is what CI proves.
+#[test]
+fn the_readme_testing_guide_is_the_code_the_sdk_suites_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+
+    for file in ["tests/sdk/python/test_mock_guide.py", "tests/sdk/ts/mock_guide.test.mjs"] {
+        let code = std::fs::read_to_string(root.join(file)).unwrap();
+        assert!(readme.contains(&code), "the README no longer shows {file} as it is");
+    }
 }

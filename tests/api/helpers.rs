@@ -36,6 +36,7 @@ pub struct Options {
     pub sqlite_synchronous: palaver::config::SqliteSynchronous,
     pub db_acquire_timeout_ms: Option<u64>,
     pub metrics_addr: Option<SocketAddr>,
+    pub mock_script: Option<std::path::PathBuf>,
     pub max_handoffs: Option<u32>,
 }
 
@@ -101,6 +102,7 @@ impl TestApp {
             sqlite_synchronous: options.sqlite_synchronous,
             db_acquire_timeout_ms: options.db_acquire_timeout_ms.unwrap_or(5_000),
             metrics_addr: options.metrics_addr,
+            mock_script: options.mock_script.clone(),
         };
         let app = palaver::App::build(config).await.expect("palaver starts");
         let addr = app.local_addr().unwrap();
