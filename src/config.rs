@@ -38,8 +38,8 @@ pub struct Config {
     #[arg(global = true, long, env = "PALAVER_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
-    /// A JSON file of rules for the scripted `mock` model (`{"rules": [...]}`), for every
-    /// workspace; checked at start.
+    /// A JSON or YAML (`.yaml`, `.yml`) file of rules for the scripted `mock` model
+    /// (`{"rules": [...]}`), for every workspace; checked at start.
     #[arg(global = true, long, env = "PALAVER_MOCK_SCRIPT")]
     pub mock_script: Option<PathBuf>,
 
@@ -202,7 +202,16 @@ pub struct RouteConfig {
 /// Reads and checks a `PALAVER_MOCK_SCRIPT` file; an error names the rule and the field.
 pub fn mock_script(path: &std::path::Path) -> anyhow::Result<crate::domain::mock::MockScript> {
     let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let script: crate::domain::mock::MockScript = crate::error::decode_json(&[], &text).map_err(|error| {
+    let yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
+    let decoded = if yaml {
+        // YAML is read as a JSON value first, so its errors are located like JSON's.
+        let value: serde_json::Value = serde_yaml_ng::from_slice(&text)
+            .map_err(|e| anyhow::anyhow!("{} (PALAVER_MOCK_SCRIPT): not YAML: {e}", path.display()))?;
+        crate::error::decode_value(&[], value)
+    } else {
+        crate::error::decode_json(&[], &text)
+    };
+    let script: crate::domain::mock::MockScript = decoded.map_err(|error| {
         anyhow::anyhow!("{} (PALAVER_MOCK_SCRIPT): {}", path.display(), describe_field_errors(&error))
     })?;
     let mut errors = Vec::new();

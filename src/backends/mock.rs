@@ -315,7 +315,8 @@ impl Mock {
     fn decide(&self, request: &ChatRequest<'_>) -> Result<(Answer, Option<Duration>, Option<MockUsage>), Error> {
         let messages = request.all_messages();
         if let Some(scripted) = self.scripted(request, &messages) {
-            let (delay, usage) = (scripted.delay_ms.map(Duration::from_millis), scripted.usage);
+            let rate = scripted.tokens_per_second.map(|rate| Duration::from_secs_f64(1.0 / rate));
+            let (delay, usage) = (scripted.delay_ms.map(Duration::from_millis).or(rate), scripted.usage);
             return Ok((reply(scripted, request)?, delay, usage));
         }
         let (answer, delay) = unscripted(request, &messages)?;

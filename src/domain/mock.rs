@@ -89,6 +89,9 @@ pub struct MockReply {
     /// Wait this long before each delta.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u64>,
+    /// Or stream at this rate (a delta is a word or a call).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_second: Option<f64>,
     /// Report this usage instead of word counts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<MockUsage>,
@@ -156,6 +159,11 @@ impl MockScript {
                         loc.extend(["error".into(), "status".into()]);
                         errors.push(FieldError::body(&loc, "value_error", "An error status is from 400 to 599"));
                     }
+                }
+                if reply.tokens_per_second.is_some_and(|rate| !(rate > 0.0 && rate.is_finite())) {
+                    let mut loc = loc.clone();
+                    loc.push("tokens_per_second".into());
+                    errors.push(FieldError::body(&loc, "value_error", "`tokens_per_second` must be above 0"));
                 }
                 if reply.calls.as_ref().is_some_and(|calls| calls.is_empty()) {
                     let mut loc = loc.clone();

@@ -211,3 +211,16 @@ async fn a_script_file_answers_for_every_workspace() {
     assert_eq!(pong["outputs"][0]["content"], "pong");
     assert_eq!(other["outputs"][0]["content"], "pingpong", "the pattern decides");
 }
+
+#[tokio::test]
+async fn a_yaml_script_reads_like_a_json_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("script.yaml");
+    std::fs::write(&path, "rules:\n  - when: {message_contains: hello}\n    replies:\n      - text: Hi from YAML.\n")
+        .unwrap();
+    let app = TestApp::spawn_with(crate::helpers::Options { mock_script: Some(path), ..Default::default() }).await;
+
+    let answered = app.ok("/v1/conversations", &json!({"model": "mock", "inputs": "hello"})).await;
+
+    assert_eq!(answered["outputs"][0]["content"], "Hi from YAML.");
+}
