@@ -224,3 +224,25 @@ async fn a_yaml_script_reads_like_a_json_one() {
 
     assert_eq!(answered["outputs"][0]["content"], "Hi from YAML.");
 }
+
+#[tokio::test]
+async fn a_script_that_loops_is_stopped_by_the_turn_bounds_with_the_usual_error() {
+    let app = TestApp::spawn().await;
+    let a = app.create_agent(json!({"model": "mock", "name": "A"})).await;
+    let b = app.create_agent(json!({"model": "mock", "name": "B", "handoffs": [a["id"]]})).await;
+    assert_eq!(
+        app.patch(&format!("/v1/agents/{}", a["id"].as_str().unwrap()), &json!({"handoffs": [b["id"]]})).await.status(),
+        200
+    );
+    let rules = json!({"rules": [
+        {"when": {"agent": "A"}, "replies": [{"handoff": b["id"]}], "times": "forever"},
+        {"when": {"agent": "B"}, "replies": [{"handoff": a["id"]}], "times": "forever"}
+    ]});
+    app.ok("/palaver/mock/rules", &rules).await;
+
+    let looped = app.post("/v1/conversations", &json!({"agent_id": a["id"], "inputs": "go"})).await;
+
+    let body = json_of(looped, 500).await;
+    assert_eq!(body["message"], "The turn handed off more than 5 times (PALAVER_MAX_HANDOFFS).");
+    assert_eq!(json_of(app.get("/v1/conversations").await, 200).await, json!([]));
+}
