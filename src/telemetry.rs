@@ -3,8 +3,8 @@
 //! per update, nothing when nobody scrapes); `GET /metrics` renders the text format.
 //!
 //! Durations are histograms with fixed buckets, not summaries: they aggregate across
-//! replicas. Labels are bounded sets (route templates, never raw paths; model and upstream
-//! names from the config or the agents).
+//! replicas. Labels are bounded sets: route templates (never raw paths), known methods,
+//! and at most `MAX_LABEL_VALUES` model or upstream names (the rest count as `other`).
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -83,12 +83,15 @@ fn handles() -> &'static Handles {
     })
 }
 
-/// The handles under `name` in `map`, registered by `register` the first time.
-fn cached<T: Clone>(map: &RwLock<HashMap<String, T>>, name: &str, register: impl FnOnce() -> T) -> T {
+/// The handles under `name` in `map`, registered by `register` (given the label value to
+/// use) the first time; past `MAX_LABEL_VALUES` names, those of `other`.
+fn cached<T: Clone>(map: &RwLock<HashMap<String, T>>, name: &str, register: impl FnOnce(&str) -> T) -> T {
     if let Some(found) = map.read().unwrap_or_else(|p| p.into_inner()).get(name) {
         return found.clone();
     }
-    map.write().unwrap_or_else(|p| p.into_inner()).entry(name.to_owned()).or_insert_with(register).clone()
+    let mut map = map.write().unwrap_or_else(|p| p.into_inner());
+    let name = if map.len() >= MAX_LABEL_VALUES && !map.contains_key(name) { "other" } else { name };
+    map.entry(name.to_owned()).or_insert_with(|| register(name)).clone()
 }
 
 /// The metrics in the Prometheus text format.
@@ -98,9 +101,27 @@ pub fn render() -> String {
 
 const ROUNDS: &str = "palaver_model_rounds_per_turn";
 
+/// Distinct label values kept per family before the rest are counted as `other`: model
+/// names are the client's to choose, and every new value would be a series forever.
+const MAX_LABEL_VALUES: usize = 100;
+
+/// The request methods palaver serves; any other token a client sends counts as `other`.
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "PUT" => "PUT",
+        "HEAD" => "HEAD",
+        _ => "other",
+    }
+}
+
 pub fn http_request(method: &str, route: &str, status: u16, elapsed: Duration) {
+    let method = method_label(method);
     let key = format!("{method} {status} {route}");
-    let (requests, duration) = cached(&handles().http, &key, || {
+    let (requests, duration) = cached(&handles().http, &key, |_| {
         let labels = [("method", method.to_owned()), ("route", route.to_owned()), ("status", status.to_string())];
         (counter!("palaver_http_requests_total", &labels), histogram!("palaver_http_request_duration_seconds", &labels))
     });
@@ -141,8 +162,8 @@ pub fn first_delta(elapsed: Duration) {
 
 /// An upstream answered (its headers) or failed to.
 pub fn upstream_request(upstream: &str, status: Option<u16>, elapsed: Duration) {
-    let (requests, duration) = cached(&handles().upstreams, upstream, || {
-        let name = upstream.to_owned();
+    let (requests, duration) = cached(&handles().upstreams, upstream, |name| {
+        let name = name.to_owned();
         (
             counter!("palaver_upstream_requests_total", "upstream" => name.clone()),
             histogram!("palaver_upstream_request_duration_seconds", "upstream" => name),
@@ -157,8 +178,8 @@ pub fn upstream_request(upstream: &str, status: Option<u16>, elapsed: Duration) 
 }
 
 pub fn tokens(model: &str, input: u64, output: u64) {
-    let (inputs, outputs) = cached(&handles().models, model, || {
-        let name = model.to_owned();
+    let (inputs, outputs) = cached(&handles().models, model, |name| {
+        let name = name.to_owned();
         (
             counter!("palaver_tokens_total", "model" => name.clone(), "kind" => "input"),
             counter!("palaver_tokens_total", "model" => name, "kind" => "output"),

@@ -20,7 +20,7 @@ use super::chat::{ChatDelta, ChatMessage, ChatRequest, ChatTool, DeltaStream, Mo
 use super::echo;
 use crate::domain::conversations::Usage;
 use crate::domain::ids::generate_tool_call_id;
-use crate::domain::mock::{Last, MockReply, MockRule, MockScript, MockUsage, Times};
+use crate::domain::mock::{Last, MockReply, MockRule, MockScript, MockUsage, Times, MAX_DELAY_MS, MAX_RULES};
 use crate::domain::models::ModelCard;
 use crate::error::Error;
 use futures::StreamExt;
@@ -99,7 +99,7 @@ fn directive(text: &str, found: &mut Directives) -> Option<usize> {
     }
     for (prefix, apply) in [
         ("error:", (|n: u64, f: &mut Directives| f.error = u16::try_from(n).ok()) as fn(u64, &mut Directives)),
-        ("slow:", |n, f| f.delay = Some(Duration::from_millis(n))),
+        ("slow:", |n, f| f.delay = Some(Duration::from_millis(n.min(MAX_DELAY_MS)))),
     ] {
         if let Some(body) = text.strip_prefix(prefix) {
             let end = end_of(body)?;
@@ -137,8 +137,8 @@ fn example(schema: &Value) -> Value {
     }
 }
 
-/// Requests kept per workspace; older ones are dropped.
-const JOURNAL_LIMIT: usize = 1_000;
+/// Requests kept per workspace (each a whole prompt); older ones are dropped.
+const JOURNAL_LIMIT: usize = 100;
 
 #[derive(Default)]
 pub struct Mock {
@@ -157,6 +157,9 @@ struct Scripts {
 struct Scope {
     rules: Vec<Rule>,
     journal: VecDeque<Value>,
+    /// How many of this workspace's requests each of the file's rules answered: its
+    /// `times` counts per workspace, so suites sharing a server do not use each other's up.
+    global_used: Vec<u64>,
 }
 
 struct Rule {
@@ -180,13 +183,13 @@ impl Rule {
         }
     }
 
-    fn matches(&self, request: &ChatRequest<'_>, last_user: Option<&str>, last: Option<Last>) -> bool {
+    fn matches(&self, used: u64, request: &ChatRequest<'_>, last_user: Option<&str>, last: Option<Last>) -> bool {
         let when = &self.rule.when;
         let caller = &request.caller;
         let agent = |wanted: &String| {
             caller.agent_id.as_deref() == Some(wanted.as_str()) || caller.agent_name.as_deref() == Some(wanted.as_str())
         };
-        self.uses().is_none_or(|uses| self.used < uses)
+        self.uses().is_none_or(|uses| used < uses)
             && when.model.as_ref().is_none_or(|m| *m == request.model)
             && when.agent.as_ref().is_none_or(agent)
             && when.message_contains.as_ref().is_none_or(|s| last_user.is_some_and(|m| m.contains(s.as_str())))
@@ -195,10 +198,10 @@ impl Rule {
             && when.round.is_none_or(|round| round == caller.round)
     }
 
-    /// The reply for this use, counting it.
-    fn take(&mut self) -> MockReply {
-        let reply = self.rule.replies[(self.used as usize) % self.rule.replies.len()].clone();
-        self.used += 1;
+    /// The reply for use number `used`, counting it.
+    fn take(&self, used: &mut u64) -> MockReply {
+        let reply = self.rule.replies[(*used as usize) % self.rule.replies.len()].clone();
+        *used += 1;
         reply
     }
 }
@@ -223,11 +226,15 @@ impl Mock {
     }
 
     /// Adds validated rules after the workspace's others; returns them all.
-    pub fn add_rules(&self, workspace: &str, rules: Vec<MockRule>) -> Vec<RuleView> {
+    /// `Err` with the number held when the workspace would hold more than `MAX_RULES`.
+    pub fn add_rules(&self, workspace: &str, rules: Vec<MockRule>) -> Result<Vec<RuleView>, usize> {
         let mut scripts = self.scripts();
         let scope = scripts.scopes.entry(workspace.to_owned()).or_default();
+        if scope.rules.len() + rules.len() > MAX_RULES {
+            return Err(scope.rules.len());
+        }
         scope.rules.extend(rules.into_iter().map(Rule::new));
-        views(&scope.rules)
+        Ok(views(&scope.rules))
     }
 
     pub fn rules(&self, workspace: &str) -> Vec<RuleView> {
@@ -255,21 +262,32 @@ impl Mock {
             Some(ChatMessage::Tool { .. }) => Some(Last::Tool),
             _ => None,
         };
+        // Built before the lock: the lock is the whole process's.
+        let entry = journal_entry(request, messages);
         let mut scripts = self.scripts();
         let Scripts { global, scopes } = &mut *scripts;
-        let scope = request.caller.workspace.as_deref().map(|ws| scopes.entry(ws.to_owned()).or_default());
-        let mut own: &mut [Rule] = &mut [];
-        if let Some(scope) = scope {
-            if scope.journal.len() == JOURNAL_LIMIT {
-                scope.journal.pop_front();
-            }
-            scope.journal.push_back(journal_entry(request, messages));
-            own = &mut scope.rules;
+        let workspace = request.caller.workspace.as_deref().unwrap_or_default();
+        let scope = scopes.entry(workspace.to_owned()).or_default();
+        if scope.journal.len() == JOURNAL_LIMIT {
+            scope.journal.pop_front();
         }
-        own.iter_mut()
-            .chain(global.iter_mut())
-            .find(|rule| rule.matches(request, last_user.as_deref(), last))
-            .map(Rule::take)
+        scope.journal.push_back(entry);
+        let last_user = last_user.as_deref();
+        for rule in &mut scope.rules {
+            let mut used = rule.used;
+            if rule.matches(used, request, last_user, last) {
+                let reply = rule.take(&mut used);
+                rule.used = used;
+                return Some(reply);
+            }
+        }
+        scope.global_used.resize(global.len(), 0);
+        for (rule, used) in global.iter().zip(scope.global_used.iter_mut()) {
+            if rule.matches(*used, request, last_user, last) {
+                return Some(rule.take(used));
+            }
+        }
+        None
     }
 }
 
@@ -315,7 +333,7 @@ impl Mock {
     fn decide(&self, request: &ChatRequest<'_>) -> Result<(Answer, Option<Duration>, Option<MockUsage>), Error> {
         let messages = request.all_messages();
         if let Some(scripted) = self.scripted(request, &messages) {
-            let rate = scripted.tokens_per_second.map(|rate| Duration::from_secs_f64(1.0 / rate));
+            let rate = scripted.tokens_per_second.and_then(|rate| Duration::try_from_secs_f64(1.0 / rate).ok());
             let (delay, usage) = (scripted.delay_ms.map(Duration::from_millis).or(rate), scripted.usage);
             return Ok((reply(scripted, request)?, delay, usage));
         }

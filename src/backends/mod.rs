@@ -136,7 +136,7 @@ impl ModelRouter {
             Target::Mock => "the built-in scripted `mock` model".to_owned(),
             Target::Upstream(index) => {
                 let upstream = &self.upstreams[index];
-                format!("upstream `{}` at {}", upstream.name(), upstream.base_url())
+                format!("upstream `{}` at {}", upstream.name(), crate::config::redact_url(upstream.base_url()))
             }
         };
         if self.upstreams.is_empty() && self.routes.iter().all(|r| r.target == Target::Echo) {

@@ -120,6 +120,14 @@ pub struct MockUsage {
     pub completion_tokens: u64,
 }
 
+/// The longest pause before a delta: runs go on after their client leaves, so a pause has
+/// to end.
+pub const MAX_DELAY_MS: u64 = 60_000;
+/// The slowest rate, one delta a minute.
+pub const MIN_RATE: f64 = 1.0 / 60.0;
+/// Rules one workspace may hold.
+pub const MAX_RULES: usize = 1_000;
+
 impl MockScript {
     /// Every problem of the script, each located by rule and field (`rules.2.replies.0`).
     pub fn validate(&self, errors: &mut Vec<FieldError>) {
@@ -160,10 +168,17 @@ impl MockScript {
                         errors.push(FieldError::body(&loc, "value_error", "An error status is from 400 to 599"));
                     }
                 }
-                if reply.tokens_per_second.is_some_and(|rate| !(rate > 0.0 && rate.is_finite())) {
+                if reply.tokens_per_second.is_some_and(|rate| !(MIN_RATE..=f64::MAX).contains(&rate)) {
                     let mut loc = loc.clone();
                     loc.push("tokens_per_second".into());
-                    errors.push(FieldError::body(&loc, "value_error", "`tokens_per_second` must be above 0"));
+                    let msg = format!("`tokens_per_second` is at least {MIN_RATE}");
+                    errors.push(FieldError::body(&loc, "value_error", msg));
+                }
+                if reply.delay_ms.is_some_and(|delay| delay > MAX_DELAY_MS) {
+                    let mut loc = loc.clone();
+                    loc.push("delay_ms".into());
+                    let msg = format!("`delay_ms` is at most {MAX_DELAY_MS}");
+                    errors.push(FieldError::body(&loc, "value_error", msg));
                 }
                 if reply.calls.as_ref().is_some_and(|calls| calls.is_empty()) {
                     let mut loc = loc.clone();

@@ -62,6 +62,16 @@ fn agent_settings(agent: AgentRecord, args: &CompletionArgs) -> Settings {
     }
 }
 
+/// The arguments a conversation's agents run with beyond their own: the conversation's,
+/// overridden by this turn's.
+fn args_of(conversation: &ConversationRecord, turn_args: Option<&CompletionArgs>) -> CompletionArgs {
+    let stored = conversation.completion_args.clone().unwrap_or_default();
+    match turn_args {
+        Some(turn_args) => stored.overridden_by(turn_args),
+        None => stored,
+    }
+}
+
 /// The settings the next turn starts with (DESIGN decision 10): the agent in force on the
 /// branch — the target of the branch's last `agent.handoff` (its active version), else
 /// the conversation's own agent (`agent`, when the store read it with the conversation)
@@ -75,8 +85,7 @@ async fn settings(
     turn_args: Option<&CompletionArgs>,
     branch: &[Arc<Entry>],
 ) -> Result<Settings> {
-    let stored_args = conversation.completion_args.clone().unwrap_or_default();
-    let turn_args = turn_args.cloned().unwrap_or_default();
+    let args = args_of(conversation, turn_args);
     let Some(agent_id) = &conversation.agent_id else {
         return Ok(Settings {
             model: conversation.model.clone().unwrap_or_default(),
@@ -85,7 +94,7 @@ async fn settings(
             description: None,
             instructions: conversation.instructions.clone(),
             tools: conversation.tools.clone().unwrap_or_default(),
-            args: stored_args.overridden_by(&turn_args),
+            args,
             handoffs: Vec::new(),
         });
     };
@@ -95,7 +104,7 @@ async fn settings(
     });
     if let Some(target) = handed_to.filter(|target| *target != agent_id) {
         match engine.store.agent(ws, &AgentId(target.clone()), &VersionSelector::Active).await {
-            Ok(target) => return Ok(agent_settings(target, &turn_args)),
+            Ok(target) => return Ok(agent_settings(target, &args)),
             Err(StoreError::NotFound { .. }) => {
                 tracing::info!(agent_id = %target, "the agent handed off to is gone; the conversation's agent answers");
             }
@@ -109,7 +118,7 @@ async fn settings(
             agent_rules::load(engine, ws, &AgentId(agent_id.clone()), &version).await?
         }
     };
-    Ok(agent_settings(agent, &stored_args.overridden_by(&turn_args)))
+    Ok(agent_settings(agent, &args))
 }
 
 /// The agents a turn that starts with `first` may hand off to, directly or through one
@@ -119,12 +128,13 @@ async fn handoff_targets(
     engine: &Engine,
     ws: &WorkspaceId,
     first: &Settings,
+    conversation: &ConversationRecord,
     turn_args: Option<&CompletionArgs>,
 ) -> Result<Vec<Settings>> {
     if first.handoffs.is_empty() {
         return Ok(Vec::new());
     }
-    let turn_args = turn_args.cloned().unwrap_or_default();
+    let turn_args = args_of(conversation, turn_args);
     let mut targets = vec![first.clone()];
     let mut seen: HashSet<String> = first.agent_id.iter().cloned().collect();
     let mut wanted = first.handoffs.clone();
@@ -346,7 +356,7 @@ pub async fn plan_start(engine: &Engine, ws: &WorkspaceId, request: StartConvers
     let settings = settings(engine, ws, &conversation, None, None, &[]).await?;
     let mut plan =
         plan(ws, conversation, true, request.store.unwrap_or(true), None, None, History::default(), inputs, settings);
-    plan.targets = handoff_targets(engine, ws, &plan.settings, None).await?;
+    plan.targets = handoff_targets(engine, ws, &plan.settings, &plan.conversation, None).await?;
     plan.handoff_execution = request.handoff_execution.unwrap_or(HandoffExecution::Server);
     Ok(plan)
 }
@@ -441,7 +451,7 @@ pub async fn plan_append(
     let store = request.store.unwrap_or(true);
     let mut plan = plan(ws, conversation, false, store, head, parent, history, inputs, settings);
     plan.confirmed = confirmed;
-    plan.targets = handoff_targets(engine, ws, &plan.settings, turn_args).await?;
+    plan.targets = handoff_targets(engine, ws, &plan.settings, &plan.conversation, turn_args).await?;
     plan.handoff_execution = request.handoff_execution.unwrap_or(HandoffExecution::Server);
     Ok(plan)
 }
@@ -497,7 +507,7 @@ pub async fn plan_restart(
     let settings = settings(engine, ws, &conversation, agent, turn_args, &history).await?;
     let store = request.store.unwrap_or(true);
     let mut plan = plan(ws, conversation, true, store, None, parent, history, inputs, settings);
-    plan.targets = handoff_targets(engine, ws, &plan.settings, turn_args).await?;
+    plan.targets = handoff_targets(engine, ws, &plan.settings, &plan.conversation, turn_args).await?;
     plan.handoff_execution = request.handoff_execution.unwrap_or(HandoffExecution::Server);
     Ok(plan)
 }

@@ -4,8 +4,8 @@
 use super::Engine;
 use crate::backends::mock::RuleView;
 use crate::domain::ids::WorkspaceId;
-use crate::domain::mock::MockScript;
-use crate::error::{Error, Result};
+use crate::domain::mock::{MockScript, MAX_RULES};
+use crate::error::{Error, FieldError, Result};
 use serde_json::Value;
 
 /// Adds the script's rules after the workspace's others; nothing is added when any rule is
@@ -16,7 +16,12 @@ pub fn add_rules(engine: &Engine, ws: &WorkspaceId, script: MockScript) -> Resul
     if !errors.is_empty() {
         return Err(Error::Invalid(errors));
     }
-    Ok(engine.models.mock().add_rules(ws.as_str(), script.rules))
+    engine.models.mock().add_rules(ws.as_str(), script.rules).map_err(|held| {
+        let msg = format!(
+            "A workspace holds at most {MAX_RULES} rules ({held} now); reset them (DELETE /palaver/mock/rules) first"
+        );
+        Error::invalid(FieldError::body(&["rules".into()], "too_long", msg))
+    })
 }
 
 pub fn rules(engine: &Engine, ws: &WorkspaceId) -> Vec<RuleView> {

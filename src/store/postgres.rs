@@ -424,7 +424,12 @@ impl Connections {
         let idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
         let reusable = match idle {
             Some((conn, since)) if since.elapsed() < CHECK_AFTER_IDLE => Some(conn),
-            Some((mut conn, _)) => conn.ping().await.is_ok().then_some(conn),
+            // Bounded too: a connection a firewall dropped silently would otherwise hang here
+            // until TCP gives up, past `PALAVER_DB_ACQUIRE_TIMEOUT_MS`.
+            Some((mut conn, _)) => {
+                let alive = tokio::time::timeout(waited, conn.ping()).await.is_ok_and(|pinged| pinged.is_ok());
+                alive.then_some(conn)
+            }
             None => None,
         };
         let conn = match reusable {

@@ -67,3 +67,16 @@ async fn with_keys_the_main_address_wants_one_and_the_metrics_address_does_not()
     assert_eq!(scraped.status(), 200);
     assert!(scraped.text().await.unwrap().contains("# TYPE"), "the text format");
 }
+
+#[tokio::test]
+async fn methods_a_client_invents_are_counted_as_other_not_as_new_series() {
+    let app = TestApp::spawn().await;
+    let method = reqwest::Method::from_bytes(b"INVENTED42").unwrap();
+
+    let response = app.client.request(method, format!("{}/nowhere", app.base)).send().await.unwrap();
+
+    assert_eq!(response.status(), 404);
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(!text.contains("INVENTED42"), "no series per invented method");
+    assert!(text.contains(r#"palaver_http_requests_total{method="other",route="unmatched",status="404"}"#), "{text}");
+}

@@ -246,3 +246,38 @@ async fn a_script_that_loops_is_stopped_by_the_turn_bounds_with_the_usual_error(
     assert_eq!(body["message"], "The turn handed off more than 5 times (PALAVER_MAX_HANDOFFS).");
     assert_eq!(json_of(app.get("/v1/conversations").await, 200).await, json!([]));
 }
+
+#[tokio::test]
+async fn pacing_and_rule_counts_are_bounded_and_a_file_rule_counts_its_uses_per_workspace() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("script.json");
+    std::fs::write(&path, r#"{"rules": [{"replies": [{"text": "once per workspace"}]}]}"#).unwrap();
+    let options = crate::helpers::Options {
+        api_keys: vec!["k1".into(), "k2".into()],
+        mock_script: Some(path),
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(options).await;
+    let other = app.with_key(Some("k2"));
+
+    let slow = app
+        .post("/palaver/mock/rules", &json!({"rules": [{"replies": [{"text": "x", "tokens_per_second": 1e-20}]}]}))
+        .await;
+    let late =
+        app.post("/palaver/mock/rules", &json!({"rules": [{"replies": [{"text": "x", "delay_ms": 3_600_000}]}]})).await;
+    let many: Vec<Value> = (0..1001).map(|_| json!({"replies": [{"text": "x"}]})).collect();
+    let too_many = app.post("/palaver/mock/rules", &json!({"rules": many})).await;
+    let mine = [
+        app.ok("/v1/conversations", &json!({"model": "mock", "inputs": "a"})).await,
+        app.ok("/v1/conversations", &json!({"model": "mock", "inputs": "b"})).await,
+    ];
+    let theirs = other.ok("/v1/conversations", &json!({"model": "mock", "inputs": "c"})).await;
+
+    crate::helpers::assert_invalid(slow, json!(["body", "rules", 0, "replies", 0, "tokens_per_second"]), "value_error")
+        .await;
+    crate::helpers::assert_invalid(late, json!(["body", "rules", 0, "replies", 0, "delay_ms"]), "value_error").await;
+    crate::helpers::assert_invalid(too_many, json!(["body", "rules"]), "too_long").await;
+    assert_eq!(mine[0]["outputs"][0]["content"], "once per workspace");
+    assert_eq!(mine[1]["outputs"][0]["content"], "b", "used up in this workspace");
+    assert_eq!(theirs["outputs"][0]["content"], "once per workspace", "not used up by another");
+}
