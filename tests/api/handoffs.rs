@@ -19,6 +19,13 @@ async fn agent(app: &TestApp, body: Value) -> String {
     app.create_agent(body).await["id"].as_str().unwrap().to_owned()
 }
 
+/// Two agents on two models: `Triage` hands off to `Billing`. Returns their ids.
+async fn triage_and_billing(app: &TestApp) -> (String, String) {
+    let billing = agent(app, json!({"model": "model-b", "name": "Billing"})).await;
+    let triage = agent(app, json!({"model": "model-a", "name": "Triage", "handoffs": [billing]})).await;
+    (triage, billing)
+}
+
 /// The function names offered in an upstream request.
 fn offered(request: &Value) -> Vec<String> {
     request["tools"]
@@ -122,8 +129,7 @@ async fn a_handoff_reaches_a_target_whose_model_another_upstream_serves() {
     );
     let (app, first) =
         TestApp::with_upstream_options(Options { config_toml: Some(config), ..Default::default() }).await;
-    let billing = agent(&app, json!({"model": "model-b", "name": "Billing"})).await;
-    let triage = agent(&app, json!({"model": "model-a", "name": "Triage", "handoffs": [billing]})).await;
+    let (triage, billing) = triage_and_billing(&app).await;
     first.script([Reply::ToolCalls("", vec![handoff_call("call_h1", &billing)])]);
     second.script([Reply::Text("Billing here.")]);
 
@@ -216,8 +222,7 @@ async fn client_execution_stops_at_the_handoff_and_the_next_append_is_answered_b
 #[tokio::test]
 async fn client_execution_works_on_append_and_restart_too() {
     let (app, upstream) = TestApp::with_upstream().await;
-    let billing = agent(&app, json!({"model": "model-b", "name": "Billing"})).await;
-    let triage = agent(&app, json!({"model": "model-a", "name": "Triage", "handoffs": [billing]})).await;
+    let (triage, billing) = triage_and_billing(&app).await;
     upstream.script([
         Reply::Text("Hello."),
         Reply::ToolCalls("", vec![handoff_call("call_h1", &billing)]),
@@ -249,8 +254,7 @@ async fn client_execution_works_on_append_and_restart_too() {
 #[tokio::test]
 async fn a_restart_from_before_the_handoff_is_answered_by_the_original_agent() {
     let (app, upstream) = TestApp::with_upstream().await;
-    let billing = agent(&app, json!({"model": "model-b", "name": "Billing"})).await;
-    let triage = agent(&app, json!({"model": "model-a", "name": "Triage", "handoffs": [billing]})).await;
+    let (triage, billing) = triage_and_billing(&app).await;
     upstream.script([
         Reply::Text("Hello."),
         Reply::ToolCalls("", vec![handoff_call("call_h1", &billing)]),
@@ -303,8 +307,7 @@ async fn other_calls_beside_a_handoff_are_superseded_by_it_and_left_open_nowhere
 #[tokio::test]
 async fn a_streamed_handoff_announces_itself_and_folds_into_what_is_stored() {
     let (app, upstream) = TestApp::with_upstream().await;
-    let billing = agent(&app, json!({"model": "model-b", "name": "Billing"})).await;
-    let triage = agent(&app, json!({"model": "model-a", "name": "Triage", "handoffs": [billing]})).await;
+    let (triage, billing) = triage_and_billing(&app).await;
     upstream.script([Reply::ToolCalls("", vec![handoff_call("call_h1", &billing)]), Reply::Text("Paid.")]);
 
     let events =
@@ -337,8 +340,7 @@ async fn a_streamed_handoff_announces_itself_and_folds_into_what_is_stored() {
 #[tokio::test]
 async fn two_handoff_turns_racing_on_one_conversation_store_one_and_refuse_the_other() {
     let (app, upstream) = TestApp::with_upstream().await;
-    let billing = agent(&app, json!({"model": "model-b", "name": "Billing"})).await;
-    let triage = agent(&app, json!({"model": "model-a", "name": "Triage", "handoffs": [billing]})).await;
+    let (triage, billing) = triage_and_billing(&app).await;
     let started = app.ok("/v1/conversations", &json!({"agent_id": triage, "inputs": "hi"})).await;
     let id = started["conversation_id"].as_str().unwrap().to_owned();
     // Both turns' first rounds (the handoffs) are held until both have reached the model,
