@@ -80,6 +80,21 @@ impl Server {
     }
 }
 
+/// A fresh SQLite file in `dir`.
+fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("p.db").display())
+}
+
+/// Starts `palaver serve` with `flag file` on a fresh database, expecting it to refuse;
+/// returns what it wrote on stderr.
+fn refused_start(flag: &str, file: &Path) -> String {
+    let url = sqlite_url(file.parent().unwrap());
+    let output =
+        palaver().args(["serve", "--addr", "127.0.0.1:0", "--database-url", &url, flag]).arg(file).output().unwrap();
+    assert!(!output.status.success(), "palaver started anyway");
+    String::from_utf8(output.stderr).unwrap()
+}
+
 fn health(addr: &str) -> u16 {
     let mut command = palaver();
     let status = command.args(["health", "--addr", addr]).status().unwrap();
@@ -153,7 +168,7 @@ fn a_first_start_says_where_data_lives_who_answers_and_whether_auth_is_on_and_a_
 #[test]
 fn flags_before_the_command_work_too_and_keys_turn_auth_on() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let url = sqlite_url(dir.path());
     let mut command = palaver();
     command.args(["--api-keys", "k1,k2", "--database-url", &url, "serve", "--addr", "127.0.0.1:0"]);
     let mut server = Server::start(command);
@@ -169,16 +184,9 @@ fn an_operator_mistake_stops_the_server_with_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("palaver.toml");
     std::fs::write(&config, "[[upstream]]\nname = \"x\"\n").unwrap();
-    let url = format!("sqlite://{}", dir.path().join("p.db").display());
 
-    let output = palaver()
-        .args(["serve", "--addr", "127.0.0.1:0", "--database-url", &url, "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let stderr = refused_start("--config", &config);
 
-    assert!(!output.status.success());
-    let stderr = String::from_utf8(output.stderr).unwrap();
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one line: {stderr}");
     assert!(lines[0].starts_with("error: parsing ") && lines[0].contains("missing field `url`"), "{stderr}");
@@ -251,7 +259,7 @@ fn the_dockerfile_stubs_every_target_the_manifest_names() {
 #[tokio::test]
 async fn every_response_carries_a_request_id_and_the_requests_log_lines_carry_it_too() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let url = sqlite_url(dir.path());
     let mut command = palaver();
     command.args(["serve", "--addr", "127.0.0.1:0", "--database-url", &url]);
     let mut server = Server::start(command);
@@ -279,16 +287,9 @@ fn a_malformed_mock_script_stops_the_start_naming_the_rule_and_field() {
     let script = dir.path().join("script.json");
     std::fs::write(&script, r#"{"rules": [{"replies": [{"text": "ok"}]}, {"replies": [{"error": {"status": 200}}]}]}"#)
         .unwrap();
-    let url = format!("sqlite://{}", dir.path().join("p.db").display());
 
-    let output = palaver()
-        .args(["serve", "--addr", "127.0.0.1:0", "--database-url", &url, "--mock-script"])
-        .arg(&script)
-        .output()
-        .unwrap();
+    let stderr = refused_start("--mock-script", &script);
 
-    assert!(!output.status.success());
-    let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("`rules.1.replies.0.error.status`: An error status is from 400 to 599"), "{stderr}");
 }
 
