@@ -152,6 +152,86 @@ pub struct FileConfig {
     /// MCP servers that run tools for the model (see `connectors`).
     #[serde(default, rename = "connector")]
     pub connectors: Vec<ConnectorConfig>,
+    /// Where file bytes are kept, and how large an upload may be.
+    #[serde(default)]
+    pub files: FilesConfig,
+}
+
+/// `[files]`: the blob store of the Files API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
+    #[serde(default)]
+    pub storage: FilesStorage,
+    /// The directory of `fs` storage (default: `<sqlite file>.files/` beside the database).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Largest upload, in MiB; larger ones get a 413 and nothing is stored.
+    #[serde(default = "default_max_upload_mb")]
+    pub max_upload_mb: u64,
+    /// Name of the environment variable holding the key that signs file links. Unset: a
+    /// key generated once and kept in the database, so every replica signs alike.
+    #[serde(default)]
+    pub signing_secret_env: Option<String>,
+    /// The scheme and host signed links start with (e.g. `https://palaver.example.com`).
+    /// Unset: taken from the request's `Host` (and `X-Forwarded-Proto`).
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// `s3`: the bucket (required).
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// `s3`: the service's URL, for anything but AWS (MinIO, Ceph, Garage, …).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `s3`: names of the environment variables holding the credentials (default: the
+    /// standard `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`).
+    #[serde(default)]
+    pub access_key_id_env: Option<String>,
+    #[serde(default)]
+    pub secret_access_key_env: Option<String>,
+    /// `s3`: address buckets as `<endpoint>/<bucket>` rather than `<bucket>.<endpoint>`
+    /// (most self-hosted services want this).
+    #[serde(default)]
+    pub path_style: bool,
+    /// `s3`: a prefix for every object name, e.g. `palaver/`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+fn default_max_upload_mb() -> u64 {
+    512
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        FilesConfig {
+            storage: FilesStorage::Auto,
+            dir: None,
+            max_upload_mb: default_max_upload_mb(),
+            signing_secret_env: None,
+            public_url: None,
+            bucket: None,
+            endpoint: None,
+            region: None,
+            access_key_id_env: None,
+            secret_access_key_env: None,
+            path_style: false,
+            prefix: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FilesStorage {
+    /// A directory beside a SQLite file; the database itself for Postgres and in-memory SQLite.
+    #[default]
+    Auto,
+    Fs,
+    Database,
+    S3,
 }
 
 #[derive(Debug, Clone, Deserialize)]

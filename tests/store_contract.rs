@@ -11,10 +11,12 @@
 use palaver::domain::agents::{AgentConfig, VersionSelector};
 use palaver::domain::conversations::AgentVersionRef;
 use palaver::domain::entries::{Content, Entry, EntryObject, MessageInput, MessageOutput};
-use palaver::domain::ids::{AgentId, ConversationId, EntryId, WorkspaceId};
+use palaver::domain::ids::{AgentId, ConversationId, EntryId, FileId, WorkspaceId};
 use palaver::domain::time::Timestamp;
+use palaver::store::blobs::{BlobKey, ByteStream};
 use palaver::store::{
-    AgentFilter, AgentRecord, AliasRecord, ConnectOptions, ConversationRecord, Page, Store, StoreError, TurnWrite,
+    AgentFilter, AgentRecord, AliasRecord, ConnectOptions, ConversationRecord, FileRecord, Page, Store, StoreError,
+    TurnWrite,
 };
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,6 +71,11 @@ contract! {
     conversations_are_filtered_by_every_metadata_key,
     deleting_a_conversation_keeps_its_entries_for_the_branches_sharing_them,
     another_workspace_sees_none_of_a_conversation,
+    a_stored_file_reads_back_whole_and_files_are_listed_newest_first_with_the_total,
+    a_deleted_file_is_gone_and_another_workspace_sees_none,
+    a_blob_in_the_database_streams_back_in_order_and_is_deleted,
+    a_failed_blob_write_leaves_nothing,
+    a_setting_keeps_the_first_value_written,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -654,6 +661,106 @@ async fn another_workspace_sees_none_of_a_conversation(store: Arc<dyn Store>) {
 
 // ---------------------------------------------------------------------------------------
 // Helpers
+
+// ---------------------------------------------------------------------------------------
+// Files
+
+fn file(id: &str, created: Timestamp) -> FileRecord {
+    FileRecord {
+        id: FileId(id.to_owned()),
+        filename: format!("{id}.png"),
+        bytes: 42,
+        purpose: "ocr".into(),
+        sample_type: "instruct".into(),
+        source: "upload".into(),
+        mimetype: Some("image/png".into()),
+        num_lines: None,
+        visibility: Some("workspace".into()),
+        expires_at: Some(1_900_000_000),
+        created_at: created,
+    }
+}
+
+async fn a_stored_file_reads_back_whole_and_files_are_listed_newest_first_with_the_total(store: Arc<dyn Store>) {
+    let ws = home();
+    for (id, second) in [("f-old", 1), ("f-mid", 2), ("f-new", 3)] {
+        store.insert_file(&ws, &file(id, at(second))).await.unwrap();
+    }
+
+    let read = store.file(&ws, &FileId("f-mid".into())).await.unwrap();
+    let (first, total) = store.list_files(&ws, page(0, 2)).await.unwrap();
+    let (second, again) = store.list_files(&ws, page(2, 2)).await.unwrap();
+
+    assert_eq!(read, file("f-mid", at(2)));
+    let ids = |files: &[FileRecord]| files.iter().map(|f| f.id.as_str().to_owned()).collect::<Vec<_>>();
+    assert_eq!(ids(&first), vec!["f-new", "f-mid"]);
+    assert_eq!(ids(&second), vec!["f-old"]);
+    assert_eq!((total, again), (3, 3));
+    let taken = store.insert_file(&ws, &file("f-mid", at(9))).await;
+    assert!(matches!(taken, Err(StoreError::Conflict)), "{taken:?}");
+}
+
+async fn a_deleted_file_is_gone_and_another_workspace_sees_none(store: Arc<dyn Store>) {
+    let (ws, other) = (home(), WorkspaceId("ws_other".into()));
+    store.insert_file(&ws, &file("f-1", at(1))).await.unwrap();
+    let id = FileId("f-1".into());
+
+    assert!(matches!(store.file(&other, &id).await, Err(StoreError::NotFound { what: "File", .. })));
+    assert_eq!(store.list_files(&other, page(0, 10)).await.unwrap(), (vec![], 0));
+    assert!(matches!(store.delete_file(&other, &id).await, Err(StoreError::NotFound { .. })));
+
+    store.delete_file(&ws, &id).await.unwrap();
+
+    assert!(matches!(store.file(&ws, &id).await, Err(StoreError::NotFound { what: "File", .. })));
+    assert_eq!(store.list_files(&ws, page(0, 10)).await.unwrap().1, 0);
+}
+
+fn body(pieces: Vec<Vec<u8>>) -> ByteStream<'static> {
+    Box::pin(futures::stream::iter(pieces.into_iter().map(|p| Ok(bytes::Bytes::from(p)))))
+}
+
+async fn read_blob(store: &Arc<dyn Store>, key: &BlobKey) -> Result<Vec<u8>, StoreError> {
+    use futures::TryStreamExt;
+    let stream = store.blob(key).await?;
+    let chunks: Vec<bytes::Bytes> = stream.try_collect().await.unwrap();
+    Ok(chunks.concat())
+}
+
+async fn a_blob_in_the_database_streams_back_in_order_and_is_deleted(store: Arc<dyn Store>) {
+    let key = BlobKey::new(&home(), &FileId("blob-1".into()));
+    let other = BlobKey::new(&WorkspaceId("ws_other".into()), &FileId("blob-1".into()));
+    let bytes: Vec<u8> = (0..2_500_000u32).map(|i| (i % 253) as u8).collect();
+    let pieces = bytes.chunks(300_000).map(<[u8]>::to_vec).collect();
+
+    let written = store.put_blob(&key, body(pieces)).await.unwrap();
+
+    assert_eq!(written, bytes.len() as u64);
+    assert!(read_blob(&store, &key).await.unwrap() == bytes, "the blob reads back whole, in order");
+    assert!(matches!(read_blob(&store, &other).await, Err(StoreError::NotFound { .. })));
+    store.delete_blob(&key).await.unwrap();
+    assert!(matches!(read_blob(&store, &key).await, Err(StoreError::NotFound { .. })));
+    store.delete_blob(&key).await.unwrap();
+}
+
+async fn a_failed_blob_write_leaves_nothing(store: Arc<dyn Store>) {
+    let key = BlobKey::new(&home(), &FileId("blob-broken".into()));
+    let failing: ByteStream<'static> = Box::pin(futures::stream::iter(vec![
+        Ok(bytes::Bytes::from(vec![1u8; 1_500_000])),
+        Err(std::io::Error::other("the client went away")),
+    ]));
+
+    let written = store.put_blob(&key, failing).await;
+
+    assert!(written.is_err());
+    assert!(matches!(read_blob(&store, &key).await, Err(StoreError::NotFound { .. })));
+}
+
+async fn a_setting_keeps_the_first_value_written(store: Arc<dyn Store>) {
+    let first = store.setting("test.key", "one").await.unwrap();
+    let second = store.setting("test.key", "two").await.unwrap();
+
+    assert_eq!((first.as_str(), second.as_str()), ("one", "one"));
+}
 
 fn home() -> WorkspaceId {
     WorkspaceId::default_workspace()

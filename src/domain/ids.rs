@@ -71,6 +71,27 @@ impl fmt::Display for EntryId {
     }
 }
 
+/// A file's id: a UUID with hyphens, as the hosted API's files have (no prefix).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FileId(pub String);
+
+impl FileId {
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A `tool_call_id` in the hosted API's shape: 9 characters `[A-Za-z0-9]`. Mistral's chat
 /// API rejects replayed tool calls whose ids have another shape.
 pub fn generate_tool_call_id() -> String {

@@ -21,6 +21,7 @@
 //! - `tests/store_contract.rs` runs one set of cases through this trait on both backends;
 //!   the HTTP suite runs on both too.
 
+pub mod blobs;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
@@ -29,7 +30,7 @@ use crate::domain::agents::{AgentConfig, GuardrailConfig, VersionSelector};
 use crate::domain::completion::CompletionArgs;
 use crate::domain::conversations::AgentVersionRef;
 use crate::domain::entries::Entry;
-use crate::domain::ids::{AgentId, ConversationId, EntryId, WorkspaceId};
+use crate::domain::ids::{AgentId, ConversationId, EntryId, FileId, WorkspaceId};
 use crate::domain::time::Timestamp;
 use crate::domain::tools::Tool;
 use async_trait::async_trait;
@@ -142,6 +143,10 @@ pub trait Database: Send + Sync {
     /// Called once at shutdown, after the last run committed: leaves the database tidy
     /// (SQLite checkpoints its WAL and closes, so a stopped server leaves one file).
     async fn close(&self) {}
+
+    /// The server-wide setting `name`, storing `value` first when there is none: whichever
+    /// process asks first decides, and every replica reads the same value after.
+    async fn setting(&self, name: &str, value: &str) -> StoreResult<String>;
 }
 
 /// Agents: immutable versions, the pointer to the active one, aliases naming versions.
@@ -246,11 +251,51 @@ pub trait ConversationStore: Send + Sync {
     async fn history(&self, ws: &WorkspaceId, head: &EntryId) -> StoreResult<Vec<Entry>>;
 }
 
-/// The whole persistence port, as the app holds it (`Arc<dyn Store>`). A backend implements
-/// each aggregate's trait and gets this one for free.
-pub trait Store: Database + AgentStore + ConversationStore + Send + Sync + 'static {}
+/// The metadata of files; their bytes are in a `blobs::BlobStore`.
+#[async_trait]
+pub trait FileStore: Send + Sync {
+    /// Writes a file's row (its blob is already stored). `Conflict` when the id is taken.
+    async fn insert_file(&self, ws: &WorkspaceId, file: &FileRecord) -> StoreResult<()>;
 
-impl<T> Store for T where T: Database + AgentStore + ConversationStore + Send + Sync + 'static {}
+    async fn file(&self, ws: &WorkspaceId, id: &FileId) -> StoreResult<FileRecord>;
+
+    /// A page of the workspace's files, newest first, and how many it has in all.
+    async fn list_files(&self, ws: &WorkspaceId, page: Page) -> StoreResult<(Vec<FileRecord>, i64)>;
+
+    /// Deletes a file's row (its blob goes after).
+    async fn delete_file(&self, ws: &WorkspaceId, id: &FileId) -> StoreResult<()>;
+}
+
+/// The whole persistence port, as the app holds it (`Arc<dyn Store>`). A backend implements
+/// each aggregate's trait and gets this one for free. Every backend is also a blob store
+/// (`[files] storage = "database"`), so the app can use the store it has for that too.
+pub trait Store:
+    Database + AgentStore + ConversationStore + FileStore + blobs::BlobStore + Send + Sync + 'static
+{
+}
+
+impl<T> Store for T where
+    T: Database + AgentStore + ConversationStore + FileStore + blobs::BlobStore + Send + Sync + 'static
+{
+}
+
+/// A file's metadata, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileRecord {
+    pub id: FileId,
+    pub filename: String,
+    /// Size in bytes.
+    pub bytes: i64,
+    pub purpose: String,
+    pub sample_type: String,
+    pub source: String,
+    pub mimetype: Option<String>,
+    pub num_lines: Option<i64>,
+    pub visibility: Option<String>,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+    pub created_at: Timestamp,
+}
 
 /// A stored conversation: settings plus the head of its branch of the entry tree.
 #[derive(Debug, Clone, PartialEq)]
@@ -331,6 +376,51 @@ pub fn describe(url: &str) -> String {
     } else {
         postgres::describe(url)
     }
+}
+
+/// The blob store `[files]` asks for, and a line for the start-up log saying where file
+/// bytes go. `auto` is a directory beside a SQLite file (`<file>.files/`), and the database
+/// itself for Postgres (replicas then need nothing shared but the database) and for
+/// in-memory SQLite.
+pub fn open_blobs(
+    files: &crate::config::FilesConfig,
+    database_url: &str,
+    store: &Arc<dyn Store>,
+) -> anyhow::Result<(Arc<dyn blobs::BlobStore>, String)> {
+    use crate::config::FilesStorage;
+    let beside_sqlite = sqlite::file_path(database_url).map(|db| {
+        let mut dir = db.into_os_string();
+        dir.push(".files");
+        std::path::PathBuf::from(dir)
+    });
+    let directory = |dir: std::path::PathBuf| -> anyhow::Result<(Arc<dyn blobs::BlobStore>, String)> {
+        let absolute = std::path::absolute(&dir).unwrap_or(dir);
+        let directory: Arc<dyn blobs::BlobStore> = Arc::new(blobs::fs::FsBlobs::open(&absolute));
+        Ok((directory, format!("in the directory {}", absolute.display())))
+    };
+    let in_database = || -> (Arc<dyn blobs::BlobStore>, String) {
+        let database: Arc<dyn blobs::BlobStore> = store.clone();
+        (database, "in the database".to_owned())
+    };
+    let limit = format!("uploads up to {} MiB", files.max_upload_mb);
+    let (blobs, place) = match files.storage {
+        FilesStorage::Fs => match files.dir.clone().or(beside_sqlite) {
+            Some(dir) => directory(dir)?,
+            None => anyhow::bail!("[files] storage = \"fs\" needs `dir` unless the database is a SQLite file"),
+        },
+        FilesStorage::Auto => match (files.dir.clone(), beside_sqlite) {
+            (Some(dir), _) | (None, Some(dir)) => directory(dir)?,
+            (None, None) => in_database(),
+        },
+        FilesStorage::Database => in_database(),
+        FilesStorage::S3 => {
+            let s3: Arc<dyn blobs::BlobStore> = Arc::new(blobs::s3::S3Blobs::from_config(files)?);
+            let at = files.endpoint.as_deref().map(|e| format!(" at {e}")).unwrap_or_default();
+            let bucket = files.bucket.as_deref().unwrap_or_default();
+            (s3, format!("in the S3 bucket `{bucket}`{at}"))
+        }
+    };
+    Ok((blobs, format!("file bytes {place}; {limit}")))
 }
 
 impl AgentRecord {

@@ -1,14 +1,15 @@
 //! Postgres store: for production and for several palaver processes sharing one database.
 //! Row locks serialize the compare-and-set updates; JSON columns are `jsonb`.
 
+use super::blobs::{BlobKey, BlobStore, ByteStream, CHUNK_BYTES};
 use super::sql::{self, Columns, Naming};
 use super::{
     AgentFilter, AgentRecord, AgentStore, AliasRecord, ConversationRecord, ConversationStore, Database, EntryColumns,
-    NotFoundAs, Page, StoreError, StoreResult, TurnWrite,
+    FileRecord, FileStore, NotFoundAs, Page, StoreError, StoreResult, TurnWrite,
 };
 use crate::domain::agents::{AgentConfig, VersionSelector};
 use crate::domain::entries::Entry;
-use crate::domain::ids::{AgentId, ConversationId, EntryId, WorkspaceId};
+use crate::domain::ids::{AgentId, ConversationId, EntryId, FileId, WorkspaceId};
 use crate::domain::time::Timestamp;
 use anyhow::Context;
 use async_trait::async_trait;
@@ -19,7 +20,7 @@ use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgRow};
 use sqlx::types::Json;
 use sqlx::{Connection, Postgres, Row, Transaction};
 use std::str::FromStr;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 /// SQLSTATEs that mean "the database cannot serve now", not "this query is wrong": class 08
@@ -281,15 +282,18 @@ static COMMIT_NEW_CONVERSATION: LazyLock<String> = LazyLock::new(|| {
     commit_statement(&format!("{} RETURNING id", sql::INSERT_CONVERSATION.as_str()), id, 2 + C::ALL.len())
 });
 
+/// Cheap to clone: the connections are shared (a download's stream holds a clone).
+#[derive(Clone)]
 pub struct PgStore {
-    connections: Connections,
+    connections: Arc<Connections>,
 }
 
 impl PgStore {
     pub async fn connect(url: &str, connect: super::ConnectOptions) -> anyhow::Result<Self> {
         let options = PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid Postgres URL")?;
         create_database_if_missing(&options).await?;
-        let connections = Connections::new(options, connect.max_connections.max(1) as usize, connect.acquire_timeout);
+        let connections =
+            Arc::new(Connections::new(options, connect.max_connections.max(1) as usize, connect.acquire_timeout));
         let store = PgStore { connections };
         let migrate = connect.migrate;
         // Connects once now, so a wrong URL fails at start-up rather than on the first request.
@@ -317,6 +321,7 @@ struct Embedded;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "agents", include_str!("../../migrations/postgres/0001_agents.sql")),
     (2, "conversations", include_str!("../../migrations/postgres/0002_conversations.sql")),
+    (3, "files", include_str!("../../migrations/postgres/0003_files.sql")),
 ];
 
 impl<'s> sqlx::migrate::MigrationSource<'s> for Embedded {
@@ -527,6 +532,14 @@ impl Database for PgStore {
         on_connection!(self, |conn| {
             sqlx::query("SELECT 1").execute(&mut *conn).await?;
             Ok(())
+        })
+    }
+
+    async fn setting(&self, name: &str, value: &str) -> StoreResult<String> {
+        on_connection!(self, |conn| {
+            sqlx::query(sql::INSERT_SETTING).bind(name).bind(value).execute(&mut *conn).await?;
+            let row = sqlx::query(sql::SELECT_SETTING).bind(name).fetch_one(&mut *conn).await?;
+            Ok(row.try_get("value")?)
         })
     }
 }
@@ -818,6 +831,169 @@ impl ConversationStore for PgStore {
             Ok(rows.iter().map(|row| row.try_get::<Json<Entry>, _>(body).map(|j| j.0)).collect::<sqlx::Result<_>>()?)
         })
         .not_found_as("Entry", head.as_str())
+    }
+}
+
+/// Binds a file's row after the workspace.
+fn bind_file<'q>(mut query: PgQuery<'q>, file: &'q FileRecord) -> PgQuery<'q> {
+    use sql::File as F;
+    for &column in F::ALL {
+        query = match column {
+            F::Id => query.bind(file.id.as_str()),
+            F::Filename => query.bind(&file.filename),
+            F::Bytes => query.bind(file.bytes),
+            F::Purpose => query.bind(&file.purpose),
+            F::SampleType => query.bind(&file.sample_type),
+            F::Source => query.bind(&file.source),
+            F::Mimetype => query.bind(file.mimetype.as_deref()),
+            F::NumLines => query.bind(file.num_lines),
+            F::Visibility => query.bind(file.visibility.as_deref()),
+            F::ExpiresAt => query.bind(file.expires_at),
+            F::CreatedAt => query.bind(file.created_at.micros()),
+        };
+    }
+    query
+}
+
+fn file_record(row: &PgRow) -> sqlx::Result<FileRecord> {
+    use sql::File as F;
+    Ok(FileRecord {
+        id: FileId(row.try_get(F::Id.name())?),
+        filename: row.try_get(F::Filename.name())?,
+        bytes: row.try_get(F::Bytes.name())?,
+        purpose: row.try_get(F::Purpose.name())?,
+        sample_type: row.try_get(F::SampleType.name())?,
+        source: row.try_get(F::Source.name())?,
+        mimetype: row.try_get(F::Mimetype.name())?,
+        num_lines: row.try_get(F::NumLines.name())?,
+        visibility: row.try_get(F::Visibility.name())?,
+        expires_at: row.try_get(F::ExpiresAt.name())?,
+        created_at: Timestamp::from_micros(row.try_get(F::CreatedAt.name())?),
+    })
+}
+
+#[async_trait]
+impl FileStore for PgStore {
+    async fn insert_file(&self, ws: &WorkspaceId, file: &FileRecord) -> StoreResult<()> {
+        on_connection!(self, |conn| {
+            let query = sqlx::query(sql::INSERT_FILE.as_str()).bind(ws.as_str());
+            bind_file(query, file).execute(&mut *conn).await?;
+            Ok(())
+        })
+    }
+
+    async fn file(&self, ws: &WorkspaceId, id: &FileId) -> StoreResult<FileRecord> {
+        on_connection!(self, |conn| {
+            let row = sqlx::query(sql::SELECT_FILE.as_str())
+                .bind(ws.as_str())
+                .bind(id.as_str())
+                .fetch_one(&mut *conn)
+                .await?;
+            Ok(file_record(&row)?)
+        })
+        .not_found_as("File", id.as_str())
+    }
+
+    async fn list_files(&self, ws: &WorkspaceId, page: Page) -> StoreResult<(Vec<FileRecord>, i64)> {
+        on_connection!(self, |conn| {
+            let rows = sqlx::query(sql::LIST_FILES.as_str())
+                .bind(ws.as_str())
+                .bind(page.limit)
+                .bind(page.offset)
+                .fetch_all(&mut *conn)
+                .await?;
+            let files = rows.iter().map(file_record).collect::<sqlx::Result<Vec<_>>>()?;
+            let total: i64 =
+                sqlx::query(sql::COUNT_FILES).bind(ws.as_str()).fetch_one(&mut *conn).await?.try_get("total")?;
+            Ok((files, total))
+        })
+    }
+
+    async fn delete_file(&self, ws: &WorkspaceId, id: &FileId) -> StoreResult<()> {
+        on_connection!(self, |conn| {
+            let done = sqlx::query(sql::DELETE_FILE).bind(ws.as_str()).bind(id.as_str()).execute(&mut *conn).await?;
+            super::found(done.rows_affected())
+        })
+        .not_found_as("File", id.as_str())
+    }
+}
+
+impl PgStore {
+    /// Chunk `seq` of a file's bytes; `None` past the last.
+    async fn chunk(&self, ws: &str, file: &str, seq: i64) -> StoreResult<Option<bytes::Bytes>> {
+        on_connection!(self, |conn| {
+            let row = sqlx::query(sql::SELECT_CHUNK).bind(ws).bind(file).bind(seq).fetch_optional(&mut *conn).await?;
+            Ok(match row {
+                Some(row) => Some(bytes::Bytes::from(row.try_get::<Vec<u8>, _>("data")?)),
+                None => None,
+            })
+        })
+    }
+
+    async fn delete_chunks(&self, ws: &str, file: &str) -> StoreResult<()> {
+        on_connection!(self, |conn| {
+            sqlx::query(sql::DELETE_CHUNKS).bind(ws).bind(file).execute(&mut *conn).await?;
+            Ok(())
+        })
+    }
+}
+
+/// The database as blob store (the `auto` choice for Postgres, so replicas share files with
+/// nothing but the database): one short statement per chunk, no connection held between.
+#[async_trait]
+impl BlobStore for PgStore {
+    async fn put_blob(&self, key: &BlobKey, body: ByteStream<'_>) -> StoreResult<u64> {
+        let (ws, file) = (key.workspace.as_str(), key.file.as_str());
+        let mut chunks = super::blobs::rechunk(body, CHUNK_BYTES);
+        let mut written = 0u64;
+        let mut seq = 0i64;
+        let result: StoreResult<()> = async {
+            while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
+                let chunk =
+                    chunk.map_err(|e| StoreError::Other(anyhow::Error::new(e).context("reading the upload")))?;
+                written += chunk.len() as u64;
+                on_connection!(self, |conn| {
+                    sqlx::query(sql::INSERT_CHUNK)
+                        .bind(ws)
+                        .bind(file)
+                        .bind(seq)
+                        .bind(chunk.as_ref())
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })?;
+                seq += 1;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(error) = result {
+            let _ = self.delete_chunks(ws, file).await;
+            return Err(error);
+        }
+        Ok(written)
+    }
+
+    async fn blob(&self, key: &BlobKey) -> StoreResult<ByteStream<'static>> {
+        let (ws, file) = (key.workspace.as_str().to_owned(), key.file.as_str().to_owned());
+        // The first chunk is read now, so a missing blob is a `NotFound` rather than a
+        // stream that fails after the response started.
+        let Some(first) = self.chunk(&ws, &file, 0).await? else {
+            return Err(StoreError::NotFound { what: "File", id: file });
+        };
+        let store = self.clone();
+        Ok(Box::pin(async_stream::try_stream! {
+            yield first;
+            let mut seq = 1;
+            while let Some(chunk) = store.chunk(&ws, &file, seq).await.map_err(std::io::Error::other)? {
+                yield chunk;
+                seq += 1;
+            }
+        }))
+    }
+
+    async fn delete_blob(&self, key: &BlobKey) -> StoreResult<()> {
+        self.delete_chunks(key.workspace.as_str(), key.file.as_str()).await
     }
 }
 

@@ -121,6 +121,23 @@ columns! {
     }
 }
 
+columns! {
+    /// `files`: one uploaded or tool-produced file's metadata; its bytes are in the blob store.
+    pub enum File {
+        Id = "id",
+        Filename = "filename",
+        Bytes = "bytes",
+        Purpose = "purpose",
+        SampleType = "sample_type",
+        Source = "source",
+        Mimetype = "mimetype",
+        NumLines = "num_lines",
+        Visibility = "visibility",
+        ExpiresAt = "expires_at",
+        CreatedAt = "created_at",
+    }
+}
+
 /// What an `AgentRecord` reads of its version, beside every column of the agent's row.
 pub const AGENT_VERSION_READ: [AgentVersion; 2] = [AgentVersion::Version, AgentVersion::Config];
 
@@ -340,6 +357,42 @@ pub const HISTORY: &str = "WITH RECURSIVE chain(id, parent_id, depth, body) AS (
        SELECT e.id, e.parent_id, e.depth, e.body FROM entries e JOIN chain c \
          ON e.workspace = $1 AND e.id = c.parent_id \
      ) SELECT body FROM chain ORDER BY depth";
+
+/// Binds: workspace, then `File::ALL`.
+pub static INSERT_FILE: LazyLock<String> = LazyLock::new(|| insert::<File>("files"));
+
+/// Binds: workspace, id.
+pub static SELECT_FILE: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {} FROM files WHERE workspace = $1 AND id = $2", list(File::ALL, None)));
+
+/// Newest first. Binds: workspace, limit, offset.
+pub static LIST_FILES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM files WHERE workspace = $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3",
+        list(File::ALL, None)
+    )
+});
+
+/// Binds: workspace. Yields `total`.
+pub const COUNT_FILES: &str = "SELECT COUNT(*) AS total FROM files WHERE workspace = $1";
+
+pub const DELETE_FILE: &str = "DELETE FROM files WHERE workspace = $1 AND id = $2";
+
+/// One chunk of a file's bytes (the database as blob store). Binds: workspace, file id,
+/// chunk number, bytes.
+pub const INSERT_CHUNK: &str = "INSERT INTO file_chunks (workspace, file_id, seq, data) VALUES ($1, $2, $3, $4)";
+
+/// Binds: workspace, file id, chunk number. Yields `data`.
+pub const SELECT_CHUNK: &str = "SELECT data FROM file_chunks WHERE workspace = $1 AND file_id = $2 AND seq = $3";
+
+pub const DELETE_CHUNKS: &str = "DELETE FROM file_chunks WHERE workspace = $1 AND file_id = $2";
+
+/// Stores a setting unless one of that name exists: the first writer wins, every process
+/// then reads the same value. Binds: name, value.
+pub const INSERT_SETTING: &str = "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
+
+/// Binds: name. Yields `value`.
+pub const SELECT_SETTING: &str = "SELECT value FROM settings WHERE name = $1";
 
 #[cfg(test)]
 mod tests {

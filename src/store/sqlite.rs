@@ -14,16 +14,17 @@
 //! in-process instead of sleeping in SQLite's busy handler; another process on the same
 //! file (a second palaver) is still waited for through the busy timeout.
 
+use super::blobs::{BlobKey, BlobStore, ByteStream, CHUNK_BYTES};
 use super::sql::{self, Columns, Naming};
 use super::{
-    AgentFilter, AgentRecord, AgentStore, AliasRecord, ConversationRecord, ConversationStore, Database, NotFoundAs,
-    Page,
+    AgentFilter, AgentRecord, AgentStore, AliasRecord, ConversationRecord, ConversationStore, Database, FileRecord,
+    FileStore, NotFoundAs, Page,
 };
 use super::{EntryColumns, StoreError, StoreResult, TurnWrite};
 use crate::config::SqliteSynchronous;
 use crate::domain::agents::{AgentConfig, VersionSelector};
 use crate::domain::entries::Entry;
-use crate::domain::ids::{AgentId, ConversationId, EntryId, WorkspaceId};
+use crate::domain::ids::{AgentId, ConversationId, EntryId, FileId, WorkspaceId};
 use crate::domain::time::Timestamp;
 use anyhow::Context;
 use async_trait::async_trait;
@@ -89,6 +90,16 @@ struct Statements {
     delete_conversation: String,
     insert_entry: String,
     history: String,
+    insert_file: String,
+    select_file: String,
+    list_files: String,
+    count_files: String,
+    delete_file: String,
+    insert_chunk: String,
+    select_chunk: String,
+    delete_chunks: String,
+    insert_setting: String,
+    select_setting: String,
 }
 
 static SQL: LazyLock<Statements> = LazyLock::new(|| Statements {
@@ -117,6 +128,16 @@ static SQL: LazyLock<Statements> = LazyLock::new(|| Statements {
     delete_conversation: numbered(sql::DELETE_CONVERSATION),
     insert_entry: numbered(&sql::INSERT_ENTRY),
     history: numbered(sql::HISTORY),
+    insert_file: numbered(&sql::INSERT_FILE),
+    select_file: numbered(&sql::SELECT_FILE),
+    list_files: numbered(&sql::LIST_FILES),
+    count_files: numbered(sql::COUNT_FILES),
+    delete_file: numbered(sql::DELETE_FILE),
+    insert_chunk: numbered(sql::INSERT_CHUNK),
+    select_chunk: numbered(sql::SELECT_CHUNK),
+    delete_chunks: numbered(sql::DELETE_CHUNKS),
+    insert_setting: numbered(sql::INSERT_SETTING),
+    select_setting: numbered(sql::SELECT_SETTING),
 });
 
 /// Migrations, in order: (version, description, SQL). Recorded in sqlx's `_sqlx_migrations`
@@ -125,6 +146,7 @@ static SQL: LazyLock<Statements> = LazyLock::new(|| Statements {
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "agents", include_str!("../../migrations/sqlite/0001_agents.sql")),
     (2, "conversations", include_str!("../../migrations/sqlite/0002_conversations.sql")),
+    (3, "files", include_str!("../../migrations/sqlite/0003_files.sql")),
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -137,6 +159,8 @@ enum Message {
     Close(oneshot::Sender<()>),
 }
 
+/// Cheap to clone: a handle on the SQLite thread (a download's stream holds one).
+#[derive(Clone)]
 pub struct SqliteStore {
     jobs: tokio::sync::mpsc::UnboundedSender<Message>,
 }
@@ -151,6 +175,17 @@ pub fn describe(url: &str) -> String {
             format!("SQLite file {}", absolute.display())
         }
         Err(_) => url.to_owned(),
+    }
+}
+
+/// The database file of a SQLite `DATABASE_URL`; `None` in memory.
+pub fn file_path(url: &str) -> Option<std::path::PathBuf> {
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
+    match Target::parse(url) {
+        Ok(target) if !target.in_memory => Some(std::path::PathBuf::from(target.path)),
+        _ => None,
     }
 }
 
@@ -614,6 +649,15 @@ impl Database for SqliteStore {
             let _ = closed.await;
         }
     }
+
+    async fn setting(&self, name: &str, value: &str) -> StoreResult<String> {
+        let (name, value) = (name.to_owned(), value.to_owned());
+        self.write(move |tx| {
+            tx.prepare_cached(&SQL.insert_setting)?.execute(params![name, value])?;
+            Ok(tx.prepare_cached(&SQL.select_setting)?.query_row(params![name], |row| row.get("value"))?)
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -914,6 +958,159 @@ impl ConversationStore for SqliteStore {
         })
         .await
         .not_found_as("Entry", asked)
+    }
+}
+
+/// One column of a file's row, bound after the workspace.
+fn file_param(file: &FileRecord, column: sql::File) -> ToSqlOutput<'_> {
+    use sql::File as F;
+    match column {
+        F::Id => ToSqlOutput::from(file.id.as_str()),
+        F::Filename => ToSqlOutput::from(file.filename.as_str()),
+        F::Bytes => ToSqlOutput::from(file.bytes),
+        F::Purpose => ToSqlOutput::from(file.purpose.as_str()),
+        F::SampleType => ToSqlOutput::from(file.sample_type.as_str()),
+        F::Source => ToSqlOutput::from(file.source.as_str()),
+        F::Mimetype => text(file.mimetype.as_deref()),
+        F::NumLines => file.num_lines.map_or(ToSqlOutput::from(Null), ToSqlOutput::from),
+        F::Visibility => text(file.visibility.as_deref()),
+        F::ExpiresAt => file.expires_at.map_or(ToSqlOutput::from(Null), ToSqlOutput::from),
+        F::CreatedAt => ToSqlOutput::from(file.created_at.micros()),
+    }
+}
+
+fn file_record(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
+    use sql::File as F;
+    Ok(FileRecord {
+        id: FileId(row.get(F::Id.name())?),
+        filename: row.get(F::Filename.name())?,
+        bytes: row.get(F::Bytes.name())?,
+        purpose: row.get(F::Purpose.name())?,
+        sample_type: row.get(F::SampleType.name())?,
+        source: row.get(F::Source.name())?,
+        mimetype: row.get(F::Mimetype.name())?,
+        num_lines: row.get(F::NumLines.name())?,
+        visibility: row.get(F::Visibility.name())?,
+        expires_at: row.get(F::ExpiresAt.name())?,
+        created_at: Timestamp::from_micros(row.get(F::CreatedAt.name())?),
+    })
+}
+
+#[async_trait]
+impl FileStore for SqliteStore {
+    async fn insert_file(&self, ws: &WorkspaceId, file: &FileRecord) -> StoreResult<()> {
+        let (ws, file) = (ws.as_str().to_owned(), file.clone());
+        self.write(move |tx| {
+            let row = sql::File::ALL.iter().map(|&c| file_param(&file, c));
+            tx.prepare_cached(&SQL.insert_file)?.execute(params_from_iter(after(&ws, row)))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn file(&self, ws: &WorkspaceId, id: &FileId) -> StoreResult<FileRecord> {
+        let asked = id.as_str();
+        let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
+        self.read(move |conn| Ok(conn.prepare_cached(&SQL.select_file)?.query_row(params![ws, id], file_record)?))
+            .await
+            .not_found_as("File", asked)
+    }
+
+    async fn list_files(&self, ws: &WorkspaceId, page: Page) -> StoreResult<(Vec<FileRecord>, i64)> {
+        let ws = ws.as_str().to_owned();
+        self.read(move |conn| {
+            let mut list = conn.prepare_cached(&SQL.list_files)?;
+            let rows = list.query_map(params![ws, page.limit, page.offset], file_record)?;
+            let files = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            let total = conn.prepare_cached(&SQL.count_files)?.query_row(params![ws], |row| row.get("total"))?;
+            Ok((files, total))
+        })
+        .await
+    }
+
+    async fn delete_file(&self, ws: &WorkspaceId, id: &FileId) -> StoreResult<()> {
+        let asked = id.as_str();
+        let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
+        self.write(move |tx| super::found(tx.prepare_cached(&SQL.delete_file)?.execute(params![ws, id])? as u64))
+            .await
+            .not_found_as("File", asked)
+    }
+}
+
+impl SqliteStore {
+    /// Chunk `seq` of a file's bytes; `None` past the last.
+    async fn chunk(&self, ws: String, file: String, seq: i64) -> StoreResult<Option<bytes::Bytes>> {
+        self.read(move |conn| {
+            let data: Option<Vec<u8>> = conn
+                .prepare_cached(&SQL.select_chunk)?
+                .query_row(params![ws, file, seq], |row| row.get("data"))
+                .optional()?;
+            Ok(data.map(bytes::Bytes::from))
+        })
+        .await
+    }
+
+    async fn delete_chunks(&self, ws: String, file: String) -> StoreResult<()> {
+        self.write(move |tx| {
+            tx.prepare_cached(&SQL.delete_chunks)?.execute(params![ws, file])?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// The database as blob store: each chunk is its own short write, so other requests' turns
+/// go between the chunks of a large upload rather than wait for all of it.
+#[async_trait]
+impl BlobStore for SqliteStore {
+    async fn put_blob(&self, key: &BlobKey, body: ByteStream<'_>) -> StoreResult<u64> {
+        let (ws, file) = (key.workspace.as_str().to_owned(), key.file.as_str().to_owned());
+        let mut chunks = super::blobs::rechunk(body, CHUNK_BYTES);
+        let mut written = 0u64;
+        let mut seq = 0i64;
+        let result: StoreResult<()> = async {
+            while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
+                let chunk =
+                    chunk.map_err(|e| StoreError::Other(anyhow::Error::new(e).context("reading the upload")))?;
+                written += chunk.len() as u64;
+                let (ws, file) = (ws.clone(), file.clone());
+                self.write(move |tx| {
+                    tx.prepare_cached(&SQL.insert_chunk)?.execute(params![ws, file, seq, chunk.as_ref()])?;
+                    Ok(())
+                })
+                .await?;
+                seq += 1;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(error) = result {
+            let _ = self.delete_chunks(ws, file).await;
+            return Err(error);
+        }
+        Ok(written)
+    }
+
+    async fn blob(&self, key: &BlobKey) -> StoreResult<ByteStream<'static>> {
+        let (ws, file) = (key.workspace.as_str().to_owned(), key.file.as_str().to_owned());
+        // The first chunk is read now, so a missing blob is a `NotFound` rather than a
+        // stream that fails after the response started.
+        let Some(first) = self.chunk(ws.clone(), file.clone(), 0).await? else {
+            return Err(StoreError::NotFound { what: "File", id: file });
+        };
+        let store = self.clone();
+        Ok(Box::pin(async_stream::try_stream! {
+            yield first;
+            let mut seq = 1;
+            while let Some(chunk) = store.chunk(ws.clone(), file.clone(), seq).await.map_err(std::io::Error::other)? {
+                yield chunk;
+                seq += 1;
+            }
+        }))
+    }
+
+    async fn delete_blob(&self, key: &BlobKey) -> StoreResult<()> {
+        self.delete_chunks(key.workspace.as_str().to_owned(), key.file.as_str().to_owned()).await
     }
 }
 
