@@ -58,3 +58,35 @@ drop_test_databases() {
 count_word() {
   { grep -Eo "[0-9]+ $1" "$2" || true; } | awk '{s+=$1} END {print s+0}'
 }
+
+# A local S3 stand-in for the S3 blob-store test: moto in server mode on a free port, from a
+# virtualenv cached per requirements file. Sets PALAVER_TEST_S3_URL and MOTO_PID; returns
+# non-zero when moto cannot be installed or started (the S3 test then fails in CI).
+start_moto() {
+  local req="tests/s3/requirements.txt" hash dir port
+  hash=$(sha256sum "$req" | cut -c1-16)
+  dir="$PALAVER_CACHE/s3/venv-moto-$hash"
+  if [ ! -x "$dir/bin/moto_server" ]; then
+    log "creating $dir"
+    rm -rf "$dir"
+    python3 -m venv "$dir" >&2 && "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$req" >&2 || return 1
+  fi
+  port=$(free_port)
+  "$dir/bin/moto_server" -H 127.0.0.1 -p "$port" > "$PALAVER_CACHE/moto.log" 2>&1 &
+  MOTO_PID=$!
+  for _ in $(seq 1 100); do
+    if curl -fs "http://127.0.0.1:$port/" >/dev/null 2>&1; then
+      export PALAVER_TEST_S3_URL="http://127.0.0.1:$port"
+      return 0
+    fi
+    sleep 0.1
+  done
+  cat "$PALAVER_CACHE/moto.log" >&2
+  stop_moto
+  return 1
+}
+
+stop_moto() {
+  if [ -n "${MOTO_PID:-}" ]; then kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; fi
+  MOTO_PID=""
+}

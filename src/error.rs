@@ -112,6 +112,8 @@ error_codes! {
     /// A compare-and-set lost: the object moved on while the request ran.
     Conflict => 409, INVALID, Some("conflict");
     Unauthorized => 401, "authentication_error", Some("unauthorized");
+    /// A signed file link that is not this server's, was altered, or has expired.
+    Forbidden => 403, INVALID, Some("forbidden");
     PayloadTooLarge => 413, INVALID, Some("payload_too_large");
     MethodNotAllowed => 405, INVALID, Some("method_not_allowed");
     /// The model upstream asked us to back off; so do we.
@@ -142,6 +144,8 @@ pub enum Error {
     Conflict(String),
     #[error("Missing or invalid API key: send `Authorization: Bearer <key>`.")]
     Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("The request body is larger than the limit of {limit} bytes.")]
     PayloadTooLarge { limit: usize },
     #[error("No route for `{method} {path}`.")]
@@ -195,6 +199,7 @@ impl Error {
             | Error::RouteNotFound { .. } => Code::NotFound,
             Error::Conflict(_) => Code::Conflict,
             Error::Unauthorized => Code::Unauthorized,
+            Error::Forbidden(_) => Code::Forbidden,
             Error::PayloadTooLarge { .. } => Code::PayloadTooLarge,
             Error::MethodNotAllowed { .. } => Code::MethodNotAllowed,
             Error::Upstream { code, .. } | Error::RunFailed { code, .. } => *code,

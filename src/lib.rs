@@ -63,7 +63,10 @@ impl App {
         let models = ModelRouter::from_config(&config, &file)?;
         let connectors = connectors::Connectors::from_config(&file.connectors)?;
         let keys = KeyRing::new(&config.api_keys);
+        let (blobs, blobs_described) = store::open_blobs(&file.files, &config.database_url, &store)?;
+        let files = engine::files::Files::open(store.clone(), blobs, &file.files).await?;
         tracing::info!("data: {}", store::describe(&config.database_url));
+        tracing::info!("files: {blobs_described}");
         tracing::info!("models: {}", models.describe());
         tracing::info!("tools: {}", connectors.describe());
         match keys.key_count() {
@@ -82,6 +85,7 @@ impl App {
             limits: engine::Limits { max_rounds: config.max_rounds.max(1), max_handoffs: config.max_handoffs },
             runs: TaskTracker::new(),
             agent_locks: Default::default(),
+            files,
         };
         let state = AppState {
             engine: Arc::new(engine),

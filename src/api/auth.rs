@@ -8,6 +8,7 @@ use crate::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -65,10 +66,18 @@ impl FromRequestParts<AppState> for Workspace {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        Workspace::of(&parts.headers, state)
+    }
+}
+
+impl Workspace {
+    /// The workspace of a request's `Authorization` header (for handlers that accept
+    /// another proof as well, such as a signed link).
+    pub fn of(headers: &HeaderMap, state: &AppState) -> Result<Self, Error> {
         if state.keys.is_open() {
             return Ok(Workspace(WorkspaceId::default_workspace()));
         }
-        let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
         let (scheme, key) = header.trim().split_once(' ').unwrap_or(("", ""));
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(Error::Unauthorized);

@@ -7,6 +7,7 @@ pub mod completions;
 pub mod conversations;
 pub mod error;
 pub mod extract;
+pub mod files;
 pub mod health;
 pub mod metrics;
 pub mod mock;
@@ -31,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .merge(conversations::routes())
         .merge(completions::routes())
         .merge(models::routes())
+        .merge(files::routes())
         .merge(metrics::routes())
         .merge(mock::routes())
         .route_layer(axum::middleware::from_fn(metrics::record))

@@ -8,6 +8,7 @@ pub mod completion;
 pub mod conversations;
 pub mod entries;
 pub mod events;
+pub mod files;
 pub mod ids;
 pub mod limits;
 pub mod mock;

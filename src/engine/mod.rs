@@ -7,6 +7,7 @@ pub mod calls;
 pub mod completions;
 pub mod context;
 pub mod conversations;
+pub mod files;
 pub mod fold;
 pub mod history;
 pub mod mock;
@@ -31,8 +32,8 @@ pub struct Limits {
 }
 
 /// What the rules need, built once at start-up and shared by every request: the store,
-/// the model routing, the tools the server runs, the history cache, the turn's bounds and
-/// the runs in flight. The HTTP layer holds one (in its shared state) and is its only
+/// the model routing, the tools the server runs, the history cache, the turn's bounds, the
+/// runs in flight and the files. The HTTP layer holds one (in its shared state) and is its only
 /// caller; nothing here knows about requests, keys or sockets.
 pub struct Engine {
     pub store: Arc<dyn Store>,
@@ -46,6 +47,8 @@ pub struct Engine {
     pub runs: TaskTracker,
     /// Queues concurrent updates of one agent in this process.
     pub agent_locks: agents::UpdateLocks,
+    /// Uploads, tool outputs, downloads and signed links (`store_output` for the tools).
+    pub files: files::Files,
 }
 
 impl Engine {

@@ -147,9 +147,11 @@ fn a_first_start_says_where_data_lives_who_answers_and_whether_auth_is_on_and_a_
     let addr = server.addr();
     let data = server.wait_for("data:");
     let models = server.wait_for("models:");
+    let files = server.wait_for("files:");
     let tools = server.wait_for("tools:");
     let auth = server.wait_for("auth:");
     assert!(data.contains(&format!("SQLite file {}", database.display())), "the absolute path: {data}");
+    assert!(files.contains(&format!("in the directory {}.files", database.display())), "beside the file: {files}");
     assert!(models.contains("no upstream configured: the built-in `echo` model answers every model name"), "{models}");
     assert!(tools.contains("web_search") && tools.contains("not offered"), "{tools}");
     assert!(auth.contains("auth: off"), "{auth}");

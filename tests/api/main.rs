@@ -12,6 +12,7 @@ mod completions;
 mod connectors;
 mod conversations;
 mod errors;
+mod files;
 mod handoffs;
 mod helpers;
 mod mcp;
