@@ -148,6 +148,8 @@ pub enum Error {
     Forbidden(String),
     #[error("The request body is larger than the limit of {limit} bytes.")]
     PayloadTooLarge { limit: usize },
+    #[error("The file is larger than the upload limit of {limit_mb} MiB.")]
+    FileTooLarge { limit_mb: u64 },
     #[error("No route for `{method} {path}`.")]
     RouteNotFound { method: String, path: String },
     #[error("Method `{method}` is not allowed on `{path}`.")]
@@ -200,7 +202,7 @@ impl Error {
             Error::Conflict(_) => Code::Conflict,
             Error::Unauthorized => Code::Unauthorized,
             Error::Forbidden(_) => Code::Forbidden,
-            Error::PayloadTooLarge { .. } => Code::PayloadTooLarge,
+            Error::PayloadTooLarge { .. } | Error::FileTooLarge { .. } => Code::PayloadTooLarge,
             Error::MethodNotAllowed { .. } => Code::MethodNotAllowed,
             Error::Upstream { code, .. } | Error::RunFailed { code, .. } => *code,
             Error::StoreUnavailable(_) => Code::StoreUnavailable,

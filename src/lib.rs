@@ -66,7 +66,7 @@ impl App {
         let (blobs, blobs_described) = store::open_blobs(&file.files, &config.database_url, &store)?;
         let files = engine::files::Files::open(store.clone(), blobs, &file.files).await?;
         tracing::info!("data: {}", store::describe(&config.database_url));
-        tracing::info!("files: {blobs_described}");
+        tracing::info!("files: {blobs_described}; {}", files.describe_signing());
         tracing::info!("models: {}", models.describe());
         tracing::info!("tools: {}", connectors.describe());
         match keys.key_count() {

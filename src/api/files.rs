@@ -12,15 +12,18 @@ use crate::AppState;
 use axum::body::Body;
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, Multipart, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt;
 
-pub fn routes() -> Router<AppState> {
+/// `max_upload_bytes`: `[files] max_upload_mb`, which the upload enforces on the file
+/// itself as it streams; the whole form may be a little larger, for its other fields.
+pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
+    let form_limit = usize::try_from(max_upload_bytes).unwrap_or(usize::MAX).saturating_add(FORM_OVERHEAD);
     Router::new()
-        // The upload enforces `max_upload_mb` itself, while it streams.
-        .route("/v1/files", post(upload_file).layer(DefaultBodyLimit::disable()).get(list_files))
+        .route("/v1/files", post(upload_file).layer(DefaultBodyLimit::max(form_limit)).get(list_files))
         .route("/v1/files/{file_id}", get(retrieve_file).delete(delete_file))
         .route("/v1/files/{file_id}/content", get(download_file))
         .route("/v1/files/{file_id}/url", get(get_signed_url))
@@ -29,18 +32,26 @@ pub fn routes() -> Router<AppState> {
 /// The longest text form field read (`purpose`, `expiry`, `visibility`).
 const MAX_FIELD_BYTES: usize = 1024;
 
+/// What an upload's form may hold beside the file: boundaries, headers, short fields.
+const FORM_OVERHEAD: usize = 1024 * 1024;
+
 fn form_error(field: &str, kind: &'static str, msg: impl Into<String>) -> Error {
     Error::invalid(FieldError::new(vec!["body".into(), field.into()], kind, msg))
 }
 
-fn multipart_error(error: MultipartError) -> Error {
+/// A form that could not be read; past the route's limit (`limit_mb` of file and a little
+/// more) it is the upload that is too large.
+fn multipart_error(error: MultipartError, limit_mb: u64) -> Error {
+    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return Error::FileTooLarge { limit_mb };
+    }
     Error::invalid(FieldError::new(vec!["body".into()], "body_error", format!("Invalid multipart body: {error}")))
 }
 
 /// A short text field, read at most `MAX_FIELD_BYTES` into memory.
-async fn text_field(mut field: Field<'_>, name: &str) -> Result<String> {
+async fn text_field(mut field: Field<'_>, name: &str, limit_mb: u64) -> Result<String> {
     let mut text = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, limit_mb))? {
         text.extend_from_slice(&chunk);
         if text.len() > MAX_FIELD_BYTES {
             return Err(form_error(name, "string_too_long", format!("At most {MAX_FIELD_BYTES} bytes")));
@@ -63,9 +74,10 @@ async fn upload_file(
     let mut multipart = multipart.map_err(|rejection| {
         Error::invalid(FieldError::new(vec!["body".into()], "body_error", rejection.body_text()))
     })?;
+    let limit_mb = files.max_upload_bytes() / (1024 * 1024);
     let mut received = None;
     let mut file = NewFile { purpose: "fine-tune".to_owned(), ..NewFile::default() };
-    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+    while let Some(field) = multipart.next_field().await.map_err(|e| multipart_error(e, limit_mb))? {
         match field.name().unwrap_or_default() {
             "file" => {
                 if received.is_some() {
@@ -73,11 +85,12 @@ async fn upload_file(
                 }
                 file.filename = field.file_name().filter(|n| !n.is_empty()).unwrap_or("file").to_owned();
                 file.mimetype = field.content_type().map(str::to_owned);
-                received = Some(files.receive(&ws, field).await?);
+                let body = field.map(|piece| piece.map_err(|e| multipart_error(e, limit_mb)));
+                received = Some(files.receive(&ws, body).await?);
             }
-            "purpose" => file.purpose = text_field(field, "purpose").await?,
+            "purpose" => file.purpose = text_field(field, "purpose", limit_mb).await?,
             "expiry" => {
-                let text = text_field(field, "expiry").await?;
+                let text = text_field(field, "expiry", limit_mb).await?;
                 let hours: i64 = text
                     .trim()
                     .parse()
@@ -88,7 +101,7 @@ async fn upload_file(
                 file.expiry_hours = Some(hours);
             }
             "visibility" => {
-                let visibility = text_field(field, "visibility").await?;
+                let visibility = text_field(field, "visibility", limit_mb).await?;
                 if visibility != "workspace" && visibility != "user" {
                     return Err(form_error("visibility", "enum", "Input should be 'workspace' or 'user'"));
                 }

@@ -32,7 +32,7 @@ pub fn router(state: AppState) -> Router {
         .merge(conversations::routes())
         .merge(completions::routes())
         .merge(models::routes())
-        .merge(files::routes())
+        .merge(files::routes(state.engine.files.max_upload_bytes()))
         .merge(metrics::routes())
         .merge(mock::routes())
         .route_layer(axum::middleware::from_fn(metrics::record))

@@ -7,7 +7,7 @@ use crate::config::FilesConfig;
 use crate::domain::files::FileObject;
 use crate::domain::ids::{FileId, WorkspaceId};
 use crate::domain::time::Timestamp;
-use crate::error::{Error, FieldError, Result};
+use crate::error::{Error, Result};
 use crate::store::blobs::{BlobKey, BlobStore, ByteStream};
 use crate::store::{FileRecord, Page, Store, StoreError};
 use anyhow::Context;
@@ -35,7 +35,9 @@ pub struct Files {
     blobs: Arc<dyn BlobStore>,
     /// HMAC-SHA256 key of signed links.
     secret: Vec<u8>,
-    max_upload_bytes: u64,
+    /// Where the key came from, for the start-up log.
+    secret_source: String,
+    max_upload_mb: u64,
     public_url: Option<String>,
 }
 
@@ -84,31 +86,38 @@ impl Files {
     /// the first process to start, so every replica signs and checks alike, and links
     /// survive restarts).
     pub async fn open(store: Arc<dyn Store>, blobs: Arc<dyn BlobStore>, config: &FilesConfig) -> anyhow::Result<Self> {
-        let secret = match &config.signing_secret_env {
+        let (secret, secret_source) = match &config.signing_secret_env {
             Some(name) => {
                 let value =
                     std::env::var(name).with_context(|| format!("[files] signing_secret_env: `{name}` is not set"))?;
                 anyhow::ensure!(value.len() >= 16, "[files] signing_secret_env: `{name}` holds under 16 characters");
-                value.into_bytes()
+                (value.into_bytes(), format!("links signed with the key in `{name}`"))
             }
             None => {
                 // Two random UUIDs: 244 bits from the operating system's generator.
                 let fresh = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-                store.setting(SIGNING_SECRET_SETTING, &fresh).await.context("reading the file-link key")?.into_bytes()
+                let kept = store.setting(SIGNING_SECRET_SETTING, &fresh).await.context("reading the file-link key")?;
+                (kept.into_bytes(), "links signed with the key kept in the database".to_owned())
             }
         };
         Ok(Files {
             store,
             blobs,
             secret,
-            max_upload_bytes: config.max_upload_mb.saturating_mul(1024 * 1024),
+            secret_source,
+            max_upload_mb: config.max_upload_mb,
             public_url: config.public_url.as_ref().map(|u| u.trim_end_matches('/').to_owned()),
         })
     }
 
     /// The largest upload accepted, in bytes.
     pub fn max_upload_bytes(&self) -> u64 {
-        self.max_upload_bytes
+        self.max_upload_mb.saturating_mul(1024 * 1024)
+    }
+
+    /// Where the link-signing key comes from, for the start-up log (never the key).
+    pub fn describe_signing(&self) -> &str {
+        &self.secret_source
     }
 
     /// The configured start of signed links (`[files] public_url`), if any.
@@ -117,18 +126,19 @@ impl Files {
     }
 
     /// Streams `body` into the blob store under a new file id, up to the upload limit (past
-    /// it: `PayloadTooLarge`, and nothing is kept). The file exists once `register` names it.
-    pub async fn receive<S, E>(&self, ws: &WorkspaceId, body: S) -> Result<Received>
+    /// it: `FileTooLarge`, and nothing is kept). An error `body` yields is returned as it is,
+    /// and nothing is kept either. The file exists once `register` names it.
+    pub async fn receive<S>(&self, ws: &WorkspaceId, body: S) -> Result<Received>
     where
-        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
-        E: std::fmt::Display,
+        S: Stream<Item = Result<Bytes>> + Send,
     {
         let key = BlobKey::new(ws, &FileId::generate());
         // Armed before the write: an abandoned write is cleaned up too.
         let mut received = Received { key, bytes: 0, blobs: Some(self.blobs.clone()) };
+        // Why the body stopped, when it did: the blob store only sees an I/O error.
         let failure: Arc<Mutex<Option<Error>>> = Arc::default();
         let noted = failure.clone();
-        let limit = self.max_upload_bytes;
+        let (limit, limit_mb) = (self.max_upload_bytes(), self.max_upload_mb);
         let mut seen = 0u64;
         let limited = body.map(move |piece| {
             let problem = match piece {
@@ -137,28 +147,23 @@ impl Files {
                     if seen <= limit {
                         return Ok(bytes);
                     }
-                    Error::PayloadTooLarge { limit: usize::try_from(limit).unwrap_or(usize::MAX) }
+                    Error::FileTooLarge { limit_mb }
                 }
-                Err(error) => Error::invalid(FieldError::new(
-                    vec!["body".into(), "file".into()],
-                    "body_error",
-                    format!("The upload could not be read: {error}"),
-                )),
+                Err(error) => error,
             };
             let message = problem.to_string();
             noted.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(problem);
             Err(std::io::Error::other(message))
         });
         let stored = self.blobs.put_blob(&received.key, Box::pin(limited) as ByteStream<'_>).await;
-        match stored {
-            Ok(bytes) => {
+        let problem = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match (stored, problem) {
+            (Ok(bytes), _) => {
                 received.bytes = bytes;
                 Ok(received)
             }
-            Err(error) => match failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                Some(problem) => Err(problem),
-                None => Err(error.into()),
-            },
+            (Err(_), Some(problem)) => Err(problem),
+            (Err(error), None) => Err(error.into()),
         }
     }
 
@@ -199,7 +204,7 @@ impl Files {
         mimetype: Option<&str>,
         bytes: Bytes,
     ) -> Result<FileRecord> {
-        let body = futures::stream::once(std::future::ready(Ok::<_, std::convert::Infallible>(bytes)));
+        let body = futures::stream::once(std::future::ready(Ok(bytes)));
         let received = self.receive(ws, body).await?;
         let file = NewFile {
             filename: file_name.to_owned(),

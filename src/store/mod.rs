@@ -1,6 +1,8 @@
 //! The persistence port: what the engine asks of a database, one trait per aggregate
 //! (`AgentStore`: agents with their versions and aliases; `ConversationStore`: conversations
-//! and their entry tree) composed into `Store`, which the app holds as `Arc<dyn Store>`.
+//! and their entry tree; `FileStore`: files' metadata) composed into `Store`, which the app
+//! holds as `Arc<dyn Store>`. Files' bytes go to a `blobs::BlobStore`: a directory, S3, or
+//! the database itself, which is why every `Store` is also a blob store.
 //! One method = one use case = one transaction; every method takes the workspace. Business
 //! rules (version numbering, merges, head moves) live in `engine`; the implementations only
 //! run SQL.

@@ -331,6 +331,7 @@ async fn an_upload_over_the_limit_is_a_413_and_stores_nothing() {
     let body = json_of(over, 413).await;
     assert_eq!(body["code"], "payload_too_large");
     assert_eq!(body["object"], "error");
+    assert_eq!(body["message"], "The file is larger than the upload limit of 1 MiB.");
     let fits = json_of(at_limit, 200).await;
     let list = json_of(app.get("/v1/files").await, 200).await;
     assert_eq!(list["total"], 1);
@@ -365,6 +366,22 @@ async fn an_upload_over_the_limit_in_the_database_stores_nothing_either() {
     assert_eq!(json_of(over, 413).await["code"], "payload_too_large");
     assert_eq!(json_of(small, 200).await["bytes"], 4096, "the JSON body limit does not apply to uploads");
     assert_eq!(json_of(app.get("/v1/files").await, 200).await["total"], 1);
+}
+
+#[tokio::test]
+async fn a_form_whose_other_fields_pass_the_limit_is_a_413_too() {
+    let app = TestApp::spawn_with(Options {
+        config_toml: Some(files_config("database", None, "max_upload_mb = 1\n")),
+        ..Default::default()
+    })
+    .await;
+    // The form may hold 1 MiB beside the file; just over that (see the test above on why).
+    let padding = vec![b'x'; 2 * 1024 * 1024 + 10_000];
+
+    let response = upload_parts(&app, &[("padding", None, &padding), ("file", Some("small.bin"), b"small")]).await;
+
+    assert_eq!(json_of(response, 413).await["code"], "payload_too_large");
+    assert_eq!(json_of(app.get("/v1/files").await, 200).await["total"], 0);
 }
 
 #[tokio::test]
