@@ -304,6 +304,54 @@ impl From<&FileRecord> for FileObject {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::TryStreamExt;
+
+    async fn in_memory() -> Files {
+        let url = "sqlite::memory:";
+        let store = crate::store::connect(url, Default::default()).await.unwrap();
+        let config = FilesConfig::default();
+        let (blobs, _) = crate::store::open_blobs(&config, url, &store).unwrap();
+        Files::open(store, blobs, &config).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_tool_output_is_stored_as_a_file_of_the_workspace() {
+        let files = in_memory().await;
+        let ws = WorkspaceId("ws_tools".into());
+
+        let record =
+            files.store_output(&ws, "chart.png", Some("image/png"), Bytes::from_static(b"png bytes")).await.unwrap();
+
+        assert_eq!((record.purpose.as_str(), record.source.as_str()), (TOOL_OUTPUT_PURPOSE, TOOL_OUTPUT_SOURCE));
+        assert_eq!(
+            (record.filename.as_str(), record.mimetype.as_deref(), record.bytes),
+            ("chart.png", Some("image/png"), 9)
+        );
+        let (read, bytes) = files.content(&ws, &record.id).await.unwrap();
+        assert_eq!(read, record);
+        let chunks: Vec<Bytes> = bytes.try_collect().await.unwrap();
+        assert_eq!(chunks.concat(), b"png bytes");
+        let elsewhere = files.file(&WorkspaceId("ws_other".into()), &record.id).await;
+        assert!(matches!(elsewhere, Err(Error::NotFound { what: "File", .. })), "{elsewhere:?}");
+    }
+
+    #[tokio::test]
+    async fn a_link_is_checked_against_its_workspace_file_and_time() {
+        let files = in_memory().await;
+        let ws = WorkspaceId("ws_links".into());
+        let record = files.store_output(&ws, "a.txt", None, Bytes::from_static(b"a")).await.unwrap();
+        let path = files.signed_path(&ws, &record.id, 1).await.unwrap();
+        let query: std::collections::HashMap<String, String> =
+            form_urlencoded::parse(path.split_once('?').unwrap().1.as_bytes()).into_owned().collect();
+        let (expires, signature) = (query["expires"].as_str(), query["signature"].as_str());
+
+        assert_eq!(files.check_link(&record.id, "ws_links", expires, signature).unwrap(), ws);
+        let other_file = FileId::generate();
+        assert!(matches!(files.check_link(&other_file, "ws_links", expires, signature), Err(Error::Forbidden(_))));
+        assert!(matches!(files.check_link(&record.id, "ws_other", expires, signature), Err(Error::Forbidden(_))));
+        assert!(matches!(files.check_link(&record.id, "ws_links", "1", signature), Err(Error::Forbidden(_))));
+        assert!(matches!(files.check_link(&record.id, "ws_links", expires, "zz"), Err(Error::Forbidden(_))));
+    }
 
     #[test]
     fn a_file_object_has_unix_seconds_and_every_required_member() {
