@@ -15,8 +15,8 @@ use palaver::domain::ids::{AgentId, ConversationId, EntryId, FileId, WorkspaceId
 use palaver::domain::time::Timestamp;
 use palaver::store::blobs::{BlobKey, ByteStream};
 use palaver::store::{
-    AgentFilter, AgentRecord, AliasRecord, ConnectOptions, ConversationRecord, FileRecord, Page, Store, StoreError,
-    TurnWrite,
+    AgentFilter, AgentRecord, AliasRecord, ConnectOptions, ConversationRecord, FileFilter, FileRecord, Page, Store,
+    StoreError, TurnWrite,
 };
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,6 +73,7 @@ contract! {
     another_workspace_sees_none_of_a_conversation,
     a_stored_file_reads_back_whole_and_files_are_listed_newest_first_with_the_total,
     a_deleted_file_is_gone_and_another_workspace_sees_none,
+    files_are_filtered_by_purpose_name_source_sample_type_and_mimetype_and_counted_so,
     a_blob_in_the_database_streams_back_in_order_and_is_deleted,
     a_failed_blob_write_leaves_nothing,
     a_setting_keeps_the_first_value_written,
@@ -688,8 +689,8 @@ async fn a_stored_file_reads_back_whole_and_files_are_listed_newest_first_with_t
     }
 
     let read = store.file(&ws, &FileId("f-mid".into())).await.unwrap();
-    let (first, total) = store.list_files(&ws, page(0, 2)).await.unwrap();
-    let (second, again) = store.list_files(&ws, page(2, 2)).await.unwrap();
+    let (first, total) = store.list_files(&ws, &FileFilter::default(), page(0, 2)).await.unwrap();
+    let (second, again) = store.list_files(&ws, &FileFilter::default(), page(2, 2)).await.unwrap();
 
     assert_eq!(read, file("f-mid", at(2)));
     let ids = |files: &[FileRecord]| files.iter().map(|f| f.id.as_str().to_owned()).collect::<Vec<_>>();
@@ -700,19 +701,57 @@ async fn a_stored_file_reads_back_whole_and_files_are_listed_newest_first_with_t
     assert!(matches!(taken, Err(StoreError::Conflict)), "{taken:?}");
 }
 
+async fn files_are_filtered_by_purpose_name_source_sample_type_and_mimetype_and_counted_so(store: Arc<dyn Store>) {
+    let ws = home();
+    let mut batch = file("Batch_Input", at(1));
+    (batch.purpose, batch.sample_type) = ("batch".into(), "batch_request".into());
+    let mut chart = file("chart", at(2));
+    (chart.source, chart.mimetype) = ("mistral".into(), Some("image/svg+xml".into()));
+    for f in [&batch, &chart, &file("scan_1", at(3))] {
+        store.insert_file(&ws, f).await.unwrap();
+    }
+    let ids = |(files, total): (Vec<FileRecord>, i64)| {
+        (files.iter().map(|f| f.id.as_str().to_owned()).collect::<Vec<_>>(), total)
+    };
+    let listed = |filter: FileFilter| {
+        let store = store.clone();
+        let ws = ws.clone();
+        async move { ids(store.list_files(&ws, &filter, page(0, 10)).await.unwrap()) }
+    };
+
+    let by_purpose = listed(FileFilter { purpose: Some("batch".into()), ..Default::default() }).await;
+    let by_name = listed(FileFilter { search: Some("input".into()), ..Default::default() }).await;
+    let by_sources =
+        listed(FileFilter { sources: vec!["mistral".into(), "repository".into()], ..Default::default() }).await;
+    let by_sample_type = listed(FileFilter { sample_types: vec!["instruct".into()], ..Default::default() }).await;
+    let by_mimetype =
+        listed(FileFilter { mimetypes: vec!["image/svg+xml".into(), "text/plain".into()], ..Default::default() }).await;
+    let paged = ids(store
+        .list_files(&ws, &FileFilter { sample_types: vec!["instruct".into()], ..Default::default() }, page(0, 1))
+        .await
+        .unwrap());
+
+    assert_eq!(by_purpose, (vec!["Batch_Input".to_owned()], 1));
+    assert_eq!(by_name, (vec!["Batch_Input".to_owned()], 1), "case-insensitive");
+    assert_eq!(by_sources, (vec!["chart".to_owned()], 1));
+    assert_eq!(by_sample_type, (vec!["scan_1".to_owned(), "chart".to_owned()], 2));
+    assert_eq!(by_mimetype, (vec!["chart".to_owned()], 1));
+    assert_eq!(paged, (vec!["scan_1".to_owned()], 2), "the total counts every match, not the page");
+}
+
 async fn a_deleted_file_is_gone_and_another_workspace_sees_none(store: Arc<dyn Store>) {
     let (ws, other) = (home(), WorkspaceId("ws_other".into()));
     store.insert_file(&ws, &file("f-1", at(1))).await.unwrap();
     let id = FileId("f-1".into());
 
     assert!(matches!(store.file(&other, &id).await, Err(StoreError::NotFound { what: "File", .. })));
-    assert_eq!(store.list_files(&other, page(0, 10)).await.unwrap(), (vec![], 0));
+    assert_eq!(store.list_files(&other, &FileFilter::default(), page(0, 10)).await.unwrap(), (vec![], 0));
     assert!(matches!(store.delete_file(&other, &id).await, Err(StoreError::NotFound { .. })));
 
     store.delete_file(&ws, &id).await.unwrap();
 
     assert!(matches!(store.file(&ws, &id).await, Err(StoreError::NotFound { what: "File", .. })));
-    assert_eq!(store.list_files(&ws, page(0, 10)).await.unwrap().1, 0);
+    assert_eq!(store.list_files(&ws, &FileFilter::default(), page(0, 10)).await.unwrap().1, 0);
 }
 
 fn body(pieces: Vec<Vec<u8>>) -> ByteStream<'static> {

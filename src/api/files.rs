@@ -8,6 +8,7 @@ use crate::domain::files::{DeletedFile, FileList, FileObject, SignedUrl};
 use crate::domain::ids::FileId;
 use crate::engine::files::{NewFile, MAX_EXPIRY_HOURS};
 use crate::error::{Error, FieldError, Result};
+use crate::store::FileFilter;
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
@@ -120,7 +121,9 @@ async fn upload_file(
     Ok(Json(FileObject::from(&record)))
 }
 
-/// `GET /v1/files`: newest first, `page` (from 0) and `page_size`, with `total`.
+/// `GET /v1/files`: newest first, `page` (from 0) and `page_size`, with `total`; filtered
+/// by `purpose`, `search` (in the file name), and any of the `source`, `sample_type` and
+/// (3.x) `mimetypes` values given.
 #[tracing::instrument(skip_all)]
 async fn list_files(
     State(state): State<AppState>,
@@ -129,7 +132,14 @@ async fn list_files(
 ) -> Result<Json<FileList>> {
     let page = query.int("page", Some(0), 0, i64::from(i32::MAX))?.unwrap_or(0);
     let page_size = query.int("page_size", Some(100), 1, 1000)?.unwrap_or(100);
-    let (files, total) = state.engine.files.list(&ws, page, page_size).await?;
+    let filter = FileFilter {
+        purpose: query.string("purpose").map(str::to_owned),
+        search: query.string("search").filter(|s| !s.is_empty()).map(str::to_owned),
+        sources: query.strings("source"),
+        sample_types: query.strings("sample_type"),
+        mimetypes: query.strings("mimetypes"),
+    };
+    let (files, total) = state.engine.files.list(&ws, &filter, page, page_size).await?;
     Ok(Json(FileList { object: "list", data: files.iter().map(FileObject::from).collect(), total }))
 }
 

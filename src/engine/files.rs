@@ -9,7 +9,7 @@ use crate::domain::ids::{FileId, WorkspaceId};
 use crate::domain::time::Timestamp;
 use crate::error::{Error, Result};
 use crate::store::blobs::{BlobKey, BlobStore, ByteStream};
-use crate::store::{FileRecord, Page, Store, StoreError};
+use crate::store::{FileFilter, FileRecord, Page, Store, StoreError};
 use anyhow::Context;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -220,10 +220,17 @@ impl Files {
         Ok(self.store.file(ws, id).await?)
     }
 
-    /// Page `page` (from 0) of `page_size` files, newest first, with the workspace's total.
-    pub async fn list(&self, ws: &WorkspaceId, page: i64, page_size: i64) -> Result<(Vec<FileRecord>, i64)> {
+    /// Page `page` (from 0) of `page_size` files that `filter` keeps, newest first, with how
+    /// many it keeps in all.
+    pub async fn list(
+        &self,
+        ws: &WorkspaceId,
+        filter: &FileFilter,
+        page: i64,
+        page_size: i64,
+    ) -> Result<(Vec<FileRecord>, i64)> {
         let page = Page { offset: page.saturating_mul(page_size), limit: page_size };
-        Ok(self.store.list_files(ws, page).await?)
+        Ok(self.store.list_files(ws, filter, page).await?)
     }
 
     /// The file and its bytes, streamed from the blob store.

@@ -261,8 +261,14 @@ pub trait FileStore: Send + Sync {
 
     async fn file(&self, ws: &WorkspaceId, id: &FileId) -> StoreResult<FileRecord>;
 
-    /// A page of the workspace's files, newest first, and how many it has in all.
-    async fn list_files(&self, ws: &WorkspaceId, page: Page) -> StoreResult<(Vec<FileRecord>, i64)>;
+    /// A page of the workspace's files that `filter` keeps, newest first, and how many it
+    /// keeps in all.
+    async fn list_files(
+        &self,
+        ws: &WorkspaceId,
+        filter: &FileFilter,
+        page: Page,
+    ) -> StoreResult<(Vec<FileRecord>, i64)>;
 
     /// Deletes a file's row (its blob goes after).
     async fn delete_file(&self, ws: &WorkspaceId, id: &FileId) -> StoreResult<()>;
@@ -279,6 +285,20 @@ pub trait Store:
 impl<T> Store for T where
     T: Database + AgentStore + ConversationStore + FileStore + blobs::BlobStore + Send + Sync + 'static
 {
+}
+
+/// Filters of `GET /v1/files`; each one unset keeps every file.
+#[derive(Debug, Clone, Default)]
+pub struct FileFilter {
+    pub purpose: Option<String>,
+    /// Case-insensitive substring of the file name.
+    pub search: Option<String>,
+    /// Any of these sources (empty: any).
+    pub sources: Vec<String>,
+    /// Any of these sample types (empty: any).
+    pub sample_types: Vec<String>,
+    /// Any of these mimetypes (empty: any).
+    pub mimetypes: Vec<String>,
 }
 
 /// A file's metadata, as stored.

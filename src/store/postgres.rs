@@ -5,7 +5,7 @@ use super::blobs::{BlobKey, BlobStore, ByteStream, CHUNK_BYTES};
 use super::sql::{self, Columns, Naming};
 use super::{
     AgentFilter, AgentRecord, AgentStore, AliasRecord, ConversationRecord, ConversationStore, Database, EntryColumns,
-    FileRecord, FileStore, NotFoundAs, Page, StoreError, StoreResult, TurnWrite,
+    FileFilter, FileRecord, FileStore, NotFoundAs, Page, StoreError, StoreResult, TurnWrite,
 };
 use crate::domain::agents::{AgentConfig, VersionSelector};
 use crate::domain::entries::Entry;
@@ -239,6 +239,15 @@ static SELECT_CONVERSATION_WITH_AGENT: LazyLock<String> = LazyLock::new(|| {
         "(c.agent_version #>> '{}')",
     )
 });
+
+/// `column` is one of the text array `param`.
+fn in_array(column: &str, param: &str) -> String {
+    format!("{column} = ANY({param}::text[])")
+}
+
+static LIST_FILES: LazyLock<String> = LazyLock::new(|| sql::list_files(in_array));
+
+static COUNT_FILES: LazyLock<String> = LazyLock::new(|| sql::count_files(in_array));
 
 static LIST_CONVERSATIONS: LazyLock<String> =
     LazyLock::new(|| sql::list_conversations(&metadata_matches("c.metadata", "$2")));
@@ -894,17 +903,29 @@ impl FileStore for PgStore {
         .not_found_as("File", id.as_str())
     }
 
-    async fn list_files(&self, ws: &WorkspaceId, page: Page) -> StoreResult<(Vec<FileRecord>, i64)> {
-        on_connection!(self, |conn| {
-            let rows = sqlx::query(sql::LIST_FILES.as_str())
+    async fn list_files(
+        &self,
+        ws: &WorkspaceId,
+        filter: &FileFilter,
+        page: Page,
+    ) -> StoreResult<(Vec<FileRecord>, i64)> {
+        let search = filter.search.as_deref().map(super::contains_pattern);
+        let any_of = |values: &[String]| (!values.is_empty()).then(|| values.to_vec());
+        let (sources, sample_types) = (any_of(&filter.sources), any_of(&filter.sample_types));
+        let mimetypes = any_of(&filter.mimetypes);
+        let filtered = |statement| {
+            sqlx::query(statement)
                 .bind(ws.as_str())
-                .bind(page.limit)
-                .bind(page.offset)
-                .fetch_all(&mut *conn)
-                .await?;
+                .bind(filter.purpose.as_deref())
+                .bind(search.clone())
+                .bind(sources.clone())
+                .bind(sample_types.clone())
+                .bind(mimetypes.clone())
+        };
+        on_connection!(self, |conn| {
+            let rows = filtered(LIST_FILES.as_str()).bind(page.limit).bind(page.offset).fetch_all(&mut *conn).await?;
             let files = rows.iter().map(file_record).collect::<sqlx::Result<Vec<_>>>()?;
-            let total: i64 =
-                sqlx::query(sql::COUNT_FILES).bind(ws.as_str()).fetch_one(&mut *conn).await?.try_get("total")?;
+            let total: i64 = filtered(COUNT_FILES.as_str()).fetch_one(&mut *conn).await?.try_get("total")?;
             Ok((files, total))
         })
     }

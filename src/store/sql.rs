@@ -365,16 +365,37 @@ pub static INSERT_FILE: LazyLock<String> = LazyLock::new(|| insert::<File>("file
 pub static SELECT_FILE: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {} FROM files WHERE workspace = $1 AND id = $2", list(File::ALL, None)));
 
-/// Newest first. Binds: workspace, limit, offset.
-pub static LIST_FILES: LazyLock<String> = LazyLock::new(|| {
+/// The filters of `GET /v1/files`. Binds: workspace, purpose, filename pattern, then the
+/// lists of sources, sample types and mimetypes (each NULL for "any"). `any_of(column,
+/// param)` is the backend's test that the column is one of the list bound as `param`
+/// (`= ANY(…)`, or `IN (json_each …)`).
+fn files_matching(any_of: fn(&str, &str) -> String) -> String {
     format!(
-        "SELECT {} FROM files WHERE workspace = $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3",
-        list(File::ALL, None)
+        "FROM files WHERE workspace = $1 \
+         AND ($2 IS NULL OR purpose = $2) \
+         AND ($3 IS NULL OR LOWER(filename) LIKE $3 ESCAPE '\\') \
+         AND ($4 IS NULL OR {}) \
+         AND ($5 IS NULL OR {}) \
+         AND ($6 IS NULL OR {})",
+        any_of("source", "$4"),
+        any_of("sample_type", "$5"),
+        any_of("mimetype", "$6")
     )
-});
+}
 
-/// Binds: workspace. Yields `total`.
-pub const COUNT_FILES: &str = "SELECT COUNT(*) AS total FROM files WHERE workspace = $1";
+/// Newest first. Binds: the filters of `files_matching`, then limit, offset.
+pub fn list_files(any_of: fn(&str, &str) -> String) -> String {
+    format!(
+        "SELECT {} {} ORDER BY created_at DESC, id DESC LIMIT $7 OFFSET $8",
+        list(File::ALL, None),
+        files_matching(any_of)
+    )
+}
+
+/// How many files the filters match. Binds: the filters of `files_matching`. Yields `total`.
+pub fn count_files(any_of: fn(&str, &str) -> String) -> String {
+    format!("SELECT COUNT(*) AS total {}", files_matching(any_of))
+}
 
 pub const DELETE_FILE: &str = "DELETE FROM files WHERE workspace = $1 AND id = $2";
 

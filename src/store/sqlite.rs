@@ -17,8 +17,8 @@
 use super::blobs::{BlobKey, BlobStore, ByteStream, CHUNK_BYTES};
 use super::sql::{self, Columns, Naming};
 use super::{
-    AgentFilter, AgentRecord, AgentStore, AliasRecord, ConversationRecord, ConversationStore, Database, FileRecord,
-    FileStore, NotFoundAs, Page,
+    AgentFilter, AgentRecord, AgentStore, AliasRecord, ConversationRecord, ConversationStore, Database, FileFilter,
+    FileRecord, FileStore, NotFoundAs, Page,
 };
 use super::{EntryColumns, StoreError, StoreResult, TurnWrite};
 use crate::config::SqliteSynchronous;
@@ -48,6 +48,11 @@ fn metadata_matches(column: &str, param: &str) -> String {
          SELECT 1 FROM json_each({column}) m WHERE m.key = f.key AND m.type = f.type \
          AND (m.atom = f.atom OR (m.atom IS NULL AND f.atom IS NULL AND json(m.value) = json(f.value)))))"
     )
+}
+
+/// `column` is one of the strings of the JSON array `param`.
+fn in_json_list(column: &str, param: &str) -> String {
+    format!("{column} IN (SELECT value FROM json_each({param}))")
 }
 
 /// The shared SQL with SQLite's numbered placeholders. In SQLite `$1` is a *named*
@@ -130,8 +135,8 @@ static SQL: LazyLock<Statements> = LazyLock::new(|| Statements {
     history: numbered(sql::HISTORY),
     insert_file: numbered(&sql::INSERT_FILE),
     select_file: numbered(&sql::SELECT_FILE),
-    list_files: numbered(&sql::LIST_FILES),
-    count_files: numbered(sql::COUNT_FILES),
+    list_files: numbered(&sql::list_files(in_json_list)),
+    count_files: numbered(&sql::count_files(in_json_list)),
     delete_file: numbered(sql::DELETE_FILE),
     insert_chunk: numbered(sql::INSERT_CHUNK),
     select_chunk: numbered(sql::SELECT_CHUNK),
@@ -1016,13 +1021,27 @@ impl FileStore for SqliteStore {
             .not_found_as("File", asked)
     }
 
-    async fn list_files(&self, ws: &WorkspaceId, page: Page) -> StoreResult<(Vec<FileRecord>, i64)> {
+    async fn list_files(
+        &self,
+        ws: &WorkspaceId,
+        filter: &FileFilter,
+        page: Page,
+    ) -> StoreResult<(Vec<FileRecord>, i64)> {
         let ws = ws.as_str().to_owned();
+        let purpose = filter.purpose.clone();
+        let search = filter.search.as_deref().map(super::contains_pattern);
+        let any_of = |values: &[String]| (!values.is_empty()).then(|| to_json(values));
+        let (sources, sample_types) = (any_of(&filter.sources), any_of(&filter.sample_types));
+        let mimetypes = any_of(&filter.mimetypes);
         self.read(move |conn| {
+            let filters = params![ws, purpose, search, sources, sample_types, mimetypes];
             let mut list = conn.prepare_cached(&SQL.list_files)?;
-            let rows = list.query_map(params![ws, page.limit, page.offset], file_record)?;
+            let rows = list.query_map(
+                params![ws, purpose, search, sources, sample_types, mimetypes, page.limit, page.offset],
+                file_record,
+            )?;
             let files = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-            let total = conn.prepare_cached(&SQL.count_files)?.query_row(params![ws], |row| row.get("total"))?;
+            let total = conn.prepare_cached(&SQL.count_files)?.query_row(filters, |row| row.get("total"))?;
             Ok((files, total))
         })
         .await

@@ -188,6 +188,26 @@ async fn files_are_listed_newest_first_in_pages_with_the_total() {
 }
 
 #[tokio::test]
+async fn files_are_filtered_by_purpose_name_and_source() {
+    let app = TestApp::spawn().await;
+    let scan = upload(&app, "Scan-2024.pdf", b"pdf").await;
+    let batch =
+        json_of(upload_parts(&app, &[("purpose", None, b"batch"), ("file", Some("in.jsonl"), b"{}")]).await, 200).await;
+
+    let batches = json_of(app.get("/v1/files?purpose=batch").await, 200).await;
+    let scans = json_of(app.get("/v1/files?search=scan").await, 200).await;
+    let uploads = json_of(app.get("/v1/files?source=upload&source=repository").await, 200).await;
+    let none = json_of(app.get("/v1/files?source=mistral").await, 200).await;
+    let octets = json_of(app.get("/v1/files?mimetypes=application%2Foctet-stream").await, 200).await;
+
+    assert_eq!((batches["data"].clone(), batches["total"].clone()), (json!([batch]), json!(1)));
+    assert_eq!((scans["data"].clone(), scans["total"].clone()), (json!([scan]), json!(1)));
+    assert_eq!(uploads["total"], 2);
+    assert_eq!(none, json!({"object": "list", "data": [], "total": 0}));
+    assert_eq!(octets["total"], 2, "the type each part was sent with");
+}
+
+#[tokio::test]
 async fn another_keys_files_are_invisible_and_untouchable() {
     let app =
         TestApp::spawn_with(Options { api_keys: vec!["key-alpha".into(), "key-beta".into()], ..Default::default() })

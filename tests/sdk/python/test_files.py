@@ -31,6 +31,9 @@ def test_an_upload_lists_retrieves_and_downloads_byte_for_byte(client, unique):
     assert uploaded.id in [f.id for f in listed.data]
     assert listed.total >= 1
     assert len(client.files.list(page=0, page_size=1).data) == 1
+    found = client.files.list(search=unique, purpose="ocr", source=["upload"])
+    assert [f.id for f in found.data] == [uploaded.id]
+    assert found.total == 1
     downloaded = client.files.download(file_id=uploaded.id)
     assert downloaded.headers["content-type"] == "application/octet-stream"
     assert downloaded.read() == CONTENT

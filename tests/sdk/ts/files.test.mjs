@@ -40,6 +40,9 @@ test("an upload lists, retrieves and downloads byte for byte", async () => {
   const listed = await client.files.list({ page: 0, pageSize: 100 });
   assert.ok(listed.data.some((f) => f.id === uploaded.id));
   assert.ok(listed.total >= 1);
+  const found = await client.files.list({ search: fileName, purpose: "ocr", source: ["upload"] });
+  assert.deepEqual(found.data.map((f) => f.id), [uploaded.id]);
+  assert.equal(found.total, 1);
   const stream = await client.files.download({ fileId: uploaded.id });
   const bytes = new Uint8Array(await new Response(stream).arrayBuffer());
   assert.deepEqual(bytes, CONTENT);
