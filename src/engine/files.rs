@@ -26,7 +26,7 @@ pub const TOOL_OUTPUT_SOURCE: &str = "mistral";
 /// The settings row holding the generated link-signing key.
 const SIGNING_SECRET_SETTING: &str = "files.signing_secret";
 
-/// Bounds of `GET /v1/files/{id}/url?expiry=` and of an upload's `expiry`, in hours.
+/// The longest `expiry` of `GET /v1/files/{id}/url`, in hours (a week, as upstream).
 pub const MAX_EXPIRY_HOURS: i64 = 168;
 
 /// The Files service the HTTP routes and the built-in tools share.
@@ -187,7 +187,8 @@ impl Files {
             mimetype: file.mimetype,
             num_lines: None,
             visibility: file.visibility,
-            expires_at: file.expiry_hours.map(|hours| now.unix_seconds() + hours * 3600),
+            // Saturating: `expiry` is any positive integer a client sent.
+            expires_at: file.expiry_hours.map(|hours| now.unix_seconds().saturating_add(hours.saturating_mul(3600))),
             created_at: now,
         };
         self.store.insert_file(ws, &record).await?;

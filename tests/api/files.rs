@@ -428,6 +428,11 @@ async fn the_3x_expiry_and_visibility_are_kept() {
     assert_eq!(file["visibility"], "user");
     assert_eq!(file["purpose"], "fine-tune", "the upstream default purpose");
     assert_eq!(file["expires_at"].as_i64().unwrap() - file["created_at"].as_i64().unwrap(), 48 * 3600);
+    let forever = upload_parts(&app, &[("file", Some("f.txt"), b"f"), ("expiry", None, b"9223372036854775807")]).await;
+    assert_eq!(json_of(forever, 200).await["expires_at"], i64::MAX, "a huge expiry saturates");
+    let wrong = upload_parts(&app, &[("file", Some("w.txt"), b"w"), ("visibility", None, b"everyone")]).await;
+    crate::helpers::assert_invalid(wrong, json!(["body", "visibility"]), "enum").await;
+    assert_eq!(json_of(app.get("/v1/files").await, 200).await["total"], 2, "the refused upload stored nothing");
 }
 
 /// Against an S3-compatible service: `PALAVER_TEST_S3_URL` (scripts/test starts moto and
