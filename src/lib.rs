@@ -61,7 +61,7 @@ impl App {
         )
         .await?;
         let models = ModelRouter::from_config(&config, &file)?;
-        let connectors = connectors::Connectors::from_config(&file.connectors)?;
+        let connectors = connectors::Connectors::from_config(&file, None)?;
         let keys = KeyRing::new(&config.api_keys);
         tracing::info!("data: {}", store::describe(&config.database_url));
         tracing::info!("models: {}", models.describe());

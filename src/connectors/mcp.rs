@@ -2,7 +2,7 @@
 //! with JSON or an SSE stream; spec revision 2025-06-18). palaver is only a client: it
 //! initializes a session, lists the tools (cached for `TOOLS_TTL`) and calls them.
 
-use super::{Connector, ServerTool, ToolOutput};
+use super::{CallContext, Connector, ServerTool, ToolOutput};
 use crate::config::ConnectorConfig;
 use crate::error::Error;
 use eventsource_stream::Eventsource;
@@ -254,6 +254,7 @@ impl Connector for McpConnector {
 
     async fn call(
         &self,
+        _context: &CallContext<'_>,
         credential: Option<&str>,
         name: &str,
         arguments: Map<String, Value>,

@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod calls;
+pub mod citations;
 pub mod completions;
 pub mod context;
 pub mod conversations;

@@ -22,3 +22,4 @@ mod outage;
 mod replicas;
 mod streaming;
 mod upstream;
+mod web_search;
