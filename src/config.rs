@@ -73,6 +73,10 @@ pub struct Config {
     #[arg(global = true, long, env = "PALAVER_HISTORY_CACHE_ENTRIES", default_value_t = 200_000)]
     pub history_cache_entries: usize,
 
+    /// How long the answer to a request with an `Idempotency-Key` is replayed to its retries.
+    #[arg(global = true, long, env = "PALAVER_IDEMPOTENCY_TTL_SECS", default_value_t = 86_400)]
+    pub idempotency_ttl_secs: u64,
+
     /// Longest wait, in milliseconds, for a database connection (Postgres) or for another
     /// process's lock on the file (SQLite); then the request fails with a 503.
     #[arg(global = true, long, env = "PALAVER_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5_000)]
@@ -119,6 +123,7 @@ impl fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("db_max_connections", &self.db_max_connections)
             .field("db_acquire_timeout_ms", &self.db_acquire_timeout_ms)
+            .field("idempotency_ttl_secs", &self.idempotency_ttl_secs)
             .field("upstream_read_timeout_ms", &self.upstream_read_timeout_ms)
             .field("max_rounds", &self.max_rounds)
             .field("max_handoffs", &self.max_handoffs)

@@ -14,7 +14,8 @@ use palaver::domain::entries::{Content, Entry, EntryObject, MessageInput, Messag
 use palaver::domain::ids::{AgentId, ConversationId, EntryId, WorkspaceId};
 use palaver::domain::time::Timestamp;
 use palaver::store::{
-    AgentFilter, AgentRecord, AliasRecord, ConnectOptions, ConversationRecord, Page, Store, StoreError, TurnWrite,
+    AgentFilter, AgentRecord, AliasRecord, ConnectOptions, ConversationRecord, KeyClaim, Page, Store, StoreError,
+    StoredAnswer, TurnWrite,
 };
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,6 +70,8 @@ contract! {
     conversations_are_filtered_by_every_metadata_key,
     deleting_a_conversation_keeps_its_entries_for_the_branches_sharing_them,
     another_workspace_sees_none_of_a_conversation,
+    an_idempotency_key_is_claimed_once_answered_then_replayed,
+    a_released_or_expired_or_abandoned_key_can_be_claimed_again,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -807,4 +810,64 @@ fn append(
         parent: Some((head.clone(), depth)),
         entries,
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Idempotency keys
+
+fn seconds(at: i64) -> Timestamp {
+    Timestamp::from_micros(at * 1_000_000)
+}
+
+async fn an_idempotency_key_is_claimed_once_answered_then_replayed(store: Arc<dyn Store>) {
+    let (ws, other) = (WorkspaceId("ws_a".into()), WorkspaceId("ws_b".into()));
+    let claim = |ws: WorkspaceId, fingerprint: &'static str| {
+        let store = store.clone();
+        async move { store.claim_key(&ws, "key", fingerprint, seconds(100), seconds(200), seconds(50)).await.unwrap() }
+    };
+
+    assert_eq!(claim(ws.clone(), "f1").await, KeyClaim::Claimed);
+    assert_eq!(claim(ws.clone(), "f1").await, KeyClaim::Running);
+    assert_eq!(claim(ws.clone(), "f2").await, KeyClaim::Mismatch);
+    assert_eq!(claim(other.clone(), "f2").await, KeyClaim::Claimed, "each workspace has its own keys");
+
+    let answer =
+        StoredAnswer { status: 200, content_type: "text/event-stream".into(), body: b"event: x\n\n\0\xff".to_vec() };
+    store.finish_key(&ws, "key", "f1", &answer).await.unwrap();
+
+    assert_eq!(claim(ws.clone(), "f1").await, KeyClaim::Answered(answer));
+    assert_eq!(claim(ws, "f2").await, KeyClaim::Mismatch);
+}
+
+async fn a_released_or_expired_or_abandoned_key_can_be_claimed_again(store: Arc<dyn Store>) {
+    let ws = WorkspaceId("ws_a".into());
+    let answer = StoredAnswer { status: 200, content_type: "application/json".into(), body: b"{}".to_vec() };
+
+    store.claim_key(&ws, "released", "f", seconds(100), seconds(200), seconds(50)).await.unwrap();
+    store.release_key(&ws, "released", "f").await.unwrap();
+    let again = store.claim_key(&ws, "released", "g", seconds(101), seconds(201), seconds(51)).await.unwrap();
+    assert_eq!(again, KeyClaim::Claimed, "a released key is free for any request");
+
+    store.claim_key(&ws, "expired", "f", seconds(100), seconds(200), seconds(50)).await.unwrap();
+    store.finish_key(&ws, "expired", "f", &answer).await.unwrap();
+    let after_expiry = store.claim_key(&ws, "expired", "g", seconds(200), seconds(300), seconds(150)).await.unwrap();
+    assert_eq!(after_expiry, KeyClaim::Claimed);
+
+    store.claim_key(&ws, "abandoned", "f", seconds(100), seconds(200), seconds(50)).await.unwrap();
+    let still_running = store.claim_key(&ws, "abandoned", "f", seconds(120), seconds(220), seconds(99)).await.unwrap();
+    assert_eq!(still_running, KeyClaim::Running);
+    let taken_over = store.claim_key(&ws, "abandoned", "f", seconds(160), seconds(260), seconds(101)).await.unwrap();
+    assert_eq!(taken_over, KeyClaim::Claimed, "a claim older than the lease was left by a dead process");
+
+    // Releasing never forgets an answer.
+    store.finish_key(&ws, "expired", "g", &answer).await.unwrap();
+    store.release_key(&ws, "expired", "g").await.unwrap();
+    let kept = store.claim_key(&ws, "expired", "g", seconds(210), seconds(310), seconds(160)).await.unwrap();
+    assert_eq!(kept, KeyClaim::Answered(answer));
+
+    assert_eq!(store.purge_keys(seconds(100_000)).await.unwrap(), 3);
+    assert_eq!(
+        store.claim_key(&ws, "expired", "h", seconds(100_001), seconds(100_002), seconds(0)).await.unwrap(),
+        KeyClaim::Claimed
+    );
 }

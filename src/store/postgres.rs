@@ -4,7 +4,7 @@
 use super::sql::{self, Columns, Naming};
 use super::{
     AgentFilter, AgentRecord, AgentStore, AliasRecord, ConversationRecord, ConversationStore, Database, EntryColumns,
-    NotFoundAs, Page, StoreError, StoreResult, TurnWrite,
+    IdempotencyStore, KeyClaim, NotFoundAs, Page, StoreError, StoreResult, StoredAnswer, TurnWrite,
 };
 use crate::domain::agents::{AgentConfig, VersionSelector};
 use crate::domain::entries::Entry;
@@ -317,6 +317,7 @@ struct Embedded;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "agents", include_str!("../../migrations/postgres/0001_agents.sql")),
     (2, "conversations", include_str!("../../migrations/postgres/0002_conversations.sql")),
+    (4, "idempotency", include_str!("../../migrations/postgres/0004_idempotency.sql")),
 ];
 
 impl<'s> sqlx::migrate::MigrationSource<'s> for Embedded {
@@ -718,6 +719,80 @@ impl AgentStore for PgStore {
             super::found(done.rows_affected())
         })
         .not_found_as("Alias", alias)
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for PgStore {
+    async fn claim_key(
+        &self,
+        ws: &WorkspaceId,
+        key: &str,
+        fingerprint: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+        abandoned_before: Timestamp,
+    ) -> StoreResult<KeyClaim> {
+        on_connection!(self, |conn| {
+            let claimed = sqlx::query(sql::CLAIM_KEY)
+                .bind(ws.as_str())
+                .bind(key)
+                .bind(fingerprint)
+                .bind(now.micros())
+                .bind(expires_at.micros())
+                .bind(abandoned_before.micros())
+                .execute(&mut *conn)
+                .await?;
+            if claimed.rows_affected() > 0 {
+                return Ok(KeyClaim::Claimed);
+            }
+            let row = sqlx::query(sql::SELECT_KEY).bind(ws.as_str()).bind(key).fetch_optional(&mut *conn).await?;
+            let found = row
+                .map(|row| -> sqlx::Result<_> {
+                    Ok((
+                        row.try_get("fingerprint")?,
+                        row.try_get::<Option<i32>, _>("status")?.map(i64::from),
+                        row.try_get("content_type")?,
+                        row.try_get("body")?,
+                    ))
+                })
+                .transpose()?;
+            Ok(super::existing_claim(fingerprint, found))
+        })
+    }
+
+    async fn finish_key(
+        &self,
+        ws: &WorkspaceId,
+        key: &str,
+        fingerprint: &str,
+        answer: &StoredAnswer,
+    ) -> StoreResult<()> {
+        on_connection!(self, |conn| {
+            sqlx::query(sql::FINISH_KEY)
+                .bind(ws.as_str())
+                .bind(key)
+                .bind(fingerprint)
+                .bind(i32::from(answer.status))
+                .bind(&answer.content_type)
+                .bind(&answer.body)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        })
+    }
+
+    async fn release_key(&self, ws: &WorkspaceId, key: &str, fingerprint: &str) -> StoreResult<()> {
+        on_connection!(self, |conn| {
+            sqlx::query(sql::RELEASE_KEY).bind(ws.as_str()).bind(key).bind(fingerprint).execute(&mut *conn).await?;
+            Ok(())
+        })
+    }
+
+    async fn purge_keys(&self, now: Timestamp) -> StoreResult<u64> {
+        on_connection!(self, |conn| {
+            Ok(sqlx::query(sql::PURGE_KEYS).bind(now.micros()).execute(&mut *conn).await?.rows_affected())
+        })
     }
 }
 

@@ -19,7 +19,7 @@ use super::{
     AgentFilter, AgentRecord, AgentStore, AliasRecord, ConversationRecord, ConversationStore, Database, NotFoundAs,
     Page,
 };
-use super::{EntryColumns, StoreError, StoreResult, TurnWrite};
+use super::{EntryColumns, IdempotencyStore, KeyClaim, StoreError, StoreResult, StoredAnswer, TurnWrite};
 use crate::config::SqliteSynchronous;
 use crate::domain::agents::{AgentConfig, VersionSelector};
 use crate::domain::entries::Entry;
@@ -89,6 +89,11 @@ struct Statements {
     delete_conversation: String,
     insert_entry: String,
     history: String,
+    claim_key: String,
+    select_key: String,
+    finish_key: String,
+    release_key: String,
+    purge_keys: String,
 }
 
 static SQL: LazyLock<Statements> = LazyLock::new(|| Statements {
@@ -117,6 +122,11 @@ static SQL: LazyLock<Statements> = LazyLock::new(|| Statements {
     delete_conversation: numbered(sql::DELETE_CONVERSATION),
     insert_entry: numbered(&sql::INSERT_ENTRY),
     history: numbered(sql::HISTORY),
+    claim_key: numbered(sql::CLAIM_KEY),
+    select_key: numbered(sql::SELECT_KEY),
+    finish_key: numbered(sql::FINISH_KEY),
+    release_key: numbered(sql::RELEASE_KEY),
+    purge_keys: numbered(sql::PURGE_KEYS),
 });
 
 /// Migrations, in order: (version, description, SQL). Recorded in sqlx's `_sqlx_migrations`
@@ -125,6 +135,7 @@ static SQL: LazyLock<Statements> = LazyLock::new(|| Statements {
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "agents", include_str!("../../migrations/sqlite/0001_agents.sql")),
     (2, "conversations", include_str!("../../migrations/sqlite/0002_conversations.sql")),
+    (4, "idempotency", include_str!("../../migrations/sqlite/0004_idempotency.sql")),
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -805,6 +816,75 @@ impl AgentStore for SqliteStore {
         )
         .await
         .not_found_as("Alias", asked)
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for SqliteStore {
+    async fn claim_key(
+        &self,
+        ws: &WorkspaceId,
+        key: &str,
+        fingerprint: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+        abandoned_before: Timestamp,
+    ) -> StoreResult<KeyClaim> {
+        let (ws, key, fingerprint) = (ws.as_str().to_owned(), key.to_owned(), fingerprint.to_owned());
+        let (now, expires_at, abandoned_before) = (now.micros(), expires_at.micros(), abandoned_before.micros());
+        self.write(move |tx| {
+            let claimed = tx.prepare_cached(&SQL.claim_key)?.execute(params![
+                ws,
+                key,
+                fingerprint,
+                now,
+                expires_at,
+                abandoned_before
+            ])?;
+            if claimed > 0 {
+                return Ok(KeyClaim::Claimed);
+            }
+            let found = tx
+                .prepare_cached(&SQL.select_key)?
+                .query_row(params![ws, key], |row| {
+                    Ok((row.get("fingerprint")?, row.get("status")?, row.get("content_type")?, row.get("body")?))
+                })
+                .optional()?;
+            Ok(super::existing_claim(&fingerprint, found))
+        })
+        .await
+    }
+
+    async fn finish_key(
+        &self,
+        ws: &WorkspaceId,
+        key: &str,
+        fingerprint: &str,
+        answer: &StoredAnswer,
+    ) -> StoreResult<()> {
+        let (ws, key, fingerprint) = (ws.as_str().to_owned(), key.to_owned(), fingerprint.to_owned());
+        let answer = answer.clone();
+        self.write(move |tx| {
+            let status = i64::from(answer.status);
+            let values = params![ws, key, fingerprint, status, answer.content_type, answer.body];
+            tx.prepare_cached(&SQL.finish_key)?.execute(values)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_key(&self, ws: &WorkspaceId, key: &str, fingerprint: &str) -> StoreResult<()> {
+        let (ws, key, fingerprint) = (ws.as_str().to_owned(), key.to_owned(), fingerprint.to_owned());
+        self.write(move |tx| {
+            tx.prepare_cached(&SQL.release_key)?.execute(params![ws, key, fingerprint])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn purge_keys(&self, now: Timestamp) -> StoreResult<u64> {
+        let now = now.micros();
+        self.write(move |tx| Ok(tx.prepare_cached(&SQL.purge_keys)?.execute(params![now])? as u64)).await
     }
 }
 

@@ -14,6 +14,7 @@ mod conversations;
 mod errors;
 mod handoffs;
 mod helpers;
+mod idempotency;
 mod mcp;
 mod metrics;
 mod mock;
