@@ -12,7 +12,7 @@
 use super::auth::Workspace;
 use crate::domain::ids::WorkspaceId;
 use crate::error::{Error, FieldError, Loc};
-use crate::store::{KeyClaim, StoredAnswer};
+use crate::store::{KeyClaim, KeyUse, StoredAnswer};
 use crate::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
@@ -111,7 +111,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     };
     let fingerprint = fingerprint(&parts.method, parts.uri.path(), &body);
     loop {
-        match state.engine.claim_key(&ws, &key, &fingerprint).await {
+        match state.engine.claim_key(KeyUse { ws: &ws, key: &key, fingerprint: &fingerprint }).await {
             Err(error) => return error.into_response(),
             Ok(KeyClaim::Claimed) => {
                 let request = Request::from_parts(parts, Body::from(body));
@@ -150,7 +150,7 @@ async fn run_first(
     let (parts, body) = response.into_parts();
     let engine = state.engine.clone();
     if !parts.status.is_success() {
-        if let Err(error) = engine.release_key(&ws, &key, &fingerprint).await {
+        if let Err(error) = engine.release_key(KeyUse { ws: &ws, key: &key, fingerprint: &fingerprint }).await {
             tracing::warn!(%error, "an idempotency key could not be released");
         }
         return Response::from_parts(parts, body);
@@ -193,11 +193,12 @@ async fn run_first(
         let stream = content_type.starts_with("text/event-stream");
         // A stream that ended in an error (or was cut) is an error answer: not kept.
         let succeeded = complete && (!stream || last_event(&body) == Some("conversation.response.done"));
+        let used = KeyUse { ws: &ws, key: &key, fingerprint: &fingerprint };
         let settled = if succeeded {
             let answer = StoredAnswer { status: flight.status.as_u16(), content_type, body };
-            engine.finish_key(&ws, &key, &fingerprint, &answer).await
+            engine.finish_key(used, &answer).await
         } else {
-            engine.release_key(&ws, &key, &fingerprint).await
+            engine.release_key(used).await
         };
         if let Err(error) = settled {
             tracing::warn!(%error, "an idempotency key could not be settled");

@@ -3,14 +3,14 @@
 //! `image_generated_N.png` and shown to the user as a `tool_file` chunk of the answer; the
 //! model is only told that it was generated and shown.
 
-use super::{CallContext, Connector, FileSink, ProducedFile, ServerTool, ToolOutput};
+use super::{Connector, FileSink, ProducedFile, ServerTool, ToolCall, ToolOutput};
 use crate::config::ImageGenerationConfig;
 use crate::error::Error;
 use base64::Engine as _;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -152,13 +152,8 @@ impl Connector for ImageGeneration {
         Ok(self.tools.clone())
     }
 
-    async fn call(
-        &self,
-        context: &CallContext<'_>,
-        _authorization: Option<&str>,
-        _name: &str,
-        arguments: Map<String, Value>,
-    ) -> Result<ToolOutput, Error> {
+    async fn call(&self, call: ToolCall<'_>) -> Result<ToolOutput, Error> {
+        let (context, arguments) = (call.context, call.arguments);
         let Some(prompt) = arguments.get("prompt").and_then(Value::as_str).filter(|p| !p.trim().is_empty()) else {
             return Ok(ToolOutput::error("`prompt` is missing: describe the image to generate."));
         };

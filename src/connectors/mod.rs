@@ -100,6 +100,16 @@ pub struct Source {
     pub origin: Option<String>,
 }
 
+/// One call of a connector's tool.
+pub struct ToolCall<'a> {
+    pub context: &'a CallContext<'a>,
+    /// The credentials of the agent's tool definition, if any.
+    pub credential: Option<&'a str>,
+    /// The tool's name on its server.
+    pub name: &'a str,
+    pub arguments: Map<String, Value>,
+}
+
 /// Where a call happens: what a native tool needs beyond its arguments.
 #[derive(Debug, Clone, Copy)]
 pub struct CallContext<'a> {
@@ -152,13 +162,7 @@ pub trait Connector: Send + Sync {
     /// The tools offered, with the credentials of the agent's tool definition if any.
     async fn tools(&self, authorization: Option<&str>) -> Result<Arc<Vec<ServerTool>>, Error>;
 
-    async fn call(
-        &self,
-        context: &CallContext<'_>,
-        authorization: Option<&str>,
-        name: &str,
-        arguments: Map<String, Value>,
-    ) -> Result<ToolOutput, Error>;
+    async fn call(&self, call: ToolCall<'_>) -> Result<ToolOutput, Error>;
 }
 
 /// The configured connectors by id.

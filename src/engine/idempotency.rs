@@ -3,10 +3,9 @@
 //! them; HTTP capture and replay live in `api::idempotency`.
 
 use super::Engine;
-use crate::domain::ids::WorkspaceId;
 use crate::domain::time::Timestamp;
 use crate::error::Result;
-use crate::store::{KeyClaim, StoredAnswer};
+use crate::store::{ClaimTimes, KeyClaim, KeyUse, StoredAnswer};
 use std::time::Duration;
 
 /// A claim older than this was left by a process that died: a retry takes it over. Longer
@@ -14,28 +13,25 @@ use std::time::Duration;
 const ABANDONED_AFTER: Duration = Duration::from_secs(30 * 60);
 
 impl Engine {
-    /// Claims `key` for the request `fingerprint` names, or says who holds it.
-    pub async fn claim_key(&self, ws: &WorkspaceId, key: &str, fingerprint: &str) -> Result<KeyClaim> {
+    /// Claims the key for this use, or says who holds it.
+    pub async fn claim_key(&self, key: KeyUse<'_>) -> Result<KeyClaim> {
         let now = Timestamp::now();
-        let expires_at = now.plus(self.idempotency_ttl);
-        let abandoned_before = now.minus(ABANDONED_AFTER);
-        Ok(self.store.claim_key(ws, key, fingerprint, now, expires_at, abandoned_before).await?)
+        let times = ClaimTimes {
+            now,
+            expires_at: now.plus(self.idempotency_ttl),
+            abandoned_before: now.minus(ABANDONED_AFTER),
+        };
+        Ok(self.store.claim_key(key, times).await?)
     }
 
     /// Keeps a successful answer for the key's retries.
-    pub async fn finish_key(
-        &self,
-        ws: &WorkspaceId,
-        key: &str,
-        fingerprint: &str,
-        answer: &StoredAnswer,
-    ) -> Result<()> {
-        Ok(self.store.finish_key(ws, key, fingerprint, answer).await?)
+    pub async fn finish_key(&self, key: KeyUse<'_>, answer: &StoredAnswer) -> Result<()> {
+        Ok(self.store.finish_key(key, answer).await?)
     }
 
     /// Forgets a claim whose request failed, so that a retry runs it again.
-    pub async fn release_key(&self, ws: &WorkspaceId, key: &str, fingerprint: &str) -> Result<()> {
-        Ok(self.store.release_key(ws, key, fingerprint).await?)
+    pub async fn release_key(&self, key: KeyUse<'_>) -> Result<()> {
+        Ok(self.store.release_key(key).await?)
     }
 
     /// Deletes expired keys (run now and then by the server).

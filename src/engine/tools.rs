@@ -4,7 +4,7 @@
 use super::context;
 use super::run::{CallKind, Settings};
 use crate::backends::chat::{ChatTool, ToolFunction};
-use crate::connectors::{self, CallContext, Connector, Connectors, ToolOutput};
+use crate::connectors::{self, CallContext, Connector, Connectors, ToolCall, ToolOutput};
 use crate::domain::tools::{function_name, ToolType};
 use crate::error::Error;
 use serde_json::{Map, Value};
@@ -159,7 +159,10 @@ impl ServerTool {
     pub async fn run(&self, context: &CallContext<'_>, arguments: &str) -> Result<ToolOutput, Error> {
         let arguments = if arguments.trim().is_empty() { "{}" } else { arguments };
         match serde_json::from_str::<Map<String, Value>>(arguments) {
-            Ok(arguments) => self.connector.call(context, self.credential.as_deref(), &self.name, arguments).await,
+            Ok(arguments) => {
+                let call = ToolCall { context, credential: self.credential.as_deref(), name: &self.name, arguments };
+                self.connector.call(call).await
+            }
             Err(e) => Ok(ToolOutput::error(format!("The arguments are not a JSON object: {e}"))),
         }
     }

@@ -268,33 +268,35 @@ pub struct StoredAnswer {
     pub body: Vec<u8>,
 }
 
+/// A workspace's idempotency key, as used by the request `fingerprint` names.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyUse<'a> {
+    pub ws: &'a WorkspaceId,
+    pub key: &'a str,
+    pub fingerprint: &'a str,
+}
+
+/// The times a claim is made with: now, when its answer expires, and before when a claim
+/// still running was abandoned (its process died).
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimTimes {
+    pub now: Timestamp,
+    pub expires_at: Timestamp,
+    pub abandoned_before: Timestamp,
+}
+
 /// Idempotency keys: the first successful answer of a request, for its retries.
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
-    /// Claims `key` for the request `fingerprint` names until `expires_at`, unless a live
-    /// claim or answer holds it. A claim made before `abandoned_before` (its process died)
-    /// and an answer past its expiry are replaced.
-    async fn claim_key(
-        &self,
-        ws: &WorkspaceId,
-        key: &str,
-        fingerprint: &str,
-        now: Timestamp,
-        expires_at: Timestamp,
-        abandoned_before: Timestamp,
-    ) -> StoreResult<KeyClaim>;
+    /// Claims the key for this use unless a live claim or answer holds it; an abandoned
+    /// claim and an expired answer are replaced.
+    async fn claim_key(&self, key: KeyUse<'_>, times: ClaimTimes) -> StoreResult<KeyClaim>;
 
-    /// Records the answer of the claim of `fingerprint`.
-    async fn finish_key(
-        &self,
-        ws: &WorkspaceId,
-        key: &str,
-        fingerprint: &str,
-        answer: &StoredAnswer,
-    ) -> StoreResult<()>;
+    /// Records the answer of this use's claim.
+    async fn finish_key(&self, key: KeyUse<'_>, answer: &StoredAnswer) -> StoreResult<()>;
 
-    /// Gives the claim up (the request failed): a retry runs it again.
-    async fn release_key(&self, ws: &WorkspaceId, key: &str, fingerprint: &str) -> StoreResult<()>;
+    /// Gives this use's claim up (the request failed): a retry runs it again.
+    async fn release_key(&self, key: KeyUse<'_>) -> StoreResult<()>;
 
     /// Deletes the keys past their expiry; returns how many.
     async fn purge_keys(&self, now: Timestamp) -> StoreResult<u64>;

@@ -3,8 +3,9 @@
 
 use super::sql::{self, Columns, Naming};
 use super::{
-    AgentFilter, AgentRecord, AgentStore, AliasRecord, ConversationRecord, ConversationStore, Database, EntryColumns,
-    IdempotencyStore, KeyClaim, NotFoundAs, Page, StoreError, StoreResult, StoredAnswer, TurnWrite,
+    AgentFilter, AgentRecord, AgentStore, AliasRecord, ClaimTimes, ConversationRecord, ConversationStore, Database,
+    EntryColumns, IdempotencyStore, KeyClaim, KeyUse, NotFoundAs, Page, StoreError, StoreResult, StoredAnswer,
+    TurnWrite,
 };
 use crate::domain::agents::{AgentConfig, VersionSelector};
 use crate::domain::entries::Entry;
@@ -724,29 +725,22 @@ impl AgentStore for PgStore {
 
 #[async_trait]
 impl IdempotencyStore for PgStore {
-    async fn claim_key(
-        &self,
-        ws: &WorkspaceId,
-        key: &str,
-        fingerprint: &str,
-        now: Timestamp,
-        expires_at: Timestamp,
-        abandoned_before: Timestamp,
-    ) -> StoreResult<KeyClaim> {
+    async fn claim_key(&self, key: KeyUse<'_>, times: ClaimTimes) -> StoreResult<KeyClaim> {
         on_connection!(self, |conn| {
             let claimed = sqlx::query(sql::CLAIM_KEY)
-                .bind(ws.as_str())
-                .bind(key)
-                .bind(fingerprint)
-                .bind(now.micros())
-                .bind(expires_at.micros())
-                .bind(abandoned_before.micros())
+                .bind(key.ws.as_str())
+                .bind(key.key)
+                .bind(key.fingerprint)
+                .bind(times.now.micros())
+                .bind(times.expires_at.micros())
+                .bind(times.abandoned_before.micros())
                 .execute(&mut *conn)
                 .await?;
             if claimed.rows_affected() > 0 {
                 return Ok(KeyClaim::Claimed);
             }
-            let row = sqlx::query(sql::SELECT_KEY).bind(ws.as_str()).bind(key).fetch_optional(&mut *conn).await?;
+            let row =
+                sqlx::query(sql::SELECT_KEY).bind(key.ws.as_str()).bind(key.key).fetch_optional(&mut *conn).await?;
             let found = row
                 .map(|row| -> sqlx::Result<_> {
                     Ok((
@@ -757,22 +751,16 @@ impl IdempotencyStore for PgStore {
                     ))
                 })
                 .transpose()?;
-            Ok(super::existing_claim(fingerprint, found))
+            Ok(super::existing_claim(key.fingerprint, found))
         })
     }
 
-    async fn finish_key(
-        &self,
-        ws: &WorkspaceId,
-        key: &str,
-        fingerprint: &str,
-        answer: &StoredAnswer,
-    ) -> StoreResult<()> {
+    async fn finish_key(&self, key: KeyUse<'_>, answer: &StoredAnswer) -> StoreResult<()> {
         on_connection!(self, |conn| {
             sqlx::query(sql::FINISH_KEY)
-                .bind(ws.as_str())
-                .bind(key)
-                .bind(fingerprint)
+                .bind(key.ws.as_str())
+                .bind(key.key)
+                .bind(key.fingerprint)
                 .bind(i32::from(answer.status))
                 .bind(&answer.content_type)
                 .bind(&answer.body)
@@ -782,9 +770,10 @@ impl IdempotencyStore for PgStore {
         })
     }
 
-    async fn release_key(&self, ws: &WorkspaceId, key: &str, fingerprint: &str) -> StoreResult<()> {
+    async fn release_key(&self, key: KeyUse<'_>) -> StoreResult<()> {
         on_connection!(self, |conn| {
-            sqlx::query(sql::RELEASE_KEY).bind(ws.as_str()).bind(key).bind(fingerprint).execute(&mut *conn).await?;
+            let query = sqlx::query(sql::RELEASE_KEY).bind(key.ws.as_str()).bind(key.key).bind(key.fingerprint);
+            query.execute(&mut *conn).await?;
             Ok(())
         })
     }

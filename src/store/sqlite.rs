@@ -19,7 +19,9 @@ use super::{
     AgentFilter, AgentRecord, AgentStore, AliasRecord, ConversationRecord, ConversationStore, Database, NotFoundAs,
     Page,
 };
-use super::{EntryColumns, IdempotencyStore, KeyClaim, StoreError, StoreResult, StoredAnswer, TurnWrite};
+use super::{
+    ClaimTimes, EntryColumns, IdempotencyStore, KeyClaim, KeyUse, StoreError, StoreResult, StoredAnswer, TurnWrite,
+};
 use crate::config::SqliteSynchronous;
 use crate::domain::agents::{AgentConfig, VersionSelector};
 use crate::domain::entries::Entry;
@@ -819,34 +821,25 @@ impl AgentStore for SqliteStore {
     }
 }
 
+/// A key's parts, owned for the SQLite thread.
+fn owned(key: KeyUse<'_>) -> (String, String, String) {
+    (key.ws.as_str().to_owned(), key.key.to_owned(), key.fingerprint.to_owned())
+}
+
 #[async_trait]
 impl IdempotencyStore for SqliteStore {
-    async fn claim_key(
-        &self,
-        ws: &WorkspaceId,
-        key: &str,
-        fingerprint: &str,
-        now: Timestamp,
-        expires_at: Timestamp,
-        abandoned_before: Timestamp,
-    ) -> StoreResult<KeyClaim> {
-        let (ws, key, fingerprint) = (ws.as_str().to_owned(), key.to_owned(), fingerprint.to_owned());
-        let (now, expires_at, abandoned_before) = (now.micros(), expires_at.micros(), abandoned_before.micros());
+    async fn claim_key(&self, key: KeyUse<'_>, times: ClaimTimes) -> StoreResult<KeyClaim> {
+        let (ws, request_key, fingerprint) = owned(key);
+        let (now, expires_at, abandoned) =
+            (times.now.micros(), times.expires_at.micros(), times.abandoned_before.micros());
         self.write(move |tx| {
-            let claimed = tx.prepare_cached(&SQL.claim_key)?.execute(params![
-                ws,
-                key,
-                fingerprint,
-                now,
-                expires_at,
-                abandoned_before
-            ])?;
-            if claimed > 0 {
+            let values = params![ws, request_key, fingerprint, now, expires_at, abandoned];
+            if tx.prepare_cached(&SQL.claim_key)?.execute(values)? > 0 {
                 return Ok(KeyClaim::Claimed);
             }
             let found = tx
                 .prepare_cached(&SQL.select_key)?
-                .query_row(params![ws, key], |row| {
+                .query_row(params![ws, request_key], |row| {
                     Ok((row.get("fingerprint")?, row.get("status")?, row.get("content_type")?, row.get("body")?))
                 })
                 .optional()?;
@@ -855,28 +848,22 @@ impl IdempotencyStore for SqliteStore {
         .await
     }
 
-    async fn finish_key(
-        &self,
-        ws: &WorkspaceId,
-        key: &str,
-        fingerprint: &str,
-        answer: &StoredAnswer,
-    ) -> StoreResult<()> {
-        let (ws, key, fingerprint) = (ws.as_str().to_owned(), key.to_owned(), fingerprint.to_owned());
+    async fn finish_key(&self, key: KeyUse<'_>, answer: &StoredAnswer) -> StoreResult<()> {
+        let (ws, request_key, fingerprint) = owned(key);
         let answer = answer.clone();
         self.write(move |tx| {
-            let status = i64::from(answer.status);
-            let values = params![ws, key, fingerprint, status, answer.content_type, answer.body];
+            let values =
+                params![ws, request_key, fingerprint, i64::from(answer.status), answer.content_type, answer.body];
             tx.prepare_cached(&SQL.finish_key)?.execute(values)?;
             Ok(())
         })
         .await
     }
 
-    async fn release_key(&self, ws: &WorkspaceId, key: &str, fingerprint: &str) -> StoreResult<()> {
-        let (ws, key, fingerprint) = (ws.as_str().to_owned(), key.to_owned(), fingerprint.to_owned());
+    async fn release_key(&self, key: KeyUse<'_>) -> StoreResult<()> {
+        let (ws, request_key, fingerprint) = owned(key);
         self.write(move |tx| {
-            tx.prepare_cached(&SQL.release_key)?.execute(params![ws, key, fingerprint])?;
+            tx.prepare_cached(&SQL.release_key)?.execute(params![ws, request_key, fingerprint])?;
             Ok(())
         })
         .await

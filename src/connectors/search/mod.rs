@@ -6,7 +6,7 @@
 mod fetch;
 mod providers;
 
-use super::{CallContext, Connector, ServerTool, Source, ToolOutput};
+use super::{Connector, ServerTool, Source, ToolCall, ToolOutput};
 use crate::config::{FileConfig, SearchProvider};
 use crate::domain::tools::ToolType;
 use crate::error::Error;
@@ -130,13 +130,8 @@ impl Connector for WebSearch {
         Ok(self.tools.clone())
     }
 
-    async fn call(
-        &self,
-        context: &CallContext<'_>,
-        _authorization: Option<&str>,
-        name: &str,
-        arguments: Map<String, Value>,
-    ) -> Result<ToolOutput, Error> {
+    async fn call(&self, call: ToolCall<'_>) -> Result<ToolOutput, Error> {
+        let (context, name, arguments) = (call.context, call.name, call.arguments);
         let kind = if name == "news_search" && self.kind == ToolType::WebSearchPremium {
             SearchKind::News
         } else {
@@ -214,6 +209,7 @@ pub fn provider_name(provider: SearchProvider) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connectors::CallContext;
     use crate::domain::ids::{ConversationId, WorkspaceId};
 
     struct Fixed(Vec<Source>);
@@ -235,22 +231,25 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn hits_are_numbered_from_the_turns_next_source_number() {
-        let search = WebSearch::with_provider(ToolType::WebSearch, Arc::new(Fixed(vec![hit("a"), hit("b")])));
+    /// Calls `search` as the turn's call whose first source is numbered `first_source`.
+    async fn search_with(search: &WebSearch, first_source: usize, markers: bool, arguments: Value) -> ToolOutput {
         let (ws, conversation_id) = (WorkspaceId::default_workspace(), ConversationId("conv_1".into()));
         let context = CallContext {
             ws: &ws,
             conversation_id: &conversation_id,
-            first_source: 3,
-            cite_with_markers: false,
+            first_source,
+            cite_with_markers: markers,
             calls_before: 0,
         };
+        let arguments = arguments.as_object().cloned().unwrap();
+        search.call(ToolCall { context: &context, credential: None, name: "web_search", arguments }).await.unwrap()
+    }
 
-        let output = search
-            .call(&context, None, "web_search", json!({"query": "q"}).as_object().cloned().unwrap())
-            .await
-            .unwrap();
+    #[tokio::test]
+    async fn hits_are_numbered_from_the_turns_next_source_number() {
+        let search = WebSearch::with_provider(ToolType::WebSearch, Arc::new(Fixed(vec![hit("a"), hit("b")])));
+
+        let output = search_with(&search, 3, false, json!({"query": "q"})).await;
 
         let map: Value = serde_json::from_str(&output.text).unwrap();
         assert_eq!(map["3"]["title"], "a");
@@ -263,23 +262,11 @@ mod tests {
     #[tokio::test]
     async fn a_model_that_cites_with_markers_is_told_how() {
         let search = WebSearch::with_provider(ToolType::WebSearch, Arc::new(Fixed(vec![hit("a")])));
-        let (ws, conversation_id) = (WorkspaceId::default_workspace(), ConversationId("conv_1".into()));
-        let context = CallContext {
-            ws: &ws,
-            conversation_id: &conversation_id,
-            first_source: 0,
-            cite_with_markers: true,
-            calls_before: 0,
-        };
 
-        let output = search
-            .call(&context, None, "web_search", json!({"query": "q"}).as_object().cloned().unwrap())
-            .await
-            .unwrap();
+        let output = search_with(&search, 0, true, json!({"query": "q"})).await;
 
         assert!(output.text.ends_with("e.g. [0]."), "{}", output.text);
-        let missing = search.call(&context, None, "web_search", Map::new()).await.unwrap();
-        assert!(missing.is_error);
+        assert!(search_with(&search, 0, true, json!({})).await.is_error);
     }
 
     #[test]
