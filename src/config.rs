@@ -77,6 +77,11 @@ pub struct Config {
     #[arg(global = true, long, env = "PALAVER_IDEMPOTENCY_TTL_SECS", default_value_t = 86_400)]
     pub idempotency_ttl_secs: u64,
 
+    /// How long the events of a finished streamed run stay resumable
+    /// (`GET /v1/conversations/{id}/stream`).
+    #[arg(global = true, long, env = "PALAVER_STREAM_RETENTION_SECS", default_value_t = 600)]
+    pub stream_retention_secs: u64,
+
     /// Longest wait, in milliseconds, for a database connection (Postgres) or for another
     /// process's lock on the file (SQLite); then the request fails with a 503.
     #[arg(global = true, long, env = "PALAVER_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5_000)]
@@ -124,6 +129,7 @@ impl fmt::Debug for Config {
             .field("db_max_connections", &self.db_max_connections)
             .field("db_acquire_timeout_ms", &self.db_acquire_timeout_ms)
             .field("idempotency_ttl_secs", &self.idempotency_ttl_secs)
+            .field("stream_retention_secs", &self.stream_retention_secs)
             .field("upstream_read_timeout_ms", &self.upstream_read_timeout_ms)
             .field("max_rounds", &self.max_rounds)
             .field("max_handoffs", &self.max_handoffs)

@@ -85,6 +85,7 @@ impl App {
             runs: TaskTracker::new(),
             agent_locks: Default::default(),
             idempotency_ttl: std::time::Duration::from_secs(config.idempotency_ttl_secs),
+            streams: engine::streams::RunLogs::new(std::time::Duration::from_secs(config.stream_retention_secs)),
         };
         let state = AppState {
             engine: Arc::new(engine),

@@ -13,6 +13,7 @@ pub mod history;
 pub mod idempotency;
 pub mod mock;
 pub mod run;
+pub mod streams;
 pub mod tools;
 
 use crate::backends::ModelRouter;
@@ -48,6 +49,8 @@ pub struct Engine {
     pub runs: TaskTracker,
     /// Queues concurrent updates of one agent in this process.
     pub agent_locks: agents::UpdateLocks,
+    /// The events of the latest streamed run of each conversation, for resuming.
+    pub streams: streams::RunLogs,
     /// How long an `Idempotency-Key`'s answer is kept.
     pub idempotency_ttl: std::time::Duration,
 }

@@ -9,6 +9,7 @@ use super::calls::{CallAssembler, CallParts};
 use super::citations::{MarkerScanner, Piece, Sources};
 use super::context;
 use super::fold::Fold;
+use super::streams::RunLog;
 use super::tools::Toolbox;
 use super::Engine;
 use crate::backends::chat::{Caller, ChatDelta, ChatRequest, CitationStyle, DeltaStream, ModelBackend, StoredMessages};
@@ -154,9 +155,11 @@ impl RoundOutcome {
 const CHANNEL_CAPACITY: usize = 64;
 
 /// Starts the run in its own task and returns its events, for a streaming response.
+/// Its events are kept for resuming (`streams`).
 pub fn spawn(engine: &Arc<Engine>, plan: TurnPlan) -> mpsc::Receiver<RunEvent> {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-    start(engine, plan, Some(tx), None);
+    let log = engine.streams.open(&plan.ws, &plan.conversation.id);
+    start(engine, plan, Some((tx, log)), None);
     rx
 }
 
@@ -171,7 +174,7 @@ pub fn spawn_folded(engine: &Arc<Engine>, plan: TurnPlan) -> oneshot::Receiver<F
 fn start(
     engine: &Arc<Engine>,
     plan: TurnPlan,
-    events: Option<mpsc::Sender<RunEvent>>,
+    events: Option<(mpsc::Sender<RunEvent>, Arc<RunLog>)>,
     folded: Option<oneshot::Sender<Fold>>,
 ) {
     let runs = engine.runs.clone();
@@ -182,8 +185,12 @@ fn start(
     let fut = async move {
         let mut plan = plan;
         let started = Instant::now();
-        let mut out = Emitter { tx: events, queued: None, fold: Fold::default(), started, first_delta: false };
+        let (tx, log) = events.unzip();
+        let mut out = Emitter { tx, log, queued: None, fold: Fold::default(), started, first_delta: false };
         let rounds = run(&engine, &mut plan, &mut out).await;
+        if let Some(log) = &out.log {
+            log.finish();
+        }
         let outcome = match &out.fold.failure {
             Some((message, code)) => {
                 let status = code.status();
@@ -205,6 +212,8 @@ fn start(
 /// Folds events into the turn's outputs and, when streaming, sends them to the client.
 struct Emitter {
     tx: Option<mpsc::Sender<RunEvent>>,
+    /// Keeps a streamed run's events for a client that resumes it.
+    log: Option<Arc<RunLog>>,
     /// The event `flush` sends next.
     queued: Option<RunEvent>,
     fold: Fold,
@@ -224,6 +233,9 @@ impl Emitter {
             telemetry::first_delta(self.started.elapsed());
         }
         self.fold.apply(&event);
+        if let (Some(log), Some(_)) = (&self.log, event.name()) {
+            log.push(&event);
+        }
         if self.tx.is_some() {
             self.queued = Some(event);
         }

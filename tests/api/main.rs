@@ -21,6 +21,7 @@ mod mock;
 mod models;
 mod outage;
 mod replicas;
+mod resume;
 mod streaming;
 mod upstream;
 mod web_search;
