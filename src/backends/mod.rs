@@ -202,6 +202,7 @@ mod tests {
                 RouteConfig { model: "llama*".into(), upstream: "local".into() },
             ],
             connectors: vec![],
+            code_interpreter: Default::default(),
         };
 
         let router = ModelRouter::from_config(&config, &file).unwrap();

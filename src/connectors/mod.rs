@@ -13,6 +13,7 @@
 //! the client allows or denies it.
 
 pub mod mcp;
+pub mod sandbox;
 
 use crate::config::ConnectorConfig;
 use crate::domain::entries::execution_info;
