@@ -2,6 +2,9 @@
 //! built `palaver` binary as the `sandbox-exec` helper. The interpreter is
 //! `PALAVER_TEST_SANDBOX_PYTHON` (scripts/test sets it to one with numpy and matplotlib).
 
+// Test code: a failed unwrap is a failed test, which is what we want.
+#![allow(clippy::unwrap_used)]
+
 use palaver::config::{CodeInterpreterConfig, SandboxMode};
 use palaver::connectors::sandbox::{Execution, LimitHit, Sandbox, SandboxChoice};
 use std::io::ErrorKind;
