@@ -151,7 +151,11 @@ async fn files_carry_over_between_runs_of_one_key_but_not_to_another_key() {
 
 #[tokio::test]
 async fn an_infinite_loop_ends_at_the_wall_clock_and_the_next_run_works() {
-    let harness = Harness::with(SandboxMode::Landlock, |c| c.timeout_secs = 2);
+    // CPU time left high: a busy loop would otherwise hit it as the wall clock ends.
+    let harness = Harness::with(SandboxMode::Landlock, |c| {
+        c.timeout_secs = 2;
+        c.cpu_secs = Some(60);
+    });
     let started = Instant::now();
 
     let looping = harness.run("k", "print('start', flush=True)\nwhile True:\n    pass").await;
@@ -173,6 +177,28 @@ async fn a_fork_bomb_is_capped_and_leaves_no_process() {
     assert!(bomb.output.contains("BlockingIOError"), "{}", bomb.output);
     let after = harness.run("k", "print('fine')").await;
     assert_eq!(after.output, "fine\n");
+}
+
+#[tokio::test]
+async fn a_busy_loop_past_its_cpu_seconds_is_stopped_by_the_cpu_limit() {
+    let harness = Harness::with(SandboxMode::Landlock, |c| c.cpu_secs = Some(1));
+
+    let execution = harness.run("k", "while True:\n    pass").await;
+
+    assert_eq!(execution.limit, Some(LimitHit::Cpu), "{execution:?}");
+    assert_eq!(execution.signal, Some(libc::SIGXCPU));
+}
+
+#[tokio::test]
+async fn an_expired_work_directory_is_removed_with_its_files() {
+    let harness = Harness::with(SandboxMode::Landlock, |c| c.workdir_ttl_secs = 0);
+    harness.run("k", "open('state.txt', 'w').write('x')").await;
+
+    let removed = harness.sandbox.remove_expired_workdirs().await;
+    let after = harness.run("k", "import os\nprint(os.path.exists('state.txt'))").await;
+
+    assert_eq!(removed, 1);
+    assert_eq!(after.output, "False\n");
 }
 
 #[tokio::test]
@@ -423,7 +449,10 @@ async fn bubblewrap_confines_the_code_too() {
     assert_eq!(execution.files.len(), 1);
     assert_eq!(&execution.files[0].bytes[..], b"in bwrap");
     assert_eq!(tcp.accept().unwrap_err().kind(), ErrorKind::WouldBlock);
-    let looping = Harness::with(SandboxMode::Bwrap, |c| c.timeout_secs = 1);
+    let looping = Harness::with(SandboxMode::Bwrap, |c| {
+        c.timeout_secs = 1;
+        c.cpu_secs = Some(60);
+    });
     assert_eq!(looping.run("k", "while True: pass").await.limit, Some(LimitHit::Timeout));
 }
 

@@ -544,7 +544,7 @@ mod tempfile_dir {
 
     impl ProbeDir {
         pub fn create(root: &Path, owner: Option<u32>) -> std::io::Result<Self> {
-            std::fs::create_dir_all(root)?;
+            super::workdir::ensure_root(root)?;
             let path = root.join(format!("probe-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&path);
             std::fs::create_dir(&path)?;

@@ -37,9 +37,7 @@ pub struct Held {
 
 impl Workdirs {
     pub fn new(root: PathBuf, ttl: Duration, owner: Option<u32>) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&root)?;
-        // Runs may pass through to their own directory but not list the others.
-        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711))?;
+        ensure_root(&root)?;
         Ok(Workdirs { root, ttl, owner, in_use: Mutex::new(HashMap::new()) })
     }
 
@@ -86,6 +84,30 @@ impl Workdirs {
         }
         removed
     }
+}
+
+/// Creates the root of the work directories, or checks the one found: under a shared temp
+/// directory, someone else could have made it (or a symlink by its name) first.
+pub fn ensure_root(root: &Path) -> std::io::Result<()> {
+    match std::fs::create_dir(root) {
+        // Runs may pass through to their own directory but not list the others.
+        Ok(()) => return std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711)),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(root)?;
+            return std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711));
+        }
+        Err(error) => return Err(error),
+    }
+    let meta = std::fs::symlink_metadata(root)?;
+    let ours = std::os::unix::fs::MetadataExt::uid(&meta) == nix::unistd::Uid::effective().as_raw();
+    if !meta.is_dir() || !ours || meta.permissions().mode() & 0o022 != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} is not a directory of palaver's user that only it can write",
+            root.display()
+        )));
+    }
+    Ok(())
 }
 
 /// A fixed-length name no key can turn into a path elsewhere.
@@ -181,6 +203,21 @@ pub fn read_regular(path: &Path, max_bytes: u64) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_root_someone_else_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+
+        ensure_root(&root).unwrap();
+        assert_eq!(std::fs::metadata(&root).unwrap().permissions().mode() & 0o777, 0o711);
+        ensure_root(&root).unwrap();
+
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(ensure_root(&root).is_err());
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("link")).unwrap();
+        assert!(ensure_root(&dir.path().join("link")).is_err());
+    }
 
     #[test]
     fn a_key_maps_to_a_fixed_hex_name_whatever_it_contains() {
