@@ -253,6 +253,39 @@ async fn system_secrets_and_the_servers_files_cannot_be_read() {
 }
 
 #[tokio::test]
+async fn the_code_runs_without_privileges_under_a_seccomp_filter() {
+    let harness = Harness::landlock();
+    let code = "import os\n\
+                status = dict(line.split(':', 1) for line in open('/proc/self/status'))\n\
+                print(status['NoNewPrivs'].strip(), status['Seccomp'].strip(), os.getuid() != 0, os.getgid() != 0)";
+
+    let execution = harness.run("k", code).await;
+
+    // NoNewPrivs 1; seccomp mode 2 (filter); neither root user nor root group.
+    assert_eq!(execution.output, "1 2 True True\n");
+}
+
+#[tokio::test]
+async fn a_hard_link_cannot_bring_an_outside_file_into_the_work_directory() {
+    let harness = Harness::landlock();
+    let database = harness.outside().join("palaver.db");
+    std::fs::write(&database, "the server's rows").unwrap();
+    let code = format!(
+        "import os\n\
+         try:\n\
+         \x20   os.link({database:?}, 'stolen.db')\n\
+         \x20   print('linked')\n\
+         except OSError as e:\n\
+         \x20   print('denied', type(e).__name__)"
+    );
+
+    let execution = harness.run("k", &code).await;
+
+    assert_eq!(execution.output, "denied PermissionError\n");
+    assert!(execution.files.is_empty());
+}
+
+#[tokio::test]
 async fn nothing_outside_the_work_directory_can_be_written() {
     let harness = Harness::landlock();
     let outside = harness.outside();

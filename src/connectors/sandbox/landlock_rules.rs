@@ -16,8 +16,9 @@ const ABI_USED: ABI = ABI::V6;
 /// enforces at least the filesystem rules.
 pub fn restrict_self(read: &[PathBuf], write: &[PathBuf], workdir: &Path) -> anyhow::Result<String> {
     let read_access = AccessFs::from_read(ABI_USED) | AccessFs::Execute;
-    // The work directory is written, never executed from.
-    let workdir_access = AccessFs::from_all(ABI_USED) & !AccessFs::Execute;
+    // The work directory holds plain files: nothing is executed from it, and no device node
+    // is made in it.
+    let workdir_access = AccessFs::from_all(ABI_USED) & !(AccessFs::Execute | AccessFs::MakeChar | AccessFs::MakeBlock);
     let file_write = AccessFs::from_read(ABI_USED) | AccessFs::WriteFile | AccessFs::Truncate;
     let status = Ruleset::default()
         // Filesystem rules are required; the network and scope rules are best effort on older
