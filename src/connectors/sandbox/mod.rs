@@ -616,7 +616,14 @@ fn check_probe_run(mut command: std::process::Command) -> anyhow::Result<()> {
     match text.trim() {
         "confined" if output.status.success() => Ok(()),
         "unconfined" => anyhow::bail!("the sandbox let the interpreter read /etc/passwd"),
-        other => anyhow::bail!("the sandboxed interpreter did not start: {}", other.trim_start_matches("sandbox: ")),
+        other => {
+            let hint = if nix::unistd::Uid::effective().is_root() {
+                " (palaver runs as root, so the code runs as `nobody`, who must be able to read the interpreter)"
+            } else {
+                ""
+            };
+            anyhow::bail!("the sandboxed interpreter did not start: {}{hint}", other.trim_start_matches("sandbox: "))
+        }
     }
 }
 
