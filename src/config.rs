@@ -184,8 +184,8 @@ pub struct CodeInterpreterConfig {
     pub sandbox: SandboxMode,
     /// The interpreter (a name looked up on `PATH`, or a path); resolved once at start.
     pub python: String,
-    /// The argv run for `sandbox = "command"`: it reads the code on stdin and prints one JSON
-    /// object, `{"output": "…", "files": [{"name": "plot.png", "path": "/abs/path"}]}`.
+    /// The argv run for `sandbox = "command"`, in the call's work directory: it reads the code
+    /// on stdin and prints one JSON object, `{"output": "…", "exit_code": 0, "limit": null}`.
     pub command: Vec<String>,
     /// Wall-clock limit of one run, in seconds.
     pub timeout_secs: u64,

@@ -4,16 +4,15 @@
 //! and reads one JSON object from its stdout (stderr goes to palaver's log):
 //!
 //! ```json
-//! {"output": "42\n", "exit_code": 0, "limit": null,
-//!  "files": [{"name": "plot.png", "path": "plot.png"}]}
+//! {"output": "42\n", "exit_code": 0, "limit": null}
 //! ```
 //!
-//! `output` is required. `exit_code` (the code's), `limit` (`timeout`, `cpu`, `memory`,
-//! `output`, `processes`, `file_size`) and `files` (paths absolute or relative to the work
-//! directory) are optional; files the program creates or changes in the work directory are
-//! handed back without being listed.
+//! `output` is required; `exit_code` (the code's) and `limit` (`timeout`, `cpu`, `memory`,
+//! `output`, `processes`, `file_size`) are optional. Files travel through the work directory,
+//! its current directory: what the program creates or changes there is handed back, as in the
+//! other modes. (No list of paths: palaver would read them with its own rights.)
 
-use super::{process::Finished, workdir, Error, LimitHit, ProducedBytes};
+use super::{process::Finished, Error, LimitHit};
 use serde::Deserialize;
 use std::path::Path;
 
@@ -24,8 +23,6 @@ struct Answer {
     exit_code: Option<i32>,
     #[serde(default)]
     limit: Option<Limit>,
-    #[serde(default)]
-    files: Vec<FileRef>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,21 +36,13 @@ enum Limit {
     FileSize,
 }
 
-#[derive(Debug, Deserialize)]
-struct FileRef {
-    name: String,
-    path: String,
-}
-
-/// The command's answer, its listed files read.
+/// The command's answer.
 #[derive(Debug)]
 pub struct Read {
     pub output: String,
     pub truncated: bool,
     pub exit_code: Option<i32>,
     pub limit: Option<LimitHit>,
-    pub files: Vec<ProducedBytes>,
-    pub skipped: Vec<String>,
 }
 
 pub fn command(argv: &[String], workdir: &Path) -> std::process::Command {
@@ -67,7 +56,7 @@ pub fn max_answer_bytes(max_output: usize) -> usize {
     max_output.saturating_mul(2).saturating_add(64 * 1024)
 }
 
-pub fn parse_answer(finished: &Finished, workdir: &Path, max_file_bytes: u64) -> Result<Read, Error> {
+pub fn parse_answer(finished: &Finished) -> Result<Read, Error> {
     if finished.timed_out {
         let output = String::from_utf8_lossy(&finished.output).into_owned();
         return Ok(Read {
@@ -75,8 +64,6 @@ pub fn parse_answer(finished: &Finished, workdir: &Path, max_file_bytes: u64) ->
             truncated: finished.truncated,
             exit_code: None,
             limit: Some(LimitHit::Timeout),
-            files: Vec::new(),
-            skipped: Vec::new(),
         });
     }
     if finished.truncated {
@@ -86,14 +73,6 @@ pub fn parse_answer(finished: &Finished, workdir: &Path, max_file_bytes: u64) ->
         let status = finished.status.map(|s| s.to_string()).unwrap_or_default();
         Error::Sandbox(format!("the sandbox command ({status}) did not print its JSON answer: {error}"))
     })?;
-    let mut files = Vec::new();
-    let mut skipped = Vec::new();
-    for file in answer.files {
-        match workdir::read_regular(&workdir.join(&file.path), max_file_bytes) {
-            Some(bytes) => files.push(ProducedBytes { name: file.name, bytes: bytes.into() }),
-            None => skipped.push(file.name),
-        }
-    }
     let limit = answer.limit.map(|limit| match limit {
         Limit::Timeout => LimitHit::Timeout,
         Limit::Cpu => LimitHit::Cpu,
@@ -102,14 +81,7 @@ pub fn parse_answer(finished: &Finished, workdir: &Path, max_file_bytes: u64) ->
         Limit::Processes => LimitHit::Processes,
         Limit::FileSize => LimitHit::FileSize,
     });
-    Ok(Read {
-        truncated: limit == Some(LimitHit::Output),
-        output: answer.output,
-        exit_code: answer.exit_code,
-        limit,
-        files,
-        skipped,
-    })
+    Ok(Read { truncated: limit == Some(LimitHit::Output), output: answer.output, exit_code: answer.exit_code, limit })
 }
 
 #[cfg(test)]
@@ -127,24 +99,16 @@ mod tests {
     }
 
     #[test]
-    fn the_answer_names_output_limit_and_files() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a.txt"), "hi").unwrap();
-        let stdout = r#"{"output": "x", "exit_code": 1, "limit": "memory",
-                         "files": [{"name": "a.txt", "path": "a.txt"}, {"name": "gone", "path": "nope"}]}"#;
-
-        let read = parse_answer(&finished(stdout), dir.path(), 1024).unwrap();
+    fn the_answer_names_output_exit_code_and_limit() {
+        let read = parse_answer(&finished(r#"{"output": "x", "exit_code": 1, "limit": "memory"}"#)).unwrap();
 
         assert_eq!((read.output.as_str(), read.exit_code, read.limit), ("x", Some(1), Some(LimitHit::Memory)));
-        assert_eq!(read.files, [ProducedBytes { name: "a.txt".into(), bytes: "hi".into() }]);
-        assert_eq!(read.skipped, ["gone"]);
+        assert_eq!(parse_answer(&finished(r#"{"output": ""}"#)).unwrap().limit, None);
     }
 
     #[test]
     fn an_answer_that_is_not_json_is_a_sandbox_error() {
-        let dir = tempfile::tempdir().unwrap();
-
-        let error = parse_answer(&finished("Traceback"), dir.path(), 1024).unwrap_err();
+        let error = parse_answer(&finished("Traceback")).unwrap_err();
 
         assert!(error.to_string().starts_with("The sandbox could not run the code: the sandbox command"), "{error}");
     }

@@ -309,12 +309,10 @@ impl Sandbox {
             process::run(command, code.as_bytes().to_vec(), merge_stderr, max_output, self.limits.timeout).await?;
         let max_file_bytes = self.limits.max_file_mb * 1024 * 1024;
         let dir = held.path.clone();
-        let (mut files, mut skipped) = blocking(move || workdir::produced(&dir, &before, max_file_bytes)).await?;
+        let (files, skipped) = blocking(move || workdir::produced(&dir, &before, max_file_bytes)).await?;
         let mut execution = match &self.mechanism {
             Mechanism::Command { .. } => {
-                let answer = command::parse_answer(&finished, &held.path, max_file_bytes)?;
-                files.extend(answer.files);
-                skipped.extend(answer.skipped);
+                let answer = command::parse_answer(&finished)?;
                 let (output, truncated) = cap_text(&answer.output, self.limits.max_output_bytes);
                 let limit = answer.limit.or(finished.timed_out.then_some(LimitHit::Timeout));
                 Execution {
