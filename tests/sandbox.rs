@@ -87,6 +87,26 @@ async fn printing_six_times_seven_answers_42() {
 }
 
 #[tokio::test]
+async fn a_virtualenvs_own_packages_are_readable_inside() {
+    let venvs = tempfile::tempdir().unwrap();
+    let venv = venvs.path().join("venv");
+    let created = std::process::Command::new(python())
+        .args(["-m", "venv", "--without-pip", "--system-site-packages"])
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(created.success());
+    let site = std::fs::read_dir(venv.join("lib")).unwrap().next().unwrap().unwrap().path().join("site-packages");
+    std::fs::write(site.join("venv_marker.py"), "WHERE = 'venv'\n").unwrap();
+    let harness = Harness::with(SandboxMode::Landlock, |c| c.python = venv.join("bin/python").display().to_string());
+
+    let execution =
+        harness.run("k", "import sys, venv_marker\nprint(venv_marker.WHERE, sys.prefix != sys.base_prefix)").await;
+
+    assert_eq!(execution.output, "venv True\n", "{execution:?}");
+}
+
+#[tokio::test]
 async fn a_final_expression_is_echoed_like_a_notebook_but_none_is_not() {
     let harness = Harness::landlock();
 
@@ -482,6 +502,14 @@ async fn bubblewrap_confines_the_code_too() {
     assert_eq!(execution.files.len(), 1);
     assert_eq!(&execution.files[0].bytes[..], b"in bwrap");
     assert_eq!(tcp.accept().unwrap_err().kind(), ErrorKind::WouldBlock);
+    // bwrap has no seccomp filter here: setsid succeeds, and the PID namespace dying with
+    // bwrap is what ends the escaped child.
+    harness.run("escape", LATE_MARKER).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let check = harness.run("escape", "import os\nprint(os.path.exists('marker'))").await;
+    assert_eq!(check.output, "False\n");
+    let bomb = harness.run("bomb", "import os\nwhile True:\n    os.fork()").await;
+    assert_eq!(bomb.limit, Some(LimitHit::Processes), "{bomb:?}");
     let looping = Harness::with(SandboxMode::Bwrap, |c| {
         c.timeout_secs = 1;
         c.cpu_secs = Some(60);
