@@ -73,6 +73,10 @@ pub struct Config {
     #[arg(global = true, long, env = "PALAVER_HISTORY_CACHE_ENTRIES", default_value_t = 200_000)]
     pub history_cache_entries: usize,
 
+    /// How long the answer to a request with an `Idempotency-Key` is replayed to its retries.
+    #[arg(global = true, long, env = "PALAVER_IDEMPOTENCY_TTL_SECS", default_value_t = 86_400)]
+    pub idempotency_ttl_secs: u64,
+
     /// Longest wait, in milliseconds, for a database connection (Postgres) or for another
     /// process's lock on the file (SQLite); then the request fails with a 503.
     #[arg(global = true, long, env = "PALAVER_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5_000)]
@@ -119,6 +123,7 @@ impl fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("db_max_connections", &self.db_max_connections)
             .field("db_acquire_timeout_ms", &self.db_acquire_timeout_ms)
+            .field("idempotency_ttl_secs", &self.idempotency_ttl_secs)
             .field("upstream_read_timeout_ms", &self.upstream_read_timeout_ms)
             .field("max_rounds", &self.max_rounds)
             .field("max_handoffs", &self.max_handoffs)
@@ -152,10 +157,102 @@ pub struct FileConfig {
     /// MCP servers that run tools for the model (see `connectors`).
     #[serde(default, rename = "connector")]
     pub connectors: Vec<ConnectorConfig>,
+    /// `web_search`: the search provider palaver asks.
+    #[serde(default)]
+    pub web_search: Option<WebSearchConfig>,
+    /// `web_search_premium` (web and news search); unset keys fall back to `[web_search]`.
+    #[serde(default)]
+    pub web_search_premium: Option<WebSearchConfig>,
+    /// `image_generation`: an OpenAI-compatible images API.
+    #[serde(default)]
+    pub image_generation: Option<ImageGenerationConfig>,
     /// The native `code_interpreter` tool's sandbox (see `connectors::sandbox`); absent,
     /// the defaults apply (`sandbox = "auto"`).
     #[serde(default)]
     pub code_interpreter: CodeInterpreterConfig,
+}
+
+/// `[image_generation]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageGenerationConfig {
+    /// Base URL of an OpenAI-compatible API (`POST {url}/images/generations`).
+    pub url: String,
+    /// Name of the environment variable holding its bearer key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// The model asked (sent as given; default `gpt-image-1`).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// e.g. `1024x1024` (the default).
+    #[serde(default)]
+    pub size: Option<String>,
+    /// Longest an image may take, including fetching it from a returned URL (default 120 s).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// Largest image accepted, in MiB (default 20).
+    #[serde(default)]
+    pub max_image_mb: Option<u64>,
+}
+
+/// `[web_search]` and `[web_search_premium]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSearchConfig {
+    /// `searxng`, `brave` or `tavily`.
+    #[serde(default)]
+    pub provider: Option<SearchProvider>,
+    /// The provider's base URL (required for SearXNG; Brave's and Tavily's public APIs
+    /// otherwise).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Name of the environment variable holding the provider's key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Hits per search (default 5).
+    #[serde(default)]
+    pub max_results: Option<usize>,
+    /// Longest a search (and each page fetch) may take (default 10 s).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// Fetch the pages of the top N hits and give the model their text (default 0).
+    #[serde(default)]
+    pub fetch_top: Option<usize>,
+    /// Let page fetches reach private, loopback and link-local addresses (default false).
+    #[serde(default)]
+    pub allow_private: Option<bool>,
+    /// Host names whose pages may be fetched even though they resolve to private addresses.
+    #[serde(default)]
+    pub allow_hosts: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchProvider {
+    Searxng,
+    Brave,
+    Tavily,
+}
+
+impl WebSearchConfig {
+    /// This section with its unset keys taken from `fallback`.
+    pub fn or(&self, fallback: &WebSearchConfig) -> WebSearchConfig {
+        // Another provider's address and key are no use to this one.
+        let same_provider = self.provider.is_none() || self.provider == fallback.provider;
+        let inherit = |mine: &Option<String>, theirs: &Option<String>| {
+            mine.clone().or_else(|| if same_provider { theirs.clone() } else { None })
+        };
+        WebSearchConfig {
+            provider: self.provider.or(fallback.provider),
+            url: inherit(&self.url, &fallback.url),
+            api_key_env: inherit(&self.api_key_env, &fallback.api_key_env),
+            max_results: self.max_results.or(fallback.max_results),
+            timeout_secs: self.timeout_secs.or(fallback.timeout_secs),
+            fetch_top: self.fetch_top.or(fallback.fetch_top),
+            allow_private: self.allow_private.or(fallback.allow_private),
+            allow_hosts: self.allow_hosts.clone().or_else(|| fallback.allow_hosts.clone()),
+        }
+    }
 }
 
 /// How model-written Python is confined.

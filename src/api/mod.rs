@@ -8,6 +8,7 @@ pub mod conversations;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod idempotency;
 pub mod metrics;
 pub mod mock;
 pub mod models;
@@ -33,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .merge(models::routes())
         .merge(metrics::routes())
         .merge(mock::routes())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::guard))
         .route_layer(axum::middleware::from_fn(metrics::record))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)

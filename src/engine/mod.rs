@@ -4,11 +4,13 @@
 
 pub mod agents;
 pub mod calls;
+pub mod citations;
 pub mod completions;
 pub mod context;
 pub mod conversations;
 pub mod fold;
 pub mod history;
+pub mod idempotency;
 pub mod mock;
 pub mod run;
 pub mod tools;
@@ -46,6 +48,8 @@ pub struct Engine {
     pub runs: TaskTracker,
     /// Queues concurrent updates of one agent in this process.
     pub agent_locks: agents::UpdateLocks,
+    /// How long an `Idempotency-Key`'s answer is kept.
+    pub idempotency_ttl: std::time::Duration,
 }
 
 impl Engine {

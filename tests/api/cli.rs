@@ -126,6 +126,7 @@ fn serve_help_lists_every_setting_after_the_command() {
         "--history-cache-entries",
         "--db-max-connections",
         "--db-acquire-timeout-ms",
+        "--idempotency-ttl-secs",
         "--log-format",
         "--sqlite-synchronous",
         "--metrics-addr",

@@ -101,6 +101,7 @@ impl TestApp {
             log_format: LogFormat::Text,
             sqlite_synchronous: options.sqlite_synchronous,
             db_acquire_timeout_ms: options.db_acquire_timeout_ms.unwrap_or(5_000),
+            idempotency_ttl_secs: 86_400,
             metrics_addr: options.metrics_addr,
             mock_script: options.mock_script.clone(),
         };
