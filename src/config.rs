@@ -172,6 +172,10 @@ pub struct FileConfig {
     /// `image_generation`: an OpenAI-compatible images API.
     #[serde(default)]
     pub image_generation: Option<ImageGenerationConfig>,
+    /// The native `code_interpreter` tool's sandbox (see `connectors::sandbox`); absent,
+    /// the defaults apply (`sandbox = "auto"`).
+    #[serde(default)]
+    pub code_interpreter: CodeInterpreterConfig,
 }
 
 /// `[image_generation]`.
@@ -253,6 +257,77 @@ impl WebSearchConfig {
             fetch_top: self.fetch_top.or(fallback.fetch_top),
             allow_private: self.allow_private.or(fallback.allow_private),
             allow_hosts: self.allow_hosts.clone().or_else(|| fallback.allow_hosts.clone()),
+        }
+    }
+}
+
+/// How model-written Python is confined.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Landlock and seccomp when the kernel has Landlock, else bubblewrap when it runs here,
+    /// else the tool is not offered.
+    #[default]
+    Auto,
+    /// Landlock (filesystem, network, signals) plus a seccomp filter, applied by palaver's own
+    /// `sandbox-exec` helper.
+    Landlock,
+    /// bubblewrap (`bwrap`) namespaces.
+    Bwrap,
+    /// The operator's own program (`command`), which reads the code on stdin.
+    Command,
+    /// The tool is not offered.
+    Off,
+}
+
+/// `[code_interpreter]`: the sandbox model-written Python runs in, and its limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CodeInterpreterConfig {
+    pub sandbox: SandboxMode,
+    /// The interpreter (a name looked up on `PATH`, or a path); resolved once at start.
+    pub python: String,
+    /// The argv run for `sandbox = "command"`, in the call's work directory: it reads the code
+    /// on stdin and prints one JSON object, `{"output": "…", "exit_code": 0, "limit": null}`.
+    pub command: Vec<String>,
+    /// Wall-clock limit of one run, in seconds.
+    pub timeout_secs: u64,
+    /// CPU-time limit of each process of a run, in seconds (default: the wall-clock limit).
+    pub cpu_secs: Option<u64>,
+    /// Address-space limit of each process, in MiB.
+    pub memory_mb: u64,
+    /// Processes (and threads) a run may add.
+    pub max_processes: u64,
+    /// Output (stdout and stderr together) kept per run; the rest is dropped and reported.
+    pub max_output_bytes: usize,
+    /// Largest file a run may write, and the largest file handed back, in MiB.
+    pub max_file_mb: u64,
+    /// Open file descriptors per process.
+    pub max_open_files: u64,
+    /// Runs at once; further calls wait their turn.
+    pub concurrency: usize,
+    /// A work directory unused for this long is removed.
+    pub workdir_ttl_secs: u64,
+    /// Where work directories live (default: `palaver-sandbox` in the system temp directory).
+    pub workdir_root: Option<PathBuf>,
+}
+
+impl Default for CodeInterpreterConfig {
+    fn default() -> Self {
+        CodeInterpreterConfig {
+            sandbox: SandboxMode::Auto,
+            python: "python3".to_owned(),
+            command: Vec::new(),
+            timeout_secs: 30,
+            cpu_secs: None,
+            memory_mb: 1024,
+            max_processes: 32,
+            max_output_bytes: 64 * 1024,
+            max_file_mb: 32,
+            max_open_files: 256,
+            concurrency: 2,
+            workdir_ttl_secs: 3600,
+            workdir_root: None,
         }
     }
 }
@@ -393,5 +468,28 @@ mod tests {
 
         assert_eq!(parsed.upstreams[0].models, vec!["llama3"]);
         assert_eq!(parsed.routes[0].upstream, "local");
+    }
+
+    #[test]
+    fn the_code_interpreter_section_overrides_only_the_limits_it_names() {
+        let parsed: FileConfig = toml::from_str(
+            r#"
+            [code_interpreter]
+            sandbox = "bwrap"
+            timeout_secs = 5
+            memory_mb = 512
+            "#,
+        )
+        .unwrap();
+
+        let expected = CodeInterpreterConfig {
+            sandbox: SandboxMode::Bwrap,
+            timeout_secs: 5,
+            memory_mb: 512,
+            ..CodeInterpreterConfig::default()
+        };
+        assert_eq!(parsed.code_interpreter, expected);
+        assert_eq!(FileConfig::default().code_interpreter.sandbox, SandboxMode::Auto);
+        assert!(toml::from_str::<FileConfig>("[code_interpreter]\nsandbox = \"docker\"").is_err());
     }
 }

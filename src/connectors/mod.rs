@@ -14,6 +14,7 @@
 
 pub mod images;
 pub mod mcp;
+pub mod sandbox;
 pub mod search;
 
 use crate::config::FileConfig;
