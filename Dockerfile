@@ -14,7 +14,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY .cargo ./.cargo
 RUN mkdir -p src tests/api benches \
  && echo 'fn main() {}' > src/main.rs \
- && touch src/lib.rs tests/api/main.rs tests/store_contract.rs benches/turns.rs \
+ && touch src/lib.rs tests/api/main.rs tests/store_contract.rs tests/sandbox.rs benches/turns.rs \
  && cargo build --release --locked --bin palaver \
  && rm -rf src
 # 2. The crate itself (migrations are embedded at compile time).
@@ -25,8 +25,11 @@ RUN touch src/main.rs src/lib.rs \
  && cp target/release/palaver /usr/local/bin/palaver
 
 FROM debian:12.11-slim AS runtime
+# python3 with numpy, pandas and matplotlib is the code_interpreter's interpreter (run in
+# palaver's Landlock sandbox; see the README).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
+      python3 python3-numpy python3-pandas python3-matplotlib \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /data --create-home palaver
 COPY --from=build /usr/local/bin/palaver /usr/local/bin/palaver

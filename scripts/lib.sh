@@ -59,6 +59,25 @@ count_word() {
   { grep -Eo "[0-9]+ $1" "$2" || true; } | awk '{s+=$1} END {print s+0}'
 }
 
+# The code_interpreter tests' interpreter: Debian's python3 with numpy, pandas and matplotlib,
+# the very packages the runtime image ships. Not a virtualenv under $PALAVER_CACHE: run as
+# root, the sandbox runs code as `nobody`, which cannot enter /root. Installs bubblewrap too,
+# for the `bwrap` mode's tests. Prints the interpreter's path; fails when it cannot be had.
+ensure_sandbox_python() {
+  local python=/usr/bin/python3
+  if ! "$python" -c 'import numpy, pandas, matplotlib' >/dev/null 2>&1 || ! command -v bwrap >/dev/null 2>&1; then
+    log "installing python3-numpy, python3-pandas, python3-matplotlib and bubblewrap"
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      python3 python3-numpy python3-pandas python3-matplotlib bubblewrap >&2
+  fi
+  "$python" -c 'import numpy, pandas, matplotlib' >&2 || {
+    echo "error: $python cannot import numpy, pandas and matplotlib" >&2
+    return 1
+  }
+  echo "$python"
+}
+
 # A local S3 stand-in for the S3 blob-store test: moto in server mode on a free port, from a
 # virtualenv cached per requirements file. Sets PALAVER_TEST_S3_URL and MOTO_PID; returns
 # non-zero when moto cannot be installed or started (the S3 test then fails in CI).

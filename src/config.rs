@@ -73,6 +73,15 @@ pub struct Config {
     #[arg(global = true, long, env = "PALAVER_HISTORY_CACHE_ENTRIES", default_value_t = 200_000)]
     pub history_cache_entries: usize,
 
+    /// How long the answer to a request with an `Idempotency-Key` is replayed to its retries.
+    #[arg(global = true, long, env = "PALAVER_IDEMPOTENCY_TTL_SECS", default_value_t = 86_400)]
+    pub idempotency_ttl_secs: u64,
+
+    /// How long the events of a finished streamed run stay resumable
+    /// (`GET /v1/conversations/{id}/stream`).
+    #[arg(global = true, long, env = "PALAVER_STREAM_RETENTION_SECS", default_value_t = 600)]
+    pub stream_retention_secs: u64,
+
     /// Longest wait, in milliseconds, for a database connection (Postgres) or for another
     /// process's lock on the file (SQLite); then the request fails with a 503.
     #[arg(global = true, long, env = "PALAVER_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5_000)]
@@ -119,6 +128,8 @@ impl fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("db_max_connections", &self.db_max_connections)
             .field("db_acquire_timeout_ms", &self.db_acquire_timeout_ms)
+            .field("idempotency_ttl_secs", &self.idempotency_ttl_secs)
+            .field("stream_retention_secs", &self.stream_retention_secs)
             .field("upstream_read_timeout_ms", &self.upstream_read_timeout_ms)
             .field("max_rounds", &self.max_rounds)
             .field("max_handoffs", &self.max_handoffs)
@@ -152,6 +163,19 @@ pub struct FileConfig {
     /// MCP servers that run tools for the model (see `connectors`).
     #[serde(default, rename = "connector")]
     pub connectors: Vec<ConnectorConfig>,
+    /// `web_search`: the search provider palaver asks.
+    #[serde(default)]
+    pub web_search: Option<WebSearchConfig>,
+    /// `web_search_premium` (web and news search); unset keys fall back to `[web_search]`.
+    #[serde(default)]
+    pub web_search_premium: Option<WebSearchConfig>,
+    /// `image_generation`: an OpenAI-compatible images API.
+    #[serde(default)]
+    pub image_generation: Option<ImageGenerationConfig>,
+    /// The native `code_interpreter` tool's sandbox (see `connectors::sandbox`); absent,
+    /// the defaults apply (`sandbox = "auto"`).
+    #[serde(default)]
+    pub code_interpreter: CodeInterpreterConfig,
     /// Where file bytes are kept, and how large an upload may be.
     #[serde(default)]
     pub files: FilesConfig,
@@ -232,6 +256,160 @@ pub enum FilesStorage {
     Fs,
     Database,
     S3,
+}
+
+/// `[image_generation]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageGenerationConfig {
+    /// Base URL of an OpenAI-compatible API (`POST {url}/images/generations`).
+    pub url: String,
+    /// Name of the environment variable holding its bearer key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// The model asked (sent as given; default `gpt-image-1`).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// e.g. `1024x1024` (the default).
+    #[serde(default)]
+    pub size: Option<String>,
+    /// Longest an image may take, including fetching it from a returned URL (default 120 s).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// Largest image accepted, in MiB (default 20).
+    #[serde(default)]
+    pub max_image_mb: Option<u64>,
+}
+
+/// `[web_search]` and `[web_search_premium]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSearchConfig {
+    /// `searxng`, `brave` or `tavily`.
+    #[serde(default)]
+    pub provider: Option<SearchProvider>,
+    /// The provider's base URL (required for SearXNG; Brave's and Tavily's public APIs
+    /// otherwise).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Name of the environment variable holding the provider's key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Hits per search (default 5).
+    #[serde(default)]
+    pub max_results: Option<usize>,
+    /// Longest a search (and each page fetch) may take (default 10 s).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// Fetch the pages of the top N hits and give the model their text (default 0).
+    #[serde(default)]
+    pub fetch_top: Option<usize>,
+    /// Let page fetches reach private, loopback and link-local addresses (default false).
+    #[serde(default)]
+    pub allow_private: Option<bool>,
+    /// Host names whose pages may be fetched even though they resolve to private addresses.
+    #[serde(default)]
+    pub allow_hosts: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchProvider {
+    Searxng,
+    Brave,
+    Tavily,
+}
+
+impl WebSearchConfig {
+    /// This section with its unset keys taken from `fallback`.
+    pub fn or(&self, fallback: &WebSearchConfig) -> WebSearchConfig {
+        // Another provider's address and key are no use to this one.
+        let same_provider = self.provider.is_none() || self.provider == fallback.provider;
+        let inherit = |mine: &Option<String>, theirs: &Option<String>| {
+            mine.clone().or_else(|| if same_provider { theirs.clone() } else { None })
+        };
+        WebSearchConfig {
+            provider: self.provider.or(fallback.provider),
+            url: inherit(&self.url, &fallback.url),
+            api_key_env: inherit(&self.api_key_env, &fallback.api_key_env),
+            max_results: self.max_results.or(fallback.max_results),
+            timeout_secs: self.timeout_secs.or(fallback.timeout_secs),
+            fetch_top: self.fetch_top.or(fallback.fetch_top),
+            allow_private: self.allow_private.or(fallback.allow_private),
+            allow_hosts: self.allow_hosts.clone().or_else(|| fallback.allow_hosts.clone()),
+        }
+    }
+}
+
+/// How model-written Python is confined.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Landlock and seccomp when the kernel has Landlock, else bubblewrap when it runs here,
+    /// else the tool is not offered.
+    #[default]
+    Auto,
+    /// Landlock (filesystem, network, signals) plus a seccomp filter, applied by palaver's own
+    /// `sandbox-exec` helper.
+    Landlock,
+    /// bubblewrap (`bwrap`) namespaces.
+    Bwrap,
+    /// The operator's own program (`command`), which reads the code on stdin.
+    Command,
+    /// The tool is not offered.
+    Off,
+}
+
+/// `[code_interpreter]`: the sandbox model-written Python runs in, and its limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CodeInterpreterConfig {
+    pub sandbox: SandboxMode,
+    /// The interpreter (a name looked up on `PATH`, or a path); resolved once at start.
+    pub python: String,
+    /// The argv run for `sandbox = "command"`, in the call's work directory: it reads the code
+    /// on stdin and prints one JSON object, `{"output": "…", "exit_code": 0, "limit": null}`.
+    pub command: Vec<String>,
+    /// Wall-clock limit of one run, in seconds.
+    pub timeout_secs: u64,
+    /// CPU-time limit of each process of a run, in seconds (default: the wall-clock limit).
+    pub cpu_secs: Option<u64>,
+    /// Address-space limit of each process, in MiB.
+    pub memory_mb: u64,
+    /// Processes (and threads) a run may add.
+    pub max_processes: u64,
+    /// Output (stdout and stderr together) kept per run; the rest is dropped and reported.
+    pub max_output_bytes: usize,
+    /// Largest file a run may write, and the largest file handed back, in MiB.
+    pub max_file_mb: u64,
+    /// Open file descriptors per process.
+    pub max_open_files: u64,
+    /// Runs at once; further calls wait their turn.
+    pub concurrency: usize,
+    /// A work directory unused for this long is removed.
+    pub workdir_ttl_secs: u64,
+    /// Where work directories live (default: `palaver-sandbox` in the system temp directory).
+    pub workdir_root: Option<PathBuf>,
+}
+
+impl Default for CodeInterpreterConfig {
+    fn default() -> Self {
+        CodeInterpreterConfig {
+            sandbox: SandboxMode::Auto,
+            python: "python3".to_owned(),
+            command: Vec::new(),
+            timeout_secs: 30,
+            cpu_secs: None,
+            memory_mb: 1024,
+            max_processes: 32,
+            max_output_bytes: 64 * 1024,
+            max_file_mb: 32,
+            max_open_files: 256,
+            concurrency: 2,
+            workdir_ttl_secs: 3600,
+            workdir_root: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -370,5 +548,28 @@ mod tests {
 
         assert_eq!(parsed.upstreams[0].models, vec!["llama3"]);
         assert_eq!(parsed.routes[0].upstream, "local");
+    }
+
+    #[test]
+    fn the_code_interpreter_section_overrides_only_the_limits_it_names() {
+        let parsed: FileConfig = toml::from_str(
+            r#"
+            [code_interpreter]
+            sandbox = "bwrap"
+            timeout_secs = 5
+            memory_mb = 512
+            "#,
+        )
+        .unwrap();
+
+        let expected = CodeInterpreterConfig {
+            sandbox: SandboxMode::Bwrap,
+            timeout_secs: 5,
+            memory_mb: 512,
+            ..CodeInterpreterConfig::default()
+        };
+        assert_eq!(parsed.code_interpreter, expected);
+        assert_eq!(FileConfig::default().code_interpreter.sandbox, SandboxMode::Auto);
+        assert!(toml::from_str::<FileConfig>("[code_interpreter]\nsandbox = \"docker\"").is_err());
     }
 }

@@ -36,6 +36,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Cancelled when the server shuts down, so long-lived responses can end.
     pub shutdown: CancellationToken,
+    /// Answers to `Idempotency-Key` requests being written in this process.
+    pub flights: Arc<api::idempotency::Flights>,
 }
 
 pub struct App {
@@ -61,7 +63,7 @@ impl App {
         )
         .await?;
         let models = ModelRouter::from_config(&config, &file)?;
-        let connectors = connectors::Connectors::from_config(&file.connectors)?;
+        let connectors = connectors::Connectors::from_config(&file, None)?;
         let keys = KeyRing::new(&config.api_keys);
         let (blobs, blobs_described) = store::open_blobs(&file.files, &config.database_url, &store)?;
         let files = engine::files::Files::open(store.clone(), blobs, &file.files).await?;
@@ -85,6 +87,8 @@ impl App {
             limits: engine::Limits { max_rounds: config.max_rounds.max(1), max_handoffs: config.max_handoffs },
             runs: TaskTracker::new(),
             agent_locks: Default::default(),
+            idempotency_ttl: std::time::Duration::from_secs(config.idempotency_ttl_secs),
+            streams: engine::streams::RunLogs::new(std::time::Duration::from_secs(config.stream_retention_secs)),
             files,
         };
         let state = AppState {
@@ -92,6 +96,7 @@ impl App {
             keys: Arc::new(keys),
             max_body_bytes: config.max_body_bytes,
             shutdown: CancellationToken::new(),
+            flights: Default::default(),
         };
         let listener = TcpListener::bind(config.addr).await?;
         let metrics_listener = match config.metrics_addr {
@@ -133,13 +138,26 @@ impl App {
                 }
             });
         }
-        // Histograms keep their buckets; upkeep drops what no longer changes.
+        // Histograms keep their buckets; upkeep drops what no longer changes. Expired
+        // idempotency keys go every few minutes.
         let upkeep = token.clone();
+        let keys = engine.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            let mut ticks: u64 = 0;
             loop {
                 tokio::select! {
-                    _ = every.tick() => telemetry::handle().run_upkeep(),
+                    _ = every.tick() => {
+                        telemetry::handle().run_upkeep();
+                        ticks += 1;
+                        if ticks % 60 == 1 {
+                            match keys.purge_keys().await {
+                                Ok(0) => {}
+                                Ok(purged) => tracing::info!(purged, "expired idempotency keys deleted"),
+                                Err(error) => tracing::warn!(%error, "expired idempotency keys not deleted"),
+                            }
+                        }
+                    }
                     _ = upkeep.cancelled() => break,
                 }
             }

@@ -1,4 +1,5 @@
-//! The `palaver` binary: `palaver serve` (the default) and `palaver migrate`.
+//! The `palaver` binary: `palaver serve` (the default), `palaver migrate`, `palaver health`,
+//! and the hidden `palaver sandbox-exec` the code_interpreter sandbox re-executes.
 
 use clap::{Parser, Subcommand};
 use palaver::config::{Config, LogFormat};
@@ -29,9 +30,18 @@ enum Command {
     Migrate,
     /// Exit 0 when the server at `--addr` answers `GET /health` (for container healthchecks).
     Health,
+    /// Internal: confines itself and runs a code_interpreter program (started by palaver).
+    #[command(hide = true)]
+    SandboxExec(palaver::connectors::sandbox::HelperArgs),
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // The sandbox helper starts no runtime and no logger: it confines its one thread and
+    // becomes the interpreter.
+    if let Some(Command::SandboxExec(args)) = cli.command {
+        return palaver::connectors::sandbox::helper::main(args);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -39,7 +49,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run()) {
+    match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // An operator's mistake (a wrong URL, a missing database, a bad config file) is one
         // line with its causes, not a backtrace.
@@ -50,8 +60,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn run(cli: Cli) -> anyhow::Result<()> {
     // `RUST_LOG` as `target=level` pairs (`info,sqlx=warn`); tracing-subscriber's EnvFilter
     // would add span-field filters, and a regex engine to the build, that palaver needs not.
     let default_filter = || Targets::new().with_default(LevelFilter::INFO).with_target("sqlx", LevelFilter::WARN);
@@ -78,6 +87,7 @@ async fn run() -> anyhow::Result<()> {
             app.run_until(shutdown_signal()).await
         }
         Command::Health => check_health(cli.config.addr).await,
+        Command::SandboxExec(_) => unreachable!("handled before the runtime starts"),
         Command::Migrate => {
             let options = palaver::store::ConnectOptions {
                 sqlite_synchronous: cli.config.sqlite_synchronous,

@@ -204,6 +204,11 @@ pub fn store_operation(operation: &'static str, elapsed: Duration) {
     }
 }
 
+/// An answer replayed for an `Idempotency-Key` retry.
+pub fn idempotent_replay() {
+    counter!("palaver_idempotent_replays_total").increment(1);
+}
+
 pub fn history_cache(hit: bool) {
     let handles = handles();
     if hit { &handles.cache_hit } else { &handles.cache_miss }.increment(1);

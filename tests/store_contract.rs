@@ -15,8 +15,8 @@ use palaver::domain::ids::{AgentId, ConversationId, EntryId, FileId, WorkspaceId
 use palaver::domain::time::Timestamp;
 use palaver::store::blobs::{BlobKey, ByteStream};
 use palaver::store::{
-    AgentFilter, AgentRecord, AliasRecord, ConnectOptions, ConversationRecord, FileFilter, FileRecord, Page, Store,
-    StoreError, TurnWrite,
+    AgentFilter, AgentRecord, AliasRecord, ClaimTimes, ConnectOptions, ConversationRecord, FileFilter, FileRecord,
+    KeyClaim, KeyUse, Page, Store, StoreError, StoredAnswer, TurnWrite,
 };
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,6 +77,8 @@ contract! {
     a_blob_in_the_database_streams_back_in_order_and_is_deleted,
     a_failed_blob_write_leaves_nothing,
     a_setting_keeps_the_first_value_written,
+    an_idempotency_key_is_claimed_once_answered_then_replayed,
+    a_released_or_expired_or_abandoned_key_can_be_claimed_again,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -953,4 +955,69 @@ fn append(
         parent: Some((head.clone(), depth)),
         entries,
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Idempotency keys
+
+fn seconds(at: i64) -> Timestamp {
+    Timestamp::from_micros(at * 1_000_000)
+}
+
+fn key_use<'a>(ws: &'a WorkspaceId, key: &'a str, fingerprint: &'a str) -> KeyUse<'a> {
+    KeyUse { ws, key, fingerprint }
+}
+
+/// Claims `key` at `[now, expires_at, abandoned_before]` (in seconds).
+async fn claim(store: &Arc<dyn Store>, ws: &WorkspaceId, key: &str, fingerprint: &str, times: [i64; 3]) -> KeyClaim {
+    let [now, expires, abandoned] = times.map(seconds);
+    let times = ClaimTimes { now, expires_at: expires, abandoned_before: abandoned };
+    store.claim_key(key_use(ws, key, fingerprint), times).await.unwrap()
+}
+
+async fn an_idempotency_key_is_claimed_once_answered_then_replayed(store: Arc<dyn Store>) {
+    let (ws, other) = (WorkspaceId("ws_a".into()), WorkspaceId("ws_b".into()));
+    let times = [100, 200, 50];
+
+    assert_eq!(claim(&store, &ws, "key", "f1", times).await, KeyClaim::Claimed);
+    assert_eq!(claim(&store, &ws, "key", "f1", times).await, KeyClaim::Running);
+    assert_eq!(claim(&store, &ws, "key", "f2", times).await, KeyClaim::Mismatch);
+    assert_eq!(claim(&store, &other, "key", "f2", times).await, KeyClaim::Claimed, "each workspace has its own keys");
+
+    let answer =
+        StoredAnswer { status: 200, content_type: "text/event-stream".into(), body: b"event: x\n\n\0\xff".to_vec() };
+    store.finish_key(key_use(&ws, "key", "f1"), &answer).await.unwrap();
+
+    assert_eq!(claim(&store, &ws, "key", "f1", times).await, KeyClaim::Answered(answer));
+    assert_eq!(claim(&store, &ws, "key", "f2", times).await, KeyClaim::Mismatch);
+}
+
+async fn a_released_or_expired_or_abandoned_key_can_be_claimed_again(store: Arc<dyn Store>) {
+    let ws = WorkspaceId("ws_a".into());
+    let answer = StoredAnswer { status: 200, content_type: "application/json".into(), body: b"{}".to_vec() };
+
+    claim(&store, &ws, "released", "f", [100, 200, 50]).await;
+    store.release_key(key_use(&ws, "released", "f")).await.unwrap();
+    let again = claim(&store, &ws, "released", "g", [101, 201, 51]).await;
+    assert_eq!(again, KeyClaim::Claimed, "a released key is free for any request");
+
+    claim(&store, &ws, "expired", "f", [100, 200, 50]).await;
+    store.finish_key(key_use(&ws, "expired", "f"), &answer).await.unwrap();
+    let after_expiry = claim(&store, &ws, "expired", "g", [200, 300, 150]).await;
+    assert_eq!(after_expiry, KeyClaim::Claimed);
+
+    claim(&store, &ws, "abandoned", "f", [100, 200, 50]).await;
+    let still_running = claim(&store, &ws, "abandoned", "f", [120, 220, 99]).await;
+    assert_eq!(still_running, KeyClaim::Running);
+    let taken_over = claim(&store, &ws, "abandoned", "f", [160, 260, 101]).await;
+    assert_eq!(taken_over, KeyClaim::Claimed, "a claim older than the lease was left by a dead process");
+
+    // Releasing never forgets an answer.
+    store.finish_key(key_use(&ws, "expired", "g"), &answer).await.unwrap();
+    store.release_key(key_use(&ws, "expired", "g")).await.unwrap();
+    let kept = claim(&store, &ws, "expired", "g", [210, 310, 160]).await;
+    assert_eq!(kept, KeyClaim::Answered(answer));
+
+    assert_eq!(store.purge_keys(seconds(100_000)).await.unwrap(), 3);
+    assert_eq!(claim(&store, &ws, "expired", "h", [100_001, 100_002, 0]).await, KeyClaim::Claimed);
 }

@@ -29,6 +29,32 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/conversations/{conversation_id}/history", get(get_history))
         .route("/v1/conversations/{conversation_id}/messages", get(get_messages))
         .route("/v1/conversations/{conversation_id}/restart", post(restart_conversation))
+        .route("/v1/conversations/{conversation_id}/stream", get(resume_stream))
+}
+
+/// `GET /v1/conversations/{id}/stream`: the events of the conversation's latest streamed
+/// run after `Last-Event-ID` (or `?starting_after=`; from the start without either), then
+/// the rest as the run goes on.
+#[tracing::instrument(skip_all, fields(conversation_id = %id))]
+async fn resume_stream(
+    State(state): State<AppState>,
+    Workspace(ws): Workspace,
+    PathParam(id): PathParam<String>,
+    headers: axum::http::HeaderMap,
+    query: QueryParams,
+) -> Result<Response> {
+    let after = match headers.get("last-event-id") {
+        Some(value) => Some(value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).ok_or_else(|| {
+            crate::error::Error::invalid(crate::error::FieldError::new(
+                vec![crate::error::Loc::Key("header".into()), crate::error::Loc::Key("last-event-id".into())],
+                "int_parsing",
+                "Last-Event-ID is the number of the last event received.",
+            ))
+        })?),
+        None => query.int("starting_after", None, 0, i64::MAX)?.map(|n| n as u64),
+    };
+    let log = engine::resumable_run(&state.engine, &ws, &ConversationId(id))?;
+    Ok(sse::numbered_events(&state, log.follow(after)))
 }
 
 /// Runs a checked plan and answers with its events: SSE, or folded into one response.

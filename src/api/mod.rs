@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod files;
 pub mod health;
+pub mod idempotency;
 pub mod metrics;
 pub mod mock;
 pub mod models;
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(files::routes(state.engine.files.max_upload_bytes()))
         .merge(metrics::routes())
         .merge(mock::routes())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::guard))
         .route_layer(axum::middleware::from_fn(metrics::record))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -32,14 +32,23 @@ fn json<T: Serialize>(value: &T) -> Option<String> {
     serde_json::to_string(value).map_err(|error| tracing::error!(%error, "an event could not be serialized")).ok()
 }
 
-/// A run's events, named, until its terminal event.
-pub fn events(state: &AppState, mut events: mpsc::Receiver<RunEvent>) -> Response {
+/// A run's events, named and numbered from 0 (the `id:` a resume starts after), until
+/// its terminal event.
+pub fn events(state: &AppState, events: mpsc::Receiver<RunEvent>) -> Response {
+    // Internal markers (entry completion) have no wire name and no number.
+    let wire = events.filter(|event| std::future::ready(event.name().is_some()));
+    numbered_events(state, wire.enumerate().map(|(n, event)| (n as u64, event)))
+}
+
+/// Events with their numbers in the run, until the terminal event.
+pub fn numbered_events(state: &AppState, events: impl Stream<Item = (u64, RunEvent)> + Send + 'static) -> Response {
     let frames = async_stream::stream! {
-        while let Some(event) = events.next().await {
-            // Internal markers (entry completion) have no wire name.
+        futures::pin_mut!(events);
+        while let Some((n, event)) = events.next().await {
             let Some(name) = event.name() else { continue };
             if let Some(data) = json(&event) {
-                yield Event::default().event(name).data(data);
+                // `id:` in the event's own block: a block without `data:` breaks SDK parsers.
+                yield Event::default().event(name).id(n.to_string()).data(data);
             }
             if event.is_terminal() {
                 break;

@@ -244,8 +244,19 @@ pub struct ToolCallDelta {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChatDelta {
     Text(String),
+    /// The model cites the sources numbered so (Mistral's `reference` chunks).
+    Reference(Vec<u64>),
     ToolCall(ToolCallDelta),
     Usage(Usage),
+}
+
+/// How a model cites the sources a tool gave it (DESIGN decision 11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CitationStyle {
+    /// It answers with `reference` chunks naming source numbers (Mistral's chat API).
+    References,
+    /// It writes `[n]` markers in its text, when the tool's answer asks it to.
+    Markers,
 }
 
 pub type DeltaStream = BoxStream<'static, Result<ChatDelta, Error>>;
@@ -256,4 +267,8 @@ pub trait ModelBackend: Send + Sync {
     /// status) come back here; errors mid-stream as an `Err` item of the stream, which
     /// then ends.
     async fn chat_stream(&self, request: ChatRequest<'_>) -> Result<DeltaStream, Error>;
+
+    fn citation_style(&self) -> CitationStyle {
+        CitationStyle::Markers
+    }
 }

@@ -201,8 +201,7 @@ mod tests {
                 RouteConfig { model: "echo-exact".into(), upstream: "echo".into() },
                 RouteConfig { model: "llama*".into(), upstream: "local".into() },
             ],
-            connectors: vec![],
-            files: Default::default(),
+            ..FileConfig::default()
         };
 
         let router = ModelRouter::from_config(&config, &file).unwrap();

@@ -3,7 +3,8 @@
 //! `"required"`, asking for usage in streams) stay in this file.
 
 use super::chat::{
-    json_capacity, separate, write_message, ChatDelta, ChatRequest, ChatTool, DeltaStream, ModelBackend, ToolCallDelta,
+    json_capacity, separate, write_message, ChatDelta, ChatRequest, ChatTool, CitationStyle, DeltaStream, ModelBackend,
+    ToolCallDelta,
 };
 use crate::domain::completion::{Prediction, ResponseFormat, Stop, ToolChoice};
 use crate::domain::conversations::Usage;
@@ -435,13 +436,30 @@ fn error_message(body: &str) -> String {
     found.unwrap_or_else(|| body.chars().take(2000).collect())
 }
 
-/// Text of a streamed `content`: a string, or (some servers) a list of text parts.
-fn content_text(content: &Value) -> String {
+/// The deltas of a streamed `content`: a string, or a list of parts (Mistral's chat API
+/// sends `text` and, citing a tool's sources, `reference` chunks), in order.
+fn content_deltas(content: Value, deltas: &mut Vec<ChatDelta>) {
     match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
-        _ => String::new(),
+        Value::String(text) if !text.is_empty() => deltas.push(ChatDelta::Text(text)),
+        Value::Array(parts) => {
+            for part in parts {
+                if let Some(text) = part.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                    deltas.push(ChatDelta::Text(text.to_owned()));
+                } else if let Some(ids) = part.get("reference_ids").and_then(Value::as_array) {
+                    let ids: Vec<u64> = ids.iter().filter_map(reference_id).collect();
+                    if !ids.is_empty() {
+                        deltas.push(ChatDelta::Reference(ids));
+                    }
+                }
+            }
+        }
+        _ => {}
     }
+}
+
+/// A reference id: a number, or a number written as a string.
+fn reference_id(id: &Value) -> Option<u64> {
+    id.as_u64().or_else(|| id.as_str().and_then(|s| s.trim().parse().ok()))
 }
 
 /// Turns one SSE data payload into deltas; `finished` is set once the answer is complete.
@@ -454,8 +472,8 @@ fn parse_chunk(data: &str, finished: &mut bool) -> Result<Vec<ChatDelta>> {
     let mut deltas = Vec::new();
     for choice in chunk.choices {
         if let Some(delta) = choice.delta {
-            if let Some(text) = delta.content.as_ref().map(content_text).filter(|t| !t.is_empty()) {
-                deltas.push(ChatDelta::Text(text));
+            if let Some(content) = delta.content {
+                content_deltas(content, &mut deltas);
             }
             for (position, call) in delta.tool_calls.unwrap_or_default().into_iter().enumerate() {
                 let function = call.function.unwrap_or(StreamFunction { name: None, arguments: None });
@@ -491,6 +509,13 @@ fn parse_chunk(data: &str, finished: &mut bool) -> Result<Vec<ChatDelta>> {
 
 #[async_trait::async_trait]
 impl ModelBackend for OpenAiCompat {
+    fn citation_style(&self) -> CitationStyle {
+        match self.dialect {
+            Dialect::Mistral => CitationStyle::References,
+            Dialect::Openai => CitationStyle::Markers,
+        }
+    }
+
     async fn chat_stream(&self, request: ChatRequest<'_>) -> Result<DeltaStream> {
         let body = encode_request(self.dialect, &request);
         let mut builder = self
@@ -722,6 +747,19 @@ mod tests {
             })
         );
         assert_eq!(deltas[2], ChatDelta::Usage(Usage { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 }));
+    }
+
+    #[test]
+    fn reference_chunks_are_kept_in_order_between_text() {
+        let mut finished = false;
+        let data = r#"{"choices":[{"index":0,"delta":{"content":[{"type":"text","text":"Spain"},{"type":"reference","reference_ids":[0,"2"]},{"type":"text","text":"."}]}}]}"#;
+
+        let deltas = parse_chunk(data, &mut finished).unwrap();
+
+        assert_eq!(
+            deltas,
+            [ChatDelta::Text("Spain".into()), ChatDelta::Reference(vec![0, 2]), ChatDelta::Text(".".into())]
+        );
     }
 
     #[test]

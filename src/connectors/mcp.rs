@@ -2,7 +2,7 @@
 //! with JSON or an SSE stream; spec revision 2025-06-18). palaver is only a client: it
 //! initializes a session, lists the tools (cached for `TOOLS_TTL`) and calls them.
 
-use super::{Connector, ServerTool, ToolOutput};
+use super::{Connector, ServerTool, ToolCall, ToolOutput};
 use crate::config::ConnectorConfig;
 use crate::error::Error;
 use eventsource_stream::Eventsource;
@@ -252,12 +252,8 @@ impl Connector for McpConnector {
         Ok(tools)
     }
 
-    async fn call(
-        &self,
-        credential: Option<&str>,
-        name: &str,
-        arguments: Map<String, Value>,
-    ) -> Result<ToolOutput, Error> {
+    async fn call(&self, call: ToolCall<'_>) -> Result<ToolOutput, Error> {
+        let (credential, name, arguments) = (call.credential, call.name, call.arguments);
         let result = self.request(credential, "tools/call", json!({"name": name, "arguments": arguments})).await?;
         let is_error = result.get("isError").and_then(Value::as_bool).unwrap_or(false);
         // Text blocks are what a chat model can read; structured output stands in when a

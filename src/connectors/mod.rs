@@ -1,21 +1,25 @@
 //! Tools the server runs (DESIGN decision 7), behind one trait.
 //!
-//! A connector is an MCP server the operator names in the config file (`[[connector]]`). It
-//! serves the `connector` tools whose `connector_id` is its `id`, and a built-in tool type
-//! (`web_search`, `code_interpreter`, `image_generation`, `document_library`, …) when its
-//! `id` is that type's name: palaver has no search engine or sandbox of its own, so the
-//! operator plugs one in. A built-in tool with no connector configured is not offered to
-//! the model.
+//! The built-in tool types are native: palaver runs them itself as soon as their section
+//! of the config file is present (`[web_search]` and `[web_search_premium]` search through
+//! a provider). A connector is an MCP server the operator names in the config file
+//! (`[[connector]]`). It serves the `connector` tools whose `connector_id` is its `id`, and
+//! replaces the native tool whose type is its `id`. A built-in tool that nothing serves is
+//! not offered to the model.
 //!
 //! The engine offers a connector's tools to the model as functions, runs the calls it
 //! makes (recorded as `tool.execution` entries), or — for the names listed in the tool's
 //! `tool_configuration.requires_confirmation` — stops with a pending `function.call` until
 //! the client allows or denies it.
 
+pub mod images;
 pub mod mcp;
+pub mod sandbox;
+pub mod search;
 
-use crate::config::ConnectorConfig;
+use crate::config::FileConfig;
 use crate::domain::entries::execution_info;
+use crate::domain::ids::{ConversationId, WorkspaceId};
 use crate::domain::tools::{Tool, ToolType};
 use crate::error::{Code, Error};
 use serde_json::{Map, Value};
@@ -28,6 +32,33 @@ pub struct ServerTool {
     pub name: String,
     pub description: Option<String>,
     pub parameters: Map<String, Value>,
+}
+
+impl ServerTool {
+    /// A function taking one required string parameter (the native tools' shape).
+    pub fn with_text_parameter(name: &str, description: &str, parameter: &str, about: &str) -> Self {
+        let parameters = serde_json::json!({
+            "type": "object",
+            "properties": {parameter: {"type": "string", "description": about}},
+            "required": [parameter]
+        });
+        ServerTool {
+            name: name.to_owned(),
+            description: Some(description.to_owned()),
+            parameters: parameters.as_object().cloned().unwrap_or_default(),
+        }
+    }
+}
+
+/// The key held by the environment variable a config section names (`api_key_env`).
+pub fn key_from_env(section: &str, variable: Option<&str>) -> anyhow::Result<Option<String>> {
+    variable
+        .map(|variable| {
+            std::env::var(variable).map_err(|_| {
+                anyhow::anyhow!("[{section}] api_key_env names `{variable}`, which is not set in the environment")
+            })
+        })
+        .transpose()
 }
 
 /// What a tool call returned: the text the model reads, and what the turn keeps beside it
@@ -59,13 +90,51 @@ pub struct ProducedFile {
 }
 
 /// A source a tool found (a search hit, a document chunk).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Source {
     pub url: Option<String>,
     pub title: String,
     pub snippet: Option<String>,
     pub favicon: Option<String>,
     pub date: Option<String>,
+    /// Who found it (the search provider or engine), as the citation map's `source`.
+    pub origin: Option<String>,
+}
+
+/// One call of a connector's tool.
+pub struct ToolCall<'a> {
+    pub context: &'a CallContext<'a>,
+    /// The credentials of the agent's tool definition, if any.
+    pub credential: Option<&'a str>,
+    /// The tool's name on its server.
+    pub name: &'a str,
+    pub arguments: Map<String, Value>,
+}
+
+/// Where a call happens: what a native tool needs beyond its arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct CallContext<'a> {
+    pub ws: &'a WorkspaceId,
+    pub conversation_id: &'a ConversationId,
+    /// The number the first source this call finds takes (numbers are unique in a turn).
+    pub first_source: usize,
+    /// The model cites by writing `[n]` markers, so a tool that finds sources asks for them
+    /// (the other models answer with reference chunks of their own).
+    pub cite_with_markers: bool,
+    /// Calls of the same tool earlier in the turn (names files `image_generated_0`, `_1`, …).
+    pub calls_before: u64,
+}
+
+/// Where tools store the files they produce (the Files API's store): returns the file id.
+#[async_trait::async_trait]
+pub trait FileSink: Send + Sync {
+    async fn store(
+        &self,
+        ws: &WorkspaceId,
+        file_name: &str,
+        mimetype: &str,
+        bytes: bytes::Bytes,
+    ) -> Result<String, Error>;
 }
 
 impl ToolOutput {
@@ -94,24 +163,23 @@ pub trait Connector: Send + Sync {
     /// The tools offered, with the credentials of the agent's tool definition if any.
     async fn tools(&self, authorization: Option<&str>) -> Result<Arc<Vec<ServerTool>>, Error>;
 
-    async fn call(
-        &self,
-        authorization: Option<&str>,
-        name: &str,
-        arguments: Map<String, Value>,
-    ) -> Result<ToolOutput, Error>;
+    async fn call(&self, call: ToolCall<'_>) -> Result<ToolOutput, Error>;
 }
 
 /// The configured connectors by id.
 #[derive(Default, Clone)]
 pub struct Connectors {
     by_id: HashMap<String, Arc<dyn Connector>>,
+    /// The built-in tool types palaver runs itself (for the start-up log).
+    native: Vec<ToolType>,
 }
 
 impl Connectors {
-    pub fn from_config(configs: &[ConnectorConfig]) -> anyhow::Result<Self> {
+    /// The MCP servers of `[[connector]]`, then the native tools whose section is present
+    /// and that no connector replaces.
+    pub fn from_config(file: &FileConfig, files: Option<Arc<dyn FileSink>>) -> anyhow::Result<Self> {
         let mut by_id: HashMap<String, Arc<dyn Connector>> = HashMap::new();
-        for config in configs {
+        for config in &file.connectors {
             let connector = mcp::McpConnector::new(config)?;
             anyhow::ensure!(
                 by_id.insert(config.id.clone(), Arc::new(connector)).is_none(),
@@ -119,7 +187,24 @@ impl Connectors {
                 config.id
             );
         }
-        Ok(Connectors { by_id })
+        let mut native = Vec::new();
+        for kind in [ToolType::WebSearch, ToolType::WebSearchPremium] {
+            if by_id.contains_key(kind.as_str()) {
+                continue;
+            }
+            if let Some(search) = search::WebSearch::from_config(kind, file)? {
+                by_id.insert(kind.as_str().to_owned(), Arc::new(search));
+                native.push(kind);
+            }
+        }
+        let images = ToolType::ImageGeneration;
+        if let (Some(config), Some(files), false) =
+            (&file.image_generation, &files, by_id.contains_key(images.as_str()))
+        {
+            by_id.insert(images.as_str().to_owned(), Arc::new(images::ImageGeneration::new(config, files.clone())?));
+            native.push(images);
+        }
+        Ok(Connectors { by_id, native })
     }
 
     /// Which tools the server runs, for the start-up log.
@@ -131,25 +216,34 @@ impl Connectors {
             ToolType::ImageGeneration,
             ToolType::DocumentLibrary,
         ];
-        let (served, missing): (Vec<&str>, Vec<&str>) =
-            builtins.iter().map(|t| t.as_str()).partition(|id| self.by_id.contains_key(*id));
-        let mut connectors: Vec<&str> = self.by_id.keys().map(String::as_str).collect();
-        connectors.sort_unstable();
-        let mut text = if served.is_empty() {
-            "built-in tools: none available".to_owned()
-        } else {
-            format!("built-in tools through MCP connectors: {}", served.join(", "))
-        };
+        let mut parts = Vec::new();
+        let native: Vec<&str> = self.native.iter().map(|t| t.as_str()).collect();
+        if !native.is_empty() {
+            parts.push(format!("built-in tools run by palaver: {}", native.join(", ")));
+        }
+        let through_mcp: Vec<&str> = builtins
+            .iter()
+            .map(|t| t.as_str())
+            .filter(|id| self.by_id.contains_key(*id) && !native.contains(id))
+            .collect();
+        if !through_mcp.is_empty() {
+            parts.push(format!("built-in tools through MCP connectors: {}", through_mcp.join(", ")));
+        }
+        let missing: Vec<&str> =
+            builtins.iter().map(|t| t.as_str()).filter(|id| !self.by_id.contains_key(*id)).collect();
         if !missing.is_empty() {
-            text += &format!(
-                "; not offered to the model (no [[connector]] with that id in PALAVER_CONFIG): {}",
+            parts.push(format!(
+                "not offered to the model (no section for them, nor a [[connector]] with that id, in PALAVER_CONFIG): {}",
                 missing.join(", ")
-            );
+            ));
         }
+        let mut connectors: Vec<&str> =
+            self.by_id.keys().map(String::as_str).filter(|id| !builtins.iter().any(|t| t.as_str() == *id)).collect();
+        connectors.sort_unstable();
         if !connectors.is_empty() {
-            text += &format!("; connectors: {}", connectors.join(", "));
+            parts.push(format!("connectors: {}", connectors.join(", ")));
         }
-        text
+        parts.join("; ")
     }
 
     /// Adds a connector under `id` (tests and embedders).

@@ -112,7 +112,7 @@ impl Usage {
 }
 
 /// `usage` as the hosted API writes it (connector members `null` until tools run).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct UsageInfo {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,

@@ -143,6 +143,13 @@ impl ToolExecution {
         self.info.get("tool_call_id").and_then(Value::as_str)
     }
 
+    /// The function the model called: `info.function` when it differs from the entry's
+    /// `name` (a built-in tool's entry is named by its type, e.g. `web_search_premium`
+    /// for a `news_search` call).
+    pub fn function_name(&self) -> &str {
+        self.info.get("function").and_then(Value::as_str).unwrap_or(&self.name)
+    }
+
     /// What the tool returned, as the model reads it.
     pub fn output(&self) -> std::borrow::Cow<'_, str> {
         match self.info.get("output") {

@@ -22,7 +22,7 @@ pub enum RunEvent {
         model: Option<String>,
         agent_id: Option<String>,
         role: &'static str,
-        content: String,
+        content: DeltaContent,
     },
     #[serde(rename = "function.call.delta")]
     FunctionCallDelta {
@@ -82,6 +82,26 @@ pub enum RunEvent {
         #[serde(skip)]
         error: crate::error::Code,
     },
+}
+
+/// What one `message.output.delta` adds: text, or one whole chunk (a citation, a file).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum DeltaContent {
+    Text(String),
+    Chunk(Value),
+}
+
+impl From<&str> for DeltaContent {
+    fn from(text: &str) -> Self {
+        DeltaContent::Text(text.to_owned())
+    }
+}
+
+impl From<String> for DeltaContent {
+    fn from(text: String) -> Self {
+        DeltaContent::Text(text)
+    }
 }
 
 impl RunEvent {

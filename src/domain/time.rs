@@ -16,6 +16,16 @@ impl Timestamp {
         Self(Utc.timestamp_micros(micros).single().unwrap_or_default())
     }
 
+    /// This time `by` later.
+    pub fn plus(&self, by: std::time::Duration) -> Self {
+        Timestamp::from_micros(self.micros().saturating_add(i64::try_from(by.as_micros()).unwrap_or(i64::MAX)))
+    }
+
+    /// This time `by` earlier.
+    pub fn minus(&self, by: std::time::Duration) -> Self {
+        Timestamp::from_micros(self.micros().saturating_sub(i64::try_from(by.as_micros()).unwrap_or(i64::MAX)))
+    }
+
     pub fn micros(&self) -> i64 {
         self.0.timestamp_micros()
     }

@@ -233,6 +233,8 @@ async fn complete(engine: &Engine, request: ChatRequest<'static>) -> Result<Chat
                 calls.push(fragment, || ());
             }
             ChatDelta::Usage(u) => usage = u,
+            // Only a run has sources to cite.
+            ChatDelta::Reference(_) => {}
         }
     }
     let finish_reason = if calls.is_empty() { "stop" } else { "tool_calls" };
@@ -302,6 +304,7 @@ async fn chunks(engine: &Engine, request: ChatRequest<'static>) -> Result<BoxStr
                     yield chunk(ChunkDelta { tool_calls: Some(vec![call]), ..Default::default() }, None, None);
                 }
                 Ok(ChatDelta::Usage(u)) => usage = u,
+                Ok(ChatDelta::Reference(_)) => {}
                 Err(error) => {
                     tracing::warn!(%error, "completion stream failed");
                     yield chunk(text(String::new()), Some("error"), Some(usage));

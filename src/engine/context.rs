@@ -137,16 +137,17 @@ impl<'a> Builder<'a> {
             Entry::ToolExecution(execution) => {
                 let tool_call_id = execution.tool_call_id().unwrap_or_default();
                 let output = execution.output();
+                let name = execution.function_name();
                 if self.call_name(tool_call_id).is_none() {
                     self.push_tool_call(
                         Cow::Borrowed(tool_call_id),
-                        Cow::Borrowed(&execution.name),
+                        Cow::Borrowed(name),
                         Cow::Borrowed(&execution.arguments),
                     );
                 }
                 self.messages.push(ChatMessage::Tool {
                     tool_call_id: Cow::Borrowed(tool_call_id),
-                    name: Cow::Borrowed(&execution.name),
+                    name: Cow::Borrowed(name),
                     content: output,
                 });
             }

@@ -2,17 +2,18 @@
 //! own events to know what to store, and the non-streaming endpoints fold the same events
 //! into their response: stored history, JSON response and SSE stream agree by construction.
 
-use crate::domain::conversations::{ConversationResponse, Usage};
+use crate::domain::conversations::{ConversationResponse, UsageInfo};
 use crate::domain::entries::{AgentHandoff, Content, Entry, EntryObject, FunctionCall, MessageOutput, ToolExecution};
-use crate::domain::events::RunEvent;
+use crate::domain::events::{DeltaContent, RunEvent};
 use crate::domain::ids::ConversationId;
 use crate::error::{Code, Error};
+use serde_json::Value;
 
 #[derive(Debug, Default)]
 pub struct Fold {
     pub conversation_id: Option<ConversationId>,
     pub outputs: Vec<Entry>,
-    pub usage: Usage,
+    pub usage: UsageInfo,
     /// `conversation.response.error`: message and code.
     pub failure: Option<(String, Code)>,
     pub done: bool,
@@ -36,9 +37,7 @@ impl Fold {
                     }));
                 }
                 if let Some(Entry::MessageOutput(message)) = self.outputs.get_mut(*output_index as usize) {
-                    if let Content::Text(text) = &mut message.content {
-                        text.push_str(content);
-                    }
+                    append_content(&mut message.content, content);
                 }
             }
             RunEvent::FunctionCallDelta {
@@ -116,11 +115,7 @@ impl Fold {
                 }
             }
             RunEvent::Done { usage, .. } => {
-                self.usage = Usage {
-                    prompt_tokens: usage.prompt_tokens,
-                    completion_tokens: usage.completion_tokens,
-                    total_tokens: usage.total_tokens,
-                };
+                self.usage = usage.clone();
                 self.done = true;
             }
             RunEvent::Failed { message, error, .. } => self.failure = Some((message.clone(), *error)),
@@ -137,11 +132,40 @@ impl Fold {
                 object: "conversation.response",
                 conversation_id,
                 outputs: self.outputs,
-                usage: self.usage.into(),
+                usage: self.usage,
             }),
             _ => Err(Error::Internal(anyhow::anyhow!("the run ended without a result"))),
         }
     }
+}
+
+/// Adds a delta to a message's content as the hosted API folds it: all-text deltas make
+/// one string; once a chunk arrives the content is a chunk list, adjacent text merged.
+fn append_content(content: &mut Content, delta: &DeltaContent) {
+    match (&mut *content, delta) {
+        (Content::Text(text), DeltaContent::Text(more)) => text.push_str(more),
+        (Content::Text(text), DeltaContent::Chunk(chunk)) => {
+            let mut chunks = Vec::with_capacity(2);
+            if !text.is_empty() {
+                chunks.push(text_chunk(std::mem::take(text)));
+            }
+            chunks.push(chunk.clone());
+            *content = Content::Chunks(chunks);
+        }
+        (Content::Chunks(chunks), DeltaContent::Text(more)) => match chunks.last_mut() {
+            Some(Value::Object(last)) if last.get("type").and_then(Value::as_str) == Some("text") => {
+                if let Some(Value::String(text)) = last.get_mut("text") {
+                    text.push_str(more);
+                }
+            }
+            _ => chunks.push(text_chunk(more.clone())),
+        },
+        (Content::Chunks(chunks), DeltaContent::Chunk(chunk)) => chunks.push(chunk.clone()),
+    }
+}
+
+fn text_chunk(text: String) -> Value {
+    serde_json::json!({"type": "text", "text": text})
 }
 
 fn set_completed_at(entry: &mut Entry, at: crate::domain::time::Timestamp) {
@@ -157,9 +181,10 @@ fn set_completed_at(entry: &mut Entry, at: crate::domain::time::Timestamp) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::conversations::Usage;
     use crate::domain::ids::EntryId;
     use crate::domain::time::Timestamp;
-    use serde_json::{json, Value};
+    use serde_json::json;
 
     fn delta(output_index: u32, id: &str, text: &str) -> RunEvent {
         RunEvent::MessageDelta {
@@ -286,6 +311,28 @@ mod tests {
             }
             Ok(response) => panic!("a failed run answered {response:?}"),
         }
+    }
+
+    #[test]
+    fn a_chunk_turns_the_content_into_a_chunk_list_with_adjacent_text_merged() {
+        let reference = json!({"type": "tool_reference", "tool": "web_search", "title": "T"});
+        let mut chunk_delta = delta(0, "msg_1", "");
+        if let RunEvent::MessageDelta { content, .. } = &mut chunk_delta {
+            *content = DeltaContent::Chunk(reference.clone());
+        }
+        let fold = folded(&[
+            delta(0, "msg_1", "Spain"),
+            delta(0, "msg_1", " won"),
+            chunk_delta,
+            delta(0, "msg_1", "."),
+            delta(0, "msg_1", "!"),
+        ]);
+
+        let outputs = serde_json::to_value(&fold.outputs).unwrap();
+        assert_eq!(
+            outputs[0]["content"],
+            json!([{"type": "text", "text": "Spain won"}, reference, {"type": "text", "text": ".!"}])
+        );
     }
 
     #[test]

@@ -4,14 +4,17 @@
 
 pub mod agents;
 pub mod calls;
+pub mod citations;
 pub mod completions;
 pub mod context;
 pub mod conversations;
 pub mod files;
 pub mod fold;
 pub mod history;
+pub mod idempotency;
 pub mod mock;
 pub mod run;
+pub mod streams;
 pub mod tools;
 
 use crate::backends::ModelRouter;
@@ -47,6 +50,10 @@ pub struct Engine {
     pub runs: TaskTracker,
     /// Queues concurrent updates of one agent in this process.
     pub agent_locks: agents::UpdateLocks,
+    /// The events of the latest streamed run of each conversation, for resuming.
+    pub streams: streams::RunLogs,
+    /// How long an `Idempotency-Key`'s answer is kept.
+    pub idempotency_ttl: std::time::Duration,
     /// Uploads, tool outputs, downloads and signed links (`store_output` for the tools).
     pub files: files::Files,
 }

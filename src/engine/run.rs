@@ -6,17 +6,19 @@
 //! receiving, not the run: the turn still commits when it ends.
 
 use super::calls::{CallAssembler, CallParts};
+use super::citations::{MarkerScanner, Piece, Sources};
 use super::context;
 use super::fold::Fold;
+use super::streams::RunLog;
 use super::tools::Toolbox;
 use super::Engine;
-use crate::backends::chat::{Caller, ChatDelta, ChatRequest, DeltaStream, ModelBackend, StoredMessages};
-use crate::connectors::ToolOutput;
+use crate::backends::chat::{Caller, ChatDelta, ChatRequest, CitationStyle, DeltaStream, ModelBackend, StoredMessages};
+use crate::connectors::{CallContext, ProducedFile, ToolOutput};
 use crate::domain::completion::CompletionArgs;
 use crate::domain::conversations::HandoffExecution;
 use crate::domain::entries::{Entry, FunctionCall};
-use crate::domain::events::RunEvent;
-use crate::domain::ids::{generate_tool_call_id, EntryId, WorkspaceId};
+use crate::domain::events::{DeltaContent, RunEvent};
+use crate::domain::ids::{generate_tool_call_id, ConversationId, EntryId, WorkspaceId};
 use crate::domain::time::Timestamp;
 use crate::domain::tools::Tool;
 use crate::error::{Code, Error};
@@ -24,6 +26,7 @@ use crate::store::{ConversationRecord, StoreError, TurnWrite};
 use crate::telemetry;
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
+use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
@@ -152,9 +155,11 @@ impl RoundOutcome {
 const CHANNEL_CAPACITY: usize = 64;
 
 /// Starts the run in its own task and returns its events, for a streaming response.
+/// Its events are kept for resuming (`streams`).
 pub fn spawn(engine: &Arc<Engine>, plan: TurnPlan) -> mpsc::Receiver<RunEvent> {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-    start(engine, plan, Some(tx), None);
+    let log = engine.streams.open(&plan.ws, &plan.conversation.id);
+    start(engine, plan, Some((tx, log)), None);
     rx
 }
 
@@ -169,7 +174,7 @@ pub fn spawn_folded(engine: &Arc<Engine>, plan: TurnPlan) -> oneshot::Receiver<F
 fn start(
     engine: &Arc<Engine>,
     plan: TurnPlan,
-    events: Option<mpsc::Sender<RunEvent>>,
+    events: Option<(mpsc::Sender<RunEvent>, Arc<RunLog>)>,
     folded: Option<oneshot::Sender<Fold>>,
 ) {
     let runs = engine.runs.clone();
@@ -180,8 +185,12 @@ fn start(
     let fut = async move {
         let mut plan = plan;
         let started = Instant::now();
-        let mut out = Emitter { tx: events, queued: None, fold: Fold::default(), started, first_delta: false };
+        let (tx, log) = events.unzip();
+        let mut out = Emitter { tx, log, queued: None, fold: Fold::default(), started, first_delta: false };
         let rounds = run(&engine, &mut plan, &mut out).await;
+        if let Some(log) = &out.log {
+            log.finish();
+        }
         let outcome = match &out.fold.failure {
             Some((message, code)) => {
                 let status = code.status();
@@ -203,6 +212,8 @@ fn start(
 /// Folds events into the turn's outputs and, when streaming, sends them to the client.
 struct Emitter {
     tx: Option<mpsc::Sender<RunEvent>>,
+    /// Keeps a streamed run's events for a client that resumes it.
+    log: Option<Arc<RunLog>>,
     /// The event `flush` sends next.
     queued: Option<RunEvent>,
     fold: Fold,
@@ -222,6 +233,9 @@ impl Emitter {
             telemetry::first_delta(self.started.elapsed());
         }
         self.fold.apply(&event);
+        if let (Some(log), Some(_)) = (&self.log, event.name()) {
+            log.push(&event);
+        }
         if self.tx.is_some() {
             self.queued = Some(event);
         }
@@ -258,6 +272,154 @@ impl Emitter {
     }
 }
 
+/// What the turn's server tools produced so far, for the rounds that follow.
+struct ToolResults {
+    ws: WorkspaceId,
+    conversation_id: ConversationId,
+    /// Sources the answers may cite, numbered across the turn.
+    sources: Sources,
+    /// Calls per tool (`usage.connectors`).
+    calls: Map<String, Value>,
+    /// Files the next message shows as `tool_file` chunks, with the tool that made each.
+    files: Vec<(String, ProducedFile)>,
+}
+
+impl ToolResults {
+    fn new(plan: &TurnPlan) -> Self {
+        ToolResults {
+            ws: plan.ws.clone(),
+            conversation_id: plan.conversation.id.clone(),
+            sources: Sources::default(),
+            calls: Map::new(),
+            files: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, tool: &str, usage_key: &str, output: &mut ToolOutput) {
+        let count = self.calls.entry(usage_key.to_owned()).or_insert(Value::from(0));
+        *count = Value::from(count.as_u64().unwrap_or(0) + 1);
+        self.sources.add(tool, std::mem::take(&mut output.sources));
+        self.files.extend(output.files.drain(..).map(|file| (tool.to_owned(), file)));
+    }
+}
+
+/// The `tool_file` chunk showing a file a tool produced.
+fn file_chunk(tool: &str, file: &ProducedFile) -> Value {
+    serde_json::json!({
+        "type": "tool_file",
+        "tool": tool,
+        "file_id": file.file_id,
+        "file_name": file.file_name,
+        "file_type": file.file_type,
+    })
+}
+
+/// The message being streamed: its entry, and where its content stands.
+struct OpenMessage {
+    id: EntryId,
+    output_index: u32,
+    created_at: Timestamp,
+    /// The chunk the next delta adds to (text deltas share one until a chunk comes).
+    content_index: u32,
+    /// What the last delta was: nothing yet, text, or a whole chunk.
+    last: Option<bool>,
+}
+
+/// The text of one model answer on its way out: markers turn into citations when the
+/// model cites with them and the turn has sources; the files of the tools that ran
+/// before are shown at the message's end.
+struct Speech {
+    message: Option<OpenMessage>,
+    markers: Option<MarkerScanner>,
+    pieces: Vec<Piece>,
+}
+
+impl Speech {
+    fn new(in_force: &InForce<'_>, results: &ToolResults) -> Self {
+        let cites_with_markers = in_force.backend.citation_style() == CitationStyle::Markers;
+        Speech {
+            message: None,
+            markers: (cites_with_markers && !results.sources.is_empty()).then(MarkerScanner::default),
+            pieces: Vec::new(),
+        }
+    }
+
+    async fn text(&mut self, text: String, in_force: &InForce<'_>, results: &ToolResults, out: &mut Emitter) {
+        let Some(markers) = &mut self.markers else {
+            return self.say(DeltaContent::Text(text), in_force, out).await;
+        };
+        markers.push(&text, results.sources.len(), &mut self.pieces);
+        self.say_pieces(in_force, results, out).await;
+    }
+
+    async fn cite(&mut self, ids: Vec<u64>, in_force: &InForce<'_>, results: &ToolResults, out: &mut Emitter) {
+        for id in ids {
+            // A number naming no source of this turn is dropped: there is nothing to show.
+            if let Some(chunk) = usize::try_from(id).ok().and_then(|n| results.sources.chunk(n)) {
+                self.say(DeltaContent::Chunk(chunk), in_force, out).await;
+            }
+        }
+    }
+
+    async fn say_pieces(&mut self, in_force: &InForce<'_>, results: &ToolResults, out: &mut Emitter) {
+        let pieces = std::mem::take(&mut self.pieces);
+        for piece in pieces {
+            let content = match piece {
+                Piece::Text(text) => DeltaContent::Text(text),
+                Piece::Cite(n) => match results.sources.chunk(n) {
+                    Some(chunk) => DeltaContent::Chunk(chunk),
+                    None => continue,
+                },
+            };
+            self.say(content, in_force, out).await;
+        }
+    }
+
+    /// Emits one delta of the message, opening it first if needed.
+    async fn say(&mut self, content: DeltaContent, in_force: &InForce<'_>, out: &mut Emitter) {
+        let message = self.message.get_or_insert_with(|| OpenMessage {
+            id: EntryId::generate("msg_"),
+            output_index: out.next_index(),
+            created_at: Timestamp::now(),
+            content_index: 0,
+            last: None,
+        });
+        let chunk = matches!(content, DeltaContent::Chunk(_));
+        if message.last.is_some_and(|last_was_chunk| last_was_chunk || chunk) {
+            message.content_index += 1;
+        }
+        message.last = Some(chunk);
+        out.emit(RunEvent::MessageDelta {
+            id: message.id.clone(),
+            output_index: message.output_index,
+            content_index: message.content_index,
+            created_at: message.created_at,
+            model: in_force.model(),
+            agent_id: in_force.agent_id(),
+            role: "assistant",
+            content,
+        })
+        .await;
+    }
+
+    /// Ends the message: held-back text goes out, the tools' files are shown, and the
+    /// entry is complete. With `files_alone`, files with no message to join get their own.
+    async fn close(&mut self, in_force: &InForce<'_>, results: &mut ToolResults, out: &mut Emitter, files_alone: bool) {
+        if let Some(markers) = &mut self.markers {
+            markers.finish(&mut self.pieces);
+            self.say_pieces(in_force, results, out).await;
+        }
+        if self.message.is_some() || files_alone {
+            for (tool, file) in std::mem::take(&mut results.files) {
+                self.say(DeltaContent::Chunk(file_chunk(&tool, &file)), in_force, out).await;
+            }
+        }
+        if let Some(message) = self.message.take() {
+            out.emit(RunEvent::EntryDone { output_index: message.output_index, completed_at: Timestamp::now() }).await;
+        }
+    }
+}
+
 /// What the run tracks beside each call it assembles.
 struct RoundCall {
     /// Decided when the name arrives. Server calls are not streamed as they arrive: they
@@ -282,13 +444,17 @@ async fn run_rounds(engine: &Engine, plan: &mut TurnPlan, out: &mut Emitter, rou
         Ok(in_force) => in_force,
         Err(error) => return out.fail(&error).await,
     };
+    // Boxed: only tool rounds use it, and the run's future lives as long as its stream.
+    let mut results = Box::new(ToolResults::new(plan));
     for call in &plan.confirmed {
-        if let Err(error) = Box::pin(execute(&in_force, out, &call.name, &call.tool_call_id, &call.arguments)).await {
+        let execution = execute(&in_force, out, &mut results, &call.name, &call.tool_call_id, &call.arguments);
+        if let Err(error) = Box::pin(execution).await {
             return out.fail(&error).await;
         }
     }
     let mut usage = crate::domain::conversations::Usage::default();
     let mut handoffs = 0;
+    let mut finished = false;
     loop {
         if *rounds >= engine.limits.max_rounds {
             let message =
@@ -320,13 +486,17 @@ async fn run_rounds(engine: &Engine, plan: &mut TurnPlan, out: &mut Emitter, rou
             Ok(stream) => stream,
             Err(error) => return out.fail(&error).await,
         };
-        match consume(stream, &in_force, out).await {
+        match consume(stream, &in_force, out, &mut results).await {
             Ok(round) => {
                 telemetry::tokens(&settings.model, round.usage.prompt_tokens, round.usage.completion_tokens);
                 usage.add(round.usage);
                 match round.outcome {
                     RoundOutcome::AnotherRound => continue,
-                    RoundOutcome::Finished | RoundOutcome::WaitingForClient => break,
+                    RoundOutcome::Finished => {
+                        finished = true;
+                        break;
+                    }
+                    RoundOutcome::WaitingForClient => break,
                     RoundOutcome::HandOff(_) if plan.handoff_execution == HandoffExecution::Client => break,
                     RoundOutcome::HandOff(target) => {
                         handoffs += 1;
@@ -347,6 +517,10 @@ async fn run_rounds(engine: &Engine, plan: &mut TurnPlan, out: &mut Emitter, rou
             Err(error) => return out.fail(&error).await,
         }
     }
+    if finished && !results.files.is_empty() {
+        // The model said nothing after the tools that made them: the files still show.
+        Speech::new(&in_force, &results).close(&in_force, &mut results, out, true).await;
+    }
     drop(in_force);
     if plan.store {
         // Boxed: the run's future (alive for every open stream) need not reserve room for
@@ -355,7 +529,11 @@ async fn run_rounds(engine: &Engine, plan: &mut TurnPlan, out: &mut Emitter, rou
             return out.fail(&error).await;
         }
     }
-    out.emit(RunEvent::Done { usage: usage.into(), created_at: Timestamp::now() }).await;
+    let mut usage: crate::domain::conversations::UsageInfo = usage.into();
+    if !results.calls.is_empty() {
+        usage.connectors = Some(std::mem::take(&mut results.calls));
+    }
+    out.emit(RunEvent::Done { usage, created_at: Timestamp::now() }).await;
 }
 
 struct Round {
@@ -366,33 +544,19 @@ struct Round {
 /// Streams one model answer out as events: text as `message.output.delta`s of one entry,
 /// each client function call as `function.call.delta`s of its own entry; calls to server
 /// tools run (or wait for a confirmation) once the answer is complete.
-async fn consume(mut stream: DeltaStream, in_force: &InForce<'_>, out: &mut Emitter) -> Result<Round, Error> {
-    let mut message: Option<(EntryId, u32, Timestamp)> = None;
+async fn consume(
+    mut stream: DeltaStream,
+    in_force: &InForce<'_>,
+    out: &mut Emitter,
+    results: &mut ToolResults,
+) -> Result<Round, Error> {
+    let mut speech = Speech::new(in_force, results);
     let mut calls = CallAssembler::<RoundCall>::default();
     let mut usage = crate::domain::conversations::Usage::default();
     while let Some(delta) = stream.next().await {
         match delta? {
-            ChatDelta::Text(text) => {
-                let (id, output_index, created_at) = match &message {
-                    Some(m) => m.clone(),
-                    None => {
-                        let m = (EntryId::generate("msg_"), out.next_index(), Timestamp::now());
-                        message = Some(m.clone());
-                        m
-                    }
-                };
-                out.emit(RunEvent::MessageDelta {
-                    id,
-                    output_index,
-                    content_index: 0,
-                    created_at,
-                    model: in_force.model(),
-                    agent_id: in_force.agent_id(),
-                    role: "assistant",
-                    content: text,
-                })
-                .await;
-            }
+            ChatDelta::Text(text) => speech.text(text, in_force, results, out).await,
+            ChatDelta::Reference(ids) => speech.cite(ids, in_force, results, out).await,
             ChatDelta::ToolCall(fragment) => {
                 let call = calls.push(fragment, || RoundCall {
                     kind: None,
@@ -409,7 +573,7 @@ async fn consume(mut stream: DeltaStream, in_force: &InForce<'_>, out: &mut Emit
                 }
                 let first = call.state.output_index.is_none();
                 if first {
-                    close_message(&mut message, out).await;
+                    speech.close(in_force, results, out, false).await;
                     call.state.output_index = Some(out.next_index());
                     call.id.get_or_insert_with(generate_tool_call_id);
                 }
@@ -421,7 +585,7 @@ async fn consume(mut stream: DeltaStream, in_force: &InForce<'_>, out: &mut Emit
             ChatDelta::Usage(u) => usage = u,
         }
     }
-    close_message(&mut message, out).await;
+    speech.close(in_force, results, out, false).await;
     if let Some(call) = calls.nameless() {
         let id = call.id.clone().unwrap_or_default();
         return Err(Error::upstream(502, format!("the model sent tool call `{id}` without a name")));
@@ -455,7 +619,7 @@ async fn consume(mut stream: DeltaStream, in_force: &InForce<'_>, out: &mut Emit
             }
             CallKind::ServerTool => {
                 let tool_call_id = call.id.get_or_insert_with(generate_tool_call_id).clone();
-                Box::pin(execute(in_force, out, &name, &tool_call_id, &call.arguments)).await?;
+                Box::pin(execute(in_force, out, results, &name, &tool_call_id, &call.arguments)).await?;
             }
         }
     }
@@ -491,33 +655,49 @@ fn agent_of(settings: &Settings) -> (String, String) {
 async fn execute(
     in_force: &InForce<'_>,
     out: &mut Emitter,
+    results: &mut ToolResults,
     name: &str,
     tool_call_id: &str,
     arguments: &str,
 ) -> Result<(), Error> {
     let id = EntryId::generate("tool_exec_");
     let output_index = out.next_index();
+    let tool = in_force.toolbox.server_tool(name);
+    let entry_name = tool.map_or(name, |t| t.entry_name.as_str()).to_owned();
     out.emit(RunEvent::ToolStarted {
         id: id.clone(),
         output_index,
         created_at: Timestamp::now(),
-        name: name.to_owned(),
+        name: entry_name.clone(),
         arguments: arguments.to_owned(),
         model: in_force.model(),
         agent_id: in_force.agent_id(),
     })
     .await;
     let started = Instant::now();
-    let output = match in_force.toolbox.server_tool(name) {
+    let mut output = match tool {
         Some(tool) => {
-            tool.run(arguments).await.inspect_err(|_| telemetry::tool_execution(name, "failed", started.elapsed()))?
+            let context = CallContext {
+                ws: &results.ws,
+                conversation_id: &results.conversation_id,
+                first_source: results.sources.len(),
+                cite_with_markers: in_force.backend.citation_style() == CitationStyle::Markers,
+                calls_before: results.calls.get(&tool.usage_key).and_then(Value::as_u64).unwrap_or(0),
+            };
+            let output = tool.run(&context, arguments).await;
+            let mut output = output.inspect_err(|_| telemetry::tool_execution(name, "failed", started.elapsed()))?;
+            results.record(&entry_name, &tool.usage_key, &mut output);
+            output
         }
         // The agent changed between the call and its confirmation.
         None => ToolOutput::error(format!("The tool `{name}` is no longer available.")),
     };
-    telemetry::tool_execution(name, if output.is_error { "error" } else { "ok" }, started.elapsed());
+    telemetry::tool_execution(&entry_name, if output.is_error { "error" } else { "ok" }, started.elapsed());
+    if entry_name != name {
+        output.info.insert("function".to_owned(), Value::from(name));
+    }
     let info = output.execution_info(tool_call_id);
-    out.emit(RunEvent::ToolDone { id, output_index, created_at: Timestamp::now(), name: name.to_owned(), info }).await;
+    out.emit(RunEvent::ToolDone { id, output_index, created_at: Timestamp::now(), name: entry_name, info }).await;
     out.emit(RunEvent::EntryDone { output_index, completed_at: Timestamp::now() }).await;
     Ok(())
 }
@@ -539,13 +719,6 @@ fn function_delta(
         model: in_force.model(),
         agent_id: in_force.agent_id(),
         confirmation_status: confirmation_status.map(str::to_owned),
-    }
-}
-
-/// Marks the message being streamed as complete.
-async fn close_message(message: &mut Option<(EntryId, u32, Timestamp)>, out: &mut Emitter) {
-    if let Some((_, output_index, _)) = message.take() {
-        out.emit(RunEvent::EntryDone { output_index, completed_at: Timestamp::now() }).await;
     }
 }
 

@@ -4,8 +4,8 @@
 use super::context;
 use super::run::{CallKind, Settings};
 use crate::backends::chat::{ChatTool, ToolFunction};
-use crate::connectors::{self, Connector, Connectors, ToolOutput};
-use crate::domain::tools::function_name;
+use crate::connectors::{self, CallContext, Connector, Connectors, ToolCall, ToolOutput};
+use crate::domain::tools::{function_name, ToolType};
 use crate::error::Error;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -16,6 +16,11 @@ use std::sync::Arc;
 pub struct ServerTool {
     /// The tool's name on its server (the model may see it spelled as a function name).
     name: String,
+    /// The `tool.execution` entry's `name`: a built-in tool's type (what the SDKs know),
+    /// else the tool's own name.
+    pub entry_name: String,
+    /// What `usage.connectors` counts the call under: the built-in type or the connector id.
+    pub usage_key: String,
     connector: Arc<dyn Connector>,
     credential: Option<String>,
     /// Calls wait for the client's `tool_confirmations` before they run.
@@ -43,6 +48,11 @@ impl<'a> Toolbox<'a> {
         for tool in tools {
             let Some(connector) = connectors.for_tool(tool)? else { continue };
             let credential = connectors::authorization(tool);
+            let builtin = !matches!(tool.kind, ToolType::Connector | ToolType::Function);
+            let usage_key = match tool.kind {
+                ToolType::Connector => tool.connector_id.clone().unwrap_or_default(),
+                kind => kind.as_str().to_owned(),
+            };
             for offered in connector.tools(credential).await?.iter() {
                 let name = function_name(&offered.name);
                 // A client function of the same name wins: the client defined it for this agent.
@@ -59,10 +69,13 @@ impl<'a> Toolbox<'a> {
                         strict: None,
                     },
                 });
+                let entry_name = if builtin { tool.kind.as_str().to_owned() } else { name.clone() };
                 toolbox.server.insert(
                     name,
                     ServerTool {
                         name: offered.name.clone(),
+                        entry_name,
+                        usage_key: usage_key.clone(),
                         connector: connector.clone(),
                         credential: credential.map(str::to_owned),
                         requires_confirmation: connectors::requires_confirmation(tool, &offered.name),
@@ -143,10 +156,13 @@ impl ServerTool {
     /// Runs a call. Arguments that are not a JSON object and failures the tool reports
     /// are answers for the model, not failures of the turn; a connector that cannot be
     /// reached fails the turn.
-    pub async fn run(&self, arguments: &str) -> Result<ToolOutput, Error> {
+    pub async fn run(&self, context: &CallContext<'_>, arguments: &str) -> Result<ToolOutput, Error> {
         let arguments = if arguments.trim().is_empty() { "{}" } else { arguments };
         match serde_json::from_str::<Map<String, Value>>(arguments) {
-            Ok(arguments) => self.connector.call(self.credential.as_deref(), &self.name, arguments).await,
+            Ok(arguments) => {
+                let call = ToolCall { context, credential: self.credential.as_deref(), name: &self.name, arguments };
+                self.connector.call(call).await
+            }
             Err(e) => Ok(ToolOutput::error(format!("The arguments are not a JSON object: {e}"))),
         }
     }

@@ -253,6 +253,80 @@ pub trait ConversationStore: Send + Sync {
     async fn history(&self, ws: &WorkspaceId, head: &EntryId) -> StoreResult<Vec<Entry>>;
 }
 
+/// What a request's `Idempotency-Key` found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyClaim {
+    /// The key is this request's now: it runs, then its answer is recorded or the claim
+    /// given up.
+    Claimed,
+    /// A request with this key and body is still running.
+    Running,
+    /// A request with this key and body succeeded: its answer.
+    Answered(StoredAnswer),
+    /// The key was used with another request.
+    Mismatch,
+}
+
+/// An answer kept for the retries of a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAnswer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// A workspace's idempotency key, as used by the request `fingerprint` names.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyUse<'a> {
+    pub ws: &'a WorkspaceId,
+    pub key: &'a str,
+    pub fingerprint: &'a str,
+}
+
+/// The times a claim is made with: now, when its answer expires, and before when a claim
+/// still running was abandoned (its process died).
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimTimes {
+    pub now: Timestamp,
+    pub expires_at: Timestamp,
+    pub abandoned_before: Timestamp,
+}
+
+/// Idempotency keys: the first successful answer of a request, for its retries.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Claims the key for this use unless a live claim or answer holds it; an abandoned
+    /// claim and an expired answer are replaced.
+    async fn claim_key(&self, key: KeyUse<'_>, times: ClaimTimes) -> StoreResult<KeyClaim>;
+
+    /// Records the answer of this use's claim.
+    async fn finish_key(&self, key: KeyUse<'_>, answer: &StoredAnswer) -> StoreResult<()>;
+
+    /// Gives this use's claim up (the request failed): a retry runs it again.
+    async fn release_key(&self, key: KeyUse<'_>) -> StoreResult<()>;
+
+    /// Deletes the keys past their expiry; returns how many.
+    async fn purge_keys(&self, now: Timestamp) -> StoreResult<u64>;
+}
+
+/// A key's row as `claim_key` reads it: fingerprint, status, content type, body.
+pub(crate) type KeyRow = (String, Option<i64>, Option<String>, Option<Vec<u8>>);
+
+/// What `claim_key` read when its insert found the key taken.
+pub(crate) fn existing_claim(fingerprint: &str, found: Option<KeyRow>) -> KeyClaim {
+    match found {
+        // Given up between the insert and this read: the caller asks again.
+        None => KeyClaim::Running,
+        Some((theirs, ..)) if theirs != fingerprint => KeyClaim::Mismatch,
+        Some((_, None, ..)) => KeyClaim::Running,
+        Some((_, Some(status), content_type, body)) => KeyClaim::Answered(StoredAnswer {
+            status: u16::try_from(status).unwrap_or(200),
+            content_type: content_type.unwrap_or_default(),
+            body: body.unwrap_or_default(),
+        }),
+    }
+}
+
 /// The metadata of files; their bytes are in a `blobs::BlobStore`.
 #[async_trait]
 pub trait FileStore: Send + Sync {
@@ -272,19 +346,6 @@ pub trait FileStore: Send + Sync {
 
     /// Deletes a file's row (its blob goes after).
     async fn delete_file(&self, ws: &WorkspaceId, id: &FileId) -> StoreResult<()>;
-}
-
-/// The whole persistence port, as the app holds it (`Arc<dyn Store>`). A backend implements
-/// each aggregate's trait and gets this one for free. Every backend is also a blob store
-/// (`[files] storage = "database"`), so the app can use the store it has for that too.
-pub trait Store:
-    Database + AgentStore + ConversationStore + FileStore + blobs::BlobStore + Send + Sync + 'static
-{
-}
-
-impl<T> Store for T where
-    T: Database + AgentStore + ConversationStore + FileStore + blobs::BlobStore + Send + Sync + 'static
-{
 }
 
 /// Filters of `GET /v1/files`; each one unset keeps every file.
@@ -317,6 +378,26 @@ pub struct FileRecord {
     /// Unix seconds.
     pub expires_at: Option<i64>,
     pub created_at: Timestamp,
+}
+/// The whole persistence port, as the app holds it (`Arc<dyn Store>`). A backend implements
+/// each aggregate's trait and gets this one for free. Every backend is also a blob store
+/// (`[files] storage = "database"`), so the app can use the store it has for that too.
+pub trait Store:
+    Database + AgentStore + ConversationStore + IdempotencyStore + FileStore + blobs::BlobStore + Send + Sync + 'static
+{
+}
+
+impl<T> Store for T where
+    T: Database
+        + AgentStore
+        + ConversationStore
+        + IdempotencyStore
+        + FileStore
+        + blobs::BlobStore
+        + Send
+        + Sync
+        + 'static
+{
 }
 
 /// A stored conversation: settings plus the head of its branch of the entry tree.

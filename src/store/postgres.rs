@@ -4,8 +4,9 @@
 use super::blobs::{BlobKey, BlobStore, ByteStream, CHUNK_BYTES};
 use super::sql::{self, Columns, Naming};
 use super::{
-    AgentFilter, AgentRecord, AgentStore, AliasRecord, ConversationRecord, ConversationStore, Database, EntryColumns,
-    FileFilter, FileRecord, FileStore, NotFoundAs, Page, StoreError, StoreResult, TurnWrite,
+    AgentFilter, AgentRecord, AgentStore, AliasRecord, ClaimTimes, ConversationRecord, ConversationStore, Database,
+    EntryColumns, FileFilter, FileRecord, FileStore, IdempotencyStore, KeyClaim, KeyUse, NotFoundAs, Page, StoreError,
+    StoreResult, StoredAnswer, TurnWrite,
 };
 use crate::domain::agents::{AgentConfig, VersionSelector};
 use crate::domain::entries::Entry;
@@ -331,6 +332,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "agents", include_str!("../../migrations/postgres/0001_agents.sql")),
     (2, "conversations", include_str!("../../migrations/postgres/0002_conversations.sql")),
     (3, "files", include_str!("../../migrations/postgres/0003_files.sql")),
+    (4, "idempotency", include_str!("../../migrations/postgres/0004_idempotency.sql")),
 ];
 
 impl<'s> sqlx::migrate::MigrationSource<'s> for Embedded {
@@ -740,6 +742,68 @@ impl AgentStore for PgStore {
             super::found(done.rows_affected())
         })
         .not_found_as("Alias", alias)
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for PgStore {
+    async fn claim_key(&self, key: KeyUse<'_>, times: ClaimTimes) -> StoreResult<KeyClaim> {
+        on_connection!(self, |conn| {
+            let claimed = sqlx::query(sql::CLAIM_KEY)
+                .bind(key.ws.as_str())
+                .bind(key.key)
+                .bind(key.fingerprint)
+                .bind(times.now.micros())
+                .bind(times.expires_at.micros())
+                .bind(times.abandoned_before.micros())
+                .execute(&mut *conn)
+                .await?;
+            if claimed.rows_affected() > 0 {
+                return Ok(KeyClaim::Claimed);
+            }
+            let row =
+                sqlx::query(sql::SELECT_KEY).bind(key.ws.as_str()).bind(key.key).fetch_optional(&mut *conn).await?;
+            let found = row
+                .map(|row| -> sqlx::Result<_> {
+                    Ok((
+                        row.try_get("fingerprint")?,
+                        row.try_get::<Option<i32>, _>("status")?.map(i64::from),
+                        row.try_get("content_type")?,
+                        row.try_get("body")?,
+                    ))
+                })
+                .transpose()?;
+            Ok(super::existing_claim(key.fingerprint, found))
+        })
+    }
+
+    async fn finish_key(&self, key: KeyUse<'_>, answer: &StoredAnswer) -> StoreResult<()> {
+        on_connection!(self, |conn| {
+            sqlx::query(sql::FINISH_KEY)
+                .bind(key.ws.as_str())
+                .bind(key.key)
+                .bind(key.fingerprint)
+                .bind(i32::from(answer.status))
+                .bind(&answer.content_type)
+                .bind(&answer.body)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        })
+    }
+
+    async fn release_key(&self, key: KeyUse<'_>) -> StoreResult<()> {
+        on_connection!(self, |conn| {
+            let query = sqlx::query(sql::RELEASE_KEY).bind(key.ws.as_str()).bind(key.key).bind(key.fingerprint);
+            query.execute(&mut *conn).await?;
+            Ok(())
+        })
+    }
+
+    async fn purge_keys(&self, now: Timestamp) -> StoreResult<u64> {
+        on_connection!(self, |conn| {
+            Ok(sqlx::query(sql::PURGE_KEYS).bind(now.micros()).execute(&mut *conn).await?.rows_affected())
+        })
     }
 }
 

@@ -344,6 +344,29 @@ pub fn list_conversations(metadata_matches: &str) -> String {
     )
 }
 
+/// Claims an idempotency key ($3 fingerprint, $4 now, $5 expiry): a new row, or one whose
+/// answer expired or whose claim was abandoned (a claim made before $6) is taken over.
+pub const CLAIM_KEY: &str = "INSERT INTO idempotency_keys \
+     (workspace, request_key, fingerprint, status, content_type, body, created_at, expires_at) \
+     VALUES ($1, $2, $3, NULL, NULL, NULL, $4, $5) \
+     ON CONFLICT (workspace, request_key) DO UPDATE SET fingerprint = excluded.fingerprint, status = NULL, \
+     content_type = NULL, body = NULL, created_at = excluded.created_at, expires_at = excluded.expires_at \
+     WHERE idempotency_keys.expires_at <= $4 \
+        OR (idempotency_keys.status IS NULL AND idempotency_keys.created_at <= $6)";
+
+pub const SELECT_KEY: &str = "SELECT fingerprint, status, content_type, body FROM idempotency_keys \
+     WHERE workspace = $1 AND request_key = $2";
+
+/// Records the answer of a claimed key; only the claim of `fingerprint` $3 is answered.
+pub const FINISH_KEY: &str = "UPDATE idempotency_keys SET status = $4, content_type = $5, body = $6 \
+     WHERE workspace = $1 AND request_key = $2 AND fingerprint = $3 AND status IS NULL";
+
+/// Gives a claim up, so that a retry runs the request again.
+pub const RELEASE_KEY: &str = "DELETE FROM idempotency_keys \
+     WHERE workspace = $1 AND request_key = $2 AND fingerprint = $3 AND status IS NULL";
+
+pub const PURGE_KEYS: &str = "DELETE FROM idempotency_keys WHERE expires_at <= $1";
+
 pub const DELETE_CONVERSATION: &str = "DELETE FROM conversations WHERE workspace = $1 AND id = $2";
 
 /// One entry row. Binds: workspace, then `Entry::ALL`.

@@ -20,7 +20,9 @@ use super::{
     AgentFilter, AgentRecord, AgentStore, AliasRecord, ConversationRecord, ConversationStore, Database, FileFilter,
     FileRecord, FileStore, NotFoundAs, Page,
 };
-use super::{EntryColumns, StoreError, StoreResult, TurnWrite};
+use super::{
+    ClaimTimes, EntryColumns, IdempotencyStore, KeyClaim, KeyUse, StoreError, StoreResult, StoredAnswer, TurnWrite,
+};
 use crate::config::SqliteSynchronous;
 use crate::domain::agents::{AgentConfig, VersionSelector};
 use crate::domain::entries::Entry;
@@ -105,6 +107,11 @@ struct Statements {
     delete_chunks: String,
     insert_setting: String,
     select_setting: String,
+    claim_key: String,
+    select_key: String,
+    finish_key: String,
+    release_key: String,
+    purge_keys: String,
 }
 
 static SQL: LazyLock<Statements> = LazyLock::new(|| Statements {
@@ -143,6 +150,11 @@ static SQL: LazyLock<Statements> = LazyLock::new(|| Statements {
     delete_chunks: numbered(sql::DELETE_CHUNKS),
     insert_setting: numbered(sql::INSERT_SETTING),
     select_setting: numbered(sql::SELECT_SETTING),
+    claim_key: numbered(sql::CLAIM_KEY),
+    select_key: numbered(sql::SELECT_KEY),
+    finish_key: numbered(sql::FINISH_KEY),
+    release_key: numbered(sql::RELEASE_KEY),
+    purge_keys: numbered(sql::PURGE_KEYS),
 });
 
 /// Migrations, in order: (version, description, SQL). Recorded in sqlx's `_sqlx_migrations`
@@ -152,6 +164,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "agents", include_str!("../../migrations/sqlite/0001_agents.sql")),
     (2, "conversations", include_str!("../../migrations/sqlite/0002_conversations.sql")),
     (3, "files", include_str!("../../migrations/sqlite/0003_files.sql")),
+    (4, "idempotency", include_str!("../../migrations/sqlite/0004_idempotency.sql")),
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -854,6 +867,60 @@ impl AgentStore for SqliteStore {
         )
         .await
         .not_found_as("Alias", asked)
+    }
+}
+
+/// A key's parts, owned for the SQLite thread.
+fn owned(key: KeyUse<'_>) -> (String, String, String) {
+    (key.ws.as_str().to_owned(), key.key.to_owned(), key.fingerprint.to_owned())
+}
+
+#[async_trait]
+impl IdempotencyStore for SqliteStore {
+    async fn claim_key(&self, key: KeyUse<'_>, times: ClaimTimes) -> StoreResult<KeyClaim> {
+        let (ws, request_key, fingerprint) = owned(key);
+        let (now, expires_at, abandoned) =
+            (times.now.micros(), times.expires_at.micros(), times.abandoned_before.micros());
+        self.write(move |tx| {
+            let values = params![ws, request_key, fingerprint, now, expires_at, abandoned];
+            if tx.prepare_cached(&SQL.claim_key)?.execute(values)? > 0 {
+                return Ok(KeyClaim::Claimed);
+            }
+            let found = tx
+                .prepare_cached(&SQL.select_key)?
+                .query_row(params![ws, request_key], |row| {
+                    Ok((row.get("fingerprint")?, row.get("status")?, row.get("content_type")?, row.get("body")?))
+                })
+                .optional()?;
+            Ok(super::existing_claim(&fingerprint, found))
+        })
+        .await
+    }
+
+    async fn finish_key(&self, key: KeyUse<'_>, answer: &StoredAnswer) -> StoreResult<()> {
+        let (ws, request_key, fingerprint) = owned(key);
+        let answer = answer.clone();
+        self.write(move |tx| {
+            let values =
+                params![ws, request_key, fingerprint, i64::from(answer.status), answer.content_type, answer.body];
+            tx.prepare_cached(&SQL.finish_key)?.execute(values)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_key(&self, key: KeyUse<'_>) -> StoreResult<()> {
+        let (ws, request_key, fingerprint) = owned(key);
+        self.write(move |tx| {
+            tx.prepare_cached(&SQL.release_key)?.execute(params![ws, request_key, fingerprint])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn purge_keys(&self, now: Timestamp) -> StoreResult<u64> {
+        let now = now.micros();
+        self.write(move |tx| Ok(tx.prepare_cached(&SQL.purge_keys)?.execute(params![now])? as u64)).await
     }
 }
 

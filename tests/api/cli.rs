@@ -126,6 +126,8 @@ fn serve_help_lists_every_setting_after_the_command() {
         "--history-cache-entries",
         "--db-max-connections",
         "--db-acquire-timeout-ms",
+        "--idempotency-ttl-secs",
+        "--stream-retention-secs",
         "--log-format",
         "--sqlite-synchronous",
         "--metrics-addr",

@@ -38,6 +38,7 @@ pub struct Options {
     pub metrics_addr: Option<SocketAddr>,
     pub mock_script: Option<std::path::PathBuf>,
     pub max_handoffs: Option<u32>,
+    pub stream_retention_secs: Option<u64>,
 }
 
 static DATABASE_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -101,6 +102,8 @@ impl TestApp {
             log_format: LogFormat::Text,
             sqlite_synchronous: options.sqlite_synchronous,
             db_acquire_timeout_ms: options.db_acquire_timeout_ms.unwrap_or(5_000),
+            idempotency_ttl_secs: 86_400,
+            stream_retention_secs: options.stream_retention_secs.unwrap_or(600),
             metrics_addr: options.metrics_addr,
             mock_script: options.mock_script.clone(),
         };
@@ -228,21 +231,33 @@ impl TestApp {
 }
 
 /// Parses an SSE body into `(event, data)` pairs, checking the framing the SDKs need:
-/// every block has an `event:` line and a one-line JSON `data:` whose `type` is the name.
+/// every block has an `event:` line and a one-line JSON `data:` whose `type` is the name,
+/// and its `id:` (the event's number in the run) in the same block.
 pub fn parse_sse(body: &str) -> Vec<(String, Value)> {
+    let numbered = parse_numbered_sse(body);
+    let ids: Vec<u64> = numbered.iter().map(|(id, ..)| *id).collect();
+    assert_eq!(ids, (0..ids.len() as u64).collect::<Vec<_>>(), "a run's events are numbered from 0");
+    numbered.into_iter().map(|(_, name, data)| (name, data)).collect()
+}
+
+/// `parse_sse` with each event's `id:`.
+pub fn parse_numbered_sse(body: &str) -> Vec<(u64, String, Value)> {
     assert!(body.ends_with("\n\n"), "the last event ends with a blank line");
     let mut events = Vec::new();
     for block in body.split("\n\n").filter(|b| !b.trim().is_empty()) {
         let mut name = None;
         let mut data = None;
+        let mut id = None;
         for line in block.lines() {
             if let Some(rest) = line.strip_prefix("event:") {
                 name = Some(rest.trim().to_owned());
             } else if let Some(rest) = line.strip_prefix("data:") {
                 assert!(data.is_none(), "one data line per event: {block}");
                 data = Some(serde_json::from_str::<Value>(rest.trim()).expect("data is JSON"));
+            } else if let Some(rest) = line.strip_prefix("id:") {
+                id = Some(rest.trim().parse::<u64>().expect("an event's id is its number"));
             } else {
-                assert!(line.starts_with(':'), "only comments besides event and data: {line}");
+                assert!(line.starts_with(':'), "only comments besides event, data and id: {line}");
             }
         }
         let (Some(name), Some(data)) = (name, data) else {
@@ -252,7 +267,8 @@ pub fn parse_sse(body: &str) -> Vec<(String, Value)> {
             panic!("an event without `event:` or `data:`: {block}");
         };
         assert_eq!(data["type"], name.as_str());
-        events.push((name, data));
+        let id = id.unwrap_or_else(|| panic!("an event without `id:`: {block}"));
+        events.push((id, name, data));
     }
     events
 }

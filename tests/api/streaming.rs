@@ -1,7 +1,7 @@
 //! SSE streaming (the official SDKs' streaming contract): event sequences, ids, parity with the
 //! non-streaming response and the stored history, faults and disconnects.
 
-use crate::helpers::{json_of, names, parse_sse, TestApp};
+use crate::helpers::{json_of, names, parse_numbered_sse, TestApp};
 use crate::upstream::Reply;
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -25,7 +25,7 @@ impl EventReader {
                 if block.lines().all(|l| l.starts_with(':') || l.is_empty()) {
                     continue;
                 }
-                return parse_sse(&block).into_iter().next();
+                return parse_numbered_sse(&block).into_iter().next().map(|(_, name, data)| (name, data));
             }
             let chunk =
                 tokio::time::timeout(Duration::from_secs(10), self.body.next()).await.expect("an event in time")?;

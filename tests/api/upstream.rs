@@ -33,6 +33,9 @@ pub enum Reply {
     Hang,
     /// Waits until `release()`, then answers with the inner reply (nothing is sent before).
     Held(Box<Reply>),
+    /// One chunk per item, each the delta's `content` as given (a string, or a list of
+    /// parts such as Mistral's `reference` chunks).
+    Pieces(Vec<Value>),
 }
 
 #[derive(Clone, Default)]
@@ -107,6 +110,20 @@ fn sse(stream: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send
     Response::builder().header(header::CONTENT_TYPE, "text/event-stream").body(Body::from_stream(stream)).unwrap()
 }
 
+/// A streamed answer of one chunk per content piece.
+fn pieces(contents: Vec<Value>) -> Response {
+    let count = contents.len();
+    let stream = async_stream::stream! {
+        for content in contents {
+            yield Ok(chunk(json!({"role": "assistant", "content": content}), None));
+        }
+        yield Ok(chunk(json!({}), Some("stop")));
+        yield Ok(usage_chunk(count));
+        yield Ok(Bytes::from("data: [DONE]\n\n"));
+    };
+    sse(stream)
+}
+
 async fn chat(State(shared): State<Shared>, Json(body): Json<Value>) -> Response {
     shared.requests.lock().unwrap().push(body);
     let mut reply = shared.script.lock().unwrap().pop_front().unwrap_or(Reply::Text("default answer"));
@@ -115,19 +132,7 @@ async fn chat(State(shared): State<Shared>, Json(body): Json<Value>) -> Response
         reply = *inner;
     }
     match reply {
-        Reply::Text(text) => {
-            let pieces = words(text);
-            let count = pieces.len();
-            let stream = async_stream::stream! {
-                for piece in pieces {
-                    yield Ok(chunk(json!({"role": "assistant", "content": piece}), None));
-                }
-                yield Ok(chunk(json!({}), Some("stop")));
-                yield Ok(usage_chunk(count));
-                yield Ok(Bytes::from("data: [DONE]\n\n"));
-            };
-            sse(stream)
-        }
+        Reply::Text(text) => pieces(words(text).into_iter().map(Value::from).collect()),
         Reply::ToolCalls(text, calls) => {
             let stream = async_stream::stream! {
                 for piece in words(text) {
@@ -191,6 +196,7 @@ async fn chat(State(shared): State<Shared>, Json(body): Json<Value>) -> Response
             };
             sse(stream)
         }
+        Reply::Pieces(contents) => pieces(contents),
         Reply::Held(_) => unreachable!("a held reply was unwrapped above"),
         Reply::Hang => {
             let stream = async_stream::stream! {

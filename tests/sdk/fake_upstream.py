@@ -9,6 +9,7 @@ GET  /v1/models             one model card
 POST /mcp                   a small MCP server (Streamable HTTP, JSON answers) with the tool
                             `delete_order`, for palaver's `orders` connector
 GET  /control/mcp-calls     the `tools/call` params it received
+GET  /searxng/search        a SearXNG JSON answer with two hits, for palaver's `[web_search]`
 
 A reply is {"text": "..."} or {"tool_calls": [{"id", "name", "arguments"}], "text": "..."}
 or {"status": 500, "body": "..."}.
@@ -20,6 +21,7 @@ import json
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
 
 LOCK = threading.Lock()
 SCRIPT = []
@@ -65,6 +67,11 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/control/mcp-calls":
             with LOCK:
                 self.send_json(200, list(MCP_CALLS))
+        elif self.path.startswith("/searxng/search"):
+            query = parse_qs(urlparse(self.path).query).get("q", [""])[0]
+            results = [{"url": "https://example.com/euro-%d" % i, "title": "Euro winners %d" % i,
+                        "content": "Result %d about %s" % (i, query), "engine": "fake"} for i in range(2)]
+            self.send_json(200, {"query": query, "results": results})
         elif self.path == "/v1/models":
             self.send_json(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
         else:
