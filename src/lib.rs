@@ -63,10 +63,11 @@ impl App {
         )
         .await?;
         let models = ModelRouter::from_config(&config, &file)?;
-        let connectors = connectors::Connectors::from_config(&file, None)?;
-        let keys = KeyRing::new(&config.api_keys);
         let (blobs, blobs_described) = store::open_blobs(&file.files, &config.database_url, &store)?;
-        let files = engine::files::Files::open(store.clone(), blobs, &file.files).await?;
+        let files = Arc::new(engine::files::Files::open(store.clone(), blobs, &file.files).await?);
+        // Tools that produce files (`image_generation`) store them through the Files API.
+        let connectors = connectors::Connectors::from_config(&file, Some(files.clone()))?;
+        let keys = KeyRing::new(&config.api_keys);
         tracing::info!("data: {}", store::describe(&config.database_url));
         tracing::info!("files: {blobs_described}; {}", files.describe_signing());
         tracing::info!("models: {}", models.describe());

@@ -288,6 +288,14 @@ impl Files {
     }
 }
 
+/// The built-in tools (`image_generation`, …) store what they produce here.
+#[async_trait::async_trait]
+impl crate::connectors::FileSink for Files {
+    async fn store(&self, ws: &WorkspaceId, file_name: &str, mimetype: &str, bytes: Bytes) -> Result<String> {
+        Ok(self.store_output(ws, file_name, Some(mimetype), bytes).await?.id.0)
+    }
+}
+
 impl From<&FileRecord> for FileObject {
     fn from(file: &FileRecord) -> Self {
         FileObject {

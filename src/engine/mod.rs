@@ -55,7 +55,7 @@ pub struct Engine {
     /// How long an `Idempotency-Key`'s answer is kept.
     pub idempotency_ttl: std::time::Duration,
     /// Uploads, tool outputs, downloads and signed links (`store_output` for the tools).
-    pub files: files::Files,
+    pub files: Arc<files::Files>,
 }
 
 impl Engine {

@@ -76,7 +76,8 @@ async fn generate(State(shared): State<Shared>, headers: HeaderMap, Json(body): 
             Json(json!({"created": 1, "data": [{"url": url}]})).into_response()
         }
         Answer::Status(status) => {
-            (StatusCode::from_u16(status).unwrap(), Json(json!({"error": {"message": "content policy"}}))).into_response()
+            (StatusCode::from_u16(status).unwrap(), Json(json!({"error": {"message": "content policy"}})))
+                .into_response()
         }
         Answer::Slow(delay) => {
             tokio::time::sleep(delay).await;
@@ -96,7 +97,8 @@ async fn setup() -> (TestApp, FakeUpstream, FakeImages, String) {
         "[image_generation]\nurl = \"{}\"\napi_key_env = \"PALAVER_TEST_IMAGES_KEY\"\nmodel = \"flux\"\ntimeout_secs = 1\n",
         images.url
     );
-    let (app, upstream) = TestApp::with_upstream_options(Options { config_toml: Some(toml), ..Options::default() }).await;
+    let (app, upstream) =
+        TestApp::with_upstream_options(Options { config_toml: Some(toml), ..Options::default() }).await;
     let agent = app
         .create_agent(json!({"model": "fake-model", "name": "Painter", "tools": [{"type": "image_generation"}]}))
         .await;
@@ -120,14 +122,23 @@ async fn a_generated_image_is_stored_and_shown_as_a_tool_file_after_the_answer()
     images.answer(Answer::Base64);
     images.answer(Answer::Url);
     upstream.script([
-        Reply::ToolCalls("", vec![("call_1", "image_generation", r#"{"prompt": "a red square"}"#), ("call_2", "image_generation", r#"{"prompt": "a blue one"}"#)]),
+        Reply::ToolCalls(
+            "",
+            vec![
+                ("call_1", "image_generation", r#"{"prompt": "a red square"}"#),
+                ("call_2", "image_generation", r#"{"prompt": "a blue one"}"#),
+            ],
+        ),
         Reply::Text("Here they are."),
     ]);
 
     let response = app.ok("/v1/conversations", &json!({"agent_id": agent_id, "inputs": "Draw two squares"})).await;
 
     let outputs = response["outputs"].as_array().unwrap();
-    assert_eq!(outputs.iter().map(|e| e["type"].as_str().unwrap()).collect::<Vec<_>>(), ["tool.execution", "tool.execution", "message.output"]);
+    assert_eq!(
+        outputs.iter().map(|e| e["type"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["tool.execution", "tool.execution", "message.output"]
+    );
     assert_eq!(outputs[0]["name"], "image_generation");
     let content = outputs[2]["content"].as_array().unwrap();
     assert_eq!(content[0], json!({"type": "text", "text": "Here they are."}));
@@ -160,12 +171,19 @@ async fn a_streamed_image_arrives_as_one_tool_file_delta_at_the_end_of_the_messa
     let (app, upstream, _images, agent_id) = setup().await;
     upstream.script([draw("call_1"), Reply::Text("Done.")]);
 
-    let events = app.stream("/v1/conversations", &json!({"agent_id": agent_id, "inputs": "Draw", "stream": true})).await;
+    let events =
+        app.stream("/v1/conversations", &json!({"agent_id": agent_id, "inputs": "Draw", "stream": true})).await;
 
     assert_eq!(
         names(&events),
-        ["conversation.response.started", "tool.execution.started", "tool.execution.done", "message.output.delta",
-         "message.output.delta", "conversation.response.done"]
+        [
+            "conversation.response.started",
+            "tool.execution.started",
+            "tool.execution.done",
+            "message.output.delta",
+            "message.output.delta",
+            "conversation.response.done"
+        ]
     );
     assert_eq!(events[3].1["content"], "Done.");
     assert_eq!(events[4].1["content"]["type"], "tool_file");

@@ -16,6 +16,7 @@ mod files;
 mod handoffs;
 mod helpers;
 mod idempotency;
+mod image_generation;
 mod mcp;
 mod metrics;
 mod mock;
