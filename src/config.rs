@@ -310,6 +310,9 @@ pub struct CodeInterpreterConfig {
     pub workdir_ttl_secs: u64,
     /// Where work directories live (default: `palaver-sandbox` in the system temp directory).
     pub workdir_root: Option<PathBuf>,
+    /// The palaver executable the sandbox re-executes as its helper (`palaver sandbox-exec`);
+    /// default: the running executable. For programs that embed palaver as a library.
+    pub helper: Option<PathBuf>,
 }
 
 impl Default for CodeInterpreterConfig {
@@ -328,6 +331,7 @@ impl Default for CodeInterpreterConfig {
             concurrency: 2,
             workdir_ttl_secs: 3600,
             workdir_root: None,
+            helper: None,
         }
     }
 }

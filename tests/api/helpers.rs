@@ -80,11 +80,17 @@ impl TestApp {
                 (format!("sqlite://{}", dir.path().join("palaver.db").display()), Some(std::sync::Arc::new(dir)))
             }
         };
-        let config_dir = options.config_toml.as_ref().map(|toml| {
+        // The sandbox is probed only where a test asks for code_interpreter: elsewhere it
+        // would cost every server a probe (and here the helper is not this test binary).
+        let mut toml = options.config_toml.clone().unwrap_or_default();
+        if !toml.contains("[code_interpreter]") {
+            toml.push_str("\n[code_interpreter]\nsandbox = \"off\"\n");
+        }
+        let config_dir = {
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join("palaver.toml"), toml).unwrap();
-            std::sync::Arc::new(dir)
-        });
+            Some(std::sync::Arc::new(dir))
+        };
         let config = Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: database_url.clone(),

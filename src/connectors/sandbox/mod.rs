@@ -197,7 +197,10 @@ impl Sandbox {
     /// helper. An explicit mechanism that cannot work here is an error; `auto` falls back
     /// to `Unavailable`.
     pub fn from_config(config: &CodeInterpreterConfig) -> anyhow::Result<SandboxChoice> {
-        let helper = std::env::current_exe().context("locating the palaver executable")?;
+        let helper = match &config.helper {
+            Some(helper) => helper.clone(),
+            None => std::env::current_exe().context("locating the palaver executable")?,
+        };
         Sandbox::from_config_with_helper(config, &helper)
     }
 
