@@ -22,6 +22,7 @@
 //!   the HTTP suite runs on both too.
 
 pub mod postgres;
+mod rows;
 mod sql;
 pub mod sqlite;
 

@@ -60,8 +60,10 @@ const SYSTEM_WRITE: &[&str] = &["/dev/null"];
 /// Exit status of `palaver sandbox-exec` when it could not confine or start the program.
 const HELPER_FAILED: i32 = 125;
 
-/// A limit the run hit; the run still answers, with what it printed until then.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A limit the run hit; the run still answers, with what it printed until then. As JSON
+/// (`"file_size"`, …) in the answer of a `command` sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LimitHit {
     /// The wall clock (`timeout_secs`).
     Timeout,
