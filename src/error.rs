@@ -113,6 +113,8 @@ error_codes! {
     Conflict => 409, INVALID, Some("conflict");
     Unauthorized => 401, "authentication_error", Some("unauthorized");
     PayloadTooLarge => 413, INVALID, Some("payload_too_large");
+    /// The client took too long to send its request.
+    RequestTimeout => 408, INVALID, Some("request_timeout");
     MethodNotAllowed => 405, INVALID, Some("method_not_allowed");
     /// The model upstream asked us to back off; so do we.
     UpstreamRateLimited => 429, "rate_limit_error", Some("upstream_error");
@@ -144,6 +146,8 @@ pub enum Error {
     Unauthorized,
     #[error("The request body is larger than the limit of {limit} bytes.")]
     PayloadTooLarge { limit: usize },
+    #[error("The request body did not arrive within {} ms.", .after.as_millis())]
+    RequestTimeout { after: std::time::Duration },
     #[error("No route for `{method} {path}`.")]
     RouteNotFound { method: String, path: String },
     #[error("Method `{method}` is not allowed on `{path}`.")]
@@ -196,6 +200,7 @@ impl Error {
             Error::Conflict(_) => Code::Conflict,
             Error::Unauthorized => Code::Unauthorized,
             Error::PayloadTooLarge { .. } => Code::PayloadTooLarge,
+            Error::RequestTimeout { .. } => Code::RequestTimeout,
             Error::MethodNotAllowed { .. } => Code::MethodNotAllowed,
             Error::Upstream { code, .. } | Error::RunFailed { code, .. } => *code,
             Error::StoreUnavailable(_) => Code::StoreUnavailable,

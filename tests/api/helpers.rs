@@ -39,6 +39,9 @@ pub struct Options {
     pub mock_script: Option<std::path::PathBuf>,
     pub max_handoffs: Option<u32>,
     pub stream_retention_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub client_header_timeout_ms: Option<u64>,
+    pub client_body_timeout_ms: Option<u64>,
 }
 
 static DATABASE_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -110,6 +113,9 @@ impl TestApp {
             db_acquire_timeout_ms: options.db_acquire_timeout_ms.unwrap_or(5_000),
             idempotency_ttl_secs: 86_400,
             stream_retention_secs: options.stream_retention_secs.unwrap_or(600),
+            max_connections: options.max_connections.unwrap_or(4096),
+            client_header_timeout_ms: options.client_header_timeout_ms.unwrap_or(10_000),
+            client_body_timeout_ms: options.client_body_timeout_ms.unwrap_or(30_000),
             metrics_addr: options.metrics_addr,
             mock_script: options.mock_script.clone(),
         };
