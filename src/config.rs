@@ -82,6 +82,21 @@ pub struct Config {
     #[arg(global = true, long, env = "PALAVER_STREAM_RETENTION_SECS", default_value_t = 600)]
     pub stream_retention_secs: u64,
 
+    /// Most client connections served at once; past it a connection is answered 503 and
+    /// closed. Keep it below the process's open-file limit (`ulimit -n`).
+    #[arg(global = true, long, env = "PALAVER_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Longest a client may take to send its request headers, in milliseconds; then the
+    /// connection is closed.
+    #[arg(global = true, long, env = "PALAVER_CLIENT_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub client_header_timeout_ms: u64,
+
+    /// Longest a client may take to send a JSON request body, in milliseconds; then the
+    /// request is answered 408.
+    #[arg(global = true, long, env = "PALAVER_CLIENT_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub client_body_timeout_ms: u64,
+
     /// Longest wait, in milliseconds, for a database connection (Postgres) or for another
     /// process's lock on the file (SQLite); then the request fails with a 503.
     #[arg(global = true, long, env = "PALAVER_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5_000)]
@@ -130,6 +145,9 @@ impl fmt::Debug for Config {
             .field("db_acquire_timeout_ms", &self.db_acquire_timeout_ms)
             .field("idempotency_ttl_secs", &self.idempotency_ttl_secs)
             .field("stream_retention_secs", &self.stream_retention_secs)
+            .field("max_connections", &self.max_connections)
+            .field("client_header_timeout_ms", &self.client_header_timeout_ms)
+            .field("client_body_timeout_ms", &self.client_body_timeout_ms)
             .field("upstream_read_timeout_ms", &self.upstream_read_timeout_ms)
             .field("max_rounds", &self.max_rounds)
             .field("max_handoffs", &self.max_handoffs)
@@ -390,6 +408,9 @@ pub struct CodeInterpreterConfig {
     pub workdir_ttl_secs: u64,
     /// Where work directories live (default: `palaver-sandbox` in the system temp directory).
     pub workdir_root: Option<PathBuf>,
+    /// The palaver executable the sandbox re-executes as its helper (`palaver sandbox-exec`);
+    /// default: the running executable. For programs that embed palaver as a library.
+    pub helper: Option<PathBuf>,
 }
 
 impl Default for CodeInterpreterConfig {
@@ -408,6 +429,7 @@ impl Default for CodeInterpreterConfig {
             concurrency: 2,
             workdir_ttl_secs: 3600,
             workdir_root: None,
+            helper: None,
         }
     }
 }

@@ -115,6 +115,8 @@ error_codes! {
     /// A signed file link that is not this server's, was altered, or has expired.
     Forbidden => 403, INVALID, Some("forbidden");
     PayloadTooLarge => 413, INVALID, Some("payload_too_large");
+    /// The client took too long to send its request.
+    RequestTimeout => 408, INVALID, Some("request_timeout");
     MethodNotAllowed => 405, INVALID, Some("method_not_allowed");
     /// The model upstream asked us to back off; so do we.
     UpstreamRateLimited => 429, "rate_limit_error", Some("upstream_error");
@@ -150,6 +152,8 @@ pub enum Error {
     PayloadTooLarge { limit: usize },
     #[error("The file is larger than the upload limit of {limit_mb} MiB.")]
     FileTooLarge { limit_mb: u64 },
+    #[error("The request body did not arrive within {} ms.", .after.as_millis())]
+    RequestTimeout { after: std::time::Duration },
     #[error("No route for `{method} {path}`.")]
     RouteNotFound { method: String, path: String },
     #[error("Method `{method}` is not allowed on `{path}`.")]
@@ -203,6 +207,7 @@ impl Error {
             Error::Unauthorized => Code::Unauthorized,
             Error::Forbidden(_) => Code::Forbidden,
             Error::PayloadTooLarge { .. } | Error::FileTooLarge { .. } => Code::PayloadTooLarge,
+            Error::RequestTimeout { .. } => Code::RequestTimeout,
             Error::MethodNotAllowed { .. } => Code::MethodNotAllowed,
             Error::Upstream { code, .. } | Error::RunFailed { code, .. } => *code,
             Error::StoreUnavailable(_) => Code::StoreUnavailable,

@@ -15,7 +15,6 @@ use crate::api::auth::KeyRing;
 use crate::backends::ModelRouter;
 use crate::config::Config;
 use crate::engine::Engine;
-use axum::serve::ListenerExt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,10 +37,13 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Answers to `Idempotency-Key` requests being written in this process.
     pub flights: Arc<api::idempotency::Flights>,
+    /// Longest a client may take to send a JSON body.
+    pub body_timeout: std::time::Duration,
 }
 
 pub struct App {
     listener: TcpListener,
+    limits: api::server::ConnectionLimits,
     /// `PALAVER_METRICS_ADDR`, when set.
     metrics_listener: Option<TcpListener>,
     state: AppState,
@@ -98,6 +100,7 @@ impl App {
             max_body_bytes: config.max_body_bytes,
             shutdown: CancellationToken::new(),
             flights: Default::default(),
+            body_timeout: std::time::Duration::from_millis(config.client_body_timeout_ms),
         };
         let listener = TcpListener::bind(config.addr).await?;
         let metrics_listener = match config.metrics_addr {
@@ -105,7 +108,11 @@ impl App {
             None => None,
         };
         telemetry::handle();
-        Ok(App { listener, metrics_listener, state })
+        let limits = api::server::ConnectionLimits {
+            max_connections: config.max_connections,
+            header_timeout: std::time::Duration::from_millis(config.client_header_timeout_ms),
+        };
+        Ok(App { listener, limits, metrics_listener, state })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -164,22 +171,12 @@ impl App {
             }
         });
         tracing::info!(addr = %self.listener.local_addr()?, "palaver listening");
-        // Without TCP_NODELAY, small SSE frames wait for the client's delayed ACK (~40 ms).
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::warn!(%error, "cannot set TCP_NODELAY");
-            }
-        });
-        // `into_make_service`: each connection shares the router as built. Served as it
-        // is, axum rebuilds the router's route table for every connection (`Router::
-        // with_state` on accept), ~14 KiB of heap per open connection.
-        axum::serve(listener, router.into_make_service())
-            .with_graceful_shutdown(async move {
-                signal.await;
-                tracing::info!("shutting down");
-                token.cancel();
-            })
-            .await?;
+        let shutdown = async move {
+            signal.await;
+            tracing::info!("shutting down");
+            token.cancel();
+        };
+        api::server::serve(self.listener, router, self.limits, shutdown).await?;
         // Turns whose clients already left still finish and commit, within a bound.
         engine.shut_down(SHUTDOWN_GRACE).await;
         Ok(())

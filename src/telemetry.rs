@@ -204,6 +204,11 @@ pub fn store_operation(operation: &'static str, elapsed: Duration) {
     }
 }
 
+/// A connection turned away past `PALAVER_MAX_CONNECTIONS`.
+pub fn connection_refused() {
+    counter!("palaver_connections_refused_total").increment(1);
+}
+
 /// An answer replayed for an `Idempotency-Key` retry.
 pub fn idempotent_replay() {
     counter!("palaver_idempotent_replays_total").increment(1);

@@ -48,7 +48,11 @@ impl FromRequest<AppState> for RawBody {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self> {
         let limit = state.max_body_bytes;
-        Ok(RawBody(Bytes::from_request(req, state).await.map_err(|r| body_error(r, limit))?))
+        // A deadline for the whole body: a client trickling it holds no handler for long.
+        match tokio::time::timeout(state.body_timeout, Bytes::from_request(req, state)).await {
+            Ok(read) => Ok(RawBody(read.map_err(|r| body_error(r, limit))?)),
+            Err(_) => Err(Error::RequestTimeout { after: state.body_timeout }),
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod idempotency;
 pub mod metrics;
 pub mod mock;
 pub mod models;
+pub mod server;
 pub mod sse;
 
 use crate::error::Error;

@@ -25,6 +25,7 @@
 
 pub mod blobs;
 pub mod postgres;
+mod rows;
 mod sql;
 pub mod sqlite;
 

@@ -2,6 +2,7 @@
 //! Row locks serialize the compare-and-set updates; JSON columns are `jsonb`.
 
 use super::blobs::{BlobKey, BlobStore, ByteStream, CHUNK_BYTES};
+use super::rows;
 use super::sql::{self, Columns, Naming};
 use super::{
     AgentFilter, AgentRecord, AgentStore, AliasRecord, ClaimTimes, ConversationRecord, ConversationStore, Database,
@@ -94,21 +95,6 @@ fn bind_version<'q>(
     query
 }
 
-/// Reads the agent's row and version of a row, named as `naming` says.
-fn agent_record(row: &PgRow, naming: Naming) -> sqlx::Result<AgentRecord> {
-    use sql::{Agent as A, AgentVersion as V};
-    Ok(AgentRecord {
-        id: AgentId(row.try_get(naming.of(A::Id))?),
-        version: row.try_get(naming.of(V::Version))?,
-        active_version: row.try_get(naming.of(A::ActiveVersion))?,
-        latest_version: row.try_get(naming.of(A::LatestVersion))?,
-        revision: row.try_get(naming.of(A::Revision))?,
-        created_at: Timestamp::from_micros(row.try_get(naming.of(A::CreatedAt))?),
-        updated_at: Timestamp::from_micros(row.try_get(naming.of(A::UpdatedAt))?),
-        config: row.try_get::<Json<AgentConfig>, _>(naming.of(V::Config))?.0,
-    })
-}
-
 /// Binds an alias's row after the workspace.
 fn bind_alias<'q>(mut query: PgQuery<'q>, agent: &'q AgentId, alias: &'q AliasRecord) -> PgQuery<'q> {
     use sql::AgentAlias as L;
@@ -124,17 +110,6 @@ fn bind_alias<'q>(mut query: PgQuery<'q>, agent: &'q AgentId, alias: &'q AliasRe
     query
 }
 
-fn alias_record(row: &PgRow) -> sqlx::Result<AliasRecord> {
-    use sql::AgentAlias as L;
-    Ok(AliasRecord {
-        alias: row.try_get(L::Alias.name())?,
-        version: row.try_get(L::Version.name())?,
-        created_at: Timestamp::from_micros(row.try_get(L::CreatedAt.name())?),
-        updated_at: Timestamp::from_micros(row.try_get(L::UpdatedAt.name())?),
-    })
-}
-
-/// Binds a conversation's row after the workspace.
 fn bind_conversation<'q>(mut query: PgQuery<'q>, c: &'q ConversationRecord) -> PgQuery<'q> {
     use sql::Conversation as C;
     for &column in C::ALL {
@@ -158,39 +133,15 @@ fn bind_conversation<'q>(mut query: PgQuery<'q>, c: &'q ConversationRecord) -> P
     query
 }
 
-fn conversation_record(row: &PgRow) -> sqlx::Result<ConversationRecord> {
-    use sql::Conversation as C;
-    Ok(ConversationRecord {
-        id: ConversationId(row.try_get(C::Id.name())?),
-        head: row.try_get::<Option<String>, _>(C::Head.name())?.map(EntryId),
-        agent_id: row.try_get(C::AgentId.name())?,
-        agent_version: json(row, C::AgentVersion)?,
-        model: row.try_get(C::Model.name())?,
-        instructions: row.try_get(C::Instructions.name())?,
-        tools: json(row, C::Tools)?,
-        completion_args: json(row, C::CompletionArgs)?,
-        guardrails: json(row, C::Guardrails)?,
-        name: row.try_get(C::Name.name())?,
-        description: row.try_get(C::Description.name())?,
-        metadata: json(row, C::Metadata)?,
-        created_at: Timestamp::from_micros(row.try_get(C::CreatedAt.name())?),
-        updated_at: Timestamp::from_micros(row.try_get(C::UpdatedAt.name())?),
-    })
+rows::read_row!(PgRow, sqlx::Error, try_get, json, optional_json);
+
+/// A `jsonb` column that is never NULL.
+fn json<T: DeserializeOwned>(row: &PgRow, column: &str) -> sqlx::Result<T> {
+    Ok(row.try_get::<Json<T>, _>(column)?.0)
 }
 
-/// A nullable `jsonb` column.
-fn json<T: DeserializeOwned>(row: &PgRow, column: impl Columns) -> sqlx::Result<Option<T>> {
-    Ok(row.try_get::<Option<Json<T>>, _>(column.name())?.map(|j| j.0))
-}
-
-/// A row of `sql::select_conversation_with_agent`: a NULL version means no version was
-/// joined (the agent may have been: its version is the one missing).
-fn conversation_with_agent(row: &PgRow) -> sqlx::Result<(ConversationRecord, Option<AgentRecord>)> {
-    let agent = match row.try_get::<Option<i64>, _>(Naming::Joined.of(sql::AgentVersion::Version))? {
-        Some(_) => Some(agent_record(row, Naming::Joined)?),
-        None => None,
-    };
-    Ok((conversation_record(row)?, agent))
+fn optional_json<T: DeserializeOwned>(row: &PgRow, column: &str) -> sqlx::Result<Option<T>> {
+    Ok(row.try_get::<Option<Json<T>>, _>(column)?.map(|j| j.0))
 }
 
 /// The entries' row shape here: a turn's entries travel as one array per column, unnested
@@ -530,11 +481,11 @@ async fn agent_version(
         .bind(version)
         .fetch_one(&mut **tx)
         .await?;
-    Ok(agent_record(&row, Naming::Own)?)
+    Ok(rows::agent_record(&row, Naming::Own)?)
 }
 
 fn agent_records(rows: &[PgRow]) -> StoreResult<Vec<AgentRecord>> {
-    Ok(rows.iter().map(|row| agent_record(row, Naming::Own)).collect::<sqlx::Result<_>>()?)
+    Ok(rows.iter().map(|row| rows::agent_record(row, Naming::Own)).collect::<sqlx::Result<_>>()?)
 }
 
 #[async_trait]
@@ -590,7 +541,7 @@ impl AgentStore for PgStore {
                 }
             };
             let row = query.fetch_one(&mut *conn).await?;
-            Ok(agent_record(&row, Naming::Own)?)
+            Ok(rows::agent_record(&row, Naming::Own)?)
         })
         .not_found_as("Agent", id.as_str())
     }
@@ -716,7 +667,7 @@ impl AgentStore for PgStore {
         on_connection!(self, |conn| {
             let query = sqlx::query(sql::UPSERT_ALIAS.as_str()).bind(ws.as_str());
             let row = bind_alias(query, id, &record).fetch_one(&mut *conn).await?;
-            Ok(alias_record(&row)?)
+            Ok(rows::alias_record(&row)?)
         })
     }
 
@@ -727,7 +678,7 @@ impl AgentStore for PgStore {
                 .bind(id.as_str())
                 .fetch_all(&mut *conn)
                 .await?;
-            Ok(rows.iter().map(alias_record).collect::<sqlx::Result<_>>()?)
+            Ok(rows.iter().map(rows::alias_record).collect::<sqlx::Result<_>>()?)
         })
     }
 
@@ -849,7 +800,7 @@ impl ConversationStore for PgStore {
                 .bind(id.as_str())
                 .fetch_one(&mut *conn)
                 .await?;
-            Ok(conversation_record(&row)?)
+            Ok(rows::conversation_record(&row)?)
         })
         .not_found_as("Conversation", id.as_str())
     }
@@ -865,7 +816,7 @@ impl ConversationStore for PgStore {
                 .bind(id.as_str())
                 .fetch_one(&mut *conn)
                 .await?;
-            Ok(conversation_with_agent(&row)?)
+            Ok(rows::conversation_with_agent(&row)?)
         })
         .not_found_as("Conversation", id.as_str())
     }
@@ -884,7 +835,7 @@ impl ConversationStore for PgStore {
                 .bind(page.offset)
                 .fetch_all(&mut *conn)
                 .await?;
-            Ok(rows.iter().map(conversation_record).collect::<sqlx::Result<_>>()?)
+            Ok(rows.iter().map(rows::conversation_record).collect::<sqlx::Result<_>>()?)
         })
     }
 
@@ -928,23 +879,6 @@ fn bind_file<'q>(mut query: PgQuery<'q>, file: &'q FileRecord) -> PgQuery<'q> {
     query
 }
 
-fn file_record(row: &PgRow) -> sqlx::Result<FileRecord> {
-    use sql::File as F;
-    Ok(FileRecord {
-        id: FileId(row.try_get(F::Id.name())?),
-        filename: row.try_get(F::Filename.name())?,
-        bytes: row.try_get(F::Bytes.name())?,
-        purpose: row.try_get(F::Purpose.name())?,
-        sample_type: row.try_get(F::SampleType.name())?,
-        source: row.try_get(F::Source.name())?,
-        mimetype: row.try_get(F::Mimetype.name())?,
-        num_lines: row.try_get(F::NumLines.name())?,
-        visibility: row.try_get(F::Visibility.name())?,
-        expires_at: row.try_get(F::ExpiresAt.name())?,
-        created_at: Timestamp::from_micros(row.try_get(F::CreatedAt.name())?),
-    })
-}
-
 #[async_trait]
 impl FileStore for PgStore {
     async fn insert_file(&self, ws: &WorkspaceId, file: &FileRecord) -> StoreResult<()> {
@@ -962,7 +896,7 @@ impl FileStore for PgStore {
                 .bind(id.as_str())
                 .fetch_one(&mut *conn)
                 .await?;
-            Ok(file_record(&row)?)
+            Ok(rows::file_record(&row)?)
         })
         .not_found_as("File", id.as_str())
     }
@@ -987,8 +921,8 @@ impl FileStore for PgStore {
                 .bind(mimetypes.clone())
         };
         on_connection!(self, |conn| {
-            let rows = filtered(LIST_FILES.as_str()).bind(page.limit).bind(page.offset).fetch_all(&mut *conn).await?;
-            let files = rows.iter().map(file_record).collect::<sqlx::Result<Vec<_>>>()?;
+            let found = filtered(LIST_FILES.as_str()).bind(page.limit).bind(page.offset).fetch_all(&mut *conn).await?;
+            let files = found.iter().map(rows::file_record).collect::<sqlx::Result<Vec<_>>>()?;
             let total: i64 = filtered(COUNT_FILES.as_str()).fetch_one(&mut *conn).await?.try_get("total")?;
             Ok((files, total))
         })

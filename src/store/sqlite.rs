@@ -15,6 +15,7 @@
 //! file (a second palaver) is still waited for through the busy timeout.
 
 use super::blobs::{BlobKey, BlobStore, ByteStream, CHUNK_BYTES};
+use super::rows::{self, ReadRow};
 use super::sql::{self, Columns, Naming};
 use super::{
     AgentFilter, AgentRecord, AgentStore, AliasRecord, ConversationRecord, ConversationStore, Database, FileFilter,
@@ -451,16 +452,20 @@ fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-/// A JSON column, read by name.
-fn json<T: DeserializeOwned>(row: &Row<'_>, name: &str) -> rusqlite::Result<T> {
-    match optional_json(row, name)? {
+rows::read_row!(Row<'_>, rusqlite::Error, get, json, optional_json);
+
+/// A JSON column that is never NULL.
+fn json<T: DeserializeOwned>(row: &Row<'_>, column: &str) -> rusqlite::Result<T> {
+    match optional_json(row, column)? {
         Some(value) => Ok(value),
-        None => Err(rusqlite::Error::InvalidColumnType(row.as_ref().column_index(name)?, name.to_owned(), Type::Null)),
+        None => {
+            Err(rusqlite::Error::InvalidColumnType(row.as_ref().column_index(column)?, column.to_owned(), Type::Null))
+        }
     }
 }
 
-fn optional_json<T: DeserializeOwned>(row: &Row<'_>, name: &str) -> rusqlite::Result<Option<T>> {
-    let index = row.as_ref().column_index(name)?;
+fn optional_json<T: DeserializeOwned>(row: &Row<'_>, column: &str) -> rusqlite::Result<Option<T>> {
+    let index = row.as_ref().column_index(column)?;
     let failed =
         |e: Box<dyn std::error::Error + Send + Sync>| rusqlite::Error::FromSqlConversionFailure(index, Type::Text, e);
     match row.get_ref(index)?.as_str_or_null().map_err(|e| failed(Box::new(e)))? {
@@ -490,23 +495,8 @@ fn agent_param(agent: &AgentRecord, column: sql::Agent) -> ToSqlOutput<'_> {
     }
 }
 
-/// Reads the agent's row and version of a row, named as `naming` says.
-fn agent_record(row: &Row<'_>, naming: Naming) -> rusqlite::Result<AgentRecord> {
-    use sql::{Agent as A, AgentVersion as V};
-    Ok(AgentRecord {
-        id: AgentId(row.get(naming.of(A::Id))?),
-        version: row.get(naming.of(V::Version))?,
-        active_version: row.get(naming.of(A::ActiveVersion))?,
-        latest_version: row.get(naming.of(A::LatestVersion))?,
-        revision: row.get(naming.of(A::Revision))?,
-        created_at: Timestamp::from_micros(row.get(naming.of(A::CreatedAt))?),
-        updated_at: Timestamp::from_micros(row.get(naming.of(A::UpdatedAt))?),
-        config: json(row, naming.of(V::Config))?,
-    })
-}
-
 fn own_agent_record(row: &Row<'_>) -> rusqlite::Result<AgentRecord> {
-    agent_record(row, Naming::Own)
+    rows::agent_record(row, Naming::Own)
 }
 
 /// A version's values that come from its config, serialized before the write.
@@ -560,16 +550,6 @@ fn alias_param<'a>(agent: &'a str, alias: &'a AliasRecord, column: sql::AgentAli
     }
 }
 
-fn alias_record(row: &Row<'_>) -> rusqlite::Result<AliasRecord> {
-    use sql::AgentAlias as L;
-    Ok(AliasRecord {
-        alias: row.get(L::Alias.name())?,
-        version: row.get(L::Version.name())?,
-        created_at: Timestamp::from_micros(row.get(L::CreatedAt.name())?),
-        updated_at: Timestamp::from_micros(row.get(L::UpdatedAt.name())?),
-    })
-}
-
 /// A conversation's row after the workspace, serialized before the write.
 fn conversation_values(c: &ConversationRecord) -> Vec<SqlValue> {
     use sql::Conversation as C;
@@ -592,36 +572,6 @@ fn conversation_values(c: &ConversationRecord) -> Vec<SqlValue> {
         C::UpdatedAt => SqlValue::Integer(c.updated_at.micros()),
     };
     C::ALL.iter().map(|&column| value(column)).collect()
-}
-
-fn conversation_record(row: &Row<'_>) -> rusqlite::Result<ConversationRecord> {
-    use sql::Conversation as C;
-    Ok(ConversationRecord {
-        id: ConversationId(row.get(C::Id.name())?),
-        head: row.get::<_, Option<String>>(C::Head.name())?.map(EntryId),
-        agent_id: row.get(C::AgentId.name())?,
-        agent_version: optional_json(row, C::AgentVersion.name())?,
-        model: row.get(C::Model.name())?,
-        instructions: row.get(C::Instructions.name())?,
-        tools: optional_json(row, C::Tools.name())?,
-        completion_args: optional_json(row, C::CompletionArgs.name())?,
-        guardrails: optional_json(row, C::Guardrails.name())?,
-        name: row.get(C::Name.name())?,
-        description: row.get(C::Description.name())?,
-        metadata: optional_json(row, C::Metadata.name())?,
-        created_at: Timestamp::from_micros(row.get(C::CreatedAt.name())?),
-        updated_at: Timestamp::from_micros(row.get(C::UpdatedAt.name())?),
-    })
-}
-
-/// A row of `sql::select_conversation_with_agent`: a NULL version means no version was
-/// joined (the agent may have been: its version is the one missing).
-fn conversation_with_agent(row: &Row<'_>) -> rusqlite::Result<(ConversationRecord, Option<AgentRecord>)> {
-    let agent = match row.get::<_, Option<i64>>(Naming::Joined.of(sql::AgentVersion::Version))? {
-        Some(_) => Some(agent_record(row, Naming::Joined)?),
-        None => None,
-    };
-    Ok((conversation_record(row)?, agent))
 }
 
 /// One column of the row of a turn's entry `i`, bound after the workspace.
@@ -844,7 +794,9 @@ impl AgentStore for SqliteStore {
         let record = AliasRecord { alias: alias.to_owned(), version, created_at: now, updated_at: now };
         self.write(move |tx| {
             let row = sql::AgentAlias::ALL.iter().map(|&c| alias_param(&id, &record, c));
-            Ok(tx.prepare_cached(&SQL.upsert_alias)?.query_row(params_from_iter(after(&ws, row)), alias_record)?)
+            Ok(tx
+                .prepare_cached(&SQL.upsert_alias)?
+                .query_row(params_from_iter(after(&ws, row)), |row| rows::alias_record(row))?)
         })
         .await
     }
@@ -853,7 +805,7 @@ impl AgentStore for SqliteStore {
         let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
         self.read(move |conn| {
             let mut list = conn.prepare_cached(&SQL.list_aliases)?;
-            let rows = list.query_map(params![ws, id], alias_record)?;
+            let rows = list.query_map(params![ws, id], |row| rows::alias_record(row))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
@@ -974,7 +926,9 @@ impl ConversationStore for SqliteStore {
         let asked = id.as_str();
         let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
         self.read(move |conn| {
-            Ok(conn.prepare_cached(&SQL.select_conversation)?.query_row(params![ws, id], conversation_record)?)
+            Ok(conn
+                .prepare_cached(&SQL.select_conversation)?
+                .query_row(params![ws, id], |row| rows::conversation_record(row))?)
         })
         .await
         .not_found_as("Conversation", asked)
@@ -989,7 +943,7 @@ impl ConversationStore for SqliteStore {
         let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
         self.read(move |conn| {
             let mut statement = conn.prepare_cached(&SQL.select_conversation_with_agent)?;
-            Ok(statement.query_row(params![ws, id], conversation_with_agent)?)
+            Ok(statement.query_row(params![ws, id], |row| rows::conversation_with_agent(row))?)
         })
         .await
         .not_found_as("Conversation", asked)
@@ -1004,7 +958,8 @@ impl ConversationStore for SqliteStore {
         let (ws, metadata) = (ws.as_str().to_owned(), metadata.map(to_json));
         self.read(move |conn| {
             let mut list = conn.prepare_cached(&SQL.list_conversations)?;
-            let rows = list.query_map(params![ws, metadata, page.limit, page.offset], conversation_record)?;
+            let rows =
+                list.query_map(params![ws, metadata, page.limit, page.offset], |row| rows::conversation_record(row))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
@@ -1025,7 +980,7 @@ impl ConversationStore for SqliteStore {
         let (ws, head) = (ws.as_str().to_owned(), head.as_str().to_owned());
         self.read(move |conn| {
             let mut chain = conn.prepare_cached(&SQL.history)?;
-            let rows = chain.query_map(params![ws, head], |row| json::<Entry>(row, sql::Entry::Body.name()))?;
+            let rows = chain.query_map(params![ws, head], |row| row.json::<Entry>(sql::Entry::Body.name()))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
@@ -1051,23 +1006,6 @@ fn file_param(file: &FileRecord, column: sql::File) -> ToSqlOutput<'_> {
     }
 }
 
-fn file_record(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
-    use sql::File as F;
-    Ok(FileRecord {
-        id: FileId(row.get(F::Id.name())?),
-        filename: row.get(F::Filename.name())?,
-        bytes: row.get(F::Bytes.name())?,
-        purpose: row.get(F::Purpose.name())?,
-        sample_type: row.get(F::SampleType.name())?,
-        source: row.get(F::Source.name())?,
-        mimetype: row.get(F::Mimetype.name())?,
-        num_lines: row.get(F::NumLines.name())?,
-        visibility: row.get(F::Visibility.name())?,
-        expires_at: row.get(F::ExpiresAt.name())?,
-        created_at: Timestamp::from_micros(row.get(F::CreatedAt.name())?),
-    })
-}
-
 #[async_trait]
 impl FileStore for SqliteStore {
     async fn insert_file(&self, ws: &WorkspaceId, file: &FileRecord) -> StoreResult<()> {
@@ -1083,9 +1021,11 @@ impl FileStore for SqliteStore {
     async fn file(&self, ws: &WorkspaceId, id: &FileId) -> StoreResult<FileRecord> {
         let asked = id.as_str();
         let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
-        self.read(move |conn| Ok(conn.prepare_cached(&SQL.select_file)?.query_row(params![ws, id], file_record)?))
-            .await
-            .not_found_as("File", asked)
+        self.read(move |conn| {
+            Ok(conn.prepare_cached(&SQL.select_file)?.query_row(params![ws, id], |row| rows::file_record(row))?)
+        })
+        .await
+        .not_found_as("File", asked)
     }
 
     async fn list_files(
@@ -1105,7 +1045,7 @@ impl FileStore for SqliteStore {
             let mut list = conn.prepare_cached(&SQL.list_files)?;
             let rows = list.query_map(
                 params![ws, purpose, search, sources, sample_types, mimetypes, page.limit, page.offset],
-                file_record,
+                |row| rows::file_record(row),
             )?;
             let files = rows.collect::<rusqlite::Result<Vec<_>>>()?;
             let total = conn.prepare_cached(&SQL.count_files)?.query_row(filters, |row| row.get("total"))?;

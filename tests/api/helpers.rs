@@ -39,6 +39,9 @@ pub struct Options {
     pub mock_script: Option<std::path::PathBuf>,
     pub max_handoffs: Option<u32>,
     pub stream_retention_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub client_header_timeout_ms: Option<u64>,
+    pub client_body_timeout_ms: Option<u64>,
 }
 
 static DATABASE_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -80,11 +83,17 @@ impl TestApp {
                 (format!("sqlite://{}", dir.path().join("palaver.db").display()), Some(std::sync::Arc::new(dir)))
             }
         };
-        let config_dir = options.config_toml.as_ref().map(|toml| {
+        // The sandbox is probed only where a test asks for code_interpreter: elsewhere it
+        // would cost every server a probe (and here the helper is not this test binary).
+        let mut toml = options.config_toml.clone().unwrap_or_default();
+        if !toml.contains("[code_interpreter]") {
+            toml.push_str("\n[code_interpreter]\nsandbox = \"off\"\n");
+        }
+        let config_dir = {
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join("palaver.toml"), toml).unwrap();
-            std::sync::Arc::new(dir)
-        });
+            Some(std::sync::Arc::new(dir))
+        };
         let config = Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: database_url.clone(),
@@ -104,6 +113,9 @@ impl TestApp {
             db_acquire_timeout_ms: options.db_acquire_timeout_ms.unwrap_or(5_000),
             idempotency_ttl_secs: 86_400,
             stream_retention_secs: options.stream_retention_secs.unwrap_or(600),
+            max_connections: options.max_connections.unwrap_or(4096),
+            client_header_timeout_ms: options.client_header_timeout_ms.unwrap_or(10_000),
+            client_body_timeout_ms: options.client_body_timeout_ms.unwrap_or(30_000),
             metrics_addr: options.metrics_addr,
             mock_script: options.mock_script.clone(),
         };

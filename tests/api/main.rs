@@ -9,6 +9,7 @@ mod agents;
 mod auth;
 mod cli;
 mod completions;
+mod connections;
 mod connectors;
 mod conversations;
 mod errors;

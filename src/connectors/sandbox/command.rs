@@ -22,18 +22,7 @@ struct Answer {
     #[serde(default)]
     exit_code: Option<i32>,
     #[serde(default)]
-    limit: Option<Limit>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Limit {
-    Timeout,
-    Cpu,
-    Memory,
-    Output,
-    Processes,
-    FileSize,
+    limit: Option<LimitHit>,
 }
 
 /// The command's answer.
@@ -73,14 +62,7 @@ pub fn parse_answer(finished: &Finished) -> Result<Read, Error> {
         let status = finished.status.map(|s| s.to_string()).unwrap_or_default();
         Error::Sandbox(format!("the sandbox command ({status}) did not print its JSON answer: {error}"))
     })?;
-    let limit = answer.limit.map(|limit| match limit {
-        Limit::Timeout => LimitHit::Timeout,
-        Limit::Cpu => LimitHit::Cpu,
-        Limit::Memory => LimitHit::Memory,
-        Limit::Output => LimitHit::Output,
-        Limit::Processes => LimitHit::Processes,
-        Limit::FileSize => LimitHit::FileSize,
-    });
+    let limit = answer.limit;
     Ok(Read { truncated: limit == Some(LimitHit::Output), output: answer.output, exit_code: answer.exit_code, limit })
 }
 

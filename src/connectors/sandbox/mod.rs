@@ -60,8 +60,10 @@ const SYSTEM_WRITE: &[&str] = &["/dev/null"];
 /// Exit status of `palaver sandbox-exec` when it could not confine or start the program.
 const HELPER_FAILED: i32 = 125;
 
-/// A limit the run hit; the run still answers, with what it printed until then.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A limit the run hit; the run still answers, with what it printed until then. As JSON
+/// (`"file_size"`, …) in the answer of a `command` sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LimitHit {
     /// The wall clock (`timeout_secs`).
     Timeout,
@@ -197,7 +199,10 @@ impl Sandbox {
     /// helper. An explicit mechanism that cannot work here is an error; `auto` falls back
     /// to `Unavailable`.
     pub fn from_config(config: &CodeInterpreterConfig) -> anyhow::Result<SandboxChoice> {
-        let helper = std::env::current_exe().context("locating the palaver executable")?;
+        let helper = match &config.helper {
+            Some(helper) => helper.clone(),
+            None => std::env::current_exe().context("locating the palaver executable")?,
+        };
         Sandbox::from_config_with_helper(config, &helper)
     }
 
