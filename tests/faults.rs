@@ -483,7 +483,7 @@ async fn assert_consistent(base: &str, tally: &Tally) {
 }
 
 const WRITERS: usize = 8;
-const KILLS: usize = 4;
+const KILLS: usize = 8;
 
 /// kill -9 of the only server, at random moments under eight writers, restarted on the
 /// same file each time.
