@@ -605,18 +605,52 @@ async fn a_postgres_crash_under_load_is_503s_then_recovery_and_nothing_lost() {
 
 /// What the fault proxy does to the upstream's answers.
 #[derive(Clone, Copy, PartialEq, Debug)]
-#[repr(u8)]
 enum Fault {
-    Pass = 0,
+    Pass,
+    /// Nothing at all, the connection held open.
+    StallBeforeHeaders,
     /// The headers, then silence with the connection held open.
-    StallAfterHeaders = 1,
+    StallAfterHeaders,
+    /// A TCP reset instead of an answer.
+    ResetBeforeHeaders,
     /// The headers and part of the body, then a TCP reset.
-    ResetMidStream = 2,
+    ResetMidStream,
+    /// The headers and part of the body, then a clean close (FIN) mid-event.
+    CloseMidStream,
     /// Everything, in small pieces with pauses shorter than the read timeout.
-    Trickle = 3,
+    Trickle,
 }
 
+const FAULTS: [Fault; 7] = [
+    Fault::Pass,
+    Fault::StallBeforeHeaders,
+    Fault::StallAfterHeaders,
+    Fault::ResetBeforeHeaders,
+    Fault::ResetMidStream,
+    Fault::CloseMidStream,
+    Fault::Trickle,
+];
+
 const TRICKLE_PAUSE: Duration = Duration::from_millis(250);
+
+impl Fault {
+    /// How much of the answer (`seen` so far) goes through before the fault strikes; `None`
+    /// while it all goes through.
+    fn cut(self, seen: &[u8]) -> Option<usize> {
+        let header_end = seen.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+        match self {
+            Fault::Pass | Fault::Trickle => None,
+            Fault::StallBeforeHeaders | Fault::ResetBeforeHeaders => Some(0),
+            Fault::StallAfterHeaders => header_end,
+            Fault::ResetMidStream | Fault::CloseMidStream => {
+                // The body's first event and half of what follows: cut mid-event.
+                let end = header_end?;
+                let first = seen[end..].windows(2).position(|w| w == b"\n\n")? + 2;
+                Some(end + first + (seen.len() - end - first) / 2)
+            }
+        }
+    }
+}
 
 /// A TCP proxy in front of the upstream; each connection gets the fault set when it opens
 /// (the fake upstream closes each connection after its answer, so one connection is one
@@ -626,7 +660,7 @@ async fn fault_proxy(upstream: std::net::SocketAddr, fault: Arc<AtomicU8>) -> st
     let addr = listener.local_addr().expect("an address");
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
-            let fault = fault.load(Ordering::SeqCst);
+            let fault = FAULTS[fault.load(Ordering::SeqCst) as usize];
             tokio::spawn(async move {
                 let _ = proxy_connection(client, upstream, fault).await;
             });
@@ -638,11 +672,11 @@ async fn fault_proxy(upstream: std::net::SocketAddr, fault: Arc<AtomicU8>) -> st
 async fn proxy_connection(
     client: tokio::net::TcpStream,
     upstream: std::net::SocketAddr,
-    fault: u8,
+    fault: Fault,
 ) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = tokio::net::TcpStream::connect(upstream).await?;
-    if fault == Fault::ResetMidStream as u8 {
+    if matches!(fault, Fault::ResetBeforeHeaders | Fault::ResetMidStream) {
         // With a zero linger, closing the socket sends RST instead of FIN.
         client.set_zero_linger()?;
     }
@@ -650,47 +684,33 @@ async fn proxy_connection(
     let (mut server_read, mut server_write) = server.into_split();
     let requests = tokio::spawn(async move { tokio::io::copy(&mut client_read, &mut server_write).await });
     let mut buffer = vec![0u8; 16 * 1024];
-    let mut seen = Vec::new();
+    let (mut seen, mut written) = (Vec::new(), 0);
     loop {
         let n = server_read.read(&mut buffer).await?;
         if n == 0 {
             break;
         }
-        let chunk = &buffer[..n];
-        let header_end = |seen: &[u8]| seen.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
-        let before = seen.len();
-        seen.extend_from_slice(chunk);
-        match fault {
-            f if f == Fault::StallAfterHeaders as u8 => {
-                if let Some(end) = header_end(&seen) {
-                    client_write.write_all(&seen[before.min(end)..end]).await?;
-                    // Hold the connection open and silent until palaver gives up on it.
+        seen.extend_from_slice(&buffer[..n]);
+        if let Some(cut) = fault.cut(&seen) {
+            client_write.write_all(&seen[written..cut.max(written)]).await?;
+            match fault {
+                Fault::ResetBeforeHeaders | Fault::ResetMidStream => requests.abort(),
+                Fault::CloseMidStream => client_write.shutdown().await?,
+                // Held open and silent until palaver gives up on it.
+                _ => {
                     let _ = requests.await;
-                    return Ok(());
-                }
-                client_write.write_all(chunk).await?;
-            }
-            f if f == Fault::ResetMidStream as u8 => {
-                if let Some(end) = header_end(&seen) {
-                    // The first event of the body and half of the next: cut mid-event.
-                    let body = &seen[end..];
-                    if let Some(first) = body.windows(2).position(|w| w == b"\n\n") {
-                        let cut = (end + first + 2 + (body.len() - first - 2) / 2).max(before);
-                        client_write.write_all(&seen[before..cut]).await?;
-                        requests.abort();
-                        return Ok(()); // Both halves dropped: the zero linger resets.
-                    }
                 }
             }
-            f if f == Fault::Trickle as u8 => {
-                for piece in chunk.chunks(96) {
-                    client_write.write_all(piece).await?;
-                    client_write.flush().await?;
-                    tokio::time::sleep(TRICKLE_PAUSE).await;
-                }
-            }
-            _ => client_write.write_all(chunk).await?,
+            return Ok(()); // Dropping both halves closes the socket (a reset with zero linger).
         }
+        let pieces = if fault == Fault::Trickle { 96 } else { seen.len() };
+        for piece in seen[written..].chunks(pieces) {
+            client_write.write_all(piece).await?;
+            if fault == Fault::Trickle {
+                tokio::time::sleep(TRICKLE_PAUSE).await;
+            }
+        }
+        written = seen.len();
     }
     client_write.shutdown().await?;
     let _ = requests.await;
@@ -740,7 +760,7 @@ async fn fake_upstream() -> std::net::SocketAddr {
 /// succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_stalls_resets_and_trickles_through_a_fault_proxy() {
-    let fault = Arc::new(AtomicU8::new(Fault::Pass as u8));
+    let fault = Arc::new(AtomicU8::new(0));
     let upstream = fake_upstream().await;
     let proxy = fault_proxy(upstream, fault.clone()).await;
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -771,17 +791,20 @@ async fn upstream_stalls_resets_and_trickles_through_a_fault_proxy() {
     };
 
     let cases = [
+        (Fault::StallBeforeHeaders, Outcome::Failed(504)),
         (Fault::StallAfterHeaders, Outcome::Failed(504)),
+        (Fault::ResetBeforeHeaders, Outcome::Failed(502)),
         (Fault::ResetMidStream, Outcome::Failed(502)),
+        (Fault::CloseMidStream, Outcome::Failed(502)),
         (Fault::Trickle, Outcome::Answered { conversation_id: id.clone(), output: String::new() }),
     ];
     let mut expected = vec!["hello".to_owned(), "echo: hello".to_owned()];
     for (case, wanted) in cases {
         for stream in [false, true] {
-            fault.store(case as u8, Ordering::SeqCst);
+            fault.store(FAULTS.iter().position(|f| *f == case).expect("a listed fault") as u8, Ordering::SeqCst);
             let input = format!("{case:?} stream={stream}");
             let outcome = turn(&client, &append, &json!({"inputs": input, "stream": stream})).await;
-            fault.store(Fault::Pass as u8, Ordering::SeqCst);
+            fault.store(0, Ordering::SeqCst);
             match (&wanted, &outcome) {
                 (Outcome::Answered { .. }, Outcome::Answered { output, .. }) => {
                     assert_eq!(output, &format!("echo: {input}"));
