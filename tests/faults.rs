@@ -250,7 +250,15 @@ enum Outcome {
 
 /// Sends a turn (JSON or streamed) and reads it to the end.
 async fn turn(client: &reqwest::Client, url: &str, body: &Value) -> Outcome {
-    let Ok(response) = client.post(url).json(body).send().await else {
+    turn_with_key(client, url, body, None).await
+}
+
+async fn turn_with_key(client: &reqwest::Client, url: &str, body: &Value, key: Option<&str>) -> Outcome {
+    let mut request = client.post(url).json(body);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let Ok(response) = request.send().await else {
         return Outcome::NoAnswer;
     };
     let status = response.status().as_u16();
@@ -327,8 +335,9 @@ impl Tally {
 }
 
 /// Appends turns to its own conversations until told to stop, starting a new conversation
-/// every 40 turns so histories stay short. Every third turn is streamed. `bases` are the
-/// replicas; each turn goes to a random one.
+/// every 40 turns so histories stay short. Every third turn is streamed; every other one
+/// carries a (fresh) `Idempotency-Key`, whose claim a kill may leave behind. `bases` are
+/// the replicas; each turn goes to a random one.
 async fn writer(id: usize, bases: Vec<String>, tally: Arc<Tally>, seed: u64) {
     let client = http();
     let mut rng = Rng(seed | 1);
@@ -345,7 +354,8 @@ async fn writer(id: usize, bases: Vec<String>, tally: Arc<Tally>, seed: u64) {
             None => (format!("{base}/v1/conversations"), json!({"model": "echo", "inputs": input, "stream": stream})),
         };
         let during_outage = tally.outage.load(Ordering::SeqCst);
-        let outcome = turn(&client, &url, &body).await;
+        let key = (n % 2 == 0).then(|| format!("w{id}-t{n}"));
+        let outcome = turn_with_key(&client, &url, &body, key.as_deref()).await;
         let still_outage = tally.outage.load(Ordering::SeqCst);
         let kind = if stream { "stream" } else { "json" };
         match &outcome {
