@@ -858,10 +858,10 @@ async fn fake_upstream() -> std::net::SocketAddr {
     addr
 }
 
-/// Upstream faults on the wire, for JSON and streamed turns alike: a stall after the
-/// headers is a 504 after the read timeout, a reset mid-answer a 502, neither stores
-/// anything; a trickle slower in all than the read timeout (but never silent that long)
-/// succeeds.
+/// Upstream faults on the wire, for JSON and streamed turns alike: a stall (before or after
+/// the headers) is a 504 after the read timeout, a reset or a close mid-answer a 502, and
+/// none stores anything; a trickle slower in all than the read timeout (but never silent
+/// that long) succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_stalls_resets_and_trickles_through_a_fault_proxy() {
     let upstream = fake_upstream().await;
@@ -893,13 +893,14 @@ async fn upstream_stalls_resets_and_trickles_through_a_fault_proxy() {
         }
     };
 
+    // The failure each fault must end in; `None`: the turn succeeds.
     let cases = [
-        (Fault::StallBeforeHeaders, Outcome::Failed(504)),
-        (Fault::StallAfterHeaders, Outcome::Failed(504)),
-        (Fault::ResetBeforeHeaders, Outcome::Failed(502)),
-        (Fault::ResetMidStream, Outcome::Failed(502)),
-        (Fault::CloseMidStream, Outcome::Failed(502)),
-        (Fault::Trickle, Outcome::Answered { conversation_id: id.clone(), output: String::new() }),
+        (Fault::StallBeforeHeaders, Some(504)),
+        (Fault::StallAfterHeaders, Some(504)),
+        (Fault::ResetBeforeHeaders, Some(502)),
+        (Fault::ResetMidStream, Some(502)),
+        (Fault::CloseMidStream, Some(502)),
+        (Fault::Trickle, None),
     ];
     let mut expected = vec!["hello".to_owned(), "echo: hello".to_owned()];
     for (case, wanted) in cases {
@@ -909,14 +910,15 @@ async fn upstream_stalls_resets_and_trickles_through_a_fault_proxy() {
             let started = Instant::now();
             let outcome = turn(&client, &append, &json!({"inputs": input, "stream": stream})).await;
             proxy.set(Fault::Pass);
-            match (&wanted, &outcome) {
-                (Outcome::Answered { .. }, Outcome::Answered { output, .. }) => {
-                    assert_eq!(output, &format!("echo: {input}"));
+            match wanted {
+                Some(status) => assert_eq!(outcome, Outcome::Failed(status), "{input}"),
+                None => {
+                    let output = format!("echo: {input}");
+                    assert_eq!(outcome, Outcome::Answered { conversation_id: id.clone(), output: output.clone() });
                     // The pauses add up to more than the read timeout: it bounds silence only.
                     assert!(started.elapsed() > Duration::from_millis(READ_TIMEOUT_MS), "the answer trickled");
-                    expected.extend([input.clone(), output.clone()]);
+                    expected.extend([input.clone(), output]);
                 }
-                _ => assert_eq!(outcome, wanted, "{input}"),
             }
             assert_eq!(history(client.clone()).await, expected, "after {input}: only whole, answered turns");
         }
