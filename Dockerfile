@@ -14,7 +14,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY .cargo ./.cargo
 RUN mkdir -p src tests/api benches \
  && echo 'fn main() {}' > src/main.rs \
- && touch src/lib.rs tests/api/main.rs tests/store_contract.rs tests/sandbox.rs benches/turns.rs \
+ && touch src/lib.rs tests/api/main.rs tests/store_contract.rs tests/sandbox.rs tests/faults.rs benches/turns.rs \
  && cargo build --release --locked --bin palaver \
  && rm -rf src
 # 2. The crate itself (migrations are embedded at compile time).
