@@ -79,6 +79,7 @@ contract! {
     a_setting_keeps_the_first_value_written,
     an_idempotency_key_is_claimed_once_answered_then_replayed,
     a_released_or_expired_or_abandoned_key_can_be_claimed_again,
+    a_claim_kept_alive_is_not_taken_over,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1020,4 +1021,14 @@ async fn a_released_or_expired_or_abandoned_key_can_be_claimed_again(store: Arc<
 
     assert_eq!(store.purge_keys(seconds(100_000)).await.unwrap(), 3);
     assert_eq!(claim(&store, &ws, "expired", "h", [100_001, 100_002, 0]).await, KeyClaim::Claimed);
+}
+
+async fn a_claim_kept_alive_is_not_taken_over(store: Arc<dyn Store>) {
+    let ws = WorkspaceId("ws_a".into());
+    claim(&store, &ws, "alive", "f", [100, 10_000, 50]).await;
+
+    store.touch_key(key_use(&ws, "alive", "f"), seconds(150)).await.unwrap();
+
+    assert_eq!(claim(&store, &ws, "alive", "f", [160, 10_000, 140]).await, KeyClaim::Running);
+    assert_eq!(claim(&store, &ws, "alive", "f", [200, 10_000, 155]).await, KeyClaim::Claimed);
 }

@@ -115,7 +115,11 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
             Err(error) => return error.into_response(),
             Ok(KeyClaim::Claimed) => {
                 let request = Request::from_parts(parts, Body::from(body));
-                return run_first(state, ws, key, fingerprint, request, next).await;
+                // A task of its own: the key is settled even if this client goes away.
+                let first = tokio::spawn(run_first(state, ws, key, fingerprint, request, next));
+                return first
+                    .await
+                    .unwrap_or_else(|_| Error::Internal(anyhow::anyhow!("the request's task failed")).into_response());
             }
             Ok(KeyClaim::Answered(answer)) => return replay(answer),
             Ok(KeyClaim::Mismatch) => {
@@ -141,8 +145,23 @@ async fn run_first(
     request: Request,
     next: Next,
 ) -> Response {
-    // A task of its own: the handler finishes (and the key is settled) even if the client
-    // goes away meanwhile.
+    // While it runs, the claim is kept alive: a retry waits for it, and takes it over only
+    // if this process dies.
+    let heartbeat = {
+        let (engine, ws, key, fingerprint) = (state.engine.clone(), ws.clone(), key.clone(), fingerprint.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::engine::idempotency::HEARTBEAT);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                if let Err(error) = engine.touch_key(KeyUse { ws: &ws, key: &key, fingerprint: &fingerprint }).await {
+                    tracing::warn!(%error, "an idempotency claim could not be kept alive");
+                }
+            }
+        })
+    };
+    let heartbeat = heartbeat.abort_handle();
+    // A task of its own, so that a panic in the handler still settles the key.
     let response = match tokio::spawn(next.run(request)).await {
         Ok(response) => response,
         Err(_) => Error::Internal(anyhow::anyhow!("the request's task failed")).into_response(),
@@ -150,6 +169,7 @@ async fn run_first(
     let (parts, body) = response.into_parts();
     let engine = state.engine.clone();
     if !parts.status.is_success() {
+        heartbeat.abort();
         if let Err(error) = engine.release_key(KeyUse { ws: &ws, key: &key, fingerprint: &fingerprint }).await {
             tracing::warn!(%error, "an idempotency key could not be released");
         }
@@ -193,6 +213,7 @@ async fn run_first(
         let stream = content_type.starts_with("text/event-stream");
         // A stream that ended in an error (or was cut) is an error answer: not kept.
         let succeeded = complete && (!stream || last_event(&body) == Some("conversation.response.done"));
+        heartbeat.abort();
         let used = KeyUse { ws: &ws, key: &key, fingerprint: &fingerprint };
         let settled = if succeeded {
             let answer = StoredAnswer { status: flight.status.as_u16(), content_type, body };

@@ -8,9 +8,13 @@ use crate::error::Result;
 use crate::store::{ClaimTimes, KeyClaim, KeyUse, StoredAnswer};
 use std::time::Duration;
 
-/// A claim older than this was left by a process that died: a retry takes it over. Longer
-/// than any turn can run (rounds × the upstream read timeout stay well below it).
-const ABANDONED_AFTER: Duration = Duration::from_secs(30 * 60);
+/// How often the process running a claimed request says it still runs.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// A claim not touched for this long was left by a process that died (or lost its
+/// database for as long): a retry takes it over instead of waiting for an answer that
+/// never comes.
+const ABANDONED_AFTER: Duration = Duration::from_secs(30);
 
 impl Engine {
     /// Claims the key for this use, or says who holds it.
@@ -27,6 +31,11 @@ impl Engine {
     /// Keeps a successful answer for the key's retries.
     pub async fn finish_key(&self, key: KeyUse<'_>, answer: &StoredAnswer) -> Result<()> {
         Ok(self.store.finish_key(key, answer).await?)
+    }
+
+    /// Says the claimed request still runs (every `HEARTBEAT`).
+    pub async fn touch_key(&self, key: KeyUse<'_>) -> Result<()> {
+        Ok(self.store.touch_key(key, Timestamp::now()).await?)
     }
 
     /// Forgets a claim whose request failed, so that a retry runs it again.

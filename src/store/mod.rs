@@ -306,6 +306,9 @@ pub trait IdempotencyStore: Send + Sync {
     /// Gives this use's claim up (the request failed): a retry runs it again.
     async fn release_key(&self, key: KeyUse<'_>) -> StoreResult<()>;
 
+    /// Marks this use's claim as still running at `now`.
+    async fn touch_key(&self, key: KeyUse<'_>, now: Timestamp) -> StoreResult<()>;
+
     /// Deletes the keys past their expiry; returns how many.
     async fn purge_keys(&self, now: Timestamp) -> StoreResult<u64>;
 }

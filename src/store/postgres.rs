@@ -743,6 +743,14 @@ impl IdempotencyStore for PgStore {
         })
     }
 
+    async fn touch_key(&self, key: KeyUse<'_>, now: Timestamp) -> StoreResult<()> {
+        on_connection!(self, |conn| {
+            let query = sqlx::query(sql::TOUCH_KEY).bind(key.ws.as_str()).bind(key.key).bind(key.fingerprint);
+            query.bind(now.micros()).execute(&mut *conn).await?;
+            Ok(())
+        })
+    }
+
     async fn release_key(&self, key: KeyUse<'_>) -> StoreResult<()> {
         on_connection!(self, |conn| {
             let query = sqlx::query(sql::RELEASE_KEY).bind(key.ws.as_str()).bind(key.key).bind(key.fingerprint);

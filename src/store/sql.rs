@@ -361,6 +361,11 @@ pub const SELECT_KEY: &str = "SELECT fingerprint, status, content_type, body FRO
 pub const FINISH_KEY: &str = "UPDATE idempotency_keys SET status = $4, content_type = $5, body = $6 \
      WHERE workspace = $1 AND request_key = $2 AND fingerprint = $3 AND status IS NULL";
 
+/// Keeps a claim alive ($4 now): a claim that stops being touched was left by a process
+/// that died.
+pub const TOUCH_KEY: &str = "UPDATE idempotency_keys SET created_at = $4 \
+     WHERE workspace = $1 AND request_key = $2 AND fingerprint = $3 AND status IS NULL";
+
 /// Gives a claim up, so that a retry runs the request again.
 pub const RELEASE_KEY: &str = "DELETE FROM idempotency_keys \
      WHERE workspace = $1 AND request_key = $2 AND fingerprint = $3 AND status IS NULL";

@@ -112,6 +112,7 @@ struct Statements {
     select_key: String,
     finish_key: String,
     release_key: String,
+    touch_key: String,
     purge_keys: String,
 }
 
@@ -155,6 +156,7 @@ static SQL: LazyLock<Statements> = LazyLock::new(|| Statements {
     select_key: numbered(sql::SELECT_KEY),
     finish_key: numbered(sql::FINISH_KEY),
     release_key: numbered(sql::RELEASE_KEY),
+    touch_key: numbered(sql::TOUCH_KEY),
     purge_keys: numbered(sql::PURGE_KEYS),
 });
 
@@ -856,6 +858,16 @@ impl IdempotencyStore for SqliteStore {
             let values =
                 params![ws, request_key, fingerprint, i64::from(answer.status), answer.content_type, answer.body];
             tx.prepare_cached(&SQL.finish_key)?.execute(values)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn touch_key(&self, key: KeyUse<'_>, now: Timestamp) -> StoreResult<()> {
+        let (ws, request_key, fingerprint) = owned(key);
+        let now = now.micros();
+        self.write(move |tx| {
+            tx.prepare_cached(&SQL.touch_key)?.execute(params![ws, request_key, fingerprint, now])?;
             Ok(())
         })
         .await

@@ -156,3 +156,25 @@ async fn creating_and_updating_an_agent_happen_once_per_key_in_each_workspace() 
     let versions = json_of(app.get(&format!("{path}/versions")).await, 200).await;
     assert_eq!(versions.as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_client_that_gives_up_still_leaves_the_answer_for_its_retry() {
+    let (app, upstream) = TestApp::with_upstream().await;
+    upstream.script([Reply::Held(Box::new(Reply::Text("Worth the wait.")))]);
+    let body = json!({"model": "fake-model", "inputs": "hi"});
+
+    let impatient = app
+        .with_idempotency(Method::POST, "/v1/conversations", "g", &body)
+        .timeout(std::time::Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(impatient.is_err(), "the client gave up before the answer");
+    upstream.release();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let retry = app.with_idempotency(Method::POST, "/v1/conversations", "g", &body).send().await.unwrap();
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let retry = json_of(retry, 200).await;
+    assert_eq!(retry["outputs"][0]["content"], "Worth the wait.");
+    assert_eq!(upstream.requests().len(), 1);
+}
