@@ -2,7 +2,7 @@
 //! Python runs in the work directory of its conversation, kept between calls; files the
 //! code writes are stored through the Files API and shown to the user as `tool_file` chunks.
 
-use super::sandbox::{Execution, Sandbox};
+use super::sandbox::Sandbox;
 use super::{Connector, FileSink, ProducedFile, ServerTool, ToolCall, ToolOutput};
 use crate::error::Error;
 use serde_json::Value;
@@ -62,7 +62,7 @@ impl Connector for CodeInterpreter {
             return Ok(ToolOutput::error("`code` is missing: call the tool with {\"code\": \"print(1 + 1)\"}."));
         };
         // One work directory per conversation: a restart is a conversation of its own.
-        let execution: Execution = match self.sandbox.run(call.context.conversation_id.as_str(), code).await {
+        let execution = match self.sandbox.run(call.context.conversation_id.as_str(), code).await {
             Ok(execution) => execution,
             Err(error) => {
                 tracing::error!(%error, "the sandbox failed");
@@ -70,9 +70,11 @@ impl Connector for CodeInterpreter {
             }
         };
         let mut text = execution.report();
+        let is_error = execution.is_error();
         let mut files = Vec::with_capacity(execution.files.len());
         for produced in execution.files {
-            let file_id = self.files.store(call.context.ws, &produced.name, mimetype(&produced.name), produced.bytes).await?;
+            let file_id =
+                self.files.store(call.context.ws, &produced.name, mimetype(&produced.name), produced.bytes).await?;
             files.push(ProducedFile { file_id, file_type: file_type(&produced.name), file_name: produced.name });
         }
         let mut info = serde_json::Map::new();
@@ -86,7 +88,7 @@ impl Connector for CodeInterpreter {
                 names.join(", ")
             ));
         }
-        Ok(ToolOutput { text, is_error: execution.is_error(), info, files, sources: Vec::new() })
+        Ok(ToolOutput { text, is_error, info, files, sources: Vec::new() })
     }
 }
 

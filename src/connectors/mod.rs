@@ -12,6 +12,7 @@
 //! `tool_configuration.requires_confirmation` — stops with a pending `function.call` until
 //! the client allows or denies it.
 
+pub mod code;
 pub mod images;
 pub mod mcp;
 pub mod sandbox;
@@ -172,6 +173,8 @@ pub struct Connectors {
     by_id: HashMap<String, Arc<dyn Connector>>,
     /// The built-in tool types palaver runs itself (for the start-up log).
     native: Vec<ToolType>,
+    /// What confines code_interpreter, or why it is not offered (for the start-up log).
+    sandbox: Option<String>,
 }
 
 impl Connectors {
@@ -204,7 +207,23 @@ impl Connectors {
             by_id.insert(images.as_str().to_owned(), Arc::new(images::ImageGeneration::new(config, files.clone())?));
             native.push(images);
         }
-        Ok(Connectors { by_id, native })
+        let code = ToolType::CodeInterpreter;
+        let mut confinement = None;
+        if let (Some(files), false) = (&files, by_id.contains_key(code.as_str())) {
+            match sandbox::Sandbox::from_config(&file.code_interpreter)? {
+                sandbox::SandboxChoice::Available(sandbox) => {
+                    confinement = Some(format!("code_interpreter runs in {}", sandbox.description()));
+                    sandbox.spawn_cleanup(std::time::Duration::from_secs(60));
+                    by_id
+                        .insert(code.as_str().to_owned(), Arc::new(code::CodeInterpreter::new(sandbox, files.clone())));
+                    native.push(code);
+                }
+                sandbox::SandboxChoice::Unavailable { reason } => {
+                    confinement = Some(format!("code_interpreter is not offered: no sandbox ({reason})"));
+                }
+            }
+        }
+        Ok(Connectors { by_id, native, sandbox: confinement })
     }
 
     /// Which tools the server runs, for the start-up log.
@@ -231,6 +250,9 @@ impl Connectors {
         }
         let missing: Vec<&str> =
             builtins.iter().map(|t| t.as_str()).filter(|id| !self.by_id.contains_key(*id)).collect();
+        if let Some(sandbox) = &self.sandbox {
+            parts.push(sandbox.clone());
+        }
         if !missing.is_empty() {
             parts.push(format!(
                 "not offered to the model (no section for them, nor a [[connector]] with that id, in PALAVER_CONFIG): {}",

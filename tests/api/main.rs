@@ -8,6 +8,7 @@
 mod agents;
 mod auth;
 mod cli;
+mod code_interpreter;
 mod completions;
 mod connections;
 mod connectors;
