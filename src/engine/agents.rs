@@ -10,7 +10,7 @@ use crate::domain::completion::CompletionArgsView;
 use crate::domain::ids::{AgentId, WorkspaceId};
 use crate::domain::time::Timestamp;
 use crate::error::{Error, FieldError, Loc, Result};
-use crate::store::{AgentFilter, AgentRecord, AliasRecord, Page, StoreError};
+use crate::store::{AgentFilter, AgentRecord, AgentWrite, AliasRecord, NewVersion, Page, StoreError};
 use serde_json::{Map, Value};
 
 /// How often an update retries when a writer in another process won the race (writers in
@@ -164,7 +164,7 @@ pub async fn create_agent(engine: &Engine, ws: &WorkspaceId, request: CreateAgen
     let config = request.into_config().map_err(Error::Invalid)?;
     check_handoffs(engine, ws, &config).await?;
     let id = AgentId::generate();
-    let record = engine.store.create_agent(ws, &id, &config, Timestamp::now()).await?;
+    let record = engine.store.create_agent(AgentWrite { ws, id: &id, now: Timestamp::now() }, &config).await?;
     tracing::info!(agent_id = %id, "agent created");
     Ok(to_wire(record))
 }
@@ -215,7 +215,14 @@ pub async fn update_agent(
         if handoffs_changed {
             check_handoffs(engine, ws, &config).await?;
         }
-        match engine.store.append_agent_version(ws, id, base.revision, &config, Timestamp::now()).await {
+        match engine
+            .store
+            .append_agent_version(
+                AgentWrite { ws, id, now: Timestamp::now() },
+                NewVersion { expected_revision: base.revision, config: &config },
+            )
+            .await
+        {
             Ok(record) => {
                 tracing::info!(agent_id = %id, version = record.version, "agent version created");
                 return Ok(to_wire(record));
@@ -229,7 +236,7 @@ pub async fn update_agent(
 }
 
 pub async fn update_agent_version(engine: &Engine, ws: &WorkspaceId, id: &AgentId, version: i64) -> Result<Agent> {
-    match engine.store.activate_agent_version(ws, id, version, Timestamp::now()).await {
+    match engine.store.activate_agent_version(AgentWrite { ws, id, now: Timestamp::now() }, version).await {
         Ok(record) => Ok(to_wire(record)),
         Err(StoreError::NotFound { .. }) => Err(not_found(engine, ws, id, &VersionSelector::Number(version)).await),
         Err(other) => Err(other.into()),
@@ -271,7 +278,7 @@ pub async fn put_alias(
         return Err(Error::invalid(FieldError::new(loc, "string_pattern_mismatch", msg)));
     }
     load(engine, ws, id, &VersionSelector::Number(version)).await?;
-    match engine.store.put_alias(ws, id, alias, version, Timestamp::now()).await {
+    match engine.store.put_alias(AgentWrite { ws, id, now: Timestamp::now() }, alias, version).await {
         Ok(record) => Ok(alias_to_wire(record)),
         Err(error) => {
             // A concurrent delete of the agent makes the write fail on its foreign key:

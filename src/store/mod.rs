@@ -137,6 +137,21 @@ pub struct Page {
     pub limit: i64,
 }
 
+/// The agent a write is about, and when it happens.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentWrite<'a> {
+    pub ws: &'a WorkspaceId,
+    pub id: &'a AgentId,
+    pub now: Timestamp,
+}
+
+/// A version to append: `config`, if the agent's revision is still `expected_revision`.
+#[derive(Debug, Clone, Copy)]
+pub struct NewVersion<'a> {
+    pub expected_revision: i64,
+    pub config: &'a AgentConfig,
+}
+
 /// What every store does whatever it holds: answer a health check, close at shutdown.
 #[async_trait]
 pub trait Database: Send + Sync {
@@ -156,13 +171,7 @@ pub trait Database: Send + Sync {
 #[async_trait]
 pub trait AgentStore: Send + Sync {
     /// Creates an agent with `config` as version 0.
-    async fn create_agent(
-        &self,
-        ws: &WorkspaceId,
-        id: &AgentId,
-        config: &AgentConfig,
-        now: Timestamp,
-    ) -> StoreResult<AgentRecord>;
+    async fn create_agent(&self, at: AgentWrite<'_>, config: &AgentConfig) -> StoreResult<AgentRecord>;
 
     /// One version of an agent: the active one, a number, or the one an alias points to.
     /// `NotFound` when the agent, version or alias does not exist.
@@ -180,23 +189,10 @@ pub trait AgentStore: Send + Sync {
 
     /// Writes `config` as the next version and makes it active, if the agent's revision is
     /// still `expected_revision` (`Conflict` otherwise).
-    async fn append_agent_version(
-        &self,
-        ws: &WorkspaceId,
-        id: &AgentId,
-        expected_revision: i64,
-        config: &AgentConfig,
-        now: Timestamp,
-    ) -> StoreResult<AgentRecord>;
+    async fn append_agent_version(&self, at: AgentWrite<'_>, version: NewVersion<'_>) -> StoreResult<AgentRecord>;
 
     /// Makes an existing version the active one.
-    async fn activate_agent_version(
-        &self,
-        ws: &WorkspaceId,
-        id: &AgentId,
-        version: i64,
-        now: Timestamp,
-    ) -> StoreResult<AgentRecord>;
+    async fn activate_agent_version(&self, at: AgentWrite<'_>, version: i64) -> StoreResult<AgentRecord>;
 
     /// Deletes an agent with its versions and aliases.
     async fn delete_agent(&self, ws: &WorkspaceId, id: &AgentId) -> StoreResult<()>;
@@ -205,14 +201,7 @@ pub trait AgentStore: Send + Sync {
     async fn list_agent_versions(&self, ws: &WorkspaceId, id: &AgentId, page: Page) -> StoreResult<Vec<AgentRecord>>;
 
     /// Creates an alias or points it at another version.
-    async fn put_alias(
-        &self,
-        ws: &WorkspaceId,
-        id: &AgentId,
-        alias: &str,
-        version: i64,
-        now: Timestamp,
-    ) -> StoreResult<AliasRecord>;
+    async fn put_alias(&self, at: AgentWrite<'_>, alias: &str, version: i64) -> StoreResult<AliasRecord>;
 
     async fn list_aliases(&self, ws: &WorkspaceId, id: &AgentId) -> StoreResult<Vec<AliasRecord>>;
 

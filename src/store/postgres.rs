@@ -1,13 +1,13 @@
 //! Postgres store: for production and for several palaver processes sharing one database.
 //! Row locks serialize the compare-and-set updates; JSON columns are `jsonb`.
 
-use super::blobs::{BlobKey, BlobStore, ByteStream, CHUNK_BYTES};
+use super::blobs::{BlobKey, ChunkTable};
 use super::rows;
 use super::sql::{self, Columns, Naming};
 use super::{
-    AgentFilter, AgentRecord, AgentStore, AliasRecord, ClaimTimes, ConversationRecord, ConversationStore, Database,
-    EntryColumns, FileFilter, FileRecord, FileStore, IdempotencyStore, KeyClaim, KeyUse, NotFoundAs, Page, StoreError,
-    StoreResult, StoredAnswer, TurnWrite,
+    AgentFilter, AgentRecord, AgentStore, AgentWrite, AliasRecord, ClaimTimes, ConversationRecord, ConversationStore,
+    Database, EntryColumns, FileFilter, FileRecord, FileStore, IdempotencyStore, KeyClaim, KeyUse, NewVersion,
+    NotFoundAs, Page, StoreError, StoreResult, StoredAnswer, TurnWrite,
 };
 use crate::domain::agents::{AgentConfig, VersionSelector};
 use crate::domain::entries::Entry;
@@ -508,13 +508,8 @@ impl Database for PgStore {
 
 #[async_trait]
 impl AgentStore for PgStore {
-    async fn create_agent(
-        &self,
-        ws: &WorkspaceId,
-        id: &AgentId,
-        config: &AgentConfig,
-        now: Timestamp,
-    ) -> StoreResult<AgentRecord> {
+    async fn create_agent(&self, at: AgentWrite<'_>, config: &AgentConfig) -> StoreResult<AgentRecord> {
+        let AgentWrite { ws, id, now } = at;
         let record = AgentRecord::first(id.clone(), config.clone(), now);
         on_connection!(self, |conn| {
             let mut tx = conn.begin().await?;
@@ -583,14 +578,8 @@ impl AgentStore for PgStore {
         })
     }
 
-    async fn append_agent_version(
-        &self,
-        ws: &WorkspaceId,
-        id: &AgentId,
-        expected_revision: i64,
-        config: &AgentConfig,
-        now: Timestamp,
-    ) -> StoreResult<AgentRecord> {
+    async fn append_agent_version(&self, at: AgentWrite<'_>, version: NewVersion<'_>) -> StoreResult<AgentRecord> {
+        let (AgentWrite { ws, id, now }, NewVersion { expected_revision, config }) = (at, version);
         on_connection!(self, |conn| {
             let mut tx = conn.begin().await?;
             let bumped: Option<(i64,)> = sqlx::query_as(sql::BUMP_AGENT_FOR_NEW_VERSION)
@@ -610,13 +599,8 @@ impl AgentStore for PgStore {
         })
     }
 
-    async fn activate_agent_version(
-        &self,
-        ws: &WorkspaceId,
-        id: &AgentId,
-        version: i64,
-        now: Timestamp,
-    ) -> StoreResult<AgentRecord> {
+    async fn activate_agent_version(&self, at: AgentWrite<'_>, version: i64) -> StoreResult<AgentRecord> {
+        let AgentWrite { ws, id, now } = at;
         on_connection!(self, |conn| {
             let mut tx = conn.begin().await?;
             let done = sqlx::query(sql::ACTIVATE_VERSION)
@@ -655,14 +639,8 @@ impl AgentStore for PgStore {
         })
     }
 
-    async fn put_alias(
-        &self,
-        ws: &WorkspaceId,
-        id: &AgentId,
-        alias: &str,
-        version: i64,
-        now: Timestamp,
-    ) -> StoreResult<AliasRecord> {
+    async fn put_alias(&self, at: AgentWrite<'_>, alias: &str, version: i64) -> StoreResult<AliasRecord> {
+        let AgentWrite { ws, id, now } = at;
         let record = AliasRecord { alias: alias.to_owned(), version, created_at: now, updated_at: now };
         on_connection!(self, |conn| {
             let query = sqlx::query(sql::UPSERT_ALIAS.as_str()).bind(ws.as_str());
@@ -945,11 +923,22 @@ impl FileStore for PgStore {
     }
 }
 
-impl PgStore {
-    /// Chunk `seq` of a file's bytes; `None` past the last.
-    async fn chunk(&self, ws: &str, file: &str, seq: i64) -> StoreResult<Option<bytes::Bytes>> {
+/// The database as blob store (the `auto` choice for Postgres, so replicas share files with
+/// nothing but the database).
+#[async_trait]
+impl ChunkTable for PgStore {
+    async fn insert_chunk(&self, key: &BlobKey, seq: i64, chunk: bytes::Bytes) -> StoreResult<()> {
         on_connection!(self, |conn| {
-            let row = sqlx::query(sql::SELECT_CHUNK).bind(ws).bind(file).bind(seq).fetch_optional(&mut *conn).await?;
+            let query = sqlx::query(sql::INSERT_CHUNK).bind(key.workspace.as_str()).bind(key.file.as_str());
+            query.bind(seq).bind(chunk.as_ref()).execute(&mut *conn).await?;
+            Ok(())
+        })
+    }
+
+    async fn chunk(&self, key: &BlobKey, seq: i64) -> StoreResult<Option<bytes::Bytes>> {
+        on_connection!(self, |conn| {
+            let query = sqlx::query(sql::SELECT_CHUNK).bind(key.workspace.as_str()).bind(key.file.as_str());
+            let row = query.bind(seq).fetch_optional(&mut *conn).await?;
             Ok(match row {
                 Some(row) => Some(bytes::Bytes::from(row.try_get::<Vec<u8>, _>("data")?)),
                 None => None,
@@ -957,70 +946,12 @@ impl PgStore {
         })
     }
 
-    async fn delete_chunks(&self, ws: &str, file: &str) -> StoreResult<()> {
+    async fn delete_chunks(&self, key: &BlobKey) -> StoreResult<()> {
         on_connection!(self, |conn| {
-            sqlx::query(sql::DELETE_CHUNKS).bind(ws).bind(file).execute(&mut *conn).await?;
+            let query = sqlx::query(sql::DELETE_CHUNKS).bind(key.workspace.as_str()).bind(key.file.as_str());
+            query.execute(&mut *conn).await?;
             Ok(())
         })
-    }
-}
-
-/// The database as blob store (the `auto` choice for Postgres, so replicas share files with
-/// nothing but the database): one short statement per chunk, no connection held between.
-#[async_trait]
-impl BlobStore for PgStore {
-    async fn put_blob(&self, key: &BlobKey, body: ByteStream<'_>) -> StoreResult<u64> {
-        let (ws, file) = (key.workspace.as_str(), key.file.as_str());
-        let mut chunks = super::blobs::rechunk(body, CHUNK_BYTES);
-        let mut written = 0u64;
-        let mut seq = 0i64;
-        let result: StoreResult<()> = async {
-            while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
-                let chunk =
-                    chunk.map_err(|e| StoreError::Other(anyhow::Error::new(e).context("reading the upload")))?;
-                written += chunk.len() as u64;
-                on_connection!(self, |conn| {
-                    sqlx::query(sql::INSERT_CHUNK)
-                        .bind(ws)
-                        .bind(file)
-                        .bind(seq)
-                        .bind(chunk.as_ref())
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok(())
-                })?;
-                seq += 1;
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(error) = result {
-            let _ = self.delete_chunks(ws, file).await;
-            return Err(error);
-        }
-        Ok(written)
-    }
-
-    async fn blob(&self, key: &BlobKey) -> StoreResult<ByteStream<'static>> {
-        let (ws, file) = (key.workspace.as_str().to_owned(), key.file.as_str().to_owned());
-        // The first chunk is read now, so a missing blob is a `NotFound` rather than a
-        // stream that fails after the response started.
-        let Some(first) = self.chunk(&ws, &file, 0).await? else {
-            return Err(StoreError::NotFound { what: "File", id: file });
-        };
-        let store = self.clone();
-        Ok(Box::pin(async_stream::try_stream! {
-            yield first;
-            let mut seq = 1;
-            while let Some(chunk) = store.chunk(&ws, &file, seq).await.map_err(std::io::Error::other)? {
-                yield chunk;
-                seq += 1;
-            }
-        }))
-    }
-
-    async fn delete_blob(&self, key: &BlobKey) -> StoreResult<()> {
-        self.delete_chunks(key.workspace.as_str(), key.file.as_str()).await
     }
 }
 

@@ -14,12 +14,12 @@
 //! in-process instead of sleeping in SQLite's busy handler; another process on the same
 //! file (a second palaver) is still waited for through the busy timeout.
 
-use super::blobs::{BlobKey, BlobStore, ByteStream, CHUNK_BYTES};
+use super::blobs::{BlobKey, ChunkTable};
 use super::rows::{self, ReadRow};
 use super::sql::{self, Columns, Naming};
 use super::{
-    AgentFilter, AgentRecord, AgentStore, AliasRecord, ConversationRecord, ConversationStore, Database, FileFilter,
-    FileRecord, FileStore, NotFoundAs, Page,
+    AgentFilter, AgentRecord, AgentStore, AgentWrite, AliasRecord, ConversationRecord, ConversationStore, Database,
+    FileFilter, FileRecord, FileStore, NewVersion, NotFoundAs, Page,
 };
 use super::{
     ClaimTimes, EntryColumns, IdempotencyStore, KeyClaim, KeyUse, StoreError, StoreResult, StoredAnswer, TurnWrite,
@@ -632,13 +632,8 @@ impl Database for SqliteStore {
 
 #[async_trait]
 impl AgentStore for SqliteStore {
-    async fn create_agent(
-        &self,
-        ws: &WorkspaceId,
-        id: &AgentId,
-        config: &AgentConfig,
-        now: Timestamp,
-    ) -> StoreResult<AgentRecord> {
+    async fn create_agent(&self, at: AgentWrite<'_>, config: &AgentConfig) -> StoreResult<AgentRecord> {
+        let AgentWrite { ws, id, now } = at;
         let record = AgentRecord::first(id.clone(), config.clone(), now);
         let (ws, values) = (ws.as_str().to_owned(), VersionValues::of(config));
         self.write(move |tx| {
@@ -725,14 +720,8 @@ impl AgentStore for SqliteStore {
         .await
     }
 
-    async fn append_agent_version(
-        &self,
-        ws: &WorkspaceId,
-        id: &AgentId,
-        expected_revision: i64,
-        config: &AgentConfig,
-        now: Timestamp,
-    ) -> StoreResult<AgentRecord> {
+    async fn append_agent_version(&self, at: AgentWrite<'_>, version: NewVersion<'_>) -> StoreResult<AgentRecord> {
+        let (AgentWrite { ws, id, now }, NewVersion { expected_revision, config }) = (at, version);
         let (ws, id, values) = (ws.as_str().to_owned(), id.as_str().to_owned(), VersionValues::of(config));
         self.write(move |tx| {
             let bumped: Option<i64> = tx
@@ -748,13 +737,8 @@ impl AgentStore for SqliteStore {
         .await
     }
 
-    async fn activate_agent_version(
-        &self,
-        ws: &WorkspaceId,
-        id: &AgentId,
-        version: i64,
-        now: Timestamp,
-    ) -> StoreResult<AgentRecord> {
+    async fn activate_agent_version(&self, at: AgentWrite<'_>, version: i64) -> StoreResult<AgentRecord> {
+        let AgentWrite { ws, id, now } = at;
         let asked = id.as_str();
         let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
         self.write(move |tx| {
@@ -784,14 +768,8 @@ impl AgentStore for SqliteStore {
         .await
     }
 
-    async fn put_alias(
-        &self,
-        ws: &WorkspaceId,
-        id: &AgentId,
-        alias: &str,
-        version: i64,
-        now: Timestamp,
-    ) -> StoreResult<AliasRecord> {
+    async fn put_alias(&self, at: AgentWrite<'_>, alias: &str, version: i64) -> StoreResult<AliasRecord> {
+        let AgentWrite { ws, id, now } = at;
         let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
         let record = AliasRecord { alias: alias.to_owned(), version, created_at: now, updated_at: now };
         self.write(move |tx| {
@@ -1075,9 +1053,21 @@ impl FileStore for SqliteStore {
     }
 }
 
-impl SqliteStore {
-    /// Chunk `seq` of a file's bytes; `None` past the last.
-    async fn chunk(&self, ws: String, file: String, seq: i64) -> StoreResult<Option<bytes::Bytes>> {
+/// The database as blob store: each chunk is its own short write, so other requests' turns
+/// go between the chunks of a large upload rather than wait for all of it.
+#[async_trait]
+impl ChunkTable for SqliteStore {
+    async fn insert_chunk(&self, key: &BlobKey, seq: i64, chunk: bytes::Bytes) -> StoreResult<()> {
+        let (ws, file) = (key.workspace.as_str().to_owned(), key.file.as_str().to_owned());
+        self.write(move |tx| {
+            tx.prepare_cached(&SQL.insert_chunk)?.execute(params![ws, file, seq, chunk.as_ref()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn chunk(&self, key: &BlobKey, seq: i64) -> StoreResult<Option<bytes::Bytes>> {
+        let (ws, file) = (key.workspace.as_str().to_owned(), key.file.as_str().to_owned());
         self.read(move |conn| {
             let data: Option<Vec<u8>> = conn
                 .prepare_cached(&SQL.select_chunk)?
@@ -1088,67 +1078,13 @@ impl SqliteStore {
         .await
     }
 
-    async fn delete_chunks(&self, ws: String, file: String) -> StoreResult<()> {
+    async fn delete_chunks(&self, key: &BlobKey) -> StoreResult<()> {
+        let (ws, file) = (key.workspace.as_str().to_owned(), key.file.as_str().to_owned());
         self.write(move |tx| {
             tx.prepare_cached(&SQL.delete_chunks)?.execute(params![ws, file])?;
             Ok(())
         })
         .await
-    }
-}
-
-/// The database as blob store: each chunk is its own short write, so other requests' turns
-/// go between the chunks of a large upload rather than wait for all of it.
-#[async_trait]
-impl BlobStore for SqliteStore {
-    async fn put_blob(&self, key: &BlobKey, body: ByteStream<'_>) -> StoreResult<u64> {
-        let (ws, file) = (key.workspace.as_str().to_owned(), key.file.as_str().to_owned());
-        let mut chunks = super::blobs::rechunk(body, CHUNK_BYTES);
-        let mut written = 0u64;
-        let mut seq = 0i64;
-        let result: StoreResult<()> = async {
-            while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
-                let chunk =
-                    chunk.map_err(|e| StoreError::Other(anyhow::Error::new(e).context("reading the upload")))?;
-                written += chunk.len() as u64;
-                let (ws, file) = (ws.clone(), file.clone());
-                self.write(move |tx| {
-                    tx.prepare_cached(&SQL.insert_chunk)?.execute(params![ws, file, seq, chunk.as_ref()])?;
-                    Ok(())
-                })
-                .await?;
-                seq += 1;
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(error) = result {
-            let _ = self.delete_chunks(ws, file).await;
-            return Err(error);
-        }
-        Ok(written)
-    }
-
-    async fn blob(&self, key: &BlobKey) -> StoreResult<ByteStream<'static>> {
-        let (ws, file) = (key.workspace.as_str().to_owned(), key.file.as_str().to_owned());
-        // The first chunk is read now, so a missing blob is a `NotFound` rather than a
-        // stream that fails after the response started.
-        let Some(first) = self.chunk(ws.clone(), file.clone(), 0).await? else {
-            return Err(StoreError::NotFound { what: "File", id: file });
-        };
-        let store = self.clone();
-        Ok(Box::pin(async_stream::try_stream! {
-            yield first;
-            let mut seq = 1;
-            while let Some(chunk) = store.chunk(ws.clone(), file.clone(), seq).await.map_err(std::io::Error::other)? {
-                yield chunk;
-                seq += 1;
-            }
-        }))
-    }
-
-    async fn delete_blob(&self, key: &BlobKey) -> StoreResult<()> {
-        self.delete_chunks(key.workspace.as_str().to_owned(), key.file.as_str().to_owned()).await
     }
 }
 

@@ -10,7 +10,7 @@
 pub mod fs;
 pub mod s3;
 
-use super::StoreResult;
+use super::{StoreError, StoreResult};
 use crate::domain::ids::{FileId, WorkspaceId};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -65,6 +65,66 @@ pub trait BlobStore: Send + Sync {
 
     /// Removes the blob; one that is already gone is fine.
     async fn delete_blob(&self, key: &BlobKey) -> StoreResult<()>;
+}
+
+/// A table of numbered chunks (the database as blob store): what each dialect supplies.
+/// Writing and reading a whole blob over it is written once, below.
+#[async_trait]
+pub(crate) trait ChunkTable: Clone + Send + Sync + 'static {
+    async fn insert_chunk(&self, key: &BlobKey, seq: i64, chunk: Bytes) -> StoreResult<()>;
+
+    /// Chunk `seq` of the blob; `None` past the last.
+    async fn chunk(&self, key: &BlobKey, seq: i64) -> StoreResult<Option<Bytes>>;
+
+    async fn delete_chunks(&self, key: &BlobKey) -> StoreResult<()>;
+}
+
+/// One short write per chunk, no connection or lock held between them: other requests go
+/// between the chunks of a large upload.
+#[async_trait]
+impl<T: ChunkTable> BlobStore for T {
+    async fn put_blob(&self, key: &BlobKey, body: ByteStream<'_>) -> StoreResult<u64> {
+        let mut chunks = rechunk(body, CHUNK_BYTES);
+        let mut written = 0u64;
+        let mut seq = 0i64;
+        let result: StoreResult<()> = async {
+            while let Some(chunk) = chunks.next().await {
+                let chunk =
+                    chunk.map_err(|e| StoreError::Other(anyhow::Error::new(e).context("reading the upload")))?;
+                written += chunk.len() as u64;
+                self.insert_chunk(key, seq, chunk).await?;
+                seq += 1;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(error) = result {
+            let _ = self.delete_chunks(key).await;
+            return Err(error);
+        }
+        Ok(written)
+    }
+
+    async fn blob(&self, key: &BlobKey) -> StoreResult<ByteStream<'static>> {
+        // The first chunk is read now, so a missing blob is a `NotFound` rather than a
+        // stream that fails after the response started.
+        let Some(first) = self.chunk(key, 0).await? else {
+            return Err(StoreError::NotFound { what: "File", id: key.file.as_str().to_owned() });
+        };
+        let (store, key) = (self.clone(), key.clone());
+        Ok(Box::pin(async_stream::try_stream! {
+            yield first;
+            let mut seq = 1;
+            while let Some(chunk) = store.chunk(&key, seq).await.map_err(std::io::Error::other)? {
+                yield chunk;
+                seq += 1;
+            }
+        }))
+    }
+
+    async fn delete_blob(&self, key: &BlobKey) -> StoreResult<()> {
+        self.delete_chunks(key).await
+    }
 }
 
 /// `body` cut into chunks of exactly `size` bytes (the last one shorter), and always at
