@@ -528,3 +528,25 @@ fn last_citation_map(upstream: &FakeUpstream) -> Value {
     let content = request["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap().to_owned();
     serde_json::from_str(content.split_once("\n\n").map_or(content.as_str(), |(map, _)| map)).unwrap()
 }
+
+#[tokio::test]
+async fn a_search_that_requires_confirmation_waits_and_its_sources_are_cited_once_allowed() {
+    let (app, upstream, search) = setup(&searxng_section("")).await;
+    let tool = json!({"type": "web_search", "tool_configuration": {"requires_confirmation": ["web_search"]}});
+    let agent = app.create_agent(json!({"model": "fake-model", "name": "Careful", "tools": [tool]})).await;
+    upstream.script([web_search_call("call_c", r#"{"query": "q"}"#), Reply::Pieces(vec![json!("Found [0].")])]);
+
+    let first = app.ok("/v1/conversations", &json!({"agent_id": agent["id"], "inputs": "Search?"})).await;
+    assert_eq!(first["outputs"][0]["type"], "function.call");
+    assert_eq!(first["outputs"][0]["confirmation_status"], "pending");
+    assert!(search.searches().is_empty(), "nothing is searched before the confirmation");
+
+    let path = format!("/v1/conversations/{}", first["conversation_id"].as_str().unwrap());
+    let body = json!({"inputs": [], "tool_confirmations": [{"tool_call_id": "call_c", "confirmation": "allow"}]});
+    let second = app.ok(&path, &body).await;
+
+    assert_eq!(kinds(second["outputs"].as_array().unwrap()), ["tool.execution", "message.output"]);
+    assert_eq!(second["outputs"][0]["name"], "web_search");
+    assert_eq!(second["outputs"][1]["content"][1], reference(0, "web_search", &search));
+    assert_eq!(second["usage"]["connectors"], json!({"web_search": 1}));
+}
