@@ -48,10 +48,12 @@ fresh_database() {
 }
 
 # Drops the databases the test suites created (their names start with palaver_t_).
+# Each DROP DATABASE waits for a checkpoint; drops running side by side share them, so
+# hundreds of leftovers go in seconds instead of minutes.
 drop_test_databases() {
   local admin="$1"
   psql "$admin" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'palaver\_t\_%'" 2>/dev/null |
-    while read -r db; do psql "$admin" -Atqc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true; done
+    xargs -r -P 16 -I{} psql "$admin" -Atqc 'DROP DATABASE IF EXISTS "{}" WITH (FORCE)' >/dev/null 2>&1 || true
 }
 
 # Sum of the numbers in front of WORD ("12 passed") in FILE; 0 when there are none.
