@@ -82,6 +82,10 @@ impl App {
             0 => tracing::info!("auth: off (PALAVER_API_KEYS is unset): every request is accepted, in one workspace"),
             n => tracing::info!("auth: on, {n} API key(s), each its own workspace"),
         }
+        let streams = engine::streams::RunLogs::new(
+            std::time::Duration::from_secs(config.stream_retention_secs),
+            store.shared_by_replicas().then(|| store.clone()),
+        );
         let engine = Engine {
             store,
             models,
@@ -91,7 +95,7 @@ impl App {
             runs: TaskTracker::new(),
             agent_locks: Default::default(),
             idempotency_ttl: std::time::Duration::from_secs(config.idempotency_ttl_secs),
-            streams: engine::streams::RunLogs::new(std::time::Duration::from_secs(config.stream_retention_secs)),
+            streams,
             files,
         };
         let state = AppState {
@@ -163,6 +167,9 @@ impl App {
                                 Ok(0) => {}
                                 Ok(purged) => tracing::info!(purged, "expired idempotency keys deleted"),
                                 Err(error) => tracing::warn!(%error, "expired idempotency keys not deleted"),
+                            }
+                            if let Err(error) = keys.streams.purge_shared().await {
+                                tracing::warn!(%error, "the events of old runs were not deleted");
                             }
                         }
                     }

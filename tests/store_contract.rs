@@ -16,7 +16,7 @@ use palaver::domain::time::Timestamp;
 use palaver::store::blobs::{BlobKey, ByteStream};
 use palaver::store::{
     AgentFilter, AgentRecord, AgentWrite, AliasRecord, ClaimTimes, ConnectOptions, ConversationRecord, FileFilter,
-    FileRecord, KeyClaim, KeyUse, NewVersion, Page, Store, StoreError, StoredAnswer, TurnWrite,
+    FileRecord, KeyClaim, KeyUse, NewVersion, Page, Store, StoreError, StoredAnswer, StoredEvent, TurnWrite,
 };
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,6 +80,7 @@ contract! {
     an_idempotency_key_is_claimed_once_answered_then_replayed,
     a_released_or_expired_or_abandoned_key_can_be_claimed_again,
     a_claim_kept_alive_is_not_taken_over,
+    a_conversations_latest_run_keeps_its_events_until_purged,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1108,4 +1109,30 @@ async fn a_claim_kept_alive_is_not_taken_over(store: Arc<dyn Store>) {
 
     assert_eq!(claim(&store, &ws, "alive", "f", [160, 10_000, 140]).await, KeyClaim::Running);
     assert_eq!(claim(&store, &ws, "alive", "f", [200, 10_000, 155]).await, KeyClaim::Claimed);
+}
+
+async fn a_conversations_latest_run_keeps_its_events_until_purged(store: Arc<dyn Store>) {
+    let ws = WorkspaceId("ws_a".into());
+    let event = |seq: i64| StoredEvent { seq, name: format!("e{seq}"), data: format!("{{\"n\":{seq}}}") };
+    assert_eq!(store.run_events(&ws, "conv_1", -1).await.unwrap(), None);
+
+    store.open_run(&ws, "conv_1", "run_a", seconds(10)).await.unwrap();
+    store.append_run_events(&ws, ("conv_1", "run_a"), &[event(0), event(1)], None).await.unwrap();
+    store.append_run_events(&ws, ("conv_1", "run_a"), &[event(2)], Some(seconds(20))).await.unwrap();
+
+    let after = store.run_events(&ws, "conv_1", 0).await.unwrap().unwrap();
+    assert_eq!((after.run_id.as_str(), after.finished_at), ("run_a", Some(seconds(20))));
+    assert_eq!(after.events, [event(1), event(2)]);
+    let other = WorkspaceId("ws_b".into());
+    assert_eq!(store.run_events(&other, "conv_1", -1).await.unwrap(), None, "another workspace sees nothing");
+
+    // A newer run replaces it; what it replaced goes at the next purge.
+    store.open_run(&ws, "conv_1", "run_b", seconds(30)).await.unwrap();
+    let newer = store.run_events(&ws, "conv_1", -1).await.unwrap().unwrap();
+    assert_eq!((newer.run_id.as_str(), newer.finished_at, newer.events.len()), ("run_b", None, 0));
+    assert_eq!(store.purge_runs(seconds(25)).await.unwrap(), 3);
+    store.append_run_events(&ws, ("conv_1", "run_b"), &[event(0)], Some(seconds(40))).await.unwrap();
+    assert_eq!(store.purge_runs(seconds(35)).await.unwrap(), 0, "a run that ended after the bound is kept");
+    assert_eq!(store.purge_runs(seconds(50)).await.unwrap(), 1);
+    assert_eq!(store.run_events(&ws, "conv_1", -1).await.unwrap(), None);
 }

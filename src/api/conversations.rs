@@ -53,8 +53,8 @@ async fn resume_stream(
         })?),
         None => query.int("starting_after", None, 0, i64::MAX)?.map(|n| n as u64),
     };
-    let log = engine::resumable_run(&state.engine, &ws, &ConversationId(id))?;
-    Ok(sse::numbered_events(&state, log.follow(after)))
+    let frames = state.engine.streams.resume(&ws, &ConversationId(id), after).await?;
+    Ok(sse::frames(&state, frames))
 }
 
 /// Runs a checked plan and answers with its events: SSE, or folded into one response.

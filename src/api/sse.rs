@@ -5,6 +5,7 @@
 //! (a conversation's run goes on and is stored).
 
 use crate::domain::events::RunEvent;
+use crate::engine::streams::Frame;
 use crate::AppState;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -47,8 +48,7 @@ pub fn numbered_events(state: &AppState, events: impl Stream<Item = (u64, RunEve
         while let Some((n, event)) = events.next().await {
             let Some(name) = event.name() else { continue };
             if let Some(data) = json(&event) {
-                // `id:` in the event's own block: a block without `data:` breaks SDK parsers.
-                yield Event::default().event(name).id(n.to_string()).data(data);
+                yield numbered(name, n, data);
             }
             if event.is_terminal() {
                 break;
@@ -56,6 +56,26 @@ pub fn numbered_events(state: &AppState, events: impl Stream<Item = (u64, RunEve
         }
     };
     respond(state, frames)
+}
+
+/// A resumed run's events, already serialized, until the terminal one.
+pub fn frames(state: &AppState, frames: impl Stream<Item = Frame> + Send + 'static) -> Response {
+    let frames = async_stream::stream! {
+        futures::pin_mut!(frames);
+        while let Some(frame) = frames.next().await {
+            let terminal = frame.is_terminal();
+            yield numbered(&frame.name, frame.number, frame.data);
+            if terminal {
+                break;
+            }
+        }
+    };
+    respond(state, frames)
+}
+
+/// An event in its own block with its number: a block without `data:` breaks SDK parsers.
+fn numbered(name: &str, number: u64, data: String) -> Event {
+    Event::default().event(name).id(number.to_string()).data(data)
 }
 
 /// Chat-completion chunks, data-only, closed by `[DONE]`.

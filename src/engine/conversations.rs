@@ -573,22 +573,6 @@ pub async fn messages(engine: &Engine, ws: &WorkspaceId, id: &ConversationId) ->
     Ok(ConversationMessages { object: "conversation.messages", conversation_id: conversation.id, messages })
 }
 
-/// The kept events of the conversation's latest streamed run, for resuming it.
-pub fn resumable_run(
-    engine: &Engine,
-    ws: &WorkspaceId,
-    id: &ConversationId,
-) -> Result<std::sync::Arc<super::streams::RunLog>, Error> {
-    engine.streams.find(ws, id).ok_or_else(|| Error::RunFailed {
-        code: crate::error::Code::NotFound,
-        message: format!(
-            "Conversation `{id}` has no streamed run to resume here: the events of a finished run are kept for {} s, \
-             by the server that ran it.",
-            engine.streams.retention().as_secs()
-        ),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,11 +3,17 @@
 //! connection dropped can read the rest (`GET /v1/conversations/{id}/stream`). An event's
 //! number is its position in the run, the SSE `id:` of the stream that carried it.
 //!
-//! The logs live in this process: a resume reaches the replica that runs (or ran) the turn.
+//! The logs live in this process; on a store that replicas share (Postgres) they are also
+//! written to it in batches as the run goes on, so a resume reaching another replica reads
+//! them there and follows the run by polling until it ends.
 
 use crate::domain::events::RunEvent;
 use crate::domain::ids::{ConversationId, WorkspaceId};
-use futures::Stream;
+use crate::domain::time::Timestamp;
+use crate::error::{Code, Error};
+use crate::store::{Store, StoredEvent};
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -21,6 +27,32 @@ type Key = (WorkspaceId, ConversationId);
 pub struct RunLogs {
     logs: Mutex<HashMap<Key, Arc<RunLog>>>,
     retention: Duration,
+    /// The store the logs are also written to, when other replicas read it.
+    shared: Option<Arc<dyn Store>>,
+}
+
+/// How often a run's new events are written to a shared store, and how often a resume on
+/// another replica looks for them.
+const SHARE_EVERY: Duration = Duration::from_millis(100);
+
+/// One event of a resumed stream: its number in the run, name and JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    pub number: u64,
+    pub name: String,
+    pub data: String,
+}
+
+impl Frame {
+    fn of(number: u64, event: &RunEvent) -> Option<Frame> {
+        let name = event.name()?;
+        let data = serde_json::to_string(event).ok()?;
+        Some(Frame { number, name: name.to_owned(), data })
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.name.as_str(), "conversation.response.done" | "conversation.response.error")
+    }
 }
 
 /// One run's events so far, and whether it has ended.
@@ -36,8 +68,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl RunLogs {
-    pub fn new(retention: Duration) -> Self {
-        RunLogs { logs: Mutex::new(HashMap::new()), retention }
+    /// `shared`: the store other replicas read, if the logs are to be written to it.
+    pub fn new(retention: Duration, shared: Option<Arc<dyn Store>>) -> Self {
+        RunLogs { logs: Mutex::new(HashMap::new()), retention, shared }
     }
 
     pub fn retention(&self) -> Duration {
@@ -51,10 +84,82 @@ impl RunLogs {
             progress: watch::channel((0, false)).0,
             finished_at: Mutex::new(None),
         });
-        let mut logs = lock(&self.logs);
-        self.sweep(&mut logs);
-        logs.insert((ws.clone(), conversation_id.clone()), log.clone());
+        {
+            let mut logs = lock(&self.logs);
+            self.sweep(&mut logs);
+            logs.insert((ws.clone(), conversation_id.clone()), log.clone());
+        }
+        if let Some(store) = &self.shared {
+            tokio::spawn(share(store.clone(), ws.clone(), conversation_id.clone(), log.clone()));
+        }
         log
+    }
+
+    /// The events after `after` of the conversation's latest streamed run, then the rest as
+    /// it goes on: from this process's log, else from the shared store.
+    pub async fn resume(
+        &self,
+        ws: &WorkspaceId,
+        conversation_id: &ConversationId,
+        after: Option<u64>,
+    ) -> Result<BoxStream<'static, Frame>, Error> {
+        if let Some(log) = self.find(ws, conversation_id) {
+            return Ok(log.follow(after).filter_map(|(n, event)| async move { Frame::of(n, &event) }).boxed());
+        }
+        let not_found = || Error::RunFailed {
+            code: Code::NotFound,
+            message: format!(
+                "Conversation `{conversation_id}` has no streamed run to resume: the events of a finished run are \
+                 kept for {} s.",
+                self.retention.as_secs()
+            ),
+        };
+        let Some(store) = self.shared.clone() else { return Err(not_found()) };
+        let after = after.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let Some(first) = store.run_events(ws, conversation_id.as_str(), after).await? else { return Err(not_found()) };
+        let expired = first
+            .finished_at
+            .is_some_and(|at| Timestamp::now().micros() - at.micros() > self.retention.as_micros() as i64);
+        if expired {
+            return Err(not_found());
+        }
+        let (ws, conversation_id) = (ws.clone(), conversation_id.clone());
+        Ok(async_stream::stream! {
+            let run_id = first.run_id.clone();
+            let mut batch = first;
+            let mut next = after;
+            loop {
+                // A newer run replaced the one being read: what was read is all there is.
+                if batch.run_id != run_id {
+                    break;
+                }
+                let finished = batch.finished_at.is_some();
+                for event in batch.events {
+                    next = event.seq;
+                    yield Frame { number: event.seq as u64, name: event.name, data: event.data };
+                }
+                if finished {
+                    break;
+                }
+                tokio::time::sleep(SHARE_EVERY).await;
+                batch = match store.run_events(&ws, conversation_id.as_str(), next).await {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "a resumed stream could not read the run's events");
+                        break;
+                    }
+                };
+            }
+        }
+        .boxed())
+    }
+
+    /// Deletes the shared logs of runs that ended longer ago than the retention.
+    pub async fn purge_shared(&self) -> Result<u64, Error> {
+        let Some(store) = &self.shared else { return Ok(0) };
+        let before = Timestamp::now().minus(self.retention);
+        Ok(store.purge_runs(before).await?)
     }
 
     /// The log of the conversation's latest run, unless it ended longer ago than the
@@ -77,6 +182,45 @@ impl RunLogs {
         for (_, key) in finished.into_iter().take(logs.len() + 1 - MOST_LOGS) {
             logs.remove(&key);
         }
+    }
+}
+
+/// Writes a run's events to the shared store as they come, a batch every `SHARE_EVERY`,
+/// and its end. A failure is logged: the run itself never waits for this.
+async fn share(store: Arc<dyn Store>, ws: WorkspaceId, conversation_id: ConversationId, log: Arc<RunLog>) {
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let run = (conversation_id.as_str(), run_id.as_str());
+    if let Err(error) = store.open_run(&ws, run.0, run.1, Timestamp::now()).await {
+        tracing::warn!(%error, "a run's events are not shared for resuming");
+        return;
+    }
+    let mut progress = log.progress.subscribe();
+    let mut written = 0;
+    loop {
+        let (_, finished) = *progress.borrow_and_update();
+        let batch: Vec<StoredEvent> = lock(&log.events)
+            .get(written..)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, event)| {
+                let frame = Frame::of((written + i) as u64, event)?;
+                Some(StoredEvent { seq: frame.number as i64, name: frame.name, data: frame.data })
+            })
+            .collect();
+        let count = batch.len();
+        if count > 0 || finished {
+            let end = finished.then(Timestamp::now);
+            if let Err(error) = store.append_run_events(&ws, run, &batch, end).await {
+                tracing::warn!(%error, "a run's events could not be shared for resuming");
+                return;
+            }
+            written += count;
+        }
+        if finished || progress.changed().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(SHARE_EVERY).await;
     }
 }
 
@@ -135,7 +279,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_follower_gets_the_events_after_its_last_then_the_rest_as_they_come() {
-        let logs = RunLogs::new(Duration::from_secs(60));
+        let logs = RunLogs::new(Duration::from_secs(60), None);
         let (ws, id) = (WorkspaceId::default_workspace(), ConversationId("conv_1".into()));
         let log = logs.open(&ws, &id);
         log.push(&started());
@@ -152,7 +296,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_finished_log_expires_after_the_retention() {
-        let logs = RunLogs::new(Duration::ZERO);
+        let logs = RunLogs::new(Duration::ZERO, None);
         let (ws, id) = (WorkspaceId::default_workspace(), ConversationId("conv_1".into()));
         let log = logs.open(&ws, &id);
         assert!(logs.find(&ws, &id).is_some(), "a running run is always found");

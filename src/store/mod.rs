@@ -158,6 +158,12 @@ pub trait Database: Send + Sync {
     /// Answers when the database does; backs `GET /health`.
     async fn ping(&self) -> StoreResult<()>;
 
+    /// Whether other server processes may use this database at once (Postgres): what only
+    /// lives in one process's memory is then also written to it (streamed runs' events).
+    fn shared_by_replicas(&self) -> bool {
+        false
+    }
+
     /// Called once at shutdown, after the last run committed: leaves the database tidy
     /// (SQLite checkpoints its WAL and closes, so a stopped server leaves one file).
     async fn close(&self) {}
@@ -372,11 +378,59 @@ pub struct FileRecord {
     pub expires_at: Option<i64>,
     pub created_at: Timestamp,
 }
+/// An event of a run as it went on the wire: its number, name and JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub name: String,
+    pub data: String,
+}
+
+/// The events of a conversation's latest streamed run after some number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunEvents {
+    pub run_id: String,
+    pub finished_at: Option<Timestamp>,
+    pub events: Vec<StoredEvent>,
+}
+
+/// The runs of streams, kept for resuming from another replica.
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    /// Makes `run_id` the conversation's latest run.
+    async fn open_run(&self, ws: &WorkspaceId, conversation_id: &str, run_id: &str, now: Timestamp) -> StoreResult<()>;
+
+    /// Adds events to the run (numbered from `events[0].seq`); `finished_at` marks its end.
+    async fn append_run_events(
+        &self,
+        ws: &WorkspaceId,
+        run: (&str, &str),
+        events: &[StoredEvent],
+        finished_at: Option<Timestamp>,
+    ) -> StoreResult<()>;
+
+    /// The events numbered after `after` of the conversation's latest run; `None` when it
+    /// has none.
+    async fn run_events(&self, ws: &WorkspaceId, conversation_id: &str, after: i64) -> StoreResult<Option<RunEvents>>;
+
+    /// Deletes the runs that ended before `before`, and events of runs no longer latest.
+    async fn purge_runs(&self, before: Timestamp) -> StoreResult<u64>;
+}
+
 /// The whole persistence port, as the app holds it (`Arc<dyn Store>`). A backend implements
 /// each aggregate's trait and gets this one for free. Every backend is also a blob store
 /// (`[files] storage = "database"`), so the app can use the store it has for that too.
 pub trait Store:
-    Database + AgentStore + ConversationStore + IdempotencyStore + FileStore + blobs::BlobStore + Send + Sync + 'static
+    Database
+    + AgentStore
+    + ConversationStore
+    + IdempotencyStore
+    + FileStore
+    + RunStore
+    + blobs::BlobStore
+    + Send
+    + Sync
+    + 'static
 {
 }
 
@@ -386,6 +440,7 @@ impl<T> Store for T where
         + ConversationStore
         + IdempotencyStore
         + FileStore
+        + RunStore
         + blobs::BlobStore
         + Send
         + Sync

@@ -7,7 +7,7 @@ use super::sql::{self, Columns, Naming};
 use super::{
     AgentFilter, AgentRecord, AgentStore, AgentWrite, AliasRecord, ClaimTimes, ConversationRecord, ConversationStore,
     Database, EntryColumns, FileFilter, FileRecord, FileStore, IdempotencyStore, KeyClaim, KeyUse, NewVersion,
-    NotFoundAs, Page, StoreError, StoreResult, StoredAnswer, TurnWrite,
+    NotFoundAs, Page, RunEvents, RunStore, StoreError, StoreResult, StoredAnswer, StoredEvent, TurnWrite,
 };
 use crate::domain::agents::{AgentConfig, VersionSelector};
 use crate::domain::entries::Entry;
@@ -284,6 +284,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "conversations", include_str!("../../migrations/postgres/0002_conversations.sql")),
     (3, "files", include_str!("../../migrations/postgres/0003_files.sql")),
     (4, "idempotency", include_str!("../../migrations/postgres/0004_idempotency.sql")),
+    (5, "run_events", include_str!("../../migrations/postgres/0005_run_events.sql")),
 ];
 
 impl<'s> sqlx::migrate::MigrationSource<'s> for Embedded {
@@ -490,6 +491,10 @@ fn agent_records(rows: &[PgRow]) -> StoreResult<Vec<AgentRecord>> {
 
 #[async_trait]
 impl Database for PgStore {
+    fn shared_by_replicas(&self) -> bool {
+        true
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         on_connection!(self, |conn| {
             sqlx::query("SELECT 1").execute(&mut *conn).await?;
@@ -740,6 +745,70 @@ impl IdempotencyStore for PgStore {
     async fn purge_keys(&self, now: Timestamp) -> StoreResult<u64> {
         on_connection!(self, |conn| {
             Ok(sqlx::query(sql::PURGE_KEYS).bind(now.micros()).execute(&mut *conn).await?.rows_affected())
+        })
+    }
+}
+
+/// A turn's run events in one statement: one array per column, unnested.
+const INSERT_RUN_EVENTS: &str = "INSERT INTO run_events (workspace, conversation_id, run_id, seq, name, data) \
+     SELECT $1, $2, $3, s, n, d FROM UNNEST($4::bigint[], $5::text[], $6::text[]) AS t(s, n, d)";
+
+#[async_trait]
+impl RunStore for PgStore {
+    async fn open_run(&self, ws: &WorkspaceId, conversation_id: &str, run_id: &str, now: Timestamp) -> StoreResult<()> {
+        on_connection!(self, |conn| {
+            let query = sqlx::query(sql::OPEN_RUN).bind(ws.as_str()).bind(conversation_id).bind(run_id);
+            query.bind(now.micros()).execute(&mut *conn).await?;
+            Ok(())
+        })
+    }
+
+    async fn append_run_events(
+        &self,
+        ws: &WorkspaceId,
+        run: (&str, &str),
+        events: &[StoredEvent],
+        finished_at: Option<Timestamp>,
+    ) -> StoreResult<()> {
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
+        let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+        on_connection!(self, |conn| {
+            let mut tx = conn.begin().await?;
+            let query = sqlx::query(INSERT_RUN_EVENTS).bind(ws.as_str()).bind(run.0).bind(run.1);
+            query.bind(&seqs).bind(&names).bind(&data).execute(&mut *tx).await?;
+            if let Some(at) = finished_at {
+                let query = sqlx::query(sql::FINISH_RUN).bind(ws.as_str()).bind(run.0).bind(run.1);
+                query.bind(at.micros()).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn run_events(&self, ws: &WorkspaceId, conversation_id: &str, after: i64) -> StoreResult<Option<RunEvents>> {
+        on_connection!(self, |conn| {
+            let row =
+                sqlx::query(sql::SELECT_RUN).bind(ws.as_str()).bind(conversation_id).fetch_optional(&mut *conn).await?;
+            let Some(row) = row else { return Ok(None) };
+            let (run_id, finished_at): (String, Option<i64>) = (row.try_get("run_id")?, row.try_get("finished_at")?);
+            let query = sqlx::query(sql::SELECT_RUN_EVENTS).bind(ws.as_str()).bind(conversation_id).bind(&run_id);
+            let rows = query.bind(after).fetch_all(&mut *conn).await?;
+            let events = rows
+                .iter()
+                .map(|row| {
+                    Ok(StoredEvent { seq: row.try_get("seq")?, name: row.try_get("name")?, data: row.try_get("data")? })
+                })
+                .collect::<sqlx::Result<Vec<_>>>()?;
+            Ok(Some(RunEvents { run_id, finished_at: finished_at.map(Timestamp::from_micros), events }))
+        })
+    }
+
+    async fn purge_runs(&self, before: Timestamp) -> StoreResult<u64> {
+        on_connection!(self, |conn| {
+            let events = sqlx::query(sql::PURGE_RUN_EVENTS).bind(before.micros()).execute(&mut *conn).await?;
+            sqlx::query(sql::PURGE_RUNS).bind(before.micros()).execute(&mut *conn).await?;
+            Ok(events.rows_affected())
         })
     }
 }

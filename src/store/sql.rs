@@ -370,6 +370,27 @@ pub const TOUCH_KEY: &str = "UPDATE idempotency_keys SET created_at = $4 \
 pub const RELEASE_KEY: &str = "DELETE FROM idempotency_keys \
      WHERE workspace = $1 AND request_key = $2 AND fingerprint = $3 AND status IS NULL";
 
+/// Makes $3 the latest run of conversation $2 ($4 now).
+pub const OPEN_RUN: &str = "INSERT INTO runs (workspace, conversation_id, run_id, started_at, finished_at) \
+     VALUES ($1, $2, $3, $4, NULL) \
+     ON CONFLICT (workspace, conversation_id) DO UPDATE SET run_id = excluded.run_id, \
+     started_at = excluded.started_at, finished_at = NULL";
+
+pub const FINISH_RUN: &str =
+    "UPDATE runs SET finished_at = $4 WHERE workspace = $1 AND conversation_id = $2 AND run_id = $3";
+
+pub const SELECT_RUN: &str = "SELECT run_id, finished_at FROM runs WHERE workspace = $1 AND conversation_id = $2";
+
+pub const SELECT_RUN_EVENTS: &str = "SELECT seq, name, data FROM run_events \
+     WHERE workspace = $1 AND conversation_id = $2 AND run_id = $3 AND seq > $4 ORDER BY seq";
+
+/// Events of runs that ended before $1, or that a newer run replaced.
+pub const PURGE_RUN_EVENTS: &str = "DELETE FROM run_events WHERE NOT EXISTS (SELECT 1 FROM runs r \
+     WHERE r.workspace = run_events.workspace AND r.conversation_id = run_events.conversation_id \
+     AND r.run_id = run_events.run_id AND (r.finished_at IS NULL OR r.finished_at >= $1))";
+
+pub const PURGE_RUNS: &str = "DELETE FROM runs WHERE finished_at < $1";
+
 pub const PURGE_KEYS: &str = "DELETE FROM idempotency_keys WHERE expires_at <= $1";
 
 pub const DELETE_CONVERSATION: &str = "DELETE FROM conversations WHERE workspace = $1 AND id = $2";

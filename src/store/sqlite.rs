@@ -19,7 +19,7 @@ use super::rows::{self, ReadRow};
 use super::sql::{self, Columns, Naming};
 use super::{
     AgentFilter, AgentRecord, AgentStore, AgentWrite, AliasRecord, ConversationRecord, ConversationStore, Database,
-    FileFilter, FileRecord, FileStore, NewVersion, NotFoundAs, Page,
+    FileFilter, FileRecord, FileStore, NewVersion, NotFoundAs, Page, RunEvents, RunStore, StoredEvent,
 };
 use super::{
     ClaimTimes, EntryColumns, IdempotencyStore, KeyClaim, KeyUse, StoreError, StoreResult, StoredAnswer, TurnWrite,
@@ -114,6 +114,13 @@ struct Statements {
     release_key: String,
     touch_key: String,
     purge_keys: String,
+    open_run: String,
+    insert_run_event: String,
+    finish_run: String,
+    select_run: String,
+    select_run_events: String,
+    purge_run_events: String,
+    purge_runs: String,
 }
 
 static SQL: LazyLock<Statements> = LazyLock::new(|| Statements {
@@ -157,6 +164,15 @@ static SQL: LazyLock<Statements> = LazyLock::new(|| Statements {
     finish_key: numbered(sql::FINISH_KEY),
     release_key: numbered(sql::RELEASE_KEY),
     touch_key: numbered(sql::TOUCH_KEY),
+    open_run: numbered(sql::OPEN_RUN),
+    insert_run_event: numbered(
+        "INSERT INTO run_events (workspace, conversation_id, run_id, seq, name, data) VALUES ($1, $2, $3, $4, $5, $6)",
+    ),
+    finish_run: numbered(sql::FINISH_RUN),
+    select_run: numbered(sql::SELECT_RUN),
+    select_run_events: numbered(sql::SELECT_RUN_EVENTS),
+    purge_run_events: numbered(sql::PURGE_RUN_EVENTS),
+    purge_runs: numbered(sql::PURGE_RUNS),
     purge_keys: numbered(sql::PURGE_KEYS),
 });
 
@@ -168,6 +184,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "conversations", include_str!("../../migrations/sqlite/0002_conversations.sql")),
     (3, "files", include_str!("../../migrations/sqlite/0003_files.sql")),
     (4, "idempotency", include_str!("../../migrations/sqlite/0004_idempotency.sql")),
+    (5, "run_events", include_str!("../../migrations/sqlite/0005_run_events.sql")),
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -863,6 +880,72 @@ impl IdempotencyStore for SqliteStore {
     async fn purge_keys(&self, now: Timestamp) -> StoreResult<u64> {
         let now = now.micros();
         self.write(move |tx| Ok(tx.prepare_cached(&SQL.purge_keys)?.execute(params![now])? as u64)).await
+    }
+}
+
+#[async_trait]
+impl RunStore for SqliteStore {
+    async fn open_run(&self, ws: &WorkspaceId, conversation_id: &str, run_id: &str, now: Timestamp) -> StoreResult<()> {
+        let (ws, conversation, run) = (ws.as_str().to_owned(), conversation_id.to_owned(), run_id.to_owned());
+        let now = now.micros();
+        self.write(move |tx| {
+            tx.prepare_cached(&SQL.open_run)?.execute(params![ws, conversation, run, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn append_run_events(
+        &self,
+        ws: &WorkspaceId,
+        run: (&str, &str),
+        events: &[StoredEvent],
+        finished_at: Option<Timestamp>,
+    ) -> StoreResult<()> {
+        let (ws, conversation, run) = (ws.as_str().to_owned(), run.0.to_owned(), run.1.to_owned());
+        let events = events.to_vec();
+        self.write(move |tx| {
+            let mut insert = tx.prepare_cached(&SQL.insert_run_event)?;
+            for event in &events {
+                insert.execute(params![ws, conversation, run, event.seq, event.name, event.data])?;
+            }
+            if let Some(at) = finished_at {
+                tx.prepare_cached(&SQL.finish_run)?.execute(params![ws, conversation, run, at.micros()])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn run_events(&self, ws: &WorkspaceId, conversation_id: &str, after: i64) -> StoreResult<Option<RunEvents>> {
+        let (ws, conversation) = (ws.as_str().to_owned(), conversation_id.to_owned());
+        self.read(move |conn| {
+            let run = conn
+                .prepare_cached(&SQL.select_run)?
+                .query_row(params![ws, conversation], |row| {
+                    Ok((row.get::<_, String>("run_id")?, row.get::<_, Option<i64>>("finished_at")?))
+                })
+                .optional()?;
+            let Some((run_id, finished_at)) = run else { return Ok(None) };
+            let mut select = conn.prepare_cached(&SQL.select_run_events)?;
+            let events = select
+                .query_map(params![ws, conversation, run_id, after], |row| {
+                    Ok(StoredEvent { seq: row.get("seq")?, name: row.get("name")?, data: row.get("data")? })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Some(RunEvents { run_id, finished_at: finished_at.map(Timestamp::from_micros), events }))
+        })
+        .await
+    }
+
+    async fn purge_runs(&self, before: Timestamp) -> StoreResult<u64> {
+        let before = before.micros();
+        self.write(move |tx| {
+            let events = tx.prepare_cached(&SQL.purge_run_events)?.execute(params![before])?;
+            tx.prepare_cached(&SQL.purge_runs)?.execute(params![before])?;
+            Ok(events as u64)
+        })
+        .await
     }
 }
 

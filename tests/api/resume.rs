@@ -96,10 +96,11 @@ async fn without_a_kept_run_a_resume_is_a_clear_404() {
     let unknown = json_of(app.get("/v1/conversations/conv_nothing/stream").await, 404).await;
     assert!(unknown["message"].as_str().unwrap().contains("no streamed run to resume"), "{unknown}");
 
-    // Retention 0: a finished run is gone at once.
+    // Retention 0: a finished run is gone as soon as its end is recorded (on Postgres, in
+    // the next batch written to the database).
     let live = app.stream("/v1/conversations", &json!({"model": "echo", "inputs": "hi", "stream": true})).await;
     let conversation_id = live[0].1["conversation_id"].as_str().unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     json_of(app.get(&format!("/v1/conversations/{conversation_id}/stream")).await, 404).await;
 
     let bad = app
@@ -109,4 +110,47 @@ async fn without_a_kept_run_a_resume_is_a_clear_404() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 422);
+}
+
+#[tokio::test]
+async fn on_postgres_a_stream_run_by_one_replica_is_resumed_from_another() {
+    let upstream = crate::upstream::FakeUpstream::start().await;
+    let a = TestApp::spawn_with(Options { upstream_url: Some(upstream.url.clone()), ..Options::default() }).await;
+    let b = TestApp::spawn_with(Options {
+        upstream_url: Some(upstream.url.clone()),
+        database_url: Some(a.database_url.clone()),
+        ..Options::default()
+    })
+    .await;
+    upstream.script([Reply::Gated("One two three four.")]);
+    let response =
+        a.post("/v1/conversations", &json!({"model": "fake-model", "inputs": "count", "stream": true})).await;
+    let head = parse_numbered_sse(&first_events(response, 2).await)[..2].to_vec();
+    let conversation_id = head[0].2["conversation_id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let resumed = b
+        .request(reqwest::Method::GET, &format!("/v1/conversations/{conversation_id}/stream"))
+        .header("last-event-id", "1")
+        .send()
+        .await
+        .unwrap();
+    if a.database_url.starts_with("sqlite") {
+        // SQLite replicas keep streamed runs in their own memory only (README).
+        upstream.release();
+        assert_eq!(resumed.status(), 404);
+        return;
+    }
+    assert_eq!(resumed.status(), 200);
+    let rest = tokio::spawn(resumed.text());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    upstream.release();
+
+    let rest = parse_numbered_sse(&rest.await.unwrap().unwrap());
+    assert_eq!(rest[0].0, 2);
+    assert_eq!(rest.last().unwrap().1, "conversation.response.done");
+    let whole: Vec<(u64, String, Value)> = head.into_iter().chain(rest).collect();
+    assert_eq!(whole.iter().map(|(n, ..)| *n).collect::<Vec<_>>(), (0..whole.len() as u64).collect::<Vec<_>>());
+    assert_eq!(message_text(&whole), "One two three four.");
+    assert_eq!(b.history(&conversation_id).await[1]["content"], "One two three four.");
 }
