@@ -83,9 +83,10 @@ pub struct Config {
     pub stream_retention_secs: u64,
 
     /// Most client connections served at once; past it a connection is answered 503 and
-    /// closed. Keep it below the process's open-file limit (`ulimit -n`).
-    #[arg(global = true, long, env = "PALAVER_MAX_CONNECTIONS", default_value_t = 4096)]
-    pub max_connections: usize,
+    /// closed. Default: the process's open-file limit (`ulimit -n`) less 256 for the
+    /// database, upstreams and files.
+    #[arg(global = true, long, env = "PALAVER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 
     /// Longest a client may take to send its request headers, in milliseconds; then the
     /// connection is closed.

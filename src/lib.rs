@@ -113,7 +113,7 @@ impl App {
         };
         telemetry::handle();
         let limits = api::server::ConnectionLimits {
-            max_connections: config.max_connections,
+            max_connections: config.max_connections.unwrap_or_else(api::server::default_max_connections),
             header_timeout: std::time::Duration::from_millis(config.client_header_timeout_ms),
         };
         Ok(App { listener, limits, metrics_listener, state })

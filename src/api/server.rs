@@ -25,6 +25,14 @@ pub struct ConnectionLimits {
     pub header_timeout: Duration,
 }
 
+/// The open-file limit less what the rest of the process needs (database, upstreams,
+/// files): a flood then meets the 503 before the process runs out of descriptors.
+pub fn default_max_connections() -> usize {
+    let soft =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    usize::try_from(soft.saturating_sub(256)).unwrap_or(usize::MAX).max(64)
+}
+
 /// What a connection past the limit reads before it is closed.
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
 connection: close\r\ncontent-length: 142\r\n\r\n\

@@ -2,20 +2,67 @@
 //! Python runs in the work directory of its conversation, kept between calls; files the
 //! code writes are stored through the Files API and shown to the user as `tool_file` chunks.
 
-use super::sandbox::Sandbox;
+use super::sandbox::{Sandbox, SandboxChoice};
 use super::{Connector, FileSink, ProducedFile, ServerTool, ToolCall, ToolOutput};
+use crate::config::CodeInterpreterConfig;
 use crate::error::Error;
 use serde_json::Value;
 use std::sync::Arc;
+use tokio::sync::OnceCell;
 
 pub struct CodeInterpreter {
-    sandbox: Arc<Sandbox>,
+    /// The sandbox, once probed (`None`: none works here, and the tool is not offered).
+    sandbox: OnceCell<Option<Arc<Sandbox>>>,
+    /// What `sandbox = "auto"` probes with, when it has not been probed yet.
+    config: CodeInterpreterConfig,
     files: Arc<dyn FileSink>,
     tools: Arc<Vec<ServerTool>>,
 }
 
 impl CodeInterpreter {
+    /// Over a sandbox already chosen and checked.
     pub fn new(sandbox: Arc<Sandbox>, files: Arc<dyn FileSink>) -> Self {
+        let tool = Self::with(CodeInterpreterConfig::default(), files);
+        tool.sandbox.set(Some(sandbox)).ok();
+        tool
+    }
+
+    /// With `sandbox = "auto"`: the probe (which starts the interpreter) runs in the
+    /// background, so the server is up at once; the first call that needs the tool waits
+    /// for it, and the log says what it found.
+    pub fn probing(config: CodeInterpreterConfig, files: Arc<dyn FileSink>) -> Arc<Self> {
+        let tool = Arc::new(Self::with(config, files));
+        let probe = tool.clone();
+        tokio::spawn(async move {
+            probe.sandbox().await;
+        });
+        tool
+    }
+
+    async fn sandbox(&self) -> Option<&Arc<Sandbox>> {
+        let probed = self.sandbox.get_or_init(|| async {
+            let config = self.config.clone();
+            match tokio::task::spawn_blocking(move || Sandbox::from_config(&config)).await {
+                Ok(Ok(SandboxChoice::Available(sandbox))) => {
+                    tracing::info!("tools: code_interpreter runs in {}", sandbox.description());
+                    sandbox.spawn_cleanup(std::time::Duration::from_secs(60));
+                    Some(sandbox)
+                }
+                Ok(Ok(SandboxChoice::Unavailable { reason })) => {
+                    tracing::warn!("tools: code_interpreter is not offered: no sandbox ({reason})");
+                    None
+                }
+                Ok(Err(error)) => {
+                    tracing::error!("tools: code_interpreter is not offered: {error:#}");
+                    None
+                }
+                Err(_) => None,
+            }
+        });
+        probed.await.as_ref()
+    }
+
+    fn with(config: CodeInterpreterConfig, files: Arc<dyn FileSink>) -> Self {
         let tool = ServerTool::with_text_parameter(
             "code_interpreter",
             "Run Python 3 code in a sandbox (numpy, pandas and matplotlib when installed; no network). \
@@ -24,7 +71,7 @@ impl CodeInterpreter {
             "code",
             "The Python code to run.",
         );
-        CodeInterpreter { sandbox, files, tools: Arc::new(vec![tool]) }
+        CodeInterpreter { sandbox: OnceCell::new(), config, files, tools: Arc::new(vec![tool]) }
     }
 }
 
@@ -54,15 +101,21 @@ fn file_type(name: &str) -> String {
 #[async_trait::async_trait]
 impl Connector for CodeInterpreter {
     async fn tools(&self, _authorization: Option<&str>) -> Result<Arc<Vec<ServerTool>>, Error> {
-        Ok(self.tools.clone())
+        Ok(match self.sandbox().await {
+            Some(_) => self.tools.clone(),
+            None => Arc::default(),
+        })
     }
 
     async fn call(&self, call: ToolCall<'_>) -> Result<ToolOutput, Error> {
+        let Some(sandbox) = self.sandbox().await else {
+            return Ok(ToolOutput::error("code_interpreter is not available on this server."));
+        };
         let Some(code) = call.arguments.get("code").and_then(Value::as_str).filter(|c| !c.trim().is_empty()) else {
             return Ok(ToolOutput::error("`code` is missing: call the tool with {\"code\": \"print(1 + 1)\"}."));
         };
         // One work directory per conversation: a restart is a conversation of its own.
-        let execution = match self.sandbox.run(call.context.conversation_id.as_str(), code).await {
+        let execution = match sandbox.run(call.context.conversation_id.as_str(), code).await {
             Ok(execution) => execution,
             Err(error) => {
                 tracing::error!(%error, "the sandbox failed");

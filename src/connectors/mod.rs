@@ -209,7 +209,15 @@ impl Connectors {
         }
         let code = ToolType::CodeInterpreter;
         let mut confinement = None;
-        if let (Some(files), false) = (&files, by_id.contains_key(code.as_str())) {
+        let auto = file.code_interpreter.sandbox == crate::config::SandboxMode::Auto;
+        if let (Some(files), false, true) = (&files, by_id.contains_key(code.as_str()), auto) {
+            let tool = code::CodeInterpreter::probing(file.code_interpreter.clone(), files.clone());
+            by_id.insert(code.as_str().to_owned(), tool);
+            native.push(code);
+            confinement =
+                Some("code_interpreter: its sandbox is probed in the background (a `tools:` line follows)".into());
+        } else if let (Some(files), false) = (&files, by_id.contains_key(code.as_str())) {
+            // An explicit mechanism that cannot work here stops the start.
             match sandbox::Sandbox::from_config(&file.code_interpreter)? {
                 sandbox::SandboxChoice::Available(sandbox) => {
                     confinement = Some(format!("code_interpreter runs in {}", sandbox.description()));

@@ -113,7 +113,7 @@ impl TestApp {
             db_acquire_timeout_ms: options.db_acquire_timeout_ms.unwrap_or(5_000),
             idempotency_ttl_secs: 86_400,
             stream_retention_secs: options.stream_retention_secs.unwrap_or(600),
-            max_connections: options.max_connections.unwrap_or(4096),
+            max_connections: options.max_connections,
             client_header_timeout_ms: options.client_header_timeout_ms.unwrap_or(10_000),
             client_body_timeout_ms: options.client_body_timeout_ms.unwrap_or(30_000),
             metrics_addr: options.metrics_addr,
