@@ -87,9 +87,9 @@ fn header_error(message: &str) -> Error {
 
 /// The middleware (a route layer: the matched route tells whether the header counts).
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_default();
     let Some(value) = request.headers().get(HEADER) else { return next.run(request).await };
-    if !honoured(request.method(), &route) {
+    let route = request.extensions().get::<MatchedPath>().map_or("", MatchedPath::as_str);
+    if !honoured(request.method(), route) {
         return next.run(request).await;
     }
     let key = match value.to_str() {
