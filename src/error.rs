@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// One step of a field's location, as FastAPI/pydantic write it in `detail[].loc`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Loc {
     Key(String),
@@ -25,7 +25,8 @@ impl From<usize> for Loc {
 }
 
 /// One item of a 422 `detail` list: where (`loc`), what (`type`) and a sentence (`msg`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = ValidationError)]
 pub struct FieldError {
     #[serde(rename = "type")]
     pub kind: &'static str,

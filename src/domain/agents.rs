@@ -11,19 +11,20 @@ use crate::error::FieldError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GuardrailAction {
     None,
     Block,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModerationConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub custom_category_thresholds: Option<Map<String, Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_other_categories: Option<bool>,
@@ -31,7 +32,7 @@ pub struct ModerationConfig {
     pub action: Option<GuardrailAction>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GuardrailConfig {
     #[serde(default)]
@@ -43,7 +44,7 @@ pub struct GuardrailConfig {
 }
 
 /// Body of `POST /v1/agents`. Unknown fields are rejected, as by the hosted API.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgentRequest {
     pub model: String,
@@ -54,34 +55,48 @@ pub struct CreateAgentRequest {
     pub description: Option<String>,
     // `null` is read as "no tools": liberal in what we accept, `[]` in what we send.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
     pub tools: Option<Vec<Tool>>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub completion_args: Option<CompletionArgs>,
     #[serde(default)]
     pub handoffs: Option<Vec<String>>,
     #[serde(default)]
     pub guardrails: Option<Vec<GuardrailConfig>>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
     #[serde(default)]
     pub version_message: Option<String>,
 }
 
 /// Body of `PATCH /v1/agents/{id}`: absent = keep, `null` = clear, value = replace.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 // Every field may be absent: the struct's `Default` fills them.
 #[serde(default, deny_unknown_fields)]
 pub struct UpdateAgentRequest {
+    #[schema(value_type = Option<String>)]
     pub model: Patch<String>,
+    #[schema(value_type = Option<String>)]
     pub name: Patch<String>,
+    #[schema(value_type = Option<String>)]
     pub instructions: Patch<String>,
+    #[schema(value_type = Option<String>)]
     pub description: Patch<String>,
+    #[schema(value_type = Option<Vec<Object>>)]
     pub tools: Patch<Vec<Tool>>,
+    #[schema(value_type = Option<Object>)]
     pub completion_args: Patch<CompletionArgs>,
+    #[schema(value_type = Option<Vec<String>>)]
     pub handoffs: Patch<Vec<String>>,
+    #[schema(value_type = Option<Vec<GuardrailConfig>>)]
     pub guardrails: Patch<Vec<GuardrailConfig>>,
+    #[schema(value_type = Option<bool>)]
     pub deployment_chat: Patch<bool>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Patch<Map<String, Value>>,
+    #[schema(value_type = Option<String>)]
     pub version_message: Patch<String>,
 }
 
@@ -201,31 +216,37 @@ impl UpdateAgentRequest {
 }
 
 /// The `Agent` object every agent endpoint returns.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Agent {
     pub object: &'static str,
+    #[schema(value_type = String)]
     pub id: AgentId,
     pub name: String,
     pub model: String,
     pub version: i64,
     pub versions: Vec<i64>,
+    #[schema(value_type = String)]
     pub created_at: Timestamp,
+    #[schema(value_type = String)]
     pub updated_at: Timestamp,
     pub deployment_chat: bool,
     pub source: &'static str,
     pub instructions: Option<String>,
     pub description: Option<String>,
+    #[schema(value_type = Vec<Object>)]
     pub tools: Vec<Tool>,
+    #[schema(value_type = Object)]
     pub completion_args: CompletionArgsView,
     pub handoffs: Option<Vec<String>>,
     pub guardrails: Option<Vec<GuardrailConfig>>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
     pub owner_id: Option<String>,
     pub version_message: Option<String>,
 }
 
 /// `GET /v1/agents/pages`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AgentListPage {
     pub object: &'static str,
     pub data: Vec<Agent>,
@@ -233,11 +254,14 @@ pub struct AgentListPage {
 }
 
 /// One named pointer to an agent version.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = AgentAliasResponse)]
 pub struct AgentAlias {
     pub alias: String,
     pub version: i64,
+    #[schema(value_type = String)]
     pub created_at: Timestamp,
+    #[schema(value_type = String)]
     pub updated_at: Timestamp,
 }
 

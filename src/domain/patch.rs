@@ -1,7 +1,7 @@
 //! A field of a PATCH body: absent (keep), `null` (clear) or a value (replace), as
 //! the official `UpdateAgentRequest` requires.
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum Patch<T> {
@@ -33,6 +33,17 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
             None => Patch::Null,
             Some(v) => Patch::Value(v),
         })
+    }
+}
+
+/// Written as the field's JSON: an absent field can only be skipped by its container, so
+/// it writes as `null` like a cleared one (the OpenAPI document's defaults are written so).
+impl<T: Serialize> Serialize for Patch<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Patch::Absent | Patch::Null => serializer.serialize_none(),
+            Patch::Value(v) => serializer.serialize_some(v),
+        }
     }
 }
 
