@@ -2,6 +2,7 @@
 
 use super::auth::Workspace;
 use super::extract::{ApiJson, PathParam, QueryParams, RawBody};
+use super::openapi::Errors;
 use crate::domain::agents::{
     Agent, AgentAlias, AgentListPage, CreateAgentRequest, UpdateAgentRequest, VersionSelector,
 };
@@ -14,7 +15,6 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::header::USER_AGENT;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use super::openapi::Errors;
 use axum::Json;
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;

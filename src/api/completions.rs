@@ -3,7 +3,9 @@
 
 use super::auth::Workspace;
 use super::extract::{ApiJson, RawBody};
+use super::openapi::Errors;
 use super::sse;
+use crate::domain::chat_completions::ChatCompletion;
 use crate::domain::chat_completions::CompletionRequest;
 use crate::engine::completions::{self as engine, CompletionAnswer};
 use crate::error::Result;
@@ -12,8 +14,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use super::openapi::Errors;
-use crate::domain::chat_completions::ChatCompletion;
 use axum::Json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -38,7 +38,7 @@ fn respond(state: &AppState, answer: CompletionAnswer) -> Response {
 #[utoipa::path(post, path = "/v1/agents/completions", operation_id = "agents_completion_v1_agents_completions_post", tag = "agents",
     request_body = CompletionRequest, responses(
         (status = 200, description = "The completion; with `stream: true`, its chunks, closed by `[DONE]`.",
-            content((ChatCompletion = "application/json"), (String = "text/event-stream"))),
+            content((ChatCompletion = "application/json"), (sse::ChunkFrame = "text/event-stream"))),
         Errors))]
 #[tracing::instrument(skip_all)]
 async fn agent_completion(
@@ -53,9 +53,10 @@ async fn agent_completion(
 /// `POST /v1/chat/completions`: passed through unchanged to the upstream the model routes
 /// to (status, content type and body, streamed); the built-in model answers itself.
 #[utoipa::path(post, path = "/v1/chat/completions", operation_id = "chat_completion_v1_chat_completions_post", tag = "chat",
-    request_body(content = Object, description = "A chat completion request, passed to the model's upstream as it is."), responses(
+    request_body(content = Object, description = "A chat completion request, passed to the model's upstream as it is.",
+        example = json!({"model": "echo", "messages": [{"role": "user", "content": "Hello"}]})), responses(
         (status = 200, description = "The completion; with `stream: true`, its chunks, closed by `[DONE]`.",
-            content((ChatCompletion = "application/json"), (String = "text/event-stream"))),
+            content((ChatCompletion = "application/json"), (sse::ChunkFrame = "text/event-stream"))),
         Errors))]
 #[tracing::instrument(skip_all)]
 async fn chat_completion(

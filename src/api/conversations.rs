@@ -3,6 +3,7 @@
 
 use super::auth::Workspace;
 use super::extract::{ApiJson, PathParam, QueryParams};
+use super::openapi::Errors;
 use super::sse;
 use crate::domain::conversations::{
     AppendConversationRequest, Conversation, ConversationHistory, ConversationMessages, ConversationResponse,
@@ -16,7 +17,6 @@ use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use super::openapi::Errors;
 use axum::Json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -36,7 +36,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// the rest as the run goes on.
 #[utoipa::path(get, path = "/v1/conversations/{conversation_id}/stream", operation_id = "palaver_conversations_stream_resume", tag = "conversations",
     params(("conversation_id" = String, Path), ("starting_after" = Option<i64>, Query, minimum = 0), ("Last-Event-ID" = Option<String>, Header, description = "The `id` of the last event received.")),
-    responses((status = 200, description = "The run's events after the one named.", content_type = "text/event-stream", body = String), Errors))]
+    responses((status = 200, description = "The run's events after the one named.", content_type = "text/event-stream", body = sse::EventFrame), Errors))]
 #[tracing::instrument(skip_all, fields(conversation_id = %id))]
 async fn resume_stream(
     State(state): State<AppState>,
@@ -74,7 +74,7 @@ async fn respond(state: &AppState, plan: TurnPlan, stream: bool) -> Result<Respo
 #[utoipa::path(post, path = "/v1/conversations", operation_id = "agents_api_v1_conversations_start", tag = "conversations",
     request_body = StartConversationRequest, responses(
         (status = 200, description = "The run's outputs; with `stream: true`, its events as they happen.",
-            content((ConversationResponse = "application/json"), (String = "text/event-stream"))),
+            content((ConversationResponse = "application/json"), (sse::EventFrame = "text/event-stream"))),
         Errors))]
 #[tracing::instrument(skip_all, fields(conversation_id))]
 async fn start_conversation(
@@ -92,7 +92,7 @@ async fn start_conversation(
 #[utoipa::path(post, path = "/v1/conversations/{conversation_id}", operation_id = "agents_api_v1_conversations_append", tag = "conversations",
     params(("conversation_id" = String, Path)), request_body = AppendConversationRequest, responses(
         (status = 200, description = "The run's outputs; with `stream: true`, its events as they happen.",
-            content((ConversationResponse = "application/json"), (String = "text/event-stream"))),
+            content((ConversationResponse = "application/json"), (sse::EventFrame = "text/event-stream"))),
         Errors))]
 #[tracing::instrument(skip_all, fields(conversation_id = %id))]
 async fn append_conversation(
@@ -110,7 +110,7 @@ async fn append_conversation(
 #[utoipa::path(post, path = "/v1/conversations/{conversation_id}/restart", operation_id = "agents_api_v1_conversations_restart", tag = "conversations",
     params(("conversation_id" = String, Path)), request_body = RestartConversationRequest, responses(
         (status = 200, description = "The run's outputs; with `stream: true`, its events as they happen.",
-            content((ConversationResponse = "application/json"), (String = "text/event-stream"))),
+            content((ConversationResponse = "application/json"), (sse::EventFrame = "text/event-stream"))),
         Errors))]
 #[tracing::instrument(skip_all, fields(conversation_id = %id))]
 async fn restart_conversation(

@@ -66,7 +66,8 @@ impl IntoResponse for Error {
             }
             other => {
                 let detail = matches!(other, Error::Unauthorized).then_some("Unauthorized");
-                let body = ErrorBody { object: "error", message, kind: code.kind(), param: None, code: code.wire(), detail };
+                let body =
+                    ErrorBody { object: "error", message, kind: code.kind(), param: None, code: code.wire(), detail };
                 (status, Json(body)).into_response()
             }
         };

@@ -4,6 +4,7 @@
 
 use super::auth::Workspace;
 use super::extract::{PathParam, QueryParams};
+use super::openapi::Errors;
 use crate::domain::files::{DeletedFile, FileList, FileObject, SignedUrl};
 use crate::domain::ids::FileId;
 use crate::engine::files::{NewFile, MAX_EXPIRY_HOURS};
@@ -15,7 +16,6 @@ use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use super::openapi::Errors;
 use axum::Json;
 use futures::StreamExt;
 use utoipa_axum::router::OpenApiRouter;

@@ -1,9 +1,9 @@
 //! `GET /health`: 200 when the store answers, 503 otherwise. No auth, for load balancers.
 
+use super::openapi::Errors;
 use crate::error::{Error, Result};
 use crate::AppState;
 use axum::extract::State;
-use super::openapi::Errors;
 use axum::Json;
 use serde_json::{json, Value};
 use std::time::Duration;

@@ -4,12 +4,12 @@
 
 use super::auth::Workspace;
 use super::extract::ApiJson;
+use super::openapi::Errors;
 use crate::domain::mock::MockScript;
 use crate::engine::mock as engine;
 use crate::error::Result;
 use crate::AppState;
 use axum::extract::State;
-use super::openapi::Errors;
 use axum::Json;
 use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
@@ -21,7 +21,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// `POST /palaver/mock/rules`: `{"rules": [...]}`, added after the workspace's others.
 #[utoipa::path(post, path = "/palaver/mock/rules", operation_id = "palaver_mock_rules_add", tag = "palaver",
-    request_body(content = Object, description = "`{\"rules\": [...]}`: see the README's mock model."),
+    request_body(content = Object, description = "`{\"rules\": [...]}`: see the README's mock model.",
+        example = json!({"rules": [{"when": {"message_contains": "weather"}, "replies": [{"text": "Sunny."}]}]})),
     responses((status = 200, description = "Every rule of the workspace.", body = Object), Errors))]
 async fn add_rules(
     State(state): State<AppState>,

@@ -23,12 +23,12 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderName;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use utoipa::OpenApi;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Every route with its documentation: the one list both the server and `/openapi.json`
 /// are built from.

@@ -2,11 +2,11 @@
 
 use super::auth::Workspace;
 use super::extract::PathParam;
+use super::openapi::Errors;
 use crate::domain::models::{ModelCard, ModelList};
 use crate::error::{Error, Result};
 use crate::AppState;
 use axum::extract::State;
-use super::openapi::Errors;
 use axum::Json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

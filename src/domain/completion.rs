@@ -12,7 +12,7 @@ pub enum Stop {
     Many(Vec<String>),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ToolChoice {
     Auto,
@@ -71,7 +71,7 @@ pub struct JsonSchema {
 
 /// Every member optional; unset members are stored as absent, so what a user set is
 /// exactly what reaches the model. Clients see [`CompletionArgsView`].
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompletionArgs {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -29,9 +29,9 @@ pub enum AgentVersionRef {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[schema(as = ConversationRequest)]
 // Every field may be absent: the struct's `Default` fills them.
+#[schema(example = json!({"model": "echo", "inputs": "Who is Albert Einstein?"}))]
 #[serde(default, deny_unknown_fields)]
 pub struct StartConversationRequest {
-    #[schema(value_type = Option<serde_json::Value>)]
     pub inputs: Option<Inputs>,
     pub stream: bool,
     pub store: Option<bool>,
@@ -42,7 +42,6 @@ pub struct StartConversationRequest {
     pub instructions: Option<String>,
     #[schema(value_type = Option<Vec<Object>>)]
     pub tools: Option<Vec<Tool>>,
-    #[schema(value_type = Option<Object>)]
     pub completion_args: Option<CompletionArgs>,
     pub guardrails: Option<Vec<GuardrailConfig>>,
     pub name: Option<String>,
@@ -70,14 +69,13 @@ pub struct ToolConfirmation {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[schema(as = ConversationAppendRequest)]
 // Every field may be absent: the struct's `Default` fills them.
+#[schema(example = json!({"inputs": "And in German?", "stream": true}))]
 #[serde(default, deny_unknown_fields)]
 pub struct AppendConversationRequest {
-    #[schema(value_type = Option<serde_json::Value>)]
     pub inputs: Option<Inputs>,
     pub stream: bool,
     pub store: Option<bool>,
     pub handoff_execution: Option<HandoffExecution>,
-    #[schema(value_type = Option<Object>)]
     pub completion_args: Option<CompletionArgs>,
     pub tool_confirmations: Option<Vec<ToolConfirmation>>,
 }
@@ -89,7 +87,6 @@ pub struct AppendConversationRequest {
 pub struct RestartConversationRequest {
     pub from_entry_id: String,
     #[serde(default)]
-    #[schema(value_type = Option<serde_json::Value>)]
     pub inputs: Option<Inputs>,
     #[serde(default)]
     pub stream: bool,
@@ -98,7 +95,6 @@ pub struct RestartConversationRequest {
     #[serde(default)]
     pub handoff_execution: Option<HandoffExecution>,
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
     pub completion_args: Option<CompletionArgs>,
     #[serde(default)]
     pub guardrails: Option<Vec<GuardrailConfig>>,
@@ -200,7 +196,7 @@ pub struct ModelConversation {
     pub instructions: Option<String>,
     #[schema(value_type = Vec<Object>)]
     pub tools: Vec<Tool>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = CompletionArgs)]
     pub completion_args: CompletionArgsView,
     pub guardrails: Option<Vec<GuardrailConfig>>,
     pub name: Option<String>,

@@ -235,7 +235,7 @@ impl Entry {
 // Inputs: what clients send in `inputs`.
 
 /// `inputs` of a start/append/restart body: a string (one user message) or entries.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged, expecting = "a string or a list of entries")]
 pub enum Inputs {
     Text(String),
