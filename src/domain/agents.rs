@@ -45,6 +45,7 @@ pub struct GuardrailConfig {
 
 /// Body of `POST /v1/agents`. Unknown fields are rejected, as by the hosted API.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"model": "echo", "name": "Brief", "instructions": "Answer briefly."}))]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgentRequest {
     pub model: String,
@@ -58,7 +59,6 @@ pub struct CreateAgentRequest {
     #[schema(value_type = Option<Vec<Object>>)]
     pub tools: Option<Vec<Tool>>,
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
     pub completion_args: Option<CompletionArgs>,
     #[serde(default)]
     pub handoffs: Option<Vec<String>>,
@@ -74,6 +74,7 @@ pub struct CreateAgentRequest {
 /// Body of `PATCH /v1/agents/{id}`: absent = keep, `null` = clear, value = replace.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 // Every field may be absent: the struct's `Default` fills them.
+#[schema(example = json!({"description": "Answers briefly.", "metadata": {"team": "docs"}}))]
 #[serde(default, deny_unknown_fields)]
 pub struct UpdateAgentRequest {
     #[schema(value_type = Option<String>)]
@@ -86,7 +87,7 @@ pub struct UpdateAgentRequest {
     pub description: Patch<String>,
     #[schema(value_type = Option<Vec<Object>>)]
     pub tools: Patch<Vec<Tool>>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<CompletionArgs>)]
     pub completion_args: Patch<CompletionArgs>,
     #[schema(value_type = Option<Vec<String>>)]
     pub handoffs: Patch<Vec<String>>,
@@ -235,7 +236,7 @@ pub struct Agent {
     pub description: Option<String>,
     #[schema(value_type = Vec<Object>)]
     pub tools: Vec<Tool>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = CompletionArgs)]
     pub completion_args: CompletionArgsView,
     pub handoffs: Option<Vec<String>>,
     pub guardrails: Option<Vec<GuardrailConfig>>,
@@ -368,5 +369,53 @@ mod tests {
 
         let fields: Vec<String> = errors.iter().map(FieldError::field_name).collect();
         assert_eq!(fields, vec!["name", "handoffs", "version_message"]);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A member of a PATCH body: absent, `null`, or a value.
+        fn member() -> impl Strategy<Value = Option<Option<String>>> {
+            prop_oneof![Just(None), Just(Some(None)), "[a-z]{1,8}".prop_map(|s| Some(Some(s)))]
+        }
+
+        fn body(members: &[(&str, &Option<Option<String>>)]) -> serde_json::Value {
+            let mut body = serde_json::Map::new();
+            for (name, member) in members {
+                if let Some(value) = member {
+                    body.insert((*name).to_owned(), serde_json::json!(value));
+                }
+            }
+            serde_json::Value::Object(body)
+        }
+
+        proptest! {
+            /// Nullable members follow the patch rule; `name` and `model` cannot be cleared;
+            /// `version_message` is never inherited.
+            #[test]
+            fn an_update_applies_each_member_by_the_patch_rule(
+                name in member(), instructions in member(), description in member(), message in member(),
+            ) {
+                let base = base();
+                let request: UpdateAgentRequest = serde_json::from_value(body(&[
+                    ("name", &name), ("instructions", &instructions), ("description", &description),
+                    ("version_message", &message),
+                ])).unwrap();
+
+                let next = request.apply_to(&base).unwrap();
+
+                let rule = |member: &Option<Option<String>>, current: &Option<String>| match member {
+                    None => current.clone(),
+                    Some(value) => value.clone(),
+                };
+                prop_assert_eq!(next.name, name.flatten().unwrap_or(base.name.clone()));
+                prop_assert_eq!(next.instructions, rule(&instructions, &base.instructions));
+                prop_assert_eq!(next.description, rule(&description, &base.description));
+                prop_assert_eq!(next.version_message, message.flatten());
+                prop_assert_eq!(next.model, base.model);
+                prop_assert_eq!(next.handoffs, base.handoffs);
+            }
+        }
     }
 }
