@@ -65,11 +65,6 @@ fn document() -> &'static str {
     })
 }
 
-/// The parsed document, for tests that compare it with the router.
-pub fn spec() -> utoipa::openapi::OpenApi {
-    super::routes(0).split_for_parts().1
-}
-
 /// `GET /openapi.json`: no key needed, so tools can read it.
 #[utoipa::path(
     get,

@@ -56,7 +56,6 @@ pub struct CreateAgentRequest {
     pub description: Option<String>,
     // `null` is read as "no tools": liberal in what we accept, `[]` in what we send.
     #[serde(default)]
-    #[schema(value_type = Option<Vec<Object>>)]
     pub tools: Option<Vec<Tool>>,
     #[serde(default)]
     pub completion_args: Option<CompletionArgs>,
@@ -85,7 +84,7 @@ pub struct UpdateAgentRequest {
     pub instructions: Patch<String>,
     #[schema(value_type = Option<String>)]
     pub description: Patch<String>,
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<Tool>>)]
     pub tools: Patch<Vec<Tool>>,
     #[schema(value_type = Option<CompletionArgs>)]
     pub completion_args: Patch<CompletionArgs>,
@@ -234,7 +233,6 @@ pub struct Agent {
     pub source: &'static str,
     pub instructions: Option<String>,
     pub description: Option<String>,
-    #[schema(value_type = Vec<Object>)]
     pub tools: Vec<Tool>,
     #[schema(value_type = CompletionArgs)]
     pub completion_args: CompletionArgsView,

@@ -40,7 +40,6 @@ pub struct StartConversationRequest {
     pub agent_version: Option<AgentVersionRef>,
     pub model: Option<String>,
     pub instructions: Option<String>,
-    #[schema(value_type = Option<Vec<Object>>)]
     pub tools: Option<Vec<Tool>>,
     pub completion_args: Option<CompletionArgs>,
     pub guardrails: Option<Vec<GuardrailConfig>>,
@@ -194,7 +193,6 @@ pub struct ModelConversation {
     pub updated_at: Timestamp,
     pub model: String,
     pub instructions: Option<String>,
-    #[schema(value_type = Vec<Object>)]
     pub tools: Vec<Tool>,
     #[schema(value_type = CompletionArgs)]
     pub completion_args: CompletionArgsView,
