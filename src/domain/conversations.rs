@@ -150,7 +150,6 @@ pub struct ConversationResponse {
     pub object: &'static str,
     #[schema(value_type = String)]
     pub conversation_id: ConversationId,
-    #[schema(value_type = Vec<Object>)]
     pub outputs: Vec<Entry>,
     pub usage: UsageInfo,
 }
@@ -208,7 +207,7 @@ pub struct ConversationHistory {
     pub object: &'static str,
     #[schema(value_type = String)]
     pub conversation_id: ConversationId,
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<Entry>)]
     pub entries: Vec<std::sync::Arc<Entry>>,
 }
 
@@ -217,6 +216,6 @@ pub struct ConversationMessages {
     pub object: &'static str,
     #[schema(value_type = String)]
     pub conversation_id: ConversationId,
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<Entry>)]
     pub messages: Vec<std::sync::Arc<Entry>>,
 }
