@@ -77,3 +77,35 @@ fn document() -> &'static str {
 pub async fn openapi_json() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], document())
 }
+
+#[cfg(test)]
+mod tests {
+    /// `OpenApiRouter::route` passes a route to axum undocumented: every resource file must
+    /// register its routes with `.routes(routes!(…))`. The only exception is the metrics
+    /// listener of `PALAVER_METRICS_ADDR`, a separate server.
+    #[test]
+    fn no_route_is_served_without_its_documentation() {
+        let sources = [
+            ("agents.rs", include_str!("agents.rs")),
+            ("completions.rs", include_str!("completions.rs")),
+            ("conversations.rs", include_str!("conversations.rs")),
+            ("files.rs", include_str!("files.rs")),
+            ("health.rs", include_str!("health.rs")),
+            ("mock.rs", include_str!("mock.rs")),
+            ("models.rs", include_str!("models.rs")),
+            ("mod.rs", include_str!("mod.rs")),
+            ("openapi.rs", include_str!("openapi.rs")),
+        ];
+        // Built, so that this file's own text does not match.
+        let plain = [".", "route("].concat();
+        let service = [".", "route_service("].concat();
+        let nested = [".", "nest"].concat();
+        for (file, source) in sources {
+            for needle in [&plain, &service, &nested] {
+                assert!(!source.contains(needle.as_str()), "{file} registers a route with `{needle}`");
+            }
+        }
+        let metrics = include_str!("metrics.rs");
+        assert_eq!(metrics.matches(plain.as_str()).count(), 1, "metrics.rs: only the standalone listener");
+    }
+}
