@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// One step of a field's location, as FastAPI/pydantic write it in `detail[].loc`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Loc {
     Key(String),
@@ -25,7 +25,8 @@ impl From<usize> for Loc {
 }
 
 /// One item of a 422 `detail` list: where (`loc`), what (`type`) and a sentence (`msg`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = ValidationError)]
 pub struct FieldError {
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -433,5 +434,70 @@ mod code_tests {
         assert_eq!(Code::Conflict.wire(), Some("conflict"));
         assert_eq!(Code::Unauthorized.kind(), "authentication_error");
         assert_eq!(Code::InvalidRequest.wire(), None);
+    }
+}
+
+/// Whatever a client sends, a request decoder answers the value or a 422 whose every item
+/// is located in the body: never a panic, never another error.
+#[cfg(test)]
+mod decoder_properties {
+    use super::*;
+    use crate::domain::agents::{CreateAgentRequest, UpdateAgentRequest};
+    use crate::domain::arbitrary::{json_body, json_value};
+    use crate::domain::chat_completions::CompletionRequest;
+    use crate::domain::conversations::{
+        AppendConversationRequest, RestartConversationRequest, StartConversationRequest,
+    };
+    use proptest::prelude::*;
+
+    fn located_in_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::result::Result<(), TestCaseError> {
+        match decode_json::<T>(&["body".into()], bytes) {
+            Ok(_) => Ok(()),
+            Err(Error::Invalid(errors)) => {
+                prop_assert!(!errors.is_empty());
+                for error in errors {
+                    prop_assert_eq!(error.loc.first(), Some(&Loc::from("body")));
+                    prop_assert!(!error.msg.is_empty());
+                }
+                Ok(())
+            }
+            Err(other) => Err(TestCaseError::fail(format!("not a validation error: {other:?}"))),
+        }
+    }
+
+    fn every_decoder(bytes: &[u8]) -> std::result::Result<(), TestCaseError> {
+        located_in_body::<CreateAgentRequest>(bytes)?;
+        located_in_body::<UpdateAgentRequest>(bytes)?;
+        located_in_body::<StartConversationRequest>(bytes)?;
+        located_in_body::<AppendConversationRequest>(bytes)?;
+        located_in_body::<RestartConversationRequest>(bytes)?;
+        located_in_body::<CompletionRequest>(bytes)
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_decode_or_are_located_in_the_body(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            every_decoder(&bytes)?;
+        }
+
+        #[test]
+        fn any_json_decodes_or_is_located_in_the_body(value in json_value()) {
+            every_decoder(value.to_string().as_bytes())?;
+        }
+
+        #[test]
+        fn any_plausible_body_decodes_or_is_located_in_the_body(value in json_body()) {
+            every_decoder(value.to_string().as_bytes())?;
+        }
+
+        #[test]
+        fn a_decoded_agent_is_valid_or_its_problems_are_in_the_body(value in json_body()) {
+            if let Ok(request) = decode_json::<CreateAgentRequest>(&["body".into()], value.to_string().as_bytes()) {
+                if let Err(errors) = request.into_config() {
+                    prop_assert!(!errors.is_empty());
+                    prop_assert!(errors.iter().all(|e| e.loc.first() == Some(&Loc::from("body"))));
+                }
+            }
+        }
     }
 }

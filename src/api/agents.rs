@@ -2,6 +2,7 @@
 
 use super::auth::Workspace;
 use super::extract::{ApiJson, PathParam, QueryParams, RawBody};
+use super::openapi::Errors;
 use crate::domain::agents::{
     Agent, AgentAlias, AgentListPage, CreateAgentRequest, UpdateAgentRequest, VersionSelector,
 };
@@ -14,21 +15,24 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::header::USER_AGENT;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use axum::routing::{get, patch, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/agents", post(create_agent).get(list_agents))
-        .route("/v1/agents/pages", get(list_agent_pages))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_agent, list_agents))
+        .routes(routes!(list_agent_pages))
+        .routes(routes!(get_agent, update_agent, delete_agent))
         // POST on these two paths is what the public page's curl examples send (`--data`
-        // without `-X PATCH`); the SDKs use PATCH.
-        .route("/v1/agents/{agent_id}", get(get_agent).patch(update_agent).post(update_agent).delete(delete_agent))
-        .route("/v1/agents/{agent_id}/version", patch(update_agent_version).post(update_agent_version))
-        .route("/v1/agents/{agent_id}/versions", get(list_agent_versions))
-        .route("/v1/agents/{agent_id}/versions/{version}", get(get_agent_version))
-        .route("/v1/agents/{agent_id}/aliases", put(put_alias).get(list_aliases).delete(delete_alias))
+        // without `-X PATCH`); the SDKs use PATCH. Operations of their own, as one
+        // operation id cannot name two methods.
+        .routes(routes!(update_agent_by_post))
+        .routes(routes!(update_agent_version, update_agent_version_by_post))
+        .routes(routes!(list_agent_versions))
+        .routes(routes!(get_agent_version))
+        .routes(routes!(put_alias, list_aliases, delete_alias))
 }
 
 /// Python SDK 1.x fails a whole agent that holds a tool type it does not know
@@ -83,6 +87,8 @@ fn version_selector(raw: &str, loc: Vec<Loc>) -> Result<VersionSelector> {
 }
 
 /// `POST /v1/agents`: creates an agent and its version 0. Answers 200, as the SDKs require.
+#[utoipa::path(post, path = "/v1/agents", operation_id = "agents_api_v1_agents_create", tag = "agents",
+    request_body = CreateAgentRequest, responses((status = 200, body = Agent), Errors))]
 #[tracing::instrument(skip_all)]
 async fn create_agent(
     State(state): State<AppState>,
@@ -94,6 +100,18 @@ async fn create_agent(
 }
 
 /// `GET /v1/agents`: active versions, newest agent first, `page`/`page_size` paged.
+#[utoipa::path(get, path = "/v1/agents", operation_id = "agents_api_v1_agents_list", tag = "agents",
+    params(
+        ("page" = Option<i32>, Query, minimum = 0),
+        ("page_size" = Option<i64>, Query, minimum = 1, maximum = 1000),
+        ("page_token" = Option<String>, Query, description = "The `next_page_token` of the previous page."),
+        ("deployment_chat" = Option<bool>, Query),
+        ("sources" = Option<Vec<String>>, Query),
+        ("name" = Option<String>, Query),
+        ("search" = Option<String>, Query),
+        ("id" = Option<String>, Query),
+        ("metadata" = Option<String>, Query, description = "A JSON object the agents' metadata must contain."),
+    ), responses((status = 200, body = Vec<Agent>), Errors))]
 #[tracing::instrument(skip_all)]
 async fn list_agents(
     State(state): State<AppState>,
@@ -106,6 +124,18 @@ async fn list_agents(
 }
 
 /// `GET /v1/agents/pages`: the same list with an opaque `next_page_token` cursor.
+#[utoipa::path(get, path = "/v1/agents/pages", operation_id = "agents_api_v1_agents_list_pages", tag = "agents",
+    params(
+        ("page" = Option<i32>, Query, minimum = 0),
+        ("page_size" = Option<i64>, Query, minimum = 1, maximum = 1000),
+        ("page_token" = Option<String>, Query, description = "The `next_page_token` of the previous page."),
+        ("deployment_chat" = Option<bool>, Query),
+        ("sources" = Option<Vec<String>>, Query),
+        ("name" = Option<String>, Query),
+        ("search" = Option<String>, Query),
+        ("id" = Option<String>, Query),
+        ("metadata" = Option<String>, Query, description = "A JSON object the agents' metadata must contain."),
+    ), responses((status = 200, body = AgentListPage), Errors))]
 #[tracing::instrument(skip_all)]
 async fn list_agent_pages(
     State(state): State<AppState>,
@@ -120,6 +150,9 @@ async fn list_agent_pages(
 }
 
 /// `GET /v1/agents/{agent_id}`: the active version, or `agent_version` (number or alias).
+#[utoipa::path(get, path = "/v1/agents/{agent_id}", operation_id = "agents_api_v1_agents_get", tag = "agents",
+    params(("agent_id" = String, Path), ("agent_version" = Option<String>, Query, description = "A version number or an alias name.")),
+    responses((status = 200, body = Agent), Errors))]
 #[tracing::instrument(skip_all, fields(agent_id = %agent_id))]
 async fn get_agent(
     State(state): State<AppState>,
@@ -136,6 +169,8 @@ async fn get_agent(
 }
 
 /// `PATCH /v1/agents/{agent_id}`: writes a new version from the active one and activates it.
+#[utoipa::path(patch, path = "/v1/agents/{agent_id}", operation_id = "agents_api_v1_agents_update", tag = "agents",
+    params(("agent_id" = String, Path)), request_body = UpdateAgentRequest, responses((status = 200, body = Agent), Errors))]
 #[tracing::instrument(skip_all, fields(agent_id = %agent_id))]
 async fn update_agent(
     State(state): State<AppState>,
@@ -148,6 +183,8 @@ async fn update_agent(
 }
 
 /// `DELETE /v1/agents/{agent_id}`: 204 with no body.
+#[utoipa::path(delete, path = "/v1/agents/{agent_id}", operation_id = "agents_api_v1_agents_delete", tag = "agents",
+    params(("agent_id" = String, Path)), responses((status = 204, description = "Deleted."), Errors))]
 #[tracing::instrument(skip_all, fields(agent_id = %agent_id))]
 async fn delete_agent(
     State(state): State<AppState>,
@@ -156,6 +193,19 @@ async fn delete_agent(
 ) -> Result<StatusCode> {
     engine::delete_agent(&state.engine, &ws, &AgentId(agent_id)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/agents/{agent_id}`: [`update_agent`] under the method of the public curl examples.
+#[utoipa::path(post, path = "/v1/agents/{agent_id}", operation_id = "palaver_agents_update_by_post", tag = "agents",
+    params(("agent_id" = String, Path)), request_body = UpdateAgentRequest, responses((status = 200, body = Agent), Errors))]
+async fn update_agent_by_post(
+    state: State<AppState>,
+    ws: Workspace,
+    client: ClientKind,
+    agent_id: PathParam<String>,
+    request: ApiJson<UpdateAgentRequest>,
+) -> Result<Json<Agent>> {
+    update_agent(state, ws, client, agent_id, request).await
 }
 
 /// The body an old public curl example sends instead of query parameters.
@@ -191,6 +241,8 @@ fn version_param(query: &QueryParams, body: &Option<LegacyVersionBody>) -> Resul
 }
 
 /// `PATCH /v1/agents/{agent_id}/version?version=N`: makes version N the active one.
+#[utoipa::path(patch, path = "/v1/agents/{agent_id}/version", operation_id = "agents_api_v1_agents_update_version", tag = "agents",
+    params(("agent_id" = String, Path), ("version" = i64, Query, minimum = 0)), responses((status = 200, body = Agent), Errors))]
 #[tracing::instrument(skip_all, fields(agent_id = %agent_id))]
 async fn update_agent_version(
     State(state): State<AppState>,
@@ -204,7 +256,25 @@ async fn update_agent_version(
     Ok(Json(client.shape(engine::update_agent_version(&state.engine, &ws, &AgentId(agent_id), version).await?)))
 }
 
+/// `POST /v1/agents/{agent_id}/version`: [`update_agent_version`] under the method of the
+/// public curl examples, which may send `version` in a JSON body.
+#[utoipa::path(post, path = "/v1/agents/{agent_id}/version", operation_id = "palaver_agents_update_version_by_post", tag = "agents",
+    params(("agent_id" = String, Path), ("version" = i64, Query, minimum = 0)), responses((status = 200, body = Agent), Errors))]
+async fn update_agent_version_by_post(
+    state: State<AppState>,
+    ws: Workspace,
+    client: ClientKind,
+    agent_id: PathParam<String>,
+    query: QueryParams,
+    body: RawBody,
+) -> Result<Json<Agent>> {
+    update_agent_version(state, ws, client, agent_id, query, body).await
+}
+
 /// `GET /v1/agents/{agent_id}/versions`: one agent object per version, oldest first.
+#[utoipa::path(get, path = "/v1/agents/{agent_id}/versions", operation_id = "agents_api_v1_agents_list_versions", tag = "agents",
+    params(("agent_id" = String, Path), ("page" = Option<i32>, Query, minimum = 0), ("page_size" = Option<i64>, Query, minimum = 1, maximum = 100)),
+    responses((status = 200, body = Vec<Agent>), Errors))]
 #[tracing::instrument(skip_all, fields(agent_id = %agent_id))]
 async fn list_agent_versions(
     State(state): State<AppState>,
@@ -220,6 +290,9 @@ async fn list_agent_versions(
 }
 
 /// `GET /v1/agents/{agent_id}/versions/{version}`: a version by number (or alias name).
+#[utoipa::path(get, path = "/v1/agents/{agent_id}/versions/{version}", operation_id = "agents_api_v1_agents_get_version", tag = "agents",
+    params(("agent_id" = String, Path), ("version" = String, Path, description = "A version number or an alias name.")),
+    responses((status = 200, body = Agent), Errors))]
 #[tracing::instrument(skip_all, fields(agent_id = %agent_id))]
 async fn get_agent_version(
     State(state): State<AppState>,
@@ -240,6 +313,9 @@ fn alias_param(query: &QueryParams, body: &Option<LegacyVersionBody>) -> Result<
 }
 
 /// `PUT /v1/agents/{agent_id}/aliases?alias=NAME&version=N`: creates or re-points an alias.
+#[utoipa::path(put, path = "/v1/agents/{agent_id}/aliases", operation_id = "agents_api_v1_agents_create_or_update_alias", tag = "agents",
+    params(("agent_id" = String, Path), ("alias" = String, Query), ("version" = i64, Query, minimum = 0)),
+    responses((status = 200, body = AgentAlias), Errors))]
 #[tracing::instrument(skip_all, fields(agent_id = %agent_id))]
 async fn put_alias(
     State(state): State<AppState>,
@@ -255,6 +331,8 @@ async fn put_alias(
 }
 
 /// `GET /v1/agents/{agent_id}/aliases`.
+#[utoipa::path(get, path = "/v1/agents/{agent_id}/aliases", operation_id = "agents_api_v1_agents_list_version_aliases", tag = "agents",
+    params(("agent_id" = String, Path)), responses((status = 200, body = Vec<AgentAlias>), Errors))]
 #[tracing::instrument(skip_all, fields(agent_id = %agent_id))]
 async fn list_aliases(
     State(state): State<AppState>,
@@ -265,6 +343,8 @@ async fn list_aliases(
 }
 
 /// `DELETE /v1/agents/{agent_id}/aliases?alias=NAME`: 204 with no body.
+#[utoipa::path(delete, path = "/v1/agents/{agent_id}/aliases", operation_id = "agents_api_v1_agents_delete_alias", tag = "agents",
+    params(("agent_id" = String, Path), ("alias" = String, Query)), responses((status = 204, description = "Deleted."), Errors))]
 #[tracing::instrument(skip_all, fields(agent_id = %agent_id))]
 async fn delete_alias(
     State(state): State<AppState>,

@@ -3,7 +3,9 @@
 
 use super::auth::Workspace;
 use super::extract::{ApiJson, RawBody};
+use super::openapi::Errors;
 use super::sse;
+use crate::domain::chat_completions::ChatCompletion;
 use crate::domain::chat_completions::CompletionRequest;
 use crate::engine::completions::{self as engine, CompletionAnswer};
 use crate::error::Result;
@@ -12,13 +14,12 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/agents/completions", post(agent_completion))
-        .route("/v1/chat/completions", post(chat_completion))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(agent_completion)).routes(routes!(chat_completion))
 }
 
 fn respond(state: &AppState, answer: CompletionAnswer) -> Response {
@@ -34,6 +35,11 @@ fn respond(state: &AppState, answer: CompletionAnswer) -> Response {
 
 /// `POST /v1/agents/completions`: the agent's instructions, tools and arguments applied to
 /// the given messages. Stateless.
+#[utoipa::path(post, path = "/v1/agents/completions", operation_id = "agents_completion_v1_agents_completions_post", tag = "agents",
+    request_body = CompletionRequest, responses(
+        (status = 200, description = "The completion; with `stream: true`, its chunks, closed by `[DONE]`.",
+            content((ChatCompletion = "application/json"), (sse::ChunkFrame = "text/event-stream"))),
+        Errors))]
 #[tracing::instrument(skip_all)]
 async fn agent_completion(
     State(state): State<AppState>,
@@ -46,6 +52,12 @@ async fn agent_completion(
 
 /// `POST /v1/chat/completions`: passed through unchanged to the upstream the model routes
 /// to (status, content type and body, streamed); the built-in model answers itself.
+#[utoipa::path(post, path = "/v1/chat/completions", operation_id = "chat_completion_v1_chat_completions_post", tag = "chat",
+    request_body(content = Object, description = "A chat completion request, passed to the model's upstream as it is.",
+        example = json!({"model": "echo", "messages": [{"role": "user", "content": "Hello"}]})), responses(
+        (status = 200, description = "The completion; with `stream: true`, its chunks, closed by `[DONE]`.",
+            content((ChatCompletion = "application/json"), (sse::ChunkFrame = "text/event-stream"))),
+        Errors))]
 #[tracing::instrument(skip_all)]
 async fn chat_completion(
     State(state): State<AppState>,

@@ -3,10 +3,11 @@
 
 use super::auth::Workspace;
 use super::extract::{ApiJson, PathParam, QueryParams};
+use super::openapi::Errors;
 use super::sse;
 use crate::domain::conversations::{
-    AppendConversationRequest, Conversation, ConversationHistory, ConversationMessages, RestartConversationRequest,
-    StartConversationRequest,
+    AppendConversationRequest, Conversation, ConversationHistory, ConversationMessages, ConversationResponse,
+    RestartConversationRequest, StartConversationRequest,
 };
 use crate::domain::ids::ConversationId;
 use crate::engine::conversations as engine;
@@ -16,25 +17,26 @@ use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/conversations", post(start_conversation).get(list_conversations))
-        .route(
-            "/v1/conversations/{conversation_id}",
-            post(append_conversation).get(get_conversation).delete(delete_conversation),
-        )
-        .route("/v1/conversations/{conversation_id}/history", get(get_history))
-        .route("/v1/conversations/{conversation_id}/messages", get(get_messages))
-        .route("/v1/conversations/{conversation_id}/restart", post(restart_conversation))
-        .route("/v1/conversations/{conversation_id}/stream", get(resume_stream))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(start_conversation, list_conversations))
+        .routes(routes!(append_conversation, get_conversation, delete_conversation))
+        .routes(routes!(get_history))
+        .routes(routes!(get_messages))
+        .routes(routes!(restart_conversation))
+        .routes(routes!(resume_stream))
 }
 
 /// `GET /v1/conversations/{id}/stream`: the events of the conversation's latest streamed
 /// run after `Last-Event-ID` (or `?starting_after=`; from the start without either), then
 /// the rest as the run goes on.
+#[utoipa::path(get, path = "/v1/conversations/{conversation_id}/stream", operation_id = "palaver_conversations_stream_resume", tag = "conversations",
+    params(("conversation_id" = String, Path), ("starting_after" = Option<i64>, Query, minimum = 0), ("Last-Event-ID" = Option<String>, Header, description = "The `id` of the last event received.")),
+    responses((status = 200, description = "The run's events after the one named.", content_type = "text/event-stream", body = sse::EventFrame), Errors))]
 #[tracing::instrument(skip_all, fields(conversation_id = %id))]
 async fn resume_stream(
     State(state): State<AppState>,
@@ -69,6 +71,11 @@ async fn respond(state: &AppState, plan: TurnPlan, stream: bool) -> Result<Respo
 }
 
 /// `POST /v1/conversations`: starts a conversation with an agent or a model.
+#[utoipa::path(post, path = "/v1/conversations", operation_id = "agents_api_v1_conversations_start", tag = "conversations",
+    request_body = StartConversationRequest, responses(
+        (status = 200, description = "The run's outputs; with `stream: true`, its events as they happen.",
+            content((ConversationResponse = "application/json"), (sse::EventFrame = "text/event-stream"))),
+        Errors))]
 #[tracing::instrument(skip_all, fields(conversation_id))]
 async fn start_conversation(
     State(state): State<AppState>,
@@ -82,6 +89,11 @@ async fn start_conversation(
 }
 
 /// `POST /v1/conversations/{id}`: appends inputs and runs the next turn.
+#[utoipa::path(post, path = "/v1/conversations/{conversation_id}", operation_id = "agents_api_v1_conversations_append", tag = "conversations",
+    params(("conversation_id" = String, Path)), request_body = AppendConversationRequest, responses(
+        (status = 200, description = "The run's outputs; with `stream: true`, its events as they happen.",
+            content((ConversationResponse = "application/json"), (sse::EventFrame = "text/event-stream"))),
+        Errors))]
 #[tracing::instrument(skip_all, fields(conversation_id = %id))]
 async fn append_conversation(
     State(state): State<AppState>,
@@ -95,6 +107,11 @@ async fn append_conversation(
 }
 
 /// `POST /v1/conversations/{id}/restart`: a new conversation branched at `from_entry_id`.
+#[utoipa::path(post, path = "/v1/conversations/{conversation_id}/restart", operation_id = "agents_api_v1_conversations_restart", tag = "conversations",
+    params(("conversation_id" = String, Path)), request_body = RestartConversationRequest, responses(
+        (status = 200, description = "The run's outputs; with `stream: true`, its events as they happen.",
+            content((ConversationResponse = "application/json"), (sse::EventFrame = "text/event-stream"))),
+        Errors))]
 #[tracing::instrument(skip_all, fields(conversation_id = %id))]
 async fn restart_conversation(
     State(state): State<AppState>,
@@ -108,6 +125,10 @@ async fn restart_conversation(
 }
 
 /// `GET /v1/conversations`: newest first, `page`/`page_size`, `metadata` filter.
+#[utoipa::path(get, path = "/v1/conversations", operation_id = "agents_api_v1_conversations_list", tag = "conversations",
+    params(("page" = Option<i32>, Query, minimum = 0), ("page_size" = Option<i64>, Query, minimum = 1, maximum = 1000),
+        ("metadata" = Option<String>, Query, description = "A JSON object the conversations' metadata must contain.")),
+    responses((status = 200, body = Vec<Conversation>), Errors))]
 #[tracing::instrument(skip_all)]
 async fn list_conversations(
     State(state): State<AppState>,
@@ -121,6 +142,8 @@ async fn list_conversations(
 }
 
 /// `GET /v1/conversations/{id}`: the agent or the model shape.
+#[utoipa::path(get, path = "/v1/conversations/{conversation_id}", operation_id = "agents_api_v1_conversations_get", tag = "conversations",
+    params(("conversation_id" = String, Path)), responses((status = 200, body = Conversation), Errors))]
 #[tracing::instrument(skip_all, fields(conversation_id = %id))]
 async fn get_conversation(
     State(state): State<AppState>,
@@ -131,6 +154,8 @@ async fn get_conversation(
 }
 
 /// `DELETE /v1/conversations/{id}`: 204 with no body.
+#[utoipa::path(delete, path = "/v1/conversations/{conversation_id}", operation_id = "agents_api_v1_conversations_delete", tag = "conversations",
+    params(("conversation_id" = String, Path)), responses((status = 204, description = "Deleted."), Errors))]
 #[tracing::instrument(skip_all, fields(conversation_id = %id))]
 async fn delete_conversation(
     State(state): State<AppState>,
@@ -142,6 +167,8 @@ async fn delete_conversation(
 }
 
 /// `GET /v1/conversations/{id}/history`: every entry from the root to the head.
+#[utoipa::path(get, path = "/v1/conversations/{conversation_id}/history", operation_id = "agents_api_v1_conversations_history", tag = "conversations",
+    params(("conversation_id" = String, Path)), responses((status = 200, body = ConversationHistory), Errors))]
 #[tracing::instrument(skip_all, fields(conversation_id = %id))]
 async fn get_history(
     State(state): State<AppState>,
@@ -152,6 +179,8 @@ async fn get_history(
 }
 
 /// `GET /v1/conversations/{id}/messages`: the history's message entries.
+#[utoipa::path(get, path = "/v1/conversations/{conversation_id}/messages", operation_id = "agents_api_v1_conversations_messages", tag = "conversations",
+    params(("conversation_id" = String, Path)), responses((status = 200, body = ConversationMessages), Errors))]
 #[tracing::instrument(skip_all, fields(conversation_id = %id))]
 async fn get_messages(
     State(state): State<AppState>,

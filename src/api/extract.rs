@@ -189,3 +189,39 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// An integer parameter is its value within bounds, or a 422 at `["query", name]`.
+        #[test]
+        fn an_integer_parameter_is_in_range_or_a_located_error(raw in ".*", min in -5i64..5, span in 0i64..100) {
+            let query: String = form_urlencoded::Serializer::new(String::new()).append_pair("n", &raw).finish();
+            let q = QueryParams(form_urlencoded::parse(query.as_bytes()).into_owned().collect());
+            match q.int("n", None, min, min + span) {
+                Ok(Some(n)) => {
+                    prop_assert!((min..=min + span).contains(&n));
+                    prop_assert_eq!(raw.trim().parse::<i64>().ok(), Some(n));
+                }
+                Ok(None) => prop_assert!(false, "a given parameter read as absent"),
+                Err(Error::Invalid(errors)) => prop_assert_eq!(&errors[0].loc, &vec![Loc::from("query"), "n".into()]),
+                Err(other) => prop_assert!(false, "{other:?}"),
+            }
+        }
+
+        /// A boolean parameter is true, false or a 422; never read as absent.
+        #[test]
+        fn a_boolean_parameter_is_a_boolean_or_a_located_error(raw in ".*") {
+            let query: String = form_urlencoded::Serializer::new(String::new()).append_pair("b", &raw).finish();
+            let q = QueryParams(form_urlencoded::parse(query.as_bytes()).into_owned().collect());
+            match q.bool("b") {
+                Ok(value) => prop_assert!(value.is_some()),
+                Err(Error::Invalid(errors)) => prop_assert_eq!(&errors[0].loc, &vec![Loc::from("query"), "b".into()]),
+                Err(other) => prop_assert!(false, "{other:?}"),
+            }
+        }
+    }
+}

@@ -4,6 +4,7 @@
 
 use super::auth::Workspace;
 use super::extract::{PathParam, QueryParams};
+use super::openapi::Errors;
 use crate::domain::files::{DeletedFile, FileList, FileObject, SignedUrl};
 use crate::domain::ids::FileId;
 use crate::engine::files::{NewFile, MAX_EXPIRY_HOURS};
@@ -15,19 +16,37 @@ use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use futures::StreamExt;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// `max_upload_bytes`: `[files] max_upload_mb`, which the upload enforces on the file
 /// itself as it streams; the whole form may be a little larger, for its other fields.
-pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
+pub fn routes(max_upload_bytes: u64) -> OpenApiRouter<AppState> {
     let form_limit = usize::try_from(max_upload_bytes).unwrap_or(usize::MAX).saturating_add(FORM_OVERHEAD);
-    Router::new()
-        .route("/v1/files", post(upload_file).layer(DefaultBodyLimit::max(form_limit)).get(list_files))
-        .route("/v1/files/{file_id}", get(retrieve_file).delete(delete_file))
-        .route("/v1/files/{file_id}/content", get(download_file))
-        .route("/v1/files/{file_id}/url", get(get_signed_url))
+    let (schemas, paths, upload) = routes!(upload_file);
+    OpenApiRouter::new()
+        .routes((schemas, paths, upload.layer(DefaultBodyLimit::max(form_limit))))
+        .routes(routes!(list_files))
+        .routes(routes!(retrieve_file, delete_file))
+        .routes(routes!(download_file))
+        .routes(routes!(get_signed_url))
+}
+
+/// The form `upload_file` reads; other parts are read past.
+#[derive(utoipa::ToSchema)]
+#[schema(as = MultiPartBodyParams)]
+pub struct UploadForm {
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+    /// Default `fine-tune`.
+    pub purpose: Option<String>,
+    /// Hours until the file expires, from 1.
+    #[schema(minimum = 1)]
+    pub expiry: Option<i64>,
+    #[schema(pattern = "^(workspace|user)$")]
+    pub visibility: Option<String>,
 }
 
 /// The longest text form field read (`purpose`, `expiry`, `visibility`).
@@ -65,6 +84,9 @@ async fn text_field(mut field: Field<'_>, name: &str, limit_mb: u64) -> Result<S
 /// 3.x SDKs' `expiry` (hours) and `visibility` (`workspace` or `user`) are kept and returned.
 /// Fields may come in any order: the bytes are stored as they arrive and named by a row
 /// only once the whole form is read and valid.
+#[utoipa::path(post, path = "/v1/files", operation_id = "files_api_routes_upload_file", tag = "files",
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses((status = 200, body = FileObject), Errors))]
 #[tracing::instrument(skip_all, fields(file_id))]
 async fn upload_file(
     State(state): State<AppState>,
@@ -124,6 +146,11 @@ async fn upload_file(
 /// `GET /v1/files`: newest first, `page` (from 0) and `page_size`, with `total`; filtered
 /// by `purpose`, `search` (in the file name), and any of the `source`, `sample_type` and
 /// (3.x) `mimetypes` values given.
+#[utoipa::path(get, path = "/v1/files", operation_id = "files_api_routes_list_files", tag = "files",
+    params(("page" = Option<i32>, Query, minimum = 0), ("page_size" = Option<i64>, Query, minimum = 1, maximum = 1000),
+        ("purpose" = Option<String>, Query), ("search" = Option<String>, Query), ("source" = Option<Vec<String>>, Query),
+        ("sample_type" = Option<Vec<String>>, Query), ("mimetypes" = Option<Vec<String>>, Query)),
+    responses((status = 200, body = FileList), Errors))]
 #[tracing::instrument(skip_all)]
 async fn list_files(
     State(state): State<AppState>,
@@ -144,6 +171,8 @@ async fn list_files(
 }
 
 /// `GET /v1/files/{id}`: the File object with `deleted: false`.
+#[utoipa::path(get, path = "/v1/files/{file_id}", operation_id = "files_api_routes_retrieve_file", tag = "files",
+    params(("file_id" = String, Path)), responses((status = 200, body = FileObject), Errors))]
 #[tracing::instrument(skip_all, fields(file_id = %id))]
 async fn retrieve_file(
     State(state): State<AppState>,
@@ -155,6 +184,8 @@ async fn retrieve_file(
 }
 
 /// `DELETE /v1/files/{id}`: 200 with `{"id", "object": "file", "deleted": true}`.
+#[utoipa::path(delete, path = "/v1/files/{file_id}", operation_id = "files_api_routes_delete_file", tag = "files",
+    params(("file_id" = String, Path)), responses((status = 200, body = DeletedFile), Errors))]
 #[tracing::instrument(skip_all, fields(file_id = %id))]
 async fn delete_file(
     State(state): State<AppState>,
@@ -168,6 +199,10 @@ async fn delete_file(
 /// `GET /v1/files/{id}/content`: the bytes, streamed, always as `application/octet-stream`
 /// (the SDKs reject any other type). With a signed link's `workspace`, `expires` and
 /// `signature` it needs no API key.
+#[utoipa::path(get, path = "/v1/files/{file_id}/content", operation_id = "files_api_routes_download_file", tag = "files",
+    params(("file_id" = String, Path), ("workspace" = Option<String>, Query), ("expires" = Option<String>, Query), ("signature" = Option<String>, Query)),
+    security((), ("bearer" = [])),
+    responses((status = 200, description = "The file's bytes.", content_type = "application/octet-stream", body = Vec<u8>), Errors))]
 #[tracing::instrument(skip_all, fields(file_id = %id))]
 async fn download_file(
     State(state): State<AppState>,
@@ -202,6 +237,9 @@ fn safe_name(name: &str) -> String {
 
 /// `GET /v1/files/{id}/url?expiry=H`: a link to the content that works without a key for
 /// `expiry` hours (1 to 168, default 24).
+#[utoipa::path(get, path = "/v1/files/{file_id}/url", operation_id = "files_api_routes_get_signed_url", tag = "files",
+    params(("file_id" = String, Path), ("expiry" = Option<i64>, Query, minimum = 1, maximum = 168)),
+    responses((status = 200, body = SignedUrl), Errors))]
 #[tracing::instrument(skip_all, fields(file_id = %id))]
 async fn get_signed_url(
     State(state): State<AppState>,

@@ -12,9 +12,18 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/metrics", get(|_: Workspace| async { exposition() }))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(metrics))
+}
+
+#[utoipa::path(get, path = "/metrics", operation_id = "palaver_metrics", tag = "palaver",
+    responses((status = 200, description = "The Prometheus text format.", content_type = "text/plain", body = String),
+        super::openapi::Errors))]
+async fn metrics(_: Workspace) -> Response {
+    exposition()
 }
 
 /// The router of `PALAVER_METRICS_ADDR`: `/metrics` and nothing else.

@@ -13,6 +13,7 @@ pub mod idempotency;
 pub mod metrics;
 pub mod mock;
 pub mod models;
+pub mod openapi;
 pub mod server;
 pub mod sse;
 
@@ -25,18 +26,29 @@ use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router(state: AppState) -> Router {
-    let max_body = state.max_body_bytes;
-    Router::new()
+/// Every route with its documentation: the one list both the server and `/openapi.json`
+/// are built from.
+fn routes(max_upload_bytes: u64) -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(health::routes())
         .merge(agents::routes())
         .merge(conversations::routes())
         .merge(completions::routes())
         .merge(models::routes())
-        .merge(files::routes(state.engine.files.max_upload_bytes()))
+        .merge(files::routes(max_upload_bytes))
         .merge(metrics::routes())
         .merge(mock::routes())
+        .routes(routes!(openapi::openapi_json))
+}
+
+pub fn router(state: AppState) -> Router {
+    let max_body = state.max_body_bytes;
+    let (routes, _) = routes(state.engine.files.max_upload_bytes()).split_for_parts();
+    routes
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::guard))
         .route_layer(axum::middleware::from_fn(metrics::record))
         .fallback(route_not_found)

@@ -85,3 +85,29 @@ pub fn chunks<T: Serialize>(state: &AppState, chunks: impl Stream<Item = T> + Se
         .chain(futures::stream::once(async { Event::default().data("[DONE]") }));
     respond(state, frames)
 }
+
+/// One frame of a conversation stream as [`numbered_events`] writes it; its schema is what
+/// `/openapi.json` documents for `text/event-stream`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = ConversationEventFrame)]
+pub struct EventFrame {
+    /// The event's name, the same string as its JSON `type`.
+    #[schema(
+        pattern = r"^(conversation\.response\.(started|done|error)|message\.output\.delta|function\.call\.delta|tool\.execution\.(started|done)|agent\.handoff\.(started|done))$"
+    )]
+    pub event: String,
+    /// Its number in the run, from 0: what `Last-Event-ID` names to resume after it.
+    #[schema(pattern = "^[0-9]+$")]
+    pub id: String,
+    /// The event as one line of JSON.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}
+
+/// One frame of a chat-completion stream as [`chunks`] writes it.
+#[derive(utoipa::ToSchema)]
+#[schema(as = CompletionChunkFrame)]
+pub struct ChunkFrame {
+    /// A `chat.completion.chunk` as one line of JSON; the last frame is `[DONE]`.
+    pub data: String,
+}

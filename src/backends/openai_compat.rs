@@ -769,3 +769,79 @@ mod tests {
         assert_eq!(error_message("plain text"), "plain text");
     }
 }
+
+/// The upstream stream as palaver reads it (SSE framing, then each chunk), against
+/// arbitrary input and arbitrary packet boundaries.
+#[cfg(test)]
+mod stream_properties {
+    use super::*;
+    use eventsource_stream::Eventsource;
+    use proptest::prelude::*;
+
+    /// The deltas of an SSE body delivered in pieces cut at `cuts`, up to `[DONE]`.
+    fn read(body: &[u8], cuts: &[usize]) -> (Vec<ChatDelta>, bool) {
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+        cuts.sort_unstable();
+        for cut in cuts {
+            pieces.push(Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(&body[start..cut.max(start)])));
+            start = cut.max(start);
+        }
+        pieces.push(Ok(bytes::Bytes::copy_from_slice(&body[start..])));
+        let events: Vec<_> = futures::executor::block_on(futures::stream::iter(pieces).eventsource().collect());
+        let (mut deltas, mut finished) = (Vec::new(), false);
+        for event in events {
+            let data = event.expect("a well-formed body").data;
+            if data.trim() == "[DONE]" {
+                break;
+            }
+            deltas.extend(parse_chunk(data.trim(), &mut finished).expect("a well-formed chunk"));
+        }
+        (deltas, finished)
+    }
+
+    fn text_of(deltas: &[ChatDelta]) -> String {
+        deltas.iter().filter_map(|d| if let ChatDelta::Text(t) = d { Some(t.as_str()) } else { None }).collect()
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunk_text_is_deltas_or_an_upstream_error(data in ".*") {
+            let mut finished = false;
+            match parse_chunk(&data, &mut finished) {
+                Ok(_) => {}
+                Err(error) => prop_assert_eq!(error.code(), Code::UpstreamFailed),
+            }
+        }
+
+        #[test]
+        fn any_json_chunk_is_deltas_or_an_upstream_error(value in crate::domain::arbitrary::json_value()) {
+            let mut finished = false;
+            if let Err(error) = parse_chunk(&value.to_string(), &mut finished) {
+                prop_assert_eq!(error.code(), Code::UpstreamFailed);
+            }
+        }
+
+        #[test]
+        fn streamed_text_arrives_whole_wherever_the_packets_are_cut(
+            words in proptest::collection::vec("[^\r\n]{0,12}", 1..8),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+            crlf in any::<bool>(),
+        ) {
+            let eol = if crlf { "\r\n" } else { "\n" };
+            let mut body = String::new();
+            for word in &words {
+                let chunk = serde_json::json!({"choices": [{"index": 0, "delta": {"content": word}}]});
+                body.push_str(&format!("data: {chunk}{eol}{eol}"));
+            }
+            let last = serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+            body.push_str(&format!("data: {last}{eol}{eol}data: [DONE]{eol}{eol}"));
+
+            let (deltas, finished) = read(body.as_bytes(), &cuts);
+
+            prop_assert!(finished);
+            prop_assert_eq!(text_of(&deltas), words.concat());
+        }
+    }
+}

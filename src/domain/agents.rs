@@ -11,19 +11,20 @@ use crate::error::FieldError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GuardrailAction {
     None,
     Block,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModerationConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub custom_category_thresholds: Option<Map<String, Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_other_categories: Option<bool>,
@@ -31,7 +32,7 @@ pub struct ModerationConfig {
     pub action: Option<GuardrailAction>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GuardrailConfig {
     #[serde(default)]
@@ -43,7 +44,8 @@ pub struct GuardrailConfig {
 }
 
 /// Body of `POST /v1/agents`. Unknown fields are rejected, as by the hosted API.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"model": "echo", "name": "Brief", "instructions": "Answer briefly."}))]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgentRequest {
     pub model: String,
@@ -62,26 +64,39 @@ pub struct CreateAgentRequest {
     #[serde(default)]
     pub guardrails: Option<Vec<GuardrailConfig>>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
     #[serde(default)]
     pub version_message: Option<String>,
 }
 
 /// Body of `PATCH /v1/agents/{id}`: absent = keep, `null` = clear, value = replace.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 // Every field may be absent: the struct's `Default` fills them.
+#[schema(example = json!({"description": "Answers briefly.", "metadata": {"team": "docs"}}))]
 #[serde(default, deny_unknown_fields)]
 pub struct UpdateAgentRequest {
+    #[schema(value_type = Option<String>)]
     pub model: Patch<String>,
+    #[schema(value_type = Option<String>)]
     pub name: Patch<String>,
+    #[schema(value_type = Option<String>)]
     pub instructions: Patch<String>,
+    #[schema(value_type = Option<String>)]
     pub description: Patch<String>,
+    #[schema(value_type = Option<Vec<Tool>>)]
     pub tools: Patch<Vec<Tool>>,
+    #[schema(value_type = Option<CompletionArgs>)]
     pub completion_args: Patch<CompletionArgs>,
+    #[schema(value_type = Option<Vec<String>>)]
     pub handoffs: Patch<Vec<String>>,
+    #[schema(value_type = Option<Vec<GuardrailConfig>>)]
     pub guardrails: Patch<Vec<GuardrailConfig>>,
+    #[schema(value_type = Option<bool>)]
     pub deployment_chat: Patch<bool>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Patch<Map<String, Value>>,
+    #[schema(value_type = Option<String>)]
     pub version_message: Patch<String>,
 }
 
@@ -201,31 +216,36 @@ impl UpdateAgentRequest {
 }
 
 /// The `Agent` object every agent endpoint returns.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Agent {
     pub object: &'static str,
+    #[schema(value_type = String)]
     pub id: AgentId,
     pub name: String,
     pub model: String,
     pub version: i64,
     pub versions: Vec<i64>,
+    #[schema(value_type = String)]
     pub created_at: Timestamp,
+    #[schema(value_type = String)]
     pub updated_at: Timestamp,
     pub deployment_chat: bool,
     pub source: &'static str,
     pub instructions: Option<String>,
     pub description: Option<String>,
     pub tools: Vec<Tool>,
+    #[schema(value_type = CompletionArgs)]
     pub completion_args: CompletionArgsView,
     pub handoffs: Option<Vec<String>>,
     pub guardrails: Option<Vec<GuardrailConfig>>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
     pub owner_id: Option<String>,
     pub version_message: Option<String>,
 }
 
 /// `GET /v1/agents/pages`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AgentListPage {
     pub object: &'static str,
     pub data: Vec<Agent>,
@@ -233,11 +253,14 @@ pub struct AgentListPage {
 }
 
 /// One named pointer to an agent version.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = AgentAliasResponse)]
 pub struct AgentAlias {
     pub alias: String,
     pub version: i64,
+    #[schema(value_type = String)]
     pub created_at: Timestamp,
+    #[schema(value_type = String)]
     pub updated_at: Timestamp,
 }
 
@@ -344,5 +367,53 @@ mod tests {
 
         let fields: Vec<String> = errors.iter().map(FieldError::field_name).collect();
         assert_eq!(fields, vec!["name", "handoffs", "version_message"]);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A member of a PATCH body: absent, `null`, or a value.
+        fn member() -> impl Strategy<Value = Option<Option<String>>> {
+            prop_oneof![Just(None), Just(Some(None)), "[a-z]{1,8}".prop_map(|s| Some(Some(s)))]
+        }
+
+        fn body(members: &[(&str, &Option<Option<String>>)]) -> serde_json::Value {
+            let mut body = serde_json::Map::new();
+            for (name, member) in members {
+                if let Some(value) = member {
+                    body.insert((*name).to_owned(), serde_json::json!(value));
+                }
+            }
+            serde_json::Value::Object(body)
+        }
+
+        proptest! {
+            /// Nullable members follow the patch rule; `name` and `model` cannot be cleared;
+            /// `version_message` is never inherited.
+            #[test]
+            fn an_update_applies_each_member_by_the_patch_rule(
+                name in member(), instructions in member(), description in member(), message in member(),
+            ) {
+                let base = base();
+                let request: UpdateAgentRequest = serde_json::from_value(body(&[
+                    ("name", &name), ("instructions", &instructions), ("description", &description),
+                    ("version_message", &message),
+                ])).unwrap();
+
+                let next = request.apply_to(&base).unwrap();
+
+                let rule = |member: &Option<Option<String>>, current: &Option<String>| match member {
+                    None => current.clone(),
+                    Some(value) => value.clone(),
+                };
+                prop_assert_eq!(next.name, name.flatten().unwrap_or(base.name.clone()));
+                prop_assert_eq!(next.instructions, rule(&instructions, &base.instructions));
+                prop_assert_eq!(next.description, rule(&description, &base.description));
+                prop_assert_eq!(next.version_message, message.flatten());
+                prop_assert_eq!(next.model, base.model);
+                prop_assert_eq!(next.handoffs, base.handoffs);
+            }
+        }
     }
 }

@@ -10,7 +10,8 @@ use serde_json::{Map, Value};
 
 /// Body of `POST /v1/agents/completions` (and of a chat completion the built-in model
 /// answers). Fields the SDKs send that have no meaning here are accepted and ignored.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[schema(as = AgentsCompletionRequest)]
 #[serde(deny_unknown_fields)]
 pub struct CompletionRequest {
     #[serde(default)]
@@ -130,7 +131,8 @@ pub struct FunctionToolIn {
 }
 
 /// A finished completion (`object: "chat.completion"`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ChatCompletionResponse)]
 pub struct ChatCompletion {
     pub id: String,
     pub object: &'static str,
@@ -140,7 +142,7 @@ pub struct ChatCompletion {
     pub choices: Vec<CompletionChoice>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CompletionChoice {
     pub index: u32,
     pub message: AssistantMessage,
@@ -148,7 +150,7 @@ pub struct CompletionChoice {
     pub finish_reason: &'static str,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AssistantMessage {
     pub role: &'static str,
     pub content: String,
@@ -157,7 +159,7 @@ pub struct AssistantMessage {
     pub prefix: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CompletedToolCall {
     pub id: String,
     #[serde(rename = "type")]
@@ -165,7 +167,7 @@ pub struct CompletedToolCall {
     pub function: CalledFunction,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CalledFunction {
     pub name: String,
     pub arguments: String,

@@ -10,7 +10,7 @@ use super::tools::Tool;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HandoffExecution {
     Server,
@@ -18,7 +18,7 @@ pub enum HandoffExecution {
 }
 
 /// `agent_version`: a version number or an alias name.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged, expecting = "a version number or an alias name")]
 pub enum AgentVersionRef {
     Number(i64),
@@ -26,8 +26,10 @@ pub enum AgentVersionRef {
 }
 
 /// Body of `POST /v1/conversations`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = ConversationRequest)]
 // Every field may be absent: the struct's `Default` fills them.
+#[schema(example = json!({"model": "echo", "inputs": "Who is Albert Einstein?"}))]
 #[serde(default, deny_unknown_fields)]
 pub struct StartConversationRequest {
     pub inputs: Option<Inputs>,
@@ -43,17 +45,19 @@ pub struct StartConversationRequest {
     pub guardrails: Option<Vec<GuardrailConfig>>,
     pub name: Option<String>,
     pub description: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Confirmation {
     Allow,
     Deny,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ToolCallConfirmation)]
 #[serde(deny_unknown_fields)]
 pub struct ToolConfirmation {
     pub tool_call_id: String,
@@ -61,8 +65,10 @@ pub struct ToolConfirmation {
 }
 
 /// Body of `POST /v1/conversations/{id}`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = ConversationAppendRequest)]
 // Every field may be absent: the struct's `Default` fills them.
+#[schema(example = json!({"inputs": "And in German?", "stream": true}))]
 #[serde(default, deny_unknown_fields)]
 pub struct AppendConversationRequest {
     pub inputs: Option<Inputs>,
@@ -74,7 +80,8 @@ pub struct AppendConversationRequest {
 }
 
 /// Body of `POST /v1/conversations/{id}/restart`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[schema(as = ConversationRestartRequest)]
 #[serde(deny_unknown_fields)]
 pub struct RestartConversationRequest {
     pub from_entry_id: String,
@@ -91,12 +98,14 @@ pub struct RestartConversationRequest {
     #[serde(default)]
     pub guardrails: Option<Vec<GuardrailConfig>>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
     #[serde(default)]
     pub agent_version: Option<AgentVersionRef>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = UsageInfo)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -112,12 +121,14 @@ impl Usage {
 }
 
 /// `usage` as the hosted API writes it (connector members `null` until tools run).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[schema(as = ConversationUsageInfo)]
 pub struct UsageInfo {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
     pub connector_tokens: Option<u64>,
+    #[schema(value_type = Option<Object>)]
     pub connectors: Option<Map<String, Value>>,
 }
 
@@ -134,9 +145,10 @@ impl From<Usage> for UsageInfo {
 }
 
 /// What start, append and restart return.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConversationResponse {
     pub object: &'static str,
+    #[schema(value_type = String)]
     pub conversation_id: ConversationId,
     pub outputs: Vec<Entry>,
     pub usage: UsageInfo,
@@ -144,53 +156,66 @@ pub struct ConversationResponse {
 
 /// A conversation as `get` and `list` return it: the agent shape or the model shape,
 /// never both (the SDKs tell them apart by which key is present).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Conversation {
     Agent(AgentConversation),
     Model(Box<ModelConversation>),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AgentConversation {
     pub object: &'static str,
+    #[schema(value_type = String)]
     pub id: ConversationId,
+    #[schema(value_type = String)]
     pub created_at: Timestamp,
+    #[schema(value_type = String)]
     pub updated_at: Timestamp,
     pub agent_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<AgentVersionRef>,
     pub name: Option<String>,
     pub description: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ModelConversation {
     pub object: &'static str,
+    #[schema(value_type = String)]
     pub id: ConversationId,
+    #[schema(value_type = String)]
     pub created_at: Timestamp,
+    #[schema(value_type = String)]
     pub updated_at: Timestamp,
     pub model: String,
     pub instructions: Option<String>,
     pub tools: Vec<Tool>,
+    #[schema(value_type = CompletionArgs)]
     pub completion_args: CompletionArgsView,
     pub guardrails: Option<Vec<GuardrailConfig>>,
     pub name: Option<String>,
     pub description: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConversationHistory {
     pub object: &'static str,
+    #[schema(value_type = String)]
     pub conversation_id: ConversationId,
+    #[schema(value_type = Vec<Entry>)]
     pub entries: Vec<std::sync::Arc<Entry>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConversationMessages {
     pub object: &'static str,
+    #[schema(value_type = String)]
     pub conversation_id: ConversationId,
+    #[schema(value_type = Vec<Entry>)]
     pub messages: Vec<std::sync::Arc<Entry>>,
 }

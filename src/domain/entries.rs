@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 /// `content` of a message: a plain string, or a list of chunks. Chunks are kept as JSON
 /// (validated on the way in) because palaver passes them through rather than interpreting
 /// them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Content {
     Text(String),
@@ -50,12 +50,17 @@ impl<'de> Deserialize<'de> for EntryObject {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = MessageInputEntry)]
 pub struct MessageInput {
     #[serde(default)]
+    #[schema(value_type = String, pattern = "^entry$", required = true)]
     pub object: EntryObject,
+    #[schema(value_type = String)]
     pub id: EntryId,
+    #[schema(value_type = String)]
     pub created_at: Timestamp,
+    #[schema(value_type = Option<String>)]
     pub completed_at: Option<Timestamp>,
     pub role: String,
     pub content: Content,
@@ -63,12 +68,17 @@ pub struct MessageInput {
     pub prefix: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = MessageOutputEntry)]
 pub struct MessageOutput {
     #[serde(default)]
+    #[schema(value_type = String, pattern = "^entry$", required = true)]
     pub object: EntryObject,
+    #[schema(value_type = String)]
     pub id: EntryId,
+    #[schema(value_type = String)]
     pub created_at: Timestamp,
+    #[schema(value_type = Option<String>)]
     pub completed_at: Option<Timestamp>,
     #[serde(default = "assistant")]
     pub role: String,
@@ -81,12 +91,17 @@ fn assistant() -> String {
     "assistant".to_owned()
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = FunctionCallEntry)]
 pub struct FunctionCall {
     #[serde(default)]
+    #[schema(value_type = String, pattern = "^entry$", required = true)]
     pub object: EntryObject,
+    #[schema(value_type = String)]
     pub id: EntryId,
+    #[schema(value_type = String)]
     pub created_at: Timestamp,
+    #[schema(value_type = Option<String>)]
     pub completed_at: Option<Timestamp>,
     pub tool_call_id: String,
     pub name: String,
@@ -98,27 +113,38 @@ pub struct FunctionCall {
     pub confirmation_status: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = FunctionResultEntry)]
 pub struct FunctionResult {
     #[serde(default)]
+    #[schema(value_type = String, pattern = "^entry$", required = true)]
     pub object: EntryObject,
+    #[schema(value_type = String)]
     pub id: EntryId,
+    #[schema(value_type = String)]
     pub created_at: Timestamp,
+    #[schema(value_type = Option<String>)]
     pub completed_at: Option<Timestamp>,
     pub tool_call_id: String,
     pub result: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ToolExecutionEntry)]
 pub struct ToolExecution {
     #[serde(default)]
+    #[schema(value_type = String, pattern = "^entry$", required = true)]
     pub object: EntryObject,
+    #[schema(value_type = String)]
     pub id: EntryId,
+    #[schema(value_type = String)]
     pub created_at: Timestamp,
+    #[schema(value_type = Option<String>)]
     pub completed_at: Option<Timestamp>,
     pub name: String,
     pub arguments: String,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub info: Map<String, Value>,
     pub agent_id: Option<String>,
     pub model: Option<String>,
@@ -160,12 +186,17 @@ impl ToolExecution {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = AgentHandoffEntry)]
 pub struct AgentHandoff {
     #[serde(default)]
+    #[schema(value_type = String, pattern = "^entry$", required = true)]
     pub object: EntryObject,
+    #[schema(value_type = String)]
     pub id: EntryId,
+    #[schema(value_type = String)]
     pub created_at: Timestamp,
+    #[schema(value_type = Option<String>)]
     pub completed_at: Option<Timestamp>,
     pub previous_agent_id: String,
     pub previous_agent_name: String,
@@ -174,7 +205,7 @@ pub struct AgentHandoff {
 }
 
 /// One entry of a conversation, as stored and as every endpoint returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type")]
 pub enum Entry {
     #[serde(rename = "message.input")]
@@ -235,7 +266,7 @@ impl Entry {
 // Inputs: what clients send in `inputs`.
 
 /// `inputs` of a start/append/restart body: a string (one user message) or entries.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged, expecting = "a string or a list of entries")]
 pub enum Inputs {
     Text(String),

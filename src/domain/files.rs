@@ -4,7 +4,8 @@
 use serde::Serialize;
 
 /// The File object. Every SDK requires the first eight members; the rest may be null.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = RetrieveFileOut)]
 pub struct FileObject {
     pub id: String,
     pub object: &'static str,
@@ -25,7 +26,8 @@ pub struct FileObject {
 }
 
 /// `GET /v1/files`: `total` always, which 1.9.11 requires.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ListFilesOut)]
 pub struct FileList {
     pub object: &'static str,
     pub data: Vec<FileObject>,
@@ -33,7 +35,8 @@ pub struct FileList {
 }
 
 /// `DELETE /v1/files/{id}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = DeleteFileOut)]
 pub struct DeletedFile {
     pub id: String,
     pub object: &'static str,
@@ -41,7 +44,8 @@ pub struct DeletedFile {
 }
 
 /// `GET /v1/files/{id}/url`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = FileSignedURL)]
 pub struct SignedUrl {
     pub url: String,
 }

@@ -3,6 +3,8 @@
 //! lives beside the types.
 
 pub mod agents;
+#[cfg(test)]
+pub mod arbitrary;
 pub mod chat_completions;
 pub mod completion;
 pub mod conversations;

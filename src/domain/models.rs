@@ -4,7 +4,8 @@ use serde::Serialize;
 
 /// Every capability written explicitly: absent keys default to `true` in Python 1.9.11 but
 /// to `false` in the newer SDKs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ModelCapabilities)]
 pub struct Capabilities {
     pub completion_chat: bool,
     pub completion_fim: bool,
@@ -44,7 +45,8 @@ impl Capabilities {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = BaseModelCard)]
 pub struct ModelCard {
     pub id: String,
     pub object: &'static str,
@@ -61,7 +63,7 @@ pub struct ModelCard {
     pub default_model_temperature: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ModelList {
     pub object: &'static str,
     pub data: Vec<ModelCard>,

@@ -1,7 +1,7 @@
 //! A field of a PATCH body: absent (keep), `null` (clear) or a value (replace), as
 //! the official `UpdateAgentRequest` requires.
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum Patch<T> {
@@ -36,6 +36,17 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
     }
 }
 
+/// Written as the field's JSON: an absent field can only be skipped by its container, so
+/// it writes as `null` like a cleared one (the OpenAPI document's defaults are written so).
+impl<T: Serialize> Serialize for Patch<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Patch::Absent | Patch::Null => serializer.serialize_none(),
+            Patch::Value(v) => serializer.serialize_some(v),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +66,39 @@ mod tests {
         assert_eq!(absent.name, Patch::Absent);
         assert_eq!(null.name, Patch::Null);
         assert_eq!(value.name, Patch::Value("x".to_owned()));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A member of a PATCH body: absent, `null`, or a value.
+        fn member() -> impl Strategy<Value = Option<Option<String>>> {
+            prop_oneof![Just(None), Just(Some(None)), ".{0,8}".prop_map(|s| Some(Some(s)))]
+        }
+
+        proptest! {
+            #[test]
+            fn absent_keeps_null_clears_and_a_value_replaces(given in member(), current in proptest::option::of(".{0,8}")) {
+                let body = match &given {
+                    None => serde_json::json!({}),
+                    Some(value) => serde_json::json!({ "name": value }),
+                };
+                let patch: Body = serde_json::from_value(body).unwrap();
+
+                let expected = match given {
+                    None => current.clone(),
+                    Some(value) => value,
+                };
+                prop_assert_eq!(patch.name.apply(current), expected);
+            }
+
+            #[test]
+            fn a_patch_writes_back_as_the_json_it_was_read_from(value in proptest::option::of(".{0,8}")) {
+                let patch: Patch<String> = serde_json::from_value(serde_json::json!(value)).unwrap();
+
+                prop_assert_eq!(serde_json::to_value(&patch).unwrap(), serde_json::json!(value));
+            }
+        }
     }
 }

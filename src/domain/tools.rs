@@ -6,7 +6,7 @@ use crate::error::{FieldError, Loc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ToolType {
     Function,
@@ -32,7 +32,7 @@ impl ToolType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tool {
     #[serde(rename = "type")]
@@ -49,9 +49,10 @@ pub struct Tool {
     pub tool_configuration: Option<ToolConfiguration>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Function {
+    #[schema(pattern = "^[a-zA-Z0-9_-]{1,64}$")]
     pub name: String,
     // The SDKs reject `null` here in responses (TS turns the tool into "unknown"), so a
     // missing description is omitted and a missing `strict` is written as `false`.
@@ -59,10 +60,12 @@ pub struct Function {
     pub description: Option<String>,
     #[serde(default)]
     pub strict: Option<bool>,
+    /// A JSON Schema object.
+    #[schema(value_type = Object)]
     pub parameters: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToolConfiguration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,7 +76,7 @@ pub struct ToolConfiguration {
     pub requires_confirmation: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum AuthorizationType {
     #[serde(rename = "api-key")]
     ApiKey,
@@ -81,7 +84,7 @@ pub enum AuthorizationType {
     OAuth2Token,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Authorization {
     #[serde(rename = "type")]

@@ -23,6 +23,7 @@ mod mcp;
 mod metrics;
 mod mock;
 mod models;
+mod openapi;
 mod outage;
 mod replicas;
 mod resume;
