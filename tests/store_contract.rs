@@ -16,7 +16,7 @@ use palaver::domain::time::Timestamp;
 use palaver::store::blobs::{BlobKey, ByteStream};
 use palaver::store::{
     AgentFilter, AgentRecord, AgentWrite, AliasRecord, ClaimTimes, ConnectOptions, ConversationRecord, FileFilter,
-    FileRecord, KeyClaim, KeyUse, NewVersion, Page, Store, StoreError, StoredAnswer, StoredEvent, TurnWrite,
+    FileRecord, KeyClaim, KeyUse, NewVersion, Page, RunWrite, Store, StoreError, StoredAnswer, StoredEvent, TurnWrite,
 };
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -1114,11 +1114,25 @@ async fn a_claim_kept_alive_is_not_taken_over(store: Arc<dyn Store>) {
 async fn a_conversations_latest_run_keeps_its_events_until_purged(store: Arc<dyn Store>) {
     let ws = WorkspaceId("ws_a".into());
     let event = |seq: i64| StoredEvent { seq, name: format!("e{seq}"), data: format!("{{\"n\":{seq}}}") };
+    let batch = |run_id, started: i64, events: &'static [i64], finished: Option<i64>| {
+        let store = store.clone();
+        let ws = ws.clone();
+        async move {
+            let events: Vec<StoredEvent> = events.iter().map(|&n| event(n)).collect();
+            let run = RunWrite {
+                conversation_id: "conv_1",
+                run_id,
+                started_at: seconds(started),
+                events: &events,
+                finished_at: finished.map(seconds),
+            };
+            store.write_run(&ws, run).await.unwrap();
+        }
+    };
     assert_eq!(store.run_events(&ws, "conv_1", -1).await.unwrap(), None);
 
-    store.open_run(&ws, "conv_1", "run_a", seconds(10)).await.unwrap();
-    store.append_run_events(&ws, ("conv_1", "run_a"), &[event(0), event(1)], None).await.unwrap();
-    store.append_run_events(&ws, ("conv_1", "run_a"), &[event(2)], Some(seconds(20))).await.unwrap();
+    batch("run_a", 10, &[0, 1], None).await;
+    batch("run_a", 10, &[2], Some(20)).await;
 
     let after = store.run_events(&ws, "conv_1", 0).await.unwrap().unwrap();
     assert_eq!((after.run_id.as_str(), after.finished_at), ("run_a", Some(seconds(20))));
@@ -1126,12 +1140,14 @@ async fn a_conversations_latest_run_keeps_its_events_until_purged(store: Arc<dyn
     let other = WorkspaceId("ws_b".into());
     assert_eq!(store.run_events(&other, "conv_1", -1).await.unwrap(), None, "another workspace sees nothing");
 
-    // A newer run replaces it; what it replaced goes at the next purge.
-    store.open_run(&ws, "conv_1", "run_b", seconds(30)).await.unwrap();
+    // A newer run replaces it (a late batch of the older one does not take it back); what
+    // it replaced goes at the next purge.
+    batch("run_b", 30, &[], None).await;
+    batch("run_a", 10, &[3], Some(31)).await;
     let newer = store.run_events(&ws, "conv_1", -1).await.unwrap().unwrap();
     assert_eq!((newer.run_id.as_str(), newer.finished_at, newer.events.len()), ("run_b", None, 0));
-    assert_eq!(store.purge_runs(seconds(25)).await.unwrap(), 3);
-    store.append_run_events(&ws, ("conv_1", "run_b"), &[event(0)], Some(seconds(40))).await.unwrap();
+    assert_eq!(store.purge_runs(seconds(25)).await.unwrap(), 4);
+    batch("run_b", 30, &[0], Some(40)).await;
     assert_eq!(store.purge_runs(seconds(35)).await.unwrap(), 0, "a run that ended after the bound is kept");
     assert_eq!(store.purge_runs(seconds(50)).await.unwrap(), 1);
     assert_eq!(store.run_events(&ws, "conv_1", -1).await.unwrap(), None);

@@ -11,7 +11,7 @@ use crate::domain::events::RunEvent;
 use crate::domain::ids::{ConversationId, WorkspaceId};
 use crate::domain::time::Timestamp;
 use crate::error::{Code, Error};
-use crate::store::{Store, StoredEvent};
+use crate::store::{RunWrite, Store, StoredEvent};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use std::collections::HashMap;
@@ -189,14 +189,12 @@ impl RunLogs {
 /// and its end. A failure is logged: the run itself never waits for this.
 async fn share(store: Arc<dyn Store>, ws: WorkspaceId, conversation_id: ConversationId, log: Arc<RunLog>) {
     let run_id = uuid::Uuid::now_v7().to_string();
-    let run = (conversation_id.as_str(), run_id.as_str());
-    if let Err(error) = store.open_run(&ws, run.0, run.1, Timestamp::now()).await {
-        tracing::warn!(%error, "a run's events are not shared for resuming");
-        return;
-    }
+    let started_at = Timestamp::now();
     let mut progress = log.progress.subscribe();
     let mut written = 0;
     loop {
+        // A batch per interval: a run shorter than one is written in one statement.
+        tokio::time::sleep(SHARE_EVERY).await;
         let (_, finished) = *progress.borrow_and_update();
         let batch: Vec<StoredEvent> = lock(&log.events)
             .get(written..)
@@ -208,19 +206,21 @@ async fn share(store: Arc<dyn Store>, ws: WorkspaceId, conversation_id: Conversa
                 Some(StoredEvent { seq: frame.number as i64, name: frame.name, data: frame.data })
             })
             .collect();
-        let count = batch.len();
-        if count > 0 || finished {
-            let end = finished.then(Timestamp::now);
-            if let Err(error) = store.append_run_events(&ws, run, &batch, end).await {
-                tracing::warn!(%error, "a run's events could not be shared for resuming");
-                return;
-            }
-            written += count;
+        let run = RunWrite {
+            conversation_id: conversation_id.as_str(),
+            run_id: &run_id,
+            started_at,
+            events: &batch,
+            finished_at: finished.then(Timestamp::now),
+        };
+        if let Err(error) = store.write_run(&ws, run).await {
+            tracing::warn!(%error, "a run's events could not be shared for resuming");
+            return;
         }
+        written += batch.len();
         if finished || progress.changed().await.is_err() {
             return;
         }
-        tokio::time::sleep(SHARE_EVERY).await;
     }
 }
 

@@ -394,20 +394,22 @@ pub struct RunEvents {
     pub events: Vec<StoredEvent>,
 }
 
+/// A batch of a streamed run's events, as `RunStore::write_run` takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct RunWrite<'a> {
+    pub conversation_id: &'a str,
+    pub run_id: &'a str,
+    pub started_at: Timestamp,
+    pub events: &'a [StoredEvent],
+    pub finished_at: Option<Timestamp>,
+}
+
 /// The runs of streams, kept for resuming from another replica.
 #[async_trait]
 pub trait RunStore: Send + Sync {
-    /// Makes `run_id` the conversation's latest run.
-    async fn open_run(&self, ws: &WorkspaceId, conversation_id: &str, run_id: &str, now: Timestamp) -> StoreResult<()>;
-
-    /// Adds events to the run (numbered from `events[0].seq`); `finished_at` marks its end.
-    async fn append_run_events(
-        &self,
-        ws: &WorkspaceId,
-        run: (&str, &str),
-        events: &[StoredEvent],
-        finished_at: Option<Timestamp>,
-    ) -> StoreResult<()>;
+    /// Writes a batch of a run: makes it the conversation's latest run (unless a run that
+    /// started later already is), adds its events, and with `finished_at` marks its end.
+    async fn write_run(&self, ws: &WorkspaceId, run: RunWrite<'_>) -> StoreResult<()>;
 
     /// The events numbered after `after` of the conversation's latest run; `None` when it
     /// has none.

@@ -7,7 +7,7 @@ use super::sql::{self, Columns, Naming};
 use super::{
     AgentFilter, AgentRecord, AgentStore, AgentWrite, AliasRecord, ClaimTimes, ConversationRecord, ConversationStore,
     Database, EntryColumns, FileFilter, FileRecord, FileStore, IdempotencyStore, KeyClaim, KeyUse, NewVersion,
-    NotFoundAs, Page, RunEvents, RunStore, StoreError, StoreResult, StoredAnswer, StoredEvent, TurnWrite,
+    NotFoundAs, Page, RunEvents, RunStore, RunWrite, StoreError, StoreResult, StoredAnswer, StoredEvent, TurnWrite,
 };
 use crate::domain::agents::{AgentConfig, VersionSelector};
 use crate::domain::entries::Entry;
@@ -749,39 +749,26 @@ impl IdempotencyStore for PgStore {
     }
 }
 
-/// A turn's run events in one statement: one array per column, unnested.
-const INSERT_RUN_EVENTS: &str = "INSERT INTO run_events (workspace, conversation_id, run_id, seq, name, data) \
-     SELECT $1, $2, $3, s, n, d FROM UNNEST($4::bigint[], $5::text[], $6::text[]) AS t(s, n, d)";
+/// A batch of a run in one statement: the run's row, and its events as one array per
+/// column, unnested.
+static WRITE_RUN: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH run AS ({}) INSERT INTO run_events (workspace, conversation_id, run_id, seq, name, data) \
+         SELECT $1, $2, $3, s, n, d FROM UNNEST($6::bigint[], $7::text[], $8::text[]) AS t(s, n, d)",
+        sql::UPSERT_RUN
+    )
+});
 
 #[async_trait]
 impl RunStore for PgStore {
-    async fn open_run(&self, ws: &WorkspaceId, conversation_id: &str, run_id: &str, now: Timestamp) -> StoreResult<()> {
+    async fn write_run(&self, ws: &WorkspaceId, run: RunWrite<'_>) -> StoreResult<()> {
+        let seqs: Vec<i64> = run.events.iter().map(|e| e.seq).collect();
+        let names: Vec<&str> = run.events.iter().map(|e| e.name.as_str()).collect();
+        let data: Vec<&str> = run.events.iter().map(|e| e.data.as_str()).collect();
         on_connection!(self, |conn| {
-            let query = sqlx::query(sql::OPEN_RUN).bind(ws.as_str()).bind(conversation_id).bind(run_id);
-            query.bind(now.micros()).execute(&mut *conn).await?;
-            Ok(())
-        })
-    }
-
-    async fn append_run_events(
-        &self,
-        ws: &WorkspaceId,
-        run: (&str, &str),
-        events: &[StoredEvent],
-        finished_at: Option<Timestamp>,
-    ) -> StoreResult<()> {
-        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
-        let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
-        let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
-        on_connection!(self, |conn| {
-            let mut tx = conn.begin().await?;
-            let query = sqlx::query(INSERT_RUN_EVENTS).bind(ws.as_str()).bind(run.0).bind(run.1);
-            query.bind(&seqs).bind(&names).bind(&data).execute(&mut *tx).await?;
-            if let Some(at) = finished_at {
-                let query = sqlx::query(sql::FINISH_RUN).bind(ws.as_str()).bind(run.0).bind(run.1);
-                query.bind(at.micros()).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
+            let query = sqlx::query(WRITE_RUN.as_str()).bind(ws.as_str()).bind(run.conversation_id).bind(run.run_id);
+            let query = query.bind(run.started_at.micros()).bind(run.finished_at.map(|at| at.micros()));
+            query.bind(&seqs).bind(&names).bind(&data).execute(&mut *conn).await?;
             Ok(())
         })
     }

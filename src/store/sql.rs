@@ -370,14 +370,13 @@ pub const TOUCH_KEY: &str = "UPDATE idempotency_keys SET created_at = $4 \
 pub const RELEASE_KEY: &str = "DELETE FROM idempotency_keys \
      WHERE workspace = $1 AND request_key = $2 AND fingerprint = $3 AND status IS NULL";
 
-/// Makes $3 the latest run of conversation $2 ($4 now).
-pub const OPEN_RUN: &str = "INSERT INTO runs (workspace, conversation_id, run_id, started_at, finished_at) \
-     VALUES ($1, $2, $3, $4, NULL) \
+/// Makes run $3 (started $4, ended $5 or NULL) the latest of conversation $2, unless a run
+/// that started later already is.
+pub const UPSERT_RUN: &str = "INSERT INTO runs (workspace, conversation_id, run_id, started_at, finished_at) \
+     VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (workspace, conversation_id) DO UPDATE SET run_id = excluded.run_id, \
-     started_at = excluded.started_at, finished_at = NULL";
-
-pub const FINISH_RUN: &str =
-    "UPDATE runs SET finished_at = $4 WHERE workspace = $1 AND conversation_id = $2 AND run_id = $3";
+     started_at = excluded.started_at, finished_at = excluded.finished_at \
+     WHERE runs.run_id = excluded.run_id OR runs.started_at <= excluded.started_at";
 
 pub const SELECT_RUN: &str = "SELECT run_id, finished_at FROM runs WHERE workspace = $1 AND conversation_id = $2";
 

@@ -19,7 +19,7 @@ use super::rows::{self, ReadRow};
 use super::sql::{self, Columns, Naming};
 use super::{
     AgentFilter, AgentRecord, AgentStore, AgentWrite, AliasRecord, ConversationRecord, ConversationStore, Database,
-    FileFilter, FileRecord, FileStore, NewVersion, NotFoundAs, Page, RunEvents, RunStore, StoredEvent,
+    FileFilter, FileRecord, FileStore, NewVersion, NotFoundAs, Page, RunEvents, RunStore, RunWrite, StoredEvent,
 };
 use super::{
     ClaimTimes, EntryColumns, IdempotencyStore, KeyClaim, KeyUse, StoreError, StoreResult, StoredAnswer, TurnWrite,
@@ -114,9 +114,8 @@ struct Statements {
     release_key: String,
     touch_key: String,
     purge_keys: String,
-    open_run: String,
+    upsert_run: String,
     insert_run_event: String,
-    finish_run: String,
     select_run: String,
     select_run_events: String,
     purge_run_events: String,
@@ -164,11 +163,10 @@ static SQL: LazyLock<Statements> = LazyLock::new(|| Statements {
     finish_key: numbered(sql::FINISH_KEY),
     release_key: numbered(sql::RELEASE_KEY),
     touch_key: numbered(sql::TOUCH_KEY),
-    open_run: numbered(sql::OPEN_RUN),
+    upsert_run: numbered(sql::UPSERT_RUN),
     insert_run_event: numbered(
         "INSERT INTO run_events (workspace, conversation_id, run_id, seq, name, data) VALUES ($1, $2, $3, $4, $5, $6)",
     ),
-    finish_run: numbered(sql::FINISH_RUN),
     select_run: numbered(sql::SELECT_RUN),
     select_run_events: numbered(sql::SELECT_RUN_EVENTS),
     purge_run_events: numbered(sql::PURGE_RUN_EVENTS),
@@ -885,32 +883,16 @@ impl IdempotencyStore for SqliteStore {
 
 #[async_trait]
 impl RunStore for SqliteStore {
-    async fn open_run(&self, ws: &WorkspaceId, conversation_id: &str, run_id: &str, now: Timestamp) -> StoreResult<()> {
-        let (ws, conversation, run) = (ws.as_str().to_owned(), conversation_id.to_owned(), run_id.to_owned());
-        let now = now.micros();
+    async fn write_run(&self, ws: &WorkspaceId, run: RunWrite<'_>) -> StoreResult<()> {
+        let (ws, conversation, run_id) =
+            (ws.as_str().to_owned(), run.conversation_id.to_owned(), run.run_id.to_owned());
+        let (started, finished) = (run.started_at.micros(), run.finished_at.map(|at| at.micros()));
+        let events = run.events.to_vec();
         self.write(move |tx| {
-            tx.prepare_cached(&SQL.open_run)?.execute(params![ws, conversation, run, now])?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn append_run_events(
-        &self,
-        ws: &WorkspaceId,
-        run: (&str, &str),
-        events: &[StoredEvent],
-        finished_at: Option<Timestamp>,
-    ) -> StoreResult<()> {
-        let (ws, conversation, run) = (ws.as_str().to_owned(), run.0.to_owned(), run.1.to_owned());
-        let events = events.to_vec();
-        self.write(move |tx| {
+            tx.prepare_cached(&SQL.upsert_run)?.execute(params![ws, conversation, run_id, started, finished])?;
             let mut insert = tx.prepare_cached(&SQL.insert_run_event)?;
             for event in &events {
-                insert.execute(params![ws, conversation, run, event.seq, event.name, event.data])?;
-            }
-            if let Some(at) = finished_at {
-                tx.prepare_cached(&SQL.finish_run)?.execute(params![ws, conversation, run, at.micros()])?;
+                insert.execute(params![ws, conversation, run_id, event.seq, event.name, event.data])?;
             }
             Ok(())
         })
