@@ -139,7 +139,7 @@ async fn a_created_agent_reads_back_whole_as_its_active_version_zero(store: Arc<
     let (ws, id) = (home(), AgentId::generate());
     let config = full_config("Ada");
 
-    let created = store.create_agent(AgentWrite { ws: &ws, id: &id, now: at(0) }, &config).await.unwrap();
+    let created = store.create_agent(write(&ws, &id, 0), &config).await.unwrap();
 
     let expected = AgentRecord::first(id.clone(), config, at(0));
     assert_eq!(created, expected);
@@ -149,9 +149,9 @@ async fn a_created_agent_reads_back_whole_as_its_active_version_zero(store: Arc<
 
 async fn creating_an_agent_whose_id_is_taken_conflicts_and_keeps_the_first(store: Arc<dyn Store>) {
     let (ws, id) = (home(), AgentId::generate());
-    store.create_agent(AgentWrite { ws: &ws, id: &id, now: at(0) }, &config("first")).await.unwrap();
+    store.create_agent(write(&ws, &id, 0), &config("first")).await.unwrap();
 
-    let again = store.create_agent(AgentWrite { ws: &ws, id: &id, now: at(1) }, &config("second")).await;
+    let again = store.create_agent(write(&ws, &id, 1), &config("second")).await;
 
     assert!(matches!(again, Err(StoreError::Conflict)), "{again:?}");
     assert_eq!(active(&store, &ws, &id).await.config.name, "first");
@@ -160,22 +160,10 @@ async fn creating_an_agent_whose_id_is_taken_conflicts_and_keeps_the_first(store
 
 async fn appended_versions_are_numbered_in_order_and_the_newest_becomes_active(store: Arc<dyn Store>) {
     let (ws, id) = (home(), AgentId::generate());
-    store.create_agent(AgentWrite { ws: &ws, id: &id, now: at(0) }, &config("v0")).await.unwrap();
+    store.create_agent(write(&ws, &id, 0), &config("v0")).await.unwrap();
 
-    let first = store
-        .append_agent_version(
-            AgentWrite { ws: &ws, id: &id, now: at(1) },
-            NewVersion { expected_revision: 0, config: &config("v1") },
-        )
-        .await
-        .unwrap();
-    let second = store
-        .append_agent_version(
-            AgentWrite { ws: &ws, id: &id, now: at(2) },
-            NewVersion { expected_revision: 1, config: &config("v2") },
-        )
-        .await
-        .unwrap();
+    let first = store.append_agent_version(write(&ws, &id, 1), version(0, &config("v1"))).await.unwrap();
+    let second = store.append_agent_version(write(&ws, &id, 2), version(1, &config("v2"))).await.unwrap();
 
     let expected = AgentRecord {
         id: id.clone(),
@@ -200,21 +188,10 @@ async fn appended_versions_are_numbered_in_order_and_the_newest_becomes_active(s
 
 async fn an_append_on_a_stale_revision_conflicts_and_writes_no_version(store: Arc<dyn Store>) {
     let (ws, id) = (home(), AgentId::generate());
-    store.create_agent(AgentWrite { ws: &ws, id: &id, now: at(0) }, &config("v0")).await.unwrap();
-    store
-        .append_agent_version(
-            AgentWrite { ws: &ws, id: &id, now: at(1) },
-            NewVersion { expected_revision: 0, config: &config("v1") },
-        )
-        .await
-        .unwrap();
+    store.create_agent(write(&ws, &id, 0), &config("v0")).await.unwrap();
+    store.append_agent_version(write(&ws, &id, 1), version(0, &config("v1"))).await.unwrap();
 
-    let late = store
-        .append_agent_version(
-            AgentWrite { ws: &ws, id: &id, now: at(2) },
-            NewVersion { expected_revision: 0, config: &config("late") },
-        )
-        .await;
+    let late = store.append_agent_version(write(&ws, &id, 2), version(0, &config("late"))).await;
 
     assert!(matches!(late, Err(StoreError::Conflict)), "{late:?}");
     let current = active(&store, &ws, &id).await;
@@ -224,24 +201,13 @@ async fn an_append_on_a_stale_revision_conflicts_and_writes_no_version(store: Ar
 
 async fn activating_a_version_moves_only_the_active_pointer(store: Arc<dyn Store>) {
     let (ws, id) = (home(), AgentId::generate());
-    store.create_agent(AgentWrite { ws: &ws, id: &id, now: at(0) }, &config("v0")).await.unwrap();
-    store
-        .append_agent_version(
-            AgentWrite { ws: &ws, id: &id, now: at(1) },
-            NewVersion { expected_revision: 0, config: &config("v1") },
-        )
-        .await
-        .unwrap();
+    store.create_agent(write(&ws, &id, 0), &config("v0")).await.unwrap();
+    store.append_agent_version(write(&ws, &id, 1), version(0, &config("v1"))).await.unwrap();
 
-    let activated = store.activate_agent_version(AgentWrite { ws: &ws, id: &id, now: at(2) }, 0).await.unwrap();
-    let missing = store.activate_agent_version(AgentWrite { ws: &ws, id: &id, now: at(3) }, 9).await;
-    let next = store
-        .append_agent_version(
-            AgentWrite { ws: &ws, id: &id, now: at(4) },
-            NewVersion { expected_revision: activated.revision, config: &config("v2") },
-        )
-        .await
-        .unwrap();
+    let activated = store.activate_agent_version(write(&ws, &id, 2), 0).await.unwrap();
+    let missing = store.activate_agent_version(write(&ws, &id, 3), 9).await;
+    let next =
+        store.append_agent_version(write(&ws, &id, 4), version(activated.revision, &config("v2"))).await.unwrap();
 
     let expected = AgentRecord {
         id: id.clone(),
@@ -262,21 +228,15 @@ async fn activating_a_version_moves_only_the_active_pointer(store: Arc<dyn Store
 
 async fn versions_resolve_as_active_by_number_and_by_alias(store: Arc<dyn Store>) {
     let (ws, id) = (home(), AgentId::generate());
-    store.create_agent(AgentWrite { ws: &ws, id: &id, now: at(0) }, &config("v0")).await.unwrap();
-    store
-        .append_agent_version(
-            AgentWrite { ws: &ws, id: &id, now: at(1) },
-            NewVersion { expected_revision: 0, config: &config("v1") },
-        )
-        .await
-        .unwrap();
+    store.create_agent(write(&ws, &id, 0), &config("v0")).await.unwrap();
+    store.append_agent_version(write(&ws, &id, 1), version(0, &config("v1"))).await.unwrap();
     let name = |selector: VersionSelector| {
         let (store, ws, id) = (store.clone(), ws.clone(), id.clone());
         async move { store.agent(&ws, &id, &selector).await.map(|r| (r.version, r.config.name)) }
     };
     let alias = |name: &str| VersionSelector::Alias(name.to_owned());
 
-    let stable = store.put_alias(AgentWrite { ws: &ws, id: &id, now: at(2) }, "stable", 0).await.unwrap();
+    let stable = store.put_alias(write(&ws, &id, 2), "stable", 0).await.unwrap();
     assert_eq!(stable, AliasRecord { alias: "stable".into(), version: 0, created_at: at(2), updated_at: at(2) });
     assert_eq!(name(VersionSelector::Active).await.unwrap(), (1, "v1".into()));
     assert_eq!(name(VersionSelector::Number(0)).await.unwrap(), (0, "v0".into()));
@@ -285,8 +245,8 @@ async fn versions_resolve_as_active_by_number_and_by_alias(store: Arc<dyn Store>
     assert!(matches!(name(alias("nope")).await, Err(StoreError::NotFound { .. })));
 
     // Moving an alias keeps when it was created.
-    let moved = store.put_alias(AgentWrite { ws: &ws, id: &id, now: at(3) }, "stable", 1).await.unwrap();
-    store.put_alias(AgentWrite { ws: &ws, id: &id, now: at(4) }, "beta", 0).await.unwrap();
+    let moved = store.put_alias(write(&ws, &id, 3), "stable", 1).await.unwrap();
+    store.put_alias(write(&ws, &id, 4), "beta", 0).await.unwrap();
     assert_eq!(moved, AliasRecord { alias: "stable".into(), version: 1, created_at: at(2), updated_at: at(3) });
     assert_eq!(name(alias("stable")).await.unwrap(), (1, "v1".into()));
     let aliases = store.list_aliases(&ws, &id).await.unwrap();
@@ -301,15 +261,9 @@ async fn versions_resolve_as_active_by_number_and_by_alias(store: Arc<dyn Store>
 async fn agents_are_listed_newest_id_first_and_paged(store: Arc<dyn Store>) {
     let ws = home();
     for (id, name) in [("ag_b", "b"), ("ag_c", "c"), ("ag_a", "a")] {
-        store.create_agent(AgentWrite { ws: &ws, id: &AgentId(id.into()), now: at(0) }, &config(name)).await.unwrap();
+        store.create_agent(write(&ws, &AgentId(id.into()), 0), &config(name)).await.unwrap();
     }
-    store
-        .append_agent_version(
-            AgentWrite { ws: &ws, id: &AgentId("ag_b".into()), now: at(1) },
-            NewVersion { expected_revision: 0, config: &config("b1") },
-        )
-        .await
-        .unwrap();
+    store.append_agent_version(write(&ws, &AgentId("ag_b".into()), 1), version(0, &config("b1"))).await.unwrap();
     let list = |filter: AgentFilter, page: Page| {
         let (store, ws) = (store.clone(), ws.clone());
         async move {
@@ -334,7 +288,7 @@ async fn agent_filters_match_the_active_version(store: Arc<dyn Store>) {
     let mut sales = config("sales_bot");
     sales.metadata = Some(object(json!({"team": "b"})));
     for (id, config) in [("ag_1", support), ("ag_2", sales), ("ag_3", config("salesXbot"))] {
-        store.create_agent(AgentWrite { ws: &ws, id: &AgentId(id.into()), now: at(0) }, &config).await.unwrap();
+        store.create_agent(write(&ws, &AgentId(id.into()), 0), &config).await.unwrap();
     }
     let ids = |filter: AgentFilter| {
         let (store, ws) = (store.clone(), ws.clone());
@@ -361,13 +315,7 @@ async fn agent_filters_match_the_active_version(store: Arc<dyn Store>) {
     assert!(ids(metadata(json!({"tier": "1"}))).await.is_empty());
     assert!(ids(metadata(json!({"team": "a", "tier": 2}))).await.is_empty());
 
-    store
-        .append_agent_version(
-            AgentWrite { ws: &ws, id: &AgentId("ag_1".into()), now: at(1) },
-            NewVersion { expected_revision: 0, config: &config("Renamed") },
-        )
-        .await
-        .unwrap();
+    store.append_agent_version(write(&ws, &AgentId("ag_1".into()), 1), version(0, &config("Renamed"))).await.unwrap();
     assert!(ids(named("Support Bot")).await.is_empty());
     assert_eq!(ids(named("Renamed")).await, ["ag_1"]);
     assert!(ids(metadata(json!({"team": "a"}))).await.is_empty());
@@ -375,15 +323,9 @@ async fn agent_filters_match_the_active_version(store: Arc<dyn Store>) {
 
 async fn deleting_an_agent_deletes_its_versions_and_aliases(store: Arc<dyn Store>) {
     let (ws, id) = (home(), AgentId::generate());
-    store.create_agent(AgentWrite { ws: &ws, id: &id, now: at(0) }, &config("v0")).await.unwrap();
-    store
-        .append_agent_version(
-            AgentWrite { ws: &ws, id: &id, now: at(1) },
-            NewVersion { expected_revision: 0, config: &config("v1") },
-        )
-        .await
-        .unwrap();
-    store.put_alias(AgentWrite { ws: &ws, id: &id, now: at(2) }, "stable", 0).await.unwrap();
+    store.create_agent(write(&ws, &id, 0), &config("v0")).await.unwrap();
+    store.append_agent_version(write(&ws, &id, 1), version(0, &config("v1"))).await.unwrap();
+    store.put_alias(write(&ws, &id, 2), "stable", 0).await.unwrap();
 
     store.delete_agent(&ws, &id).await.unwrap();
 
@@ -396,23 +338,17 @@ async fn deleting_an_agent_deletes_its_versions_and_aliases(store: Arc<dyn Store
     assert!(versions(&store, &ws, &id).await.is_empty());
     assert!(matches!(store.delete_agent(&ws, &id).await, Err(StoreError::NotFound { .. })));
     // Nothing of it lingers: the id starts over at version 0.
-    store.create_agent(AgentWrite { ws: &ws, id: &id, now: at(3) }, &config("again")).await.unwrap();
+    store.create_agent(write(&ws, &id, 3), &config("again")).await.unwrap();
     assert_eq!(versions(&store, &ws, &id).await, [0]);
 }
 
 async fn several_agents_are_read_at_their_active_versions_at_once(store: Arc<dyn Store>) {
     let (ws, other) = (home(), WorkspaceId("elsewhere".into()));
     let (a, b, foreign) = (AgentId::generate(), AgentId::generate(), AgentId::generate());
-    store.create_agent(AgentWrite { ws: &ws, id: &a, now: at(0) }, &config("a0")).await.unwrap();
-    store.create_agent(AgentWrite { ws: &ws, id: &b, now: at(1) }, &config("b0")).await.unwrap();
-    store
-        .append_agent_version(
-            AgentWrite { ws: &ws, id: &b, now: at(2) },
-            NewVersion { expected_revision: 0, config: &config("b1") },
-        )
-        .await
-        .unwrap();
-    store.create_agent(AgentWrite { ws: &other, id: &foreign, now: at(3) }, &config("theirs")).await.unwrap();
+    store.create_agent(write(&ws, &a, 0), &config("a0")).await.unwrap();
+    store.create_agent(write(&ws, &b, 1), &config("b0")).await.unwrap();
+    store.append_agent_version(write(&ws, &b, 2), version(0, &config("b1"))).await.unwrap();
+    store.create_agent(write(&other, &foreign, 3), &config("theirs")).await.unwrap();
     let ids = [a.0.clone(), "ag_missing".to_owned(), b.0.clone(), foreign.0.clone()];
 
     let mut found = store.active_agents(&ws, &ids).await.unwrap();
@@ -428,8 +364,8 @@ async fn several_agents_are_read_at_their_active_versions_at_once(store: Arc<dyn
 
 async fn another_workspace_sees_none_of_an_agent(store: Arc<dyn Store>) {
     let (ws, other, id) = (home(), WorkspaceId("elsewhere".into()), AgentId::generate());
-    let original = store.create_agent(AgentWrite { ws: &ws, id: &id, now: at(0) }, &config("mine")).await.unwrap();
-    store.put_alias(AgentWrite { ws: &ws, id: &id, now: at(1) }, "stable", 0).await.unwrap();
+    let original = store.create_agent(write(&ws, &id, 0), &config("mine")).await.unwrap();
+    store.put_alias(write(&ws, &id, 1), "stable", 0).await.unwrap();
     let not_found = |result: Result<(), StoreError>| matches!(result, Err(StoreError::NotFound { .. }));
 
     for selector in [VersionSelector::Active, VersionSelector::Number(0), VersionSelector::Alias("stable".into())] {
@@ -440,19 +376,13 @@ async fn another_workspace_sees_none_of_an_agent(store: Arc<dyn Store>) {
     assert_eq!(store.agents_exist(&ws, &["ag_missing".into(), id.0.clone()]).await.unwrap(), [false, true]);
     assert!(versions(&store, &other, &id).await.is_empty());
     assert!(store.list_aliases(&other, &id).await.unwrap().is_empty());
-    assert!(store
-        .append_agent_version(
-            AgentWrite { ws: &other, id: &id, now: at(2) },
-            NewVersion { expected_revision: 0, config: &config("theirs") }
-        )
-        .await
-        .is_err());
-    assert!(not_found(store.activate_agent_version(AgentWrite { ws: &other, id: &id, now: at(2) }, 0).await.map(drop)));
+    assert!(store.append_agent_version(write(&other, &id, 2), version(0, &config("theirs"))).await.is_err());
+    assert!(not_found(store.activate_agent_version(write(&other, &id, 2), 0).await.map(drop)));
     assert!(not_found(store.delete_alias(&other, &id, "stable").await));
     assert!(not_found(store.delete_agent(&other, &id).await));
 
     // The same id is free in another workspace, and stays apart.
-    store.create_agent(AgentWrite { ws: &other, id: &id, now: at(3) }, &config("theirs")).await.unwrap();
+    store.create_agent(write(&other, &id, 3), &config("theirs")).await.unwrap();
     assert_eq!(active(&store, &ws, &id).await, original);
     assert_eq!(active(&store, &other, &id).await.config.name, "theirs");
     assert_eq!(store.agent(&ws, &id, &VersionSelector::Alias("stable".into())).await.unwrap(), original);
@@ -564,15 +494,9 @@ async fn starting_a_conversation_whose_id_is_taken_conflicts_and_writes_nothing(
 
 async fn the_conversation_for_a_turn_comes_with_the_agent_version_it_follows(store: Arc<dyn Store>) {
     let (ws, agent) = (home(), AgentId::generate());
-    store.create_agent(AgentWrite { ws: &ws, id: &agent, now: at(0) }, &config("v0")).await.unwrap();
-    store
-        .append_agent_version(
-            AgentWrite { ws: &ws, id: &agent, now: at(1) },
-            NewVersion { expected_revision: 0, config: &config("v1") },
-        )
-        .await
-        .unwrap();
-    store.put_alias(AgentWrite { ws: &ws, id: &agent, now: at(2) }, "stable", 0).await.unwrap();
+    store.create_agent(write(&ws, &agent, 0), &config("v0")).await.unwrap();
+    store.append_agent_version(write(&ws, &agent, 1), version(0, &config("v1"))).await.unwrap();
+    store.put_alias(write(&ws, &agent, 2), "stable", 0).await.unwrap();
     let follows = [
         ("conv_active", None),
         ("conv_pinned", Some(AgentVersionRef::Number(0))),
@@ -609,8 +533,8 @@ async fn the_conversation_for_a_turn_comes_with_the_agent_version_it_follows(sto
     assert_eq!(joined("conv_model").await, None);
 
     // The join follows the pointers as they are now.
-    store.activate_agent_version(AgentWrite { ws: &ws, id: &agent, now: at(4) }, 0).await.unwrap();
-    store.put_alias(AgentWrite { ws: &ws, id: &agent, now: at(5) }, "stable", 1).await.unwrap();
+    store.activate_agent_version(write(&ws, &agent, 4), 0).await.unwrap();
+    store.put_alias(write(&ws, &agent, 5), "stable", 1).await.unwrap();
     assert_eq!(joined("conv_active").await, Some(version(VersionSelector::Number(0)).await));
     assert_eq!(joined("conv_aliased").await, Some(version(VersionSelector::Number(1)).await));
 
@@ -1038,6 +962,15 @@ fn append(
 
 // ---------------------------------------------------------------------------------------
 // Idempotency keys
+
+/// A write to agent `id` at time `n`.
+fn write<'a>(ws: &'a WorkspaceId, id: &'a AgentId, n: i64) -> AgentWrite<'a> {
+    AgentWrite { ws, id, now: at(n) }
+}
+
+fn version(expected_revision: i64, config: &AgentConfig) -> NewVersion<'_> {
+    NewVersion { expected_revision, config }
+}
 
 fn seconds(at: i64) -> Timestamp {
     Timestamp::from_micros(at * 1_000_000)

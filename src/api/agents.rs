@@ -99,19 +99,29 @@ async fn create_agent(
     Ok(Json(client.shape(engine::create_agent(&state.engine, &ws, request).await?)))
 }
 
+/// The query of both agent lists, as documented (`list_query` reads it).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Documentation only: the handlers read the query through `QueryParams`.
+struct AgentListParams {
+    #[param(minimum = 0)]
+    page: Option<i32>,
+    #[param(minimum = 1, maximum = 1000)]
+    page_size: Option<i64>,
+    /// The `next_page_token` of the previous page.
+    page_token: Option<String>,
+    deployment_chat: Option<bool>,
+    sources: Option<Vec<String>>,
+    name: Option<String>,
+    search: Option<String>,
+    id: Option<String>,
+    /// A JSON object the agents' metadata must contain.
+    metadata: Option<String>,
+}
+
 /// `GET /v1/agents`: active versions, newest agent first, `page`/`page_size` paged.
 #[utoipa::path(get, path = "/v1/agents", operation_id = "agents_api_v1_agents_list", tag = "agents",
-    params(
-        ("page" = Option<i32>, Query, minimum = 0),
-        ("page_size" = Option<i64>, Query, minimum = 1, maximum = 1000),
-        ("page_token" = Option<String>, Query, description = "The `next_page_token` of the previous page."),
-        ("deployment_chat" = Option<bool>, Query),
-        ("sources" = Option<Vec<String>>, Query),
-        ("name" = Option<String>, Query),
-        ("search" = Option<String>, Query),
-        ("id" = Option<String>, Query),
-        ("metadata" = Option<String>, Query, description = "A JSON object the agents' metadata must contain."),
-    ), responses((status = 200, body = Vec<Agent>), Errors))]
+    params(AgentListParams), responses((status = 200, body = Vec<Agent>), Errors))]
 #[tracing::instrument(skip_all)]
 async fn list_agents(
     State(state): State<AppState>,
@@ -125,17 +135,7 @@ async fn list_agents(
 
 /// `GET /v1/agents/pages`: the same list with an opaque `next_page_token` cursor.
 #[utoipa::path(get, path = "/v1/agents/pages", operation_id = "agents_api_v1_agents_list_pages", tag = "agents",
-    params(
-        ("page" = Option<i32>, Query, minimum = 0),
-        ("page_size" = Option<i64>, Query, minimum = 1, maximum = 1000),
-        ("page_token" = Option<String>, Query, description = "The `next_page_token` of the previous page."),
-        ("deployment_chat" = Option<bool>, Query),
-        ("sources" = Option<Vec<String>>, Query),
-        ("name" = Option<String>, Query),
-        ("search" = Option<String>, Query),
-        ("id" = Option<String>, Query),
-        ("metadata" = Option<String>, Query, description = "A JSON object the agents' metadata must contain."),
-    ), responses((status = 200, body = AgentListPage), Errors))]
+    params(AgentListParams), responses((status = 200, body = AgentListPage), Errors))]
 #[tracing::instrument(skip_all)]
 async fn list_agent_pages(
     State(state): State<AppState>,
