@@ -125,6 +125,17 @@ fn require_non_blank(value: &str, name: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
+/// `config` if it passes the checks every version must, else every problem found.
+fn checked(config: AgentConfig) -> Result<AgentConfig, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    validate_common(&config, &mut errors);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(errors)
+    }
+}
+
 fn validate_common(config: &AgentConfig, errors: &mut Vec<FieldError>) {
     require_non_blank(&config.model, "model", errors);
     require_non_blank(&config.name, "name", errors);
@@ -170,13 +181,7 @@ impl CreateAgentRequest {
             version_message: self.version_message,
             deployment_chat: false,
         };
-        let mut errors = Vec::new();
-        validate_common(&config, &mut errors);
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(errors)
-        }
+        checked(config)
     }
 }
 
@@ -205,13 +210,7 @@ impl UpdateAgentRequest {
             version_message: self.version_message.apply(None),
             deployment_chat: self.deployment_chat.apply(Some(base.deployment_chat)).unwrap_or(false),
         };
-        let mut errors = Vec::new();
-        validate_common(&config, &mut errors);
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(errors)
-        }
+        checked(config)
     }
 }
 

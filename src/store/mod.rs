@@ -24,6 +24,20 @@
 //!   the HTTP suite runs on both too.
 
 pub mod blobs;
+/// The migrations of `dialect` (`"sqlite"` or `"postgres"`), in order: (version,
+/// description, SQL). One list for both dialects, so neither can miss one.
+macro_rules! migrations {
+    ($dialect:literal) => {
+        &[
+            (1, "agents", include_str!(concat!("../../migrations/", $dialect, "/0001_agents.sql"))),
+            (2, "conversations", include_str!(concat!("../../migrations/", $dialect, "/0002_conversations.sql"))),
+            (3, "files", include_str!(concat!("../../migrations/", $dialect, "/0003_files.sql"))),
+            (4, "idempotency", include_str!(concat!("../../migrations/", $dialect, "/0004_idempotency.sql"))),
+            (5, "run_events", include_str!(concat!("../../migrations/", $dialect, "/0005_run_events.sql"))),
+        ]
+    };
+}
+
 pub mod postgres;
 mod rows;
 mod sql;

@@ -279,13 +279,7 @@ impl PgStore {
 #[derive(Debug)]
 struct Embedded;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "agents", include_str!("../../migrations/postgres/0001_agents.sql")),
-    (2, "conversations", include_str!("../../migrations/postgres/0002_conversations.sql")),
-    (3, "files", include_str!("../../migrations/postgres/0003_files.sql")),
-    (4, "idempotency", include_str!("../../migrations/postgres/0004_idempotency.sql")),
-    (5, "run_events", include_str!("../../migrations/postgres/0005_run_events.sql")),
-];
+const MIGRATIONS: &[(i64, &str, &str)] = migrations!("postgres");
 
 impl<'s> sqlx::migrate::MigrationSource<'s> for Embedded {
     fn resolve(self) -> futures::future::BoxFuture<'s, Result<Vec<Migration>, sqlx::error::BoxDynError>> {

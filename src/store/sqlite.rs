@@ -177,13 +177,7 @@ static SQL: LazyLock<Statements> = LazyLock::new(|| Statements {
 /// Migrations, in order: (version, description, SQL). Recorded in sqlx's `_sqlx_migrations`
 /// table with sqlx's checksum, so databases created by earlier palaver builds (which ran
 /// them through sqlx) are recognised as migrated.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "agents", include_str!("../../migrations/sqlite/0001_agents.sql")),
-    (2, "conversations", include_str!("../../migrations/sqlite/0002_conversations.sql")),
-    (3, "files", include_str!("../../migrations/sqlite/0003_files.sql")),
-    (4, "idempotency", include_str!("../../migrations/sqlite/0004_idempotency.sql")),
-    (5, "run_events", include_str!("../../migrations/sqlite/0005_run_events.sql")),
-];
+const MIGRATIONS: &[(i64, &str, &str)] = migrations!("sqlite");
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
