@@ -5,6 +5,7 @@ use super::agents::GuardrailConfig;
 use super::completion::{CompletionArgs, CompletionArgsView};
 use super::entries::{Entry, Inputs};
 use super::ids::ConversationId;
+use super::shared_fields;
 use super::time::Timestamp;
 use super::tools::Tool;
 use serde::{Deserialize, Serialize};
@@ -163,43 +164,40 @@ pub enum Conversation {
     Model(Box<ModelConversation>),
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct AgentConversation {
-    pub object: &'static str,
-    #[schema(value_type = String)]
-    pub id: ConversationId,
-    #[schema(value_type = String)]
-    pub created_at: Timestamp,
-    #[schema(value_type = String)]
-    pub updated_at: Timestamp,
-    pub agent_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub agent_version: Option<AgentVersionRef>,
-    pub name: Option<String>,
-    pub description: Option<String>,
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<Map<String, Value>>,
-}
+shared_fields! {
+    // Both shapes open with the object's identity and times, and close with its labels.
+    head {
+        pub object: &'static str,
+        #[schema(value_type = String)]
+        pub id: ConversationId,
+        #[schema(value_type = String)]
+        pub created_at: Timestamp,
+        #[schema(value_type = String)]
+        pub updated_at: Timestamp,
+    }
+    tail {
+        pub name: Option<String>,
+        pub description: Option<String>,
+        #[schema(value_type = Option<Object>)]
+        pub metadata: Option<Map<String, Value>>,
+    }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ModelConversation {
-    pub object: &'static str,
-    #[schema(value_type = String)]
-    pub id: ConversationId,
-    #[schema(value_type = String)]
-    pub created_at: Timestamp,
-    #[schema(value_type = String)]
-    pub updated_at: Timestamp,
-    pub model: String,
-    pub instructions: Option<String>,
-    pub tools: Vec<Tool>,
-    #[schema(value_type = CompletionArgs)]
-    pub completion_args: CompletionArgsView,
-    pub guardrails: Option<Vec<GuardrailConfig>>,
-    pub name: Option<String>,
-    pub description: Option<String>,
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<Map<String, Value>>,
+    #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+    pub struct AgentConversation {
+        pub agent_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub agent_version: Option<AgentVersionRef>,
+    }
+
+    #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+    pub struct ModelConversation {
+        pub model: String,
+        pub instructions: Option<String>,
+        pub tools: Vec<Tool>,
+        #[schema(value_type = CompletionArgs)]
+        pub completion_args: CompletionArgsView,
+        pub guardrails: Option<Vec<GuardrailConfig>>,
+    }
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

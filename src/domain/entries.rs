@@ -2,6 +2,7 @@
 //! types as stored and returned, and the validation of entries clients send as `inputs`.
 
 use super::ids::{generate_tool_call_id, EntryId};
+use super::shared_fields;
 use super::time::Timestamp;
 use crate::error::{decode_value, Error, FieldError, Loc, Result};
 use serde::{Deserialize, Serialize};
@@ -50,104 +51,83 @@ impl<'de> Deserialize<'de> for EntryObject {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[schema(as = MessageInputEntry)]
-pub struct MessageInput {
-    #[serde(default)]
-    #[schema(value_type = String, pattern = "^entry$", required = true)]
-    pub object: EntryObject,
-    #[schema(value_type = String)]
-    pub id: EntryId,
-    #[schema(value_type = String)]
-    pub created_at: Timestamp,
-    #[schema(value_type = Option<String>)]
-    pub completed_at: Option<Timestamp>,
-    pub role: String,
-    pub content: Content,
-    #[serde(default)]
-    pub prefix: bool,
-}
+shared_fields! {
+    // What every entry opens with, in wire order.
+    head {
+        #[serde(default)]
+        #[schema(value_type = String, pattern = "^entry$", required = true)]
+        pub object: EntryObject,
+        #[schema(value_type = String)]
+        pub id: EntryId,
+        #[schema(value_type = String)]
+        pub created_at: Timestamp,
+        #[schema(value_type = Option<String>)]
+        pub completed_at: Option<Timestamp>,
+    }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[schema(as = MessageOutputEntry)]
-pub struct MessageOutput {
-    #[serde(default)]
-    #[schema(value_type = String, pattern = "^entry$", required = true)]
-    pub object: EntryObject,
-    #[schema(value_type = String)]
-    pub id: EntryId,
-    #[schema(value_type = String)]
-    pub created_at: Timestamp,
-    #[schema(value_type = Option<String>)]
-    pub completed_at: Option<Timestamp>,
-    #[serde(default = "assistant")]
-    pub role: String,
-    pub content: Content,
-    pub agent_id: Option<String>,
-    pub model: Option<String>,
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+    #[schema(as = MessageInputEntry)]
+    pub struct MessageInput {
+        pub role: String,
+        pub content: Content,
+        #[serde(default)]
+        pub prefix: bool,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+    #[schema(as = MessageOutputEntry)]
+    pub struct MessageOutput {
+        #[serde(default = "assistant")]
+        pub role: String,
+        pub content: Content,
+        pub agent_id: Option<String>,
+        pub model: Option<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+    #[schema(as = FunctionCallEntry)]
+    pub struct FunctionCall {
+        pub tool_call_id: String,
+        pub name: String,
+        /// Always a JSON-encoded string, as the hosted API sends it.
+        pub arguments: String,
+        pub agent_id: Option<String>,
+        pub model: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub confirmation_status: Option<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+    #[schema(as = FunctionResultEntry)]
+    pub struct FunctionResult {
+        pub tool_call_id: String,
+        pub result: String,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+    #[schema(as = ToolExecutionEntry)]
+    pub struct ToolExecution {
+        pub name: String,
+        pub arguments: String,
+        #[serde(default)]
+        #[schema(value_type = Object)]
+        pub info: Map<String, Value>,
+        pub agent_id: Option<String>,
+        pub model: Option<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+    #[schema(as = AgentHandoffEntry)]
+    pub struct AgentHandoff {
+        pub previous_agent_id: String,
+        pub previous_agent_name: String,
+        pub next_agent_id: String,
+        pub next_agent_name: String,
+    }
 }
 
 fn assistant() -> String {
     "assistant".to_owned()
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[schema(as = FunctionCallEntry)]
-pub struct FunctionCall {
-    #[serde(default)]
-    #[schema(value_type = String, pattern = "^entry$", required = true)]
-    pub object: EntryObject,
-    #[schema(value_type = String)]
-    pub id: EntryId,
-    #[schema(value_type = String)]
-    pub created_at: Timestamp,
-    #[schema(value_type = Option<String>)]
-    pub completed_at: Option<Timestamp>,
-    pub tool_call_id: String,
-    pub name: String,
-    /// Always a JSON-encoded string, as the hosted API sends it.
-    pub arguments: String,
-    pub agent_id: Option<String>,
-    pub model: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub confirmation_status: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[schema(as = FunctionResultEntry)]
-pub struct FunctionResult {
-    #[serde(default)]
-    #[schema(value_type = String, pattern = "^entry$", required = true)]
-    pub object: EntryObject,
-    #[schema(value_type = String)]
-    pub id: EntryId,
-    #[schema(value_type = String)]
-    pub created_at: Timestamp,
-    #[schema(value_type = Option<String>)]
-    pub completed_at: Option<Timestamp>,
-    pub tool_call_id: String,
-    pub result: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[schema(as = ToolExecutionEntry)]
-pub struct ToolExecution {
-    #[serde(default)]
-    #[schema(value_type = String, pattern = "^entry$", required = true)]
-    pub object: EntryObject,
-    #[schema(value_type = String)]
-    pub id: EntryId,
-    #[schema(value_type = String)]
-    pub created_at: Timestamp,
-    #[schema(value_type = Option<String>)]
-    pub completed_at: Option<Timestamp>,
-    pub name: String,
-    pub arguments: String,
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub info: Map<String, Value>,
-    pub agent_id: Option<String>,
-    pub model: Option<String>,
 }
 
 /// palaver's `tool.execution.info` for a run of a server-side tool: the model's
@@ -184,24 +164,6 @@ impl ToolExecution {
             None => std::borrow::Cow::Borrowed(""),
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[schema(as = AgentHandoffEntry)]
-pub struct AgentHandoff {
-    #[serde(default)]
-    #[schema(value_type = String, pattern = "^entry$", required = true)]
-    pub object: EntryObject,
-    #[schema(value_type = String)]
-    pub id: EntryId,
-    #[schema(value_type = String)]
-    pub created_at: Timestamp,
-    #[schema(value_type = Option<String>)]
-    pub completed_at: Option<Timestamp>,
-    pub previous_agent_id: String,
-    pub previous_agent_name: String,
-    pub next_agent_id: String,
-    pub next_agent_name: String,
 }
 
 /// One entry of a conversation, as stored and as every endpoint returns it.

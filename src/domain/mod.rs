@@ -18,3 +18,28 @@ pub mod models;
 pub mod patch;
 pub mod time;
 pub mod tools;
+
+/// Declares wire structs that share fields: each struct gets the `head` fields, then its
+/// own, then the `tail` fields (if any), so a shared field and its serde and schema
+/// attributes are written once (see the entry types, the two conversation shapes and the
+/// error bodies). Field order is wire order, and each field ends with a comma.
+//
+// Not a shared struct under `#[serde(flatten)]`: utoipa would document it as an `allOf`,
+// `deny_unknown_fields` does not work with it, and serde would go through a map.
+macro_rules! shared_fields {
+    (head $head:tt tail $tail:tt $($(#[$attr:meta])* pub struct $name:ident $own:tt)*) => {
+        $($crate::domain::shared_fields!(@struct $head $own $tail $(#[$attr])* $name);)*
+    };
+    (head $head:tt $($(#[$attr:meta])* pub struct $name:ident $own:tt)*) => {
+        $($crate::domain::shared_fields!(@struct $head $own {} $(#[$attr])* $name);)*
+    };
+    (@struct { $($head:tt)* } { $($own:tt)* } { $($tail:tt)* } $(#[$attr:meta])* $name:ident) => {
+        $(#[$attr])*
+        pub struct $name {
+            $($head)*
+            $($own)*
+            $($tail)*
+        }
+    };
+}
+pub(crate) use shared_fields;
