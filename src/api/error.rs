@@ -3,42 +3,42 @@
 //! `detail` list on 422 so each SDK raises its validation error with the field named.
 //! The bodies are typed so that `/openapi.json` documents exactly what is written here.
 
+use crate::domain::shared_fields;
 use crate::error::{Code, Error, FieldError};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-/// The envelope of every error but a validation error.
-#[derive(Serialize, utoipa::ToSchema)]
-#[schema(as = ErrorResponse)]
-pub struct ErrorBody {
-    /// Always `error`.
-    pub object: &'static str,
-    pub message: String,
-    /// `invalid_request_error`, `authentication_error`, `rate_limit_error` or `server_error`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub param: Option<String>,
-    pub code: Option<&'static str>,
-    /// Only on a 401: the hosted API answers a bad key with `{"detail": "Unauthorized"}`;
-    /// the member is kept for clients that read it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<&'static str>,
-}
+shared_fields! {
+    // The envelope, the same in both bodies.
+    head {
+        /// Always `error`.
+        pub object: &'static str,
+        pub message: String,
+        /// `invalid_request_error`, `authentication_error`, `rate_limit_error` or `server_error`.
+        #[serde(rename = "type")]
+        pub kind: &'static str,
+        pub param: Option<String>,
+        pub code: Option<&'static str>,
+    }
 
-/// A 422: the envelope, `param` naming the first field at fault, and every problem in `detail`.
-#[derive(Serialize, utoipa::ToSchema)]
-#[schema(as = HTTPValidationError)]
-pub struct ValidationErrorBody {
-    /// Always `error`.
-    pub object: &'static str,
-    pub message: String,
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub param: Option<String>,
-    pub code: Option<&'static str>,
-    pub detail: Vec<FieldError>,
+    /// The envelope of every error but a validation error.
+    #[derive(Serialize, utoipa::ToSchema)]
+    #[schema(as = ErrorResponse)]
+    pub struct ErrorBody {
+        /// Only on a 401: the hosted API answers a bad key with `{"detail": "Unauthorized"}`;
+        /// the member is kept for clients that read it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub detail: Option<&'static str>,
+    }
+
+    /// A 422: the envelope, `param` naming the first field at fault, and every problem in `detail`.
+    #[derive(Serialize, utoipa::ToSchema)]
+    #[schema(as = HTTPValidationError)]
+    pub struct ValidationErrorBody {
+        pub detail: Vec<FieldError>,
+    }
 }
 
 impl IntoResponse for Error {
