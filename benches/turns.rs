@@ -8,7 +8,10 @@
 //!
 //! Environment: `BENCH_BACKENDS` (`sqlite,postgres`), `BENCH_POSTGRES_URL` (admin URL,
 //! default `postgres://postgres@127.0.0.1:5432/test`), `BENCH_STREAMS` (10000),
-//! `BENCH_RUNS` (3), `BENCH_PALAVER` (the palaver binary to measure; default: this build's).
+//! `BENCH_RUNS` (3), `BENCH_PALAVER` (the palaver binary to measure; default: this build's),
+//! `BENCH_MODES` (`outside,inside`: `outside` runs the fake upstream and the load generator
+//! as processes of their own — this binary re-run with `BENCH_ROLE` — as an outside client
+//! sees palaver; `inside` keeps both in the bench process and measures the rest).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -82,6 +85,24 @@ fn hand_off(function: String) -> axum::body::Body {
     axum::body::Body::from_stream(stream)
 }
 
+/// The same answer as `answer`, as one JSON body: what a client that does not stream asks
+/// for.
+fn whole_answer() -> axum::body::Body {
+    axum::body::Body::from(
+        "{\"id\":\"b\",\"object\":\"chat.completion\",\"created\":1,\"model\":\"bench\",\"choices\":[{\"index\":0,\
+         \"message\":{\"role\":\"assistant\",\"content\":\"Hello from the bench.\"},\"finish_reason\":\"stop\"}],\
+         \"usage\":{\"prompt_tokens\":10,\"completion_tokens\":3,\"total_tokens\":13}}",
+    )
+}
+
+fn whole_hand_off(function: &str) -> axum::body::Body {
+    let body = json!({"id": "b", "object": "chat.completion", "created": 1, "model": "bench",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+            "tool_calls": [{"id": "call00001", "type": "function", "function": {"name": function, "arguments": "{}"}}]}}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}});
+    axum::body::Body::from(body.to_string())
+}
+
 async fn start_upstream() -> (String, Upstream) {
     let upstream = Upstream { hold: Default::default(), release: Arc::new(Notify::new()), held: Default::default() };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -98,12 +119,15 @@ async fn start_upstream() -> (String, Upstream) {
                     async move {
                         use http_body_util::BodyExt;
                         let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        let body = match handoff_to(&body) {
-                            Some(target) => hand_off(target),
-                            None => answer(state),
+                        let streamed = body.windows(13).any(|w| w == b"\"stream\":true");
+                        let (body, content_type) = match (handoff_to(&body), streamed) {
+                            (Some(target), true) => (hand_off(target), "text/event-stream"),
+                            (Some(target), false) => (whole_hand_off(&target), "application/json"),
+                            (None, true) => (answer(state), "text/event-stream"),
+                            (None, false) => (whole_answer(), "application/json"),
                         };
                         let response =
-                            hyper::Response::builder().header("content-type", "text/event-stream").body(body).unwrap();
+                            hyper::Response::builder().header("content-type", content_type).body(body).unwrap();
                         Ok::<_, Infallible>(response)
                     }
                 });
@@ -617,6 +641,253 @@ async fn bench_backend(
     rows
 }
 
+// ---------------------------------------------------------------------------------------
+// Outside mode: what a client sees. The fake upstream runs as a process of its own and the
+// load comes from another process over loopback, as an outside load generator (wrk) would
+// drive it; the bench process only starts them and reads their reports. Workload: 5-turn
+// conversations, each turn one request; the floor is the same requests straight to the
+// upstream (the chat completion a stateless client would send, its history growing).
+
+/// A child process of this bench binary in another role (`BENCH_ROLE`).
+struct Role {
+    child: Child,
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn role(name: &str, env: &[(&str, String)]) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.env("BENCH_ROLE", name).envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    command
+}
+
+/// Starts the fake upstream as its own process and returns it with its base URL.
+fn spawn_upstream_process() -> (Role, String) {
+    use std::io::BufRead;
+    let mut child = role("upstream", &[]).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    (Role { child }, line.trim().to_owned())
+}
+
+/// `BENCH_ROLE=upstream`: serve the fake upstream until killed.
+fn run_upstream_role() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (url, _) = start_upstream().await;
+        println!("{url}");
+        std::future::pending::<()>().await;
+    });
+}
+
+/// What one load run measured.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LoadReport {
+    /// Seconds per request (per turn), or to the first delta when streaming.
+    latencies: Vec<f64>,
+    requests: usize,
+    elapsed: f64,
+}
+
+/// Runs the load process: `target` is `palaver` or `floor`, at `concurrency`, until
+/// `requests` turns are done; `stream` measures the time to the first delta instead.
+fn run_load(target: &str, url: &str, concurrency: usize, requests: usize, stream: bool) -> LoadReport {
+    let output = role(
+        "load",
+        &[
+            ("BENCH_LOAD_TARGET", target.to_owned()),
+            ("BENCH_LOAD_URL", url.to_owned()),
+            ("BENCH_LOAD_CONCURRENCY", concurrency.to_string()),
+            ("BENCH_LOAD_REQUESTS", requests.to_string()),
+            ("BENCH_LOAD_STREAM", stream.to_string()),
+        ],
+    )
+    .stderr(Stdio::inherit())
+    .output()
+    .unwrap();
+    assert!(output.status.success(), "the load process failed");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// `BENCH_ROLE=load`: one thread, as a load generator's event loop; every worker keeps its
+/// own connection and runs 5-turn conversations until the shared request budget is spent.
+fn run_load_role() {
+    let var = |name: &str| std::env::var(name).unwrap();
+    let (target, url) = (var("BENCH_LOAD_TARGET"), var("BENCH_LOAD_URL"));
+    let concurrency: usize = var("BENCH_LOAD_CONCURRENCY").parse().unwrap();
+    let requests: usize = var("BENCH_LOAD_REQUESTS").parse().unwrap();
+    let stream = var("BENCH_LOAD_STREAM") == "true";
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let report = runtime.block_on(async {
+        let budget = Arc::new(AtomicUsize::new(requests));
+        let started = Instant::now();
+        let workers = (0..concurrency).map(|_| {
+            let (budget, target, url) = (budget.clone(), target.clone(), url.clone());
+            async move {
+                let client = reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(1).build().unwrap();
+                let mut latencies = Vec::new();
+                'conversations: loop {
+                    let mut conversation: Option<String> = None;
+                    let mut messages: Vec<Value> = Vec::new();
+                    for turn in 0..5 {
+                        if budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err() {
+                            break 'conversations;
+                        }
+                        let input = format!("Question {turn}: how far is the moon?");
+                        let (request_url, body) = if target == "floor" {
+                            messages.push(json!({"role": "user", "content": input}));
+                            let body = json!({"model": "bench", "messages": messages, "stream": stream});
+                            (format!("{url}/chat/completions"), body)
+                        } else {
+                            match &conversation {
+                                None => (
+                                    format!("{url}/v1/conversations"),
+                                    json!({"model": "bench", "inputs": input, "stream": stream}),
+                                ),
+                                Some(id) => {
+                                    (format!("{url}/v1/conversations/{id}"), json!({"inputs": input, "stream": stream}))
+                                }
+                            }
+                        };
+                        let started = Instant::now();
+                        let response = client.post(&request_url).json(&body).send().await.unwrap();
+                        assert!(response.status().is_success(), "{request_url}: {}", response.status());
+                        if stream {
+                            let marker: &[u8] = if target == "floor" { b"content" } else { b"message.output.delta" };
+                            let mut body = response.bytes_stream();
+                            let (mut first, mut seen) = (None, Vec::new());
+                            while let Some(chunk) = body.next().await {
+                                let chunk = chunk.unwrap();
+                                if first.is_none() {
+                                    seen.extend_from_slice(&chunk);
+                                    if seen.windows(marker.len()).any(|w| w == marker) {
+                                        first = Some(started.elapsed());
+                                    }
+                                }
+                                if target != "floor" && conversation.is_none() {
+                                    if let Some(id) = conversation_id(&seen) {
+                                        conversation = Some(id);
+                                    }
+                                }
+                            }
+                            latencies.push(first.expect("a first delta").as_secs_f64());
+                            messages.push(json!({"role": "assistant", "content": "Hello from the bench."}));
+                        } else {
+                            let answer: Value = response.json().await.unwrap();
+                            latencies.push(started.elapsed().as_secs_f64());
+                            if target == "floor" {
+                                messages.push(answer["choices"][0]["message"].clone());
+                            } else if conversation.is_none() {
+                                conversation = Some(answer["conversation_id"].as_str().unwrap().to_owned());
+                            }
+                        }
+                    }
+                }
+                latencies
+            }
+        });
+        let latencies: Vec<f64> = futures::future::join_all(workers).await.into_iter().flatten().collect();
+        LoadReport { requests: latencies.len(), latencies, elapsed: started.elapsed().as_secs_f64() }
+    });
+    println!("{}", serde_json::to_string(&report).unwrap());
+}
+
+/// The conversation id in the first event of a streamed start.
+fn conversation_id(seen: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(seen).ok()?;
+    let needle = "\"conversation_id\":\"";
+    let at = text.find(needle)? + needle.len();
+    let end = text[at..].find('"')?;
+    Some(text[at..at + end].to_owned())
+}
+
+async fn bench_outside(name: &str, database_url: &str, runs: usize) -> Vec<Row> {
+    let dir = tempfile::tempdir().unwrap();
+    let (_upstream, upstream_url) = spawn_upstream_process();
+    let db = fresh_database(name, database_url, dir.path()).await;
+    let palaver = spawn_palaver(&db, &upstream_url, false, dir.path()).await;
+    let (base, pid) = (palaver.base.clone(), palaver.child.id());
+    let mut rows = Vec::new();
+    // Warm both (connections, caches, the SQLite file) before measuring.
+    let _ = tokio::task::spawn_blocking({
+        let (base, upstream_url) = (base.clone(), upstream_url.clone());
+        move || (run_load("palaver", &base, 4, 200, false), run_load("floor", &upstream_url, 4, 200, false))
+    })
+    .await;
+
+    let load = |target: &'static str, concurrency: usize, requests: usize, stream: bool| {
+        let url = if target == "floor" { upstream_url.clone() } else { base.clone() };
+        async move {
+            let cpu_before = cpu_seconds(pid);
+            let report = tokio::task::spawn_blocking(move || run_load(target, &url, concurrency, requests, stream))
+                .await
+                .unwrap();
+            (report, cpu_seconds(pid) - cpu_before)
+        }
+    };
+
+    // Latency per stored turn at concurrency 1, floor and palaver runs alternating.
+    let (mut added, mut floors, mut p99s) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (mut floor, _) = load("floor", 1, 500, false).await;
+        let (mut ours, _) = load("palaver", 1, 500, false).await;
+        let floor50 = percentile(&mut floor.latencies, 0.5);
+        added.push(percentile(&mut ours.latencies, 0.5) - floor50);
+        p99s.push(percentile(&mut ours.latencies, 0.99) - percentile(&mut floor.latencies, 0.99));
+        floors.push(floor50);
+    }
+    let (added, floor, p99) = (median(added), median(floors), median(p99s));
+    let ratio = added / floor;
+    rows.push(row(
+        "added latency per stored turn, p50 (c=1)",
+        format!("{} ({ratio:.2}× floor)", ms(added)),
+        ms(floor),
+        "≤ 1× floor",
+        Some(ratio <= 1.0),
+    ));
+    rows.push(row("added latency per stored turn, p99 (c=1)", ms(p99), "-".into(), "-", None));
+
+    // Throughput at concurrency 32, and palaver's CPU per turn.
+    let (mut ratios, mut rates, mut floor_rates, mut cpus) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (floor, _) = load("floor", 32, 6000, false).await;
+        let (ours, cpu) = load("palaver", 32, 6000, false).await;
+        let (rate, floor_rate) = (ours.requests as f64 / ours.elapsed, floor.requests as f64 / floor.elapsed);
+        ratios.push(rate / floor_rate);
+        rates.push(rate);
+        floor_rates.push(floor_rate);
+        cpus.push(cpu / ours.requests as f64);
+    }
+    let (ratio, rate, floor_rate, cpu) = (median(ratios), median(rates), median(floor_rates), median(cpus));
+    rows.push(row(
+        "throughput (c=32)",
+        format!("{rate:.0} turns/s ({:.0}% of floor)", ratio * 100.0),
+        format!("{floor_rate:.0} req/s"),
+        "≥ 35% of floor",
+        Some(ratio >= 0.35),
+    ));
+    rows.push(row("palaver CPU per turn (c=32)", format!("{:.0} µs", cpu * 1e6), "-".into(), "-", None));
+
+    // Time to the first delta of a streamed turn, concurrency 1.
+    let (mut overheads, mut floors) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (mut floor, _) = load("floor", 1, 300, true).await;
+        let (mut ours, _) = load("palaver", 1, 300, true).await;
+        let floor50 = percentile(&mut floor.latencies, 0.5);
+        overheads.push(percentile(&mut ours.latencies, 0.5) - floor50);
+        floors.push(floor50);
+    }
+    let (overhead, floor) = (median(overheads), median(floors));
+    rows.push(row("time-to-first-delta overhead, p50", ms(overhead), ms(floor), "≤ 0.3 ms", Some(overhead <= 0.0003)));
+    drop(palaver);
+    rows
+}
+
 async fn fresh_database(backend: &str, admin_url: &str, dir: &std::path::Path) -> String {
     if backend == "sqlite" {
         return format!("sqlite://{}", dir.join(format!("bench-{}.db", free_port())).display());
@@ -629,6 +900,11 @@ async fn fresh_database(backend: &str, admin_url: &str, dir: &std::path::Path) -
 }
 
 fn main() {
+    match std::env::var("BENCH_ROLE").as_deref() {
+        Ok("upstream") => return run_upstream_role(),
+        Ok("load") => return run_load_role(),
+        _ => {}
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let started = Instant::now();
@@ -637,26 +913,42 @@ fn main() {
             std::env::var("BENCH_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
         let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
         let streams: usize = std::env::var("BENCH_STREAMS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+        let modes = std::env::var("BENCH_MODES").unwrap_or_else(|_| "outside,inside".into());
         let (upstream_url, upstream) = start_upstream().await;
-        let mut report = Vec::new();
-        for backend in backends.split(',').map(str::trim).filter(|b| !b.is_empty()) {
-            eprintln!("benchmarking {backend} …");
-            let rows = bench_backend(backend, &postgres, &upstream_url, &upstream, runs, streams).await;
-            report.push((backend.to_owned(), rows));
-        }
-        println!();
-        println!("palaver benchmark — medians of {runs} runs; floor = the same request straight to the fake upstream");
-        println!();
-        println!("| backend | figure | palaver | floor | budget | met |");
-        println!("|---|---|---|---|---|---|");
-        for (backend, rows) in &report {
-            for r in rows {
-                let met = match r.met {
-                    Some(true) => "yes",
-                    Some(false) => "**no**",
-                    None => "-",
+        for mode in modes.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+            let mut report = Vec::new();
+            for backend in backends.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+                eprintln!("benchmarking {backend} ({mode}) …");
+                let rows = match mode {
+                    "outside" => bench_outside(backend, &postgres, runs).await,
+                    "inside" => bench_backend(backend, &postgres, &upstream_url, &upstream, runs, streams).await,
+                    other => panic!("BENCH_MODES: unknown mode `{other}` (outside, inside)"),
                 };
-                println!("| {backend} | {} | {} | {} | {} | {met} |", r.figure, r.value, r.floor, r.budget);
+                report.push((backend.to_owned(), rows));
+            }
+            println!();
+            match mode {
+                "outside" => println!(
+                    "palaver benchmark, outside — the fake upstream and the load generator are processes of their \
+                     own; 5-turn conversations; floor = the same requests straight to the upstream; medians of {runs} runs"
+                ),
+                _ => println!(
+                    "palaver benchmark, inside — the fake upstream and the client in the bench process; floor = the \
+                     same request straight to the fake upstream; medians of {runs} runs"
+                ),
+            }
+            println!();
+            println!("| backend | figure | palaver | floor | budget | met |");
+            println!("|---|---|---|---|---|---|");
+            for (backend, rows) in &report {
+                for r in rows {
+                    let met = match r.met {
+                        Some(true) => "yes",
+                        Some(false) => "**no**",
+                        None => "-",
+                    };
+                    println!("| {backend} | {} | {} | {} | {} | {met} |", r.figure, r.value, r.floor, r.budget);
+                }
             }
         }
         println!();

@@ -181,9 +181,22 @@ const MIGRATIONS: &[(i64, &str, &str)] = migrations!("sqlite");
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
+/// A write's part of a transaction that may carry others: runs the caller's closure, says
+/// whether it succeeded, and returns what answers the caller once the commit's fate is
+/// known (the caller must not hear "done" before its rows are durable).
+/// Given the error instead of a transaction when none could be opened for it.
+type WriteJob = Box<dyn FnOnce(StoreResult<&rusqlite::Transaction<'_>>) -> (bool, Settle) + Send>;
+type Settle = Box<dyn FnOnce(StoreResult<()>) + Send>;
+
+/// Most writes one transaction carries. Writes that queue while the thread works share
+/// the next commit: the pages they touch (the same leaves of `entries` and its index, the
+/// WAL frame headers) are written once, and its locks taken once, for all of them.
+const MAX_WRITES_PER_COMMIT: usize = 64;
+
 /// What the SQLite thread is asked to do.
 enum Message {
     Run(Job),
+    Write(WriteJob),
     /// Checkpoint, close the connection (SQLite then removes the `-wal` and `-shm` files)
     /// and stop; later calls fail as on a stopped thread.
     Close(oneshot::Sender<()>),
@@ -252,20 +265,24 @@ impl SqliteStore {
         answer.await.map_err(|_| stopped())?
     }
 
+    /// Runs `job` in a write transaction on the SQLite thread: all of it or none of it is
+    /// committed, and the answer comes after the commit.
     async fn write<T, F>(&self, job: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T> + Send + 'static,
     {
-        self.run(move |conn| {
-            // IMMEDIATE takes the write lock at BEGIN: a transaction never has to upgrade a
-            // read snapshot, which SQLite refuses with SQLITE_BUSY instead of waiting.
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let value = job(&tx)?;
-            tx.commit()?;
-            Ok(value)
-        })
-        .await
+        let (reply, answer) = oneshot::channel();
+        let job: WriteJob = Box::new(move |tx| {
+            let result = tx.and_then(job);
+            let succeeded = result.is_ok();
+            let settle: Settle = Box::new(move |committed: StoreResult<()>| {
+                let _ = reply.send(committed.and(result));
+            });
+            (succeeded, settle)
+        });
+        self.jobs.send(Message::Write(job)).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     async fn read<T, F>(&self, job: F) -> StoreResult<T>
@@ -353,7 +370,8 @@ fn spawn_worker(mut conn: Connection, mut jobs: tokio::sync::mpsc::UnboundedRece
         .name("palaver-sqlite".to_owned())
         .spawn(move || {
             // Ends when the store (the sender) is dropped, or when asked to close.
-            while let Some(message) = jobs.blocking_recv() {
+            let mut next = None;
+            while let Some(message) = next.take().or_else(|| jobs.blocking_recv()) {
                 match message {
                     Message::Run(job) => {
                         // A panicking job drops its reply (the caller gets an error) and rolls
@@ -362,6 +380,7 @@ fn spawn_worker(mut conn: Connection, mut jobs: tokio::sync::mpsc::UnboundedRece
                             tracing::error!("a SQLite job panicked");
                         }
                     }
+                    Message::Write(job) => next = write_batch(&mut conn, job, &mut jobs),
                     Message::Close(done) => {
                         close_connection(conn);
                         let _ = done.send(());
@@ -372,6 +391,88 @@ fn spawn_worker(mut conn: Connection, mut jobs: tokio::sync::mpsc::UnboundedRece
         })
         .context("starting the SQLite thread")?;
     Ok(())
+}
+
+/// Runs `first` and the writes queued behind it in one transaction, each of the later ones
+/// inside a savepoint so that a failing write rolls back only itself; answers them all after
+/// the commit. Returns the message that ended the batch (a read or a close), to run next.
+fn write_batch(
+    conn: &mut Connection,
+    first: WriteJob,
+    jobs: &mut tokio::sync::mpsc::UnboundedReceiver<Message>,
+) -> Option<Message> {
+    // IMMEDIATE takes the write lock at BEGIN: a transaction never has to upgrade a read
+    // snapshot, which SQLite refuses with SQLITE_BUSY instead of waiting.
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(error) => {
+            first(Err(error.into())).1(Ok(()));
+            return None;
+        }
+    };
+    let mut settles = Vec::new();
+    // The first write alone needs no savepoint: if it fails, the whole transaction is its.
+    match std::panic::catch_unwind(AssertUnwindSafe(|| first(Ok(&tx)))) {
+        Ok((true, settle)) => settles.push(settle),
+        Ok((false, settle)) => {
+            drop(tx);
+            settle(Ok(()));
+            return None;
+        }
+        Err(_) => {
+            tracing::error!("a SQLite job panicked");
+            return None;
+        }
+    }
+    let mut next = None;
+    while settles.len() < MAX_WRITES_PER_COMMIT {
+        let job = match jobs.try_recv() {
+            Ok(Message::Write(job)) => job,
+            Ok(other) => {
+                next = Some(other);
+                break;
+            }
+            Err(_) => break,
+        };
+        if let Err(error) = tx.execute_batch("SAVEPOINT batched") {
+            // Not run: its caller hears why; the batch so far still commits.
+            job(Err(error.into())).1(Ok(()));
+            break;
+        }
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(Ok(&tx))));
+        let succeeded = matches!(outcome, Ok((true, _)));
+        let undo = if succeeded { "RELEASE batched" } else { "ROLLBACK TO batched; RELEASE batched" };
+        if let Err(error) = tx.execute_batch(undo) {
+            // The transaction is in an unknown state: abandon all of it.
+            let error = StoreError::from(error);
+            tracing::error!(%error, "SQLite: ending a savepoint failed; the batch rolls back");
+            drop(tx);
+            for settle in settles {
+                settle(Err(copy_error(&error)));
+            }
+            return next;
+        }
+        match outcome {
+            Ok((true, settle)) => settles.push(settle),
+            Ok((false, settle)) => settle(Ok(())),
+            Err(_) => tracing::error!("a SQLite job panicked"),
+        }
+    }
+    let committed = tx.commit().map_err(StoreError::from);
+    for settle in settles {
+        settle(committed.as_ref().map(|_| ()).map_err(copy_error));
+    }
+    next
+}
+
+/// The same failure again, for each write of a batch that shared a failed commit.
+fn copy_error(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::NotFound { what, id } => StoreError::NotFound { what, id: id.clone() },
+        StoreError::Conflict => StoreError::Conflict,
+        StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
+        StoreError::Other(error) => StoreError::Other(anyhow::anyhow!("{error:#}")),
+    }
 }
 
 /// Moves every committed page into the database file and closes the connection; as the
@@ -1164,6 +1265,48 @@ mod tests {
             let value: i64 = conn.pragma_query_value(None, "synchronous", |row| row.get(0)).unwrap();
             assert_eq!(value, pragma, "{setting:?}");
         }
+    }
+
+    /// Writes that queue behind a busy thread share one commit; one that fails in the
+    /// middle of such a batch leaves nothing behind, and the others are still committed.
+    #[tokio::test]
+    async fn a_failing_write_in_a_shared_commit_rolls_back_only_itself() {
+        use super::{params, StoreError, SQL};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("b.db").display());
+        let store = super::SqliteStore::connect(&url, Default::default()).await.unwrap();
+        let insert = |name: &'static str, fail: bool| {
+            store.write(move |tx| {
+                tx.prepare_cached(&SQL.insert_setting)?.execute(params![name, "v"])?;
+                if fail {
+                    return Err(StoreError::Conflict);
+                }
+                Ok(())
+            })
+        };
+        // Holds the thread so that the three writes queue up behind it.
+        let (held, release) = std::sync::mpsc::channel::<()>();
+        let hold = store.run(move |_| {
+            let _ = release.recv();
+            Ok(())
+        });
+
+        let (_, a, b, c, _) = tokio::join!(hold, insert("a", false), insert("b", true), insert("c", false), async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            held.send(()).unwrap();
+        });
+
+        assert!(a.is_ok() && c.is_ok());
+        assert!(matches!(b, Err(StoreError::Conflict)));
+        let names: Vec<String> = store
+            .read(|conn| {
+                let mut statement = conn.prepare("SELECT name FROM settings ORDER BY name")?;
+                let names = statement.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
+                Ok(names)
+            })
+            .await
+            .unwrap();
+        assert_eq!(names, ["a", "c"]);
     }
 
     #[test]
