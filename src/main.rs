@@ -3,9 +3,11 @@
 
 use clap::{Parser, Subcommand};
 use palaver::config::{Config, LogFormat};
+use palaver::telemetry::traces::Traces;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 // mimalloc instead of glibc's malloc: ~20% less CPU per turn in `cargo bench --bench turns`
 // (a turn allocates and frees many small buffers across two worker threads). Its C build
@@ -49,7 +51,21 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    // Traces only for the server: `health` and `migrate` have nothing to trace.
+    let traces = match cli.command {
+        None | Some(Command::Serve) => Traces::from_env(runtime.handle().clone()),
+        _ => Ok(None),
+    };
+    let ran = traces.and_then(|traces| {
+        init_logging(cli.config.log_format, traces.as_ref());
+        let ran = runtime.block_on(run(cli));
+        // While the runtime still runs the exports: a short run delivers its spans too.
+        if let Some(traces) = traces {
+            traces.shut_down();
+        }
+        ran
+    });
+    match ran {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // An operator's mistake (a wrong URL, a missing database, a bad config file) is one
         // line with its causes, not a backtrace.
@@ -60,7 +76,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+fn init_logging(format: LogFormat, traces: Option<&Traces>) {
     // `RUST_LOG` as `target=level` pairs (`info,sqlx=warn`); tracing-subscriber's EnvFilter
     // would add span-field filters, and a regex engine to the build, that palaver needs not.
     let default_filter = || Targets::new().with_default(LevelFilter::INFO).with_target("sqlx", LevelFilter::WARN);
@@ -71,15 +87,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }),
         _ => default_filter(),
     };
-    let registry = tracing_subscriber::registry().with(filter);
-    match cli.config.log_format {
-        // Colours only on a terminal: piped into docker or journald logs, escape codes are noise.
-        LogFormat::Text => {
-            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("NO_COLOR").is_none();
-            registry.with(tracing_subscriber::fmt::layer().with_ansi(ansi)).init()
+    // Colours only on a terminal: piped into docker or journald logs, escape codes are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("NO_COLOR").is_none();
+    match traces {
+        // `RUST_LOG` filters everything: a span below its level costs a cached check.
+        None => {
+            let registry = tracing_subscriber::registry().with(filter);
+            match format {
+                LogFormat::Text => registry.with(tracing_subscriber::fmt::layer().with_ansi(ansi)).init(),
+                LogFormat::Json => registry.with(tracing_subscriber::fmt::layer().json()).init(),
+            }
         }
-        LogFormat::Json => registry.with(tracing_subscriber::fmt::layer().json()).init(),
+        // Each layer its own filter: the exporter sees palaver's DEBUG spans, the log does not.
+        Some(traces) => {
+            let registry = tracing_subscriber::registry().with(traces.layer(filter.clone()));
+            match format {
+                LogFormat::Text => {
+                    registry.with(tracing_subscriber::fmt::layer().with_ansi(ansi).with_filter(filter)).init()
+                }
+                LogFormat::Json => registry.with(tracing_subscriber::fmt::layer().json().with_filter(filter)).init(),
+            }
+        }
     }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             tracing::debug!(config = ?cli.config, "starting");

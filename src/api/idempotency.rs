@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 pub const HEADER: &str = "idempotency-key";
 /// Marks a replayed answer.
@@ -116,7 +117,8 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
             Ok(KeyClaim::Claimed) => {
                 let request = Request::from_parts(parts, Body::from(body));
                 // A task of its own: the key is settled even if this client goes away.
-                let first = tokio::spawn(run_first(state, ws, key, fingerprint, request, next));
+                let first = run_first(state, ws, key, fingerprint, request, next);
+                let first = tokio::spawn(first.instrument(tracing::Span::current()));
                 return first
                     .await
                     .unwrap_or_else(|_| Error::Internal(anyhow::anyhow!("the request's task failed")).into_response());
@@ -162,7 +164,7 @@ async fn run_first(
     };
     let heartbeat = heartbeat.abort_handle();
     // A task of its own, so that a panic in the handler still settles the key.
-    let response = match tokio::spawn(next.run(request)).await {
+    let response = match tokio::spawn(next.run(request).instrument(tracing::Span::current())).await {
         Ok(response) => response,
         Err(_) => Error::Internal(anyhow::anyhow!("the request's task failed")).into_response(),
     };

@@ -41,6 +41,7 @@ pub async fn record(request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    telemetry::traces::http_route(&method, &route);
     let response = next.run(request).await;
     telemetry::http_request(method.as_str(), &route, response.status().as_u16(), started.elapsed());
     response

@@ -21,7 +21,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// `POST /palaver/mock/rules`: `{"rules": [...]}`, added after the workspace's others.
 #[utoipa::path(post, path = "/palaver/mock/rules", operation_id = "palaver_mock_rules_add", tag = "palaver",
-    request_body(content = Object, description = "`{\"rules\": [...]}`: see the README's mock model.",
+    request_body(content = MockScript, description = "Rules to add: see the README's mock model.",
         example = json!({"rules": [{"when": {"message_contains": "weather"}, "replies": [{"text": "Sunny."}]}]})),
     responses((status = 200, description = "Every rule of the workspace.", body = Object), Errors))]
 async fn add_rules(

@@ -18,6 +18,7 @@ pub mod server;
 pub mod sse;
 
 use crate::error::Error;
+use crate::telemetry::traces;
 use crate::AppState;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderName;
@@ -25,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, OnResponse, TraceLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -56,7 +57,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         // Request spans carry method, path and request id only: never other headers, so
         // keys stay out of logs.
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span).on_response(on_response))
         .layer(CatchPanicLayer::custom(panic_response))
         // Every response carries `x-request-id`: the client's own, else a new one, so a
         // complaint can be matched with the log lines of its request.
@@ -69,7 +70,12 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 fn request_span(request: &Request) -> tracing::Span {
     let id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+    traces::request_span(request.method(), request.uri().path(), id, request.headers())
+}
+
+fn on_response(response: &Response, latency: std::time::Duration, span: &tracing::Span) {
+    traces::http_status(span, response.status());
+    DefaultOnResponse::default().on_response(response, latency, span);
 }
 
 async fn route_not_found(request: Request) -> Error {

@@ -248,6 +248,12 @@ pub enum ChatDelta {
     Reference(Vec<u64>),
     ToolCall(ToolCallDelta),
     Usage(Usage),
+    /// The answer is complete: why (`stop`, `tool_calls`, `length`, …), and which model the
+    /// upstream says answered. Only traces read it.
+    Finish {
+        reason: String,
+        model: Option<String>,
+    },
 }
 
 /// How a model cites the sources a tool gave it (DESIGN decision 11).
@@ -270,5 +276,11 @@ pub trait ModelBackend: Send + Sync {
 
     fn citation_style(&self) -> CitationStyle {
         CitationStyle::Markers
+    }
+
+    /// Who serves the model, as OpenTelemetry's GenAI conventions name providers
+    /// (`gen_ai.provider.name`): the built-in models are palaver's own.
+    fn provider(&self) -> &'static str {
+        "palaver"
     }
 }

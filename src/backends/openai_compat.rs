@@ -10,13 +10,14 @@ use crate::domain::completion::{Prediction, ResponseFormat, Stop, ToolChoice};
 use crate::domain::conversations::Usage;
 use crate::domain::models::{Capabilities, ModelCard};
 use crate::error::{Code, Error, Result};
-use crate::telemetry;
+use crate::telemetry::{self, traces};
 use anyhow::Context;
 use bytes::Bytes;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// Which flavour of the chat completions API an upstream speaks.
@@ -166,7 +167,7 @@ impl OpenAiCompat {
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let builder = self.http.request(method, format!("{}{}", self.base_url, path));
+        let builder = traces::propagate(self.http.request(method, format!("{}{}", self.base_url, path)));
         match &self.api_key {
             Some(key) => builder.bearer_auth(key),
             None => builder,
@@ -367,9 +368,12 @@ pub fn request_body<'a>(dialect: Dialect, request: &'a ChatRequest<'_>) -> ChatB
 }
 
 #[derive(Deserialize)]
-struct StreamChunk {
+struct StreamChunk<'a> {
     #[serde(default)]
     choices: Vec<StreamChoice>,
+    /// Borrowed: every chunk repeats it, and only the last one's is kept.
+    #[serde(default, borrow)]
+    model: Option<Cow<'a, str>>,
     #[serde(default)]
     usage: Option<StreamUsage>,
     #[serde(default)]
@@ -470,6 +474,7 @@ fn parse_chunk(data: &str, finished: &mut bool) -> Result<Vec<ChatDelta>> {
         return Err(Error::upstream(502, error_message(&error.to_string())));
     }
     let mut deltas = Vec::new();
+    let model = chunk.model;
     for choice in chunk.choices {
         if let Some(delta) = choice.delta {
             if let Some(content) = delta.content {
@@ -491,8 +496,9 @@ fn parse_chunk(data: &str, finished: &mut bool) -> Result<Vec<ChatDelta>> {
                 }));
             }
         }
-        if choice.finish_reason.is_some() {
+        if let Some(reason) = choice.finish_reason {
             *finished = true;
+            deltas.push(ChatDelta::Finish { reason, model: model.as_deref().map(str::to_owned) });
         }
     }
     if let Some(usage) = chunk.usage {
@@ -516,6 +522,13 @@ impl ModelBackend for OpenAiCompat {
         }
     }
 
+    fn provider(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Mistral => "mistral_ai",
+            Dialect::Openai => "openai",
+        }
+    }
+
     async fn chat_stream(&self, request: ChatRequest<'_>) -> Result<DeltaStream> {
         let body = encode_request(self.dialect, &request);
         let mut builder = self
@@ -523,6 +536,7 @@ impl ModelBackend for OpenAiCompat {
             .post(self.chat_url.clone())
             .header(reqwest::header::ACCEPT, "text/event-stream")
             .header(reqwest::header::CONTENT_TYPE, "application/json");
+        builder = traces::propagate(builder);
         if let Some(key) = &self.api_key {
             builder = builder.bearer_auth(key);
         }
@@ -729,9 +743,9 @@ mod tests {
     }
 
     #[test]
-    fn chunks_become_text_tool_call_and_usage_deltas() {
+    fn chunks_become_text_tool_call_finish_and_usage_deltas() {
         let mut finished = false;
-        let data = r#"{"choices":[{"index":0,"delta":{"content":"Hi","tool_calls":[{"index":0,"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\""}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
+        let data = r#"{"model":"mistral-small-2506","choices":[{"index":0,"delta":{"content":"Hi","tool_calls":[{"index":0,"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\""}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
 
         let deltas = parse_chunk(data, &mut finished).unwrap();
 
@@ -746,7 +760,9 @@ mod tests {
                 arguments: "{\"a\"".into()
             })
         );
-        assert_eq!(deltas[2], ChatDelta::Usage(Usage { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 }));
+        let model = Some("mistral-small-2506".to_owned());
+        assert_eq!(deltas[2], ChatDelta::Finish { reason: "tool_calls".into(), model });
+        assert_eq!(deltas[3], ChatDelta::Usage(Usage { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 }));
     }
 
     #[test]

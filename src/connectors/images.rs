@@ -59,7 +59,7 @@ impl ImageGeneration {
         if let Some(key) = &self.key {
             request = request.bearer_auth(key);
         }
-        let response = request.send().await.map_err(transport)?;
+        let response = crate::telemetry::traces::propagate(request).send().await.map_err(transport)?;
         let status = response.status();
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();

@@ -139,14 +139,14 @@ impl McpConnector {
                 .map_err(|_| self.failure("the credential is not a valid header value"))?;
             headers.insert(AUTHORIZATION, value);
         }
-        let response =
-            self.client.post(self.url.clone()).headers(headers).json(&message).send().await.map_err(|e| {
-                if e.is_timeout() {
-                    PostError::Failed(Error::upstream(504, format!("connector `{}` did not answer in time", self.id)))
-                } else {
-                    PostError::Failed(self.failure(format!("cannot reach {}: {e}", self.url)))
-                }
-            })?;
+        let request = crate::telemetry::traces::propagate(self.client.post(self.url.clone()).headers(headers));
+        let response = request.json(&message).send().await.map_err(|e| {
+            if e.is_timeout() {
+                PostError::Failed(Error::upstream(504, format!("connector `{}` did not answer in time", self.id)))
+            } else {
+                PostError::Failed(self.failure(format!("cannot reach {}: {e}", self.url)))
+            }
+        })?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND && session.is_some() {
             return Err(SessionGone);

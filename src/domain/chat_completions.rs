@@ -143,6 +143,7 @@ pub struct ChatCompletion {
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ChatCompletionChoice)]
 pub struct CompletionChoice {
     pub index: u32,
     pub message: AssistantMessage,
@@ -160,6 +161,7 @@ pub struct AssistantMessage {
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ToolCall)]
 pub struct CompletedToolCall {
     pub id: String,
     #[serde(rename = "type")]
@@ -168,6 +170,7 @@ pub struct CompletedToolCall {
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = FunctionCall)]
 pub struct CalledFunction {
     pub name: String,
     pub arguments: String,

@@ -1,11 +1,12 @@
 //! Wire types of the Files API: the File object (`created_at` in Unix seconds, unlike the
-//! RFC 3339 times elsewhere), its list, the deletion answer and the signed link.
+//! RFC 3339 times elsewhere), its list, the deletion answer and the signed link. Schema
+//! names are the current hosted API's (the 3.x SDKs' models; 1.9.x named them `…Out`).
 
 use serde::Serialize;
 
 /// The File object. Every SDK requires the first eight members; the rest may be null.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[schema(as = RetrieveFileOut)]
+#[schema(as = GetFileResponse)]
 pub struct FileObject {
     pub id: String,
     pub object: &'static str,
@@ -27,7 +28,7 @@ pub struct FileObject {
 
 /// `GET /v1/files`: `total` always, which 1.9.11 requires.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-#[schema(as = ListFilesOut)]
+#[schema(as = ListFilesResponse)]
 pub struct FileList {
     pub object: &'static str,
     pub data: Vec<FileObject>,
@@ -36,7 +37,7 @@ pub struct FileList {
 
 /// `DELETE /v1/files/{id}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-#[schema(as = DeleteFileOut)]
+#[schema(as = DeleteFileResponse)]
 pub struct DeletedFile {
     pub id: String,
     pub object: &'static str,
@@ -45,7 +46,7 @@ pub struct DeletedFile {
 
 /// `GET /v1/files/{id}/url`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-#[schema(as = FileSignedURL)]
+#[schema(as = GetSignedURLResponse)]
 pub struct SignedUrl {
     pub url: String,
 }

@@ -5,14 +5,14 @@ use crate::error::{FieldError, Loc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MockScript {
     pub rules: Vec<MockRule>,
 }
 
 /// When a rule applies, what it answers, and how many requests it answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MockRule {
     #[serde(default)]
@@ -25,21 +25,23 @@ pub struct MockRule {
     pub times: Option<Times>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = MockTimes)]
 #[serde(untagged)]
 pub enum Times {
     Count(u64),
     Forever(Forever),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = MockForever)]
 #[serde(rename_all = "lowercase")]
 pub enum Forever {
     Forever,
 }
 
 /// Every condition given must hold; none given matches every request.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MockWhen {
     /// The model name asked for.
@@ -63,7 +65,8 @@ pub struct MockWhen {
     pub round: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = MockLast)]
 #[serde(rename_all = "lowercase")]
 pub enum Last {
     User,
@@ -72,7 +75,7 @@ pub enum Last {
 
 /// One answer: exactly one of `text`, `calls`, `handoff`, `error`, with optional pacing and
 /// usage.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MockReply {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,6 +91,7 @@ pub struct MockReply {
     pub error: Option<MockError>,
     /// Wait this long before each delta.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 60_000)]
     pub delay_ms: Option<u64>,
     /// Or stream at this rate (a delta is a word or a call).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -97,7 +101,7 @@ pub struct MockReply {
     pub usage: Option<MockUsage>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MockCall {
     pub name: String,
@@ -105,15 +109,16 @@ pub struct MockCall {
     pub arguments: Option<Map<String, Value>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MockError {
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MockUsage {
     pub prompt_tokens: u64,

@@ -234,7 +234,7 @@ async fn complete(engine: &Engine, request: ChatRequest<'static>) -> Result<Chat
             }
             ChatDelta::Usage(u) => usage = u,
             // Only a run has sources to cite.
-            ChatDelta::Reference(_) => {}
+            ChatDelta::Reference(_) | ChatDelta::Finish { .. } => {}
         }
     }
     let finish_reason = if calls.is_empty() { "stop" } else { "tool_calls" };
@@ -304,7 +304,7 @@ async fn chunks(engine: &Engine, request: ChatRequest<'static>) -> Result<BoxStr
                     yield chunk(ChunkDelta { tool_calls: Some(vec![call]), ..Default::default() }, None, None);
                 }
                 Ok(ChatDelta::Usage(u)) => usage = u,
-                Ok(ChatDelta::Reference(_)) => {}
+                Ok(ChatDelta::Reference(_) | ChatDelta::Finish { .. }) => {}
                 Err(error) => {
                     tracing::warn!(%error, "completion stream failed");
                     yield chunk(text(String::new()), Some("error"), Some(usage));

@@ -400,10 +400,8 @@ async fn load_for_turn(
     ws: &WorkspaceId,
     id: &ConversationId,
 ) -> Result<(ConversationRecord, Option<AgentRecord>)> {
-    let started = std::time::Instant::now();
-    let read = engine.store.conversation_for_turn(ws, id).await;
-    telemetry::store_operation("conversation_for_turn", started.elapsed());
-    Ok(read?)
+    let read = engine.store.conversation_for_turn(ws, id);
+    Ok(telemetry::store_operation("conversation_for_turn", engine.store.system(), read).await?)
 }
 
 /// The conversation's branch, from the cache when a turn already produced it.
@@ -416,9 +414,7 @@ async fn history_of(engine: &Engine, ws: &WorkspaceId, conversation: &Conversati
         return Ok(history);
     }
     telemetry::history_cache(false);
-    let started = std::time::Instant::now();
-    let read = engine.store.history(ws, head).await;
-    telemetry::store_operation("history", started.elapsed());
+    let read = telemetry::store_operation("history", engine.store.system(), engine.store.history(ws, head)).await;
     let entries = History::new(read?.into_iter().map(Arc::new).collect());
     engine.histories.insert(ws, head, entries.clone());
     Ok(entries)

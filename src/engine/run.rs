@@ -23,7 +23,7 @@ use crate::domain::time::Timestamp;
 use crate::domain::tools::Tool;
 use crate::error::{Code, Error};
 use crate::store::{ConversationRecord, StoreError, TurnWrite};
-use crate::telemetry;
+use crate::telemetry::{self, traces};
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
 use serde_json::{Map, Value};
@@ -179,6 +179,10 @@ fn start(
 ) {
     let runs = engine.runs.clone();
     let engine = engine.clone();
+    let turn = traces::turn_span(plan.conversation.id.as_str(), plan.settings.agent_id.as_deref());
+    // Disabled (no traces, and the log above DEBUG), the run's log lines still belong to its
+    // request (request id): the run outlives the request when streamed.
+    let span = if turn.is_disabled() { tracing::Span::current() } else { turn.clone() };
     // This future lives as long as the turn (for a stream: as long as it is open), so it
     // is kept small: `run` borrows the plan (moved in, it would be stored twice) and the
     // rarely taken paths inside it are boxed.
@@ -200,13 +204,13 @@ fn start(
             None => "completed",
         };
         telemetry::turn(outcome, rounds, started.elapsed());
+        traces::turn_ended(&turn, outcome, rounds);
         if let Some(folded) = folded {
             // A client that went away no longer waits for this; the turn is stored anyway.
             let _ = folded.send(out.fold);
         }
     };
-    // The run outlives its request; its log lines still belong to it (request id).
-    runs.spawn(tracing::Instrument::instrument(fut, tracing::Span::current()));
+    runs.spawn(tracing::Instrument::instrument(fut, span));
 }
 
 /// Folds events into the turn's outputs and, when streaming, sends them to the client.
@@ -482,11 +486,15 @@ async fn run_rounds(engine: &Engine, plan: &mut TurnPlan, out: &mut Emitter, rou
                 round: *rounds,
             },
         };
-        let stream = match in_force.backend.chat_stream(request).await {
+        let round = traces::model_round_span(&settings.model, in_force.backend.provider(), *rounds);
+        let stream = match tracing::Instrument::instrument(in_force.backend.chat_stream(request), round.clone()).await {
             Ok(stream) => stream,
-            Err(error) => return out.fail(&error).await,
+            Err(error) => {
+                Answer::default().ended(&round, Some(&error));
+                return out.fail(&error).await;
+            }
         };
-        match consume(stream, &in_force, out, &mut results).await {
+        match consume(stream, &in_force, out, &mut results, round).await {
             Ok(round) => {
                 telemetry::tokens(&settings.model, round.usage.prompt_tokens, round.usage.completion_tokens);
                 usage.add(round.usage);
@@ -541,50 +549,86 @@ struct Round {
     outcome: RoundOutcome,
 }
 
+/// What the upstream said of its answer besides the answer itself.
+#[derive(Default)]
+struct Answer {
+    usage: Option<crate::domain::conversations::Usage>,
+    finish_reasons: Vec<String>,
+    model: Option<String>,
+}
+
+impl Answer {
+    fn ended(&self, span: &tracing::Span, error: Option<&Error>) {
+        traces::model_round_ended(
+            span,
+            traces::RoundEnd {
+                tokens: self.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+                response_model: self.model.as_deref(),
+                finish_reasons: &self.finish_reasons,
+                error: error.map(|e| e.code().name()),
+            },
+        );
+    }
+}
+
 /// Streams one model answer out as events: text as `message.output.delta`s of one entry,
 /// each client function call as `function.call.delta`s of its own entry; calls to server
-/// tools run (or wait for a confirmation) once the answer is complete.
+/// tools run (or wait for a confirmation) once the answer is complete. The round's span
+/// covers the answer, not the tools it calls.
 async fn consume(
     mut stream: DeltaStream,
     in_force: &InForce<'_>,
     out: &mut Emitter,
     results: &mut ToolResults,
+    round: tracing::Span,
 ) -> Result<Round, Error> {
     let mut speech = Speech::new(in_force, results);
     let mut calls = CallAssembler::<RoundCall>::default();
-    let mut usage = crate::domain::conversations::Usage::default();
-    while let Some(delta) = stream.next().await {
-        match delta? {
-            ChatDelta::Text(text) => speech.text(text, in_force, results, out).await,
-            ChatDelta::Reference(ids) => speech.cite(ids, in_force, results, out).await,
-            ChatDelta::ToolCall(fragment) => {
-                let call = calls.push(fragment, || RoundCall {
-                    kind: None,
-                    output_index: None,
-                    entry_id: EntryId::generate("fc_"),
-                });
-                // The first event of a call needs its name; until then, fragments wait.
-                let Some(name) = call.name.clone() else { continue };
-                let kind = *call.state.kind.get_or_insert_with(|| in_force.toolbox.call_kind(&name));
-                // Client calls stream as they come, unless a handoff later in the same
-                // answer could supersede them: then they wait for the answer's end.
-                if kind != CallKind::ClientFunction || in_force.toolbox.offers_handoffs() {
-                    continue;
+    let mut answer = Answer::default();
+    let streamed = async {
+        while let Some(delta) = stream.next().await {
+            match delta? {
+                ChatDelta::Text(text) => speech.text(text, in_force, results, out).await,
+                ChatDelta::Reference(ids) => speech.cite(ids, in_force, results, out).await,
+                ChatDelta::ToolCall(fragment) => {
+                    let call = calls.push(fragment, || RoundCall {
+                        kind: None,
+                        output_index: None,
+                        entry_id: EntryId::generate("fc_"),
+                    });
+                    // The first event of a call needs its name; until then, fragments wait.
+                    let Some(name) = call.name.clone() else { continue };
+                    let kind = *call.state.kind.get_or_insert_with(|| in_force.toolbox.call_kind(&name));
+                    // Client calls stream as they come, unless a handoff later in the same
+                    // answer could supersede them: then they wait for the answer's end.
+                    if kind != CallKind::ClientFunction || in_force.toolbox.offers_handoffs() {
+                        continue;
+                    }
+                    let first = call.state.output_index.is_none();
+                    if first {
+                        speech.close(in_force, results, out, false).await;
+                        call.state.output_index = Some(out.next_index());
+                        call.id.get_or_insert_with(generate_tool_call_id);
+                    }
+                    if first || !call.arguments.is_empty() {
+                        let arguments = call.take_arguments();
+                        out.emit(function_delta(in_force, call, name, arguments, None)).await;
+                    }
                 }
-                let first = call.state.output_index.is_none();
-                if first {
-                    speech.close(in_force, results, out, false).await;
-                    call.state.output_index = Some(out.next_index());
-                    call.id.get_or_insert_with(generate_tool_call_id);
-                }
-                if first || !call.arguments.is_empty() {
-                    let arguments = call.take_arguments();
-                    out.emit(function_delta(in_force, call, name, arguments, None)).await;
+                ChatDelta::Usage(u) => answer.usage = Some(u),
+                ChatDelta::Finish { reason, model } => {
+                    answer.finish_reasons.push(reason);
+                    answer.model = model.or(answer.model.take());
                 }
             }
-            ChatDelta::Usage(u) => usage = u,
         }
-    }
+        Ok(())
+    };
+    let streamed: Result<(), Error> = tracing::Instrument::instrument(streamed, round.clone()).await;
+    answer.ended(&round, streamed.as_ref().err());
+    drop(round);
+    streamed?;
+    let usage = answer.usage.unwrap_or_default();
     speech.close(in_force, results, out, false).await;
     if let Some(call) = calls.nameless() {
         let id = call.id.clone().unwrap_or_default();
@@ -675,6 +719,7 @@ async fn execute(
     })
     .await;
     let started = Instant::now();
+    let span = traces::tool_span(&entry_name, tool_call_id);
     let mut output = match tool {
         Some(tool) => {
             let context = CallContext {
@@ -684,15 +729,21 @@ async fn execute(
                 cite_with_markers: in_force.backend.citation_style() == CitationStyle::Markers,
                 calls_before: results.calls.get(&tool.usage_key).and_then(Value::as_u64).unwrap_or(0),
             };
-            let output = tool.run(&context, arguments).await;
-            let mut output = output.inspect_err(|_| telemetry::tool_execution(name, "failed", started.elapsed()))?;
+            let output = tracing::Instrument::instrument(tool.run(&context, arguments), span.clone()).await;
+            let mut output = output.inspect_err(|_| {
+                telemetry::tool_execution(name, "failed", started.elapsed());
+                traces::tool_ended(&span, "failed");
+            })?;
             results.record(&entry_name, &tool.usage_key, &mut output);
             output
         }
         // The agent changed between the call and its confirmation.
         None => ToolOutput::error(format!("The tool `{name}` is no longer available.")),
     };
-    telemetry::tool_execution(&entry_name, if output.is_error { "error" } else { "ok" }, started.elapsed());
+    let outcome = if output.is_error { "error" } else { "ok" };
+    telemetry::tool_execution(&entry_name, outcome, started.elapsed());
+    traces::tool_ended(&span, outcome);
+    drop(span);
     if entry_name != name {
         output.info.insert("function".to_owned(), Value::from(name));
     }
@@ -735,9 +786,9 @@ async fn commit(engine: &Engine, plan: &mut TurnPlan, outputs: &[Entry]) -> Resu
         parent: plan.parent.clone(),
         entries,
     };
-    let started = Instant::now();
-    let committed = engine.store.commit_turn(&plan.ws, &turn).await;
-    telemetry::store_operation("commit_turn", started.elapsed());
+    let committed =
+        telemetry::store_operation("commit_turn", engine.store.system(), engine.store.commit_turn(&plan.ws, &turn))
+            .await;
     match committed {
         Ok(()) => {
             tracing::info!(conversation_id = %plan.conversation.id, entries = turn.entries.len(), "turn committed");

@@ -172,6 +172,9 @@ pub trait Database: Send + Sync {
     /// Answers when the database does; backs `GET /health`.
     async fn ping(&self) -> StoreResult<()>;
 
+    /// The database system as OpenTelemetry names it (`db.system.name`).
+    fn system(&self) -> &'static str;
+
     /// Whether other server processes may use this database at once (Postgres): what only
     /// lives in one process's memory is then also written to it (streamed runs' events).
     fn shared_by_replicas(&self) -> bool {

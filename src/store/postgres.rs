@@ -485,6 +485,10 @@ fn agent_records(rows: &[PgRow]) -> StoreResult<Vec<AgentRecord>> {
 
 #[async_trait]
 impl Database for PgStore {
+    fn system(&self) -> &'static str {
+        "postgresql"
+    }
+
     fn shared_by_replicas(&self) -> bool {
         true
     }

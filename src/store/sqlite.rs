@@ -719,6 +719,10 @@ fn agent_version(tx: &Connection, ws: &str, id: &str, version: i64) -> StoreResu
 
 #[async_trait]
 impl Database for SqliteStore {
+    fn system(&self) -> &'static str {
+        "sqlite"
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.read(|conn| Ok(conn.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?)).await
     }

@@ -10,21 +10,21 @@ use std::time::Duration;
 const BIN: &str = env!("CARGO_BIN_EXE_palaver");
 
 /// The binary with a clean environment: no setting reaches it but the flags a test passes.
-fn palaver() -> Command {
+pub fn palaver() -> Command {
     let mut command = Command::new(BIN);
     command.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).env("RUST_LOG", "info");
     command
 }
 
 /// A started server and the lines it has logged so far (stdout and stderr alike).
-struct Server {
+pub struct Server {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
 }
 
 impl Server {
-    fn start(mut command: Command) -> Server {
+    pub fn start(mut command: Command) -> Server {
         let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let (sender, lines) = mpsc::channel();
         for pipe in [
@@ -42,7 +42,7 @@ impl Server {
     }
 
     /// Waits for a logged line containing `needle` and returns it.
-    fn wait_for(&mut self, needle: &str) -> String {
+    pub fn wait_for(&mut self, needle: &str) -> String {
         if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
             return line.clone();
         }
@@ -60,13 +60,13 @@ impl Server {
     }
 
     /// The address from the `palaver listening addr=…` line.
-    fn addr(&mut self) -> String {
+    pub fn addr(&mut self) -> String {
         let line = self.wait_for("palaver listening");
         line.rsplit("addr=").next().unwrap().trim().to_owned()
     }
 
     /// Sends SIGTERM (as `docker stop` does) and returns the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
+    pub fn terminate(mut self) -> std::process::ExitStatus {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
         for _ in 0..300 {

@@ -69,19 +69,27 @@ fn uuid_suffix() -> String {
     format!("{nanos:x}")
 }
 
+/// A fresh database for one server: a new Postgres database when `TEST_DATABASE_URL` is
+/// set, else a SQLite file in a temporary directory (kept as long as the returned guard).
+pub async fn fresh_database() -> (String, Option<std::sync::Arc<tempfile::TempDir>>) {
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => (fresh_postgres(&url).await, None),
+        _ => {
+            let dir = tempfile::tempdir().unwrap();
+            (format!("sqlite://{}", dir.path().join("palaver.db").display()), Some(std::sync::Arc::new(dir)))
+        }
+    }
+}
+
 impl TestApp {
     pub async fn spawn() -> TestApp {
         Self::spawn_with(Options::default()).await
     }
 
     pub async fn spawn_with(options: Options) -> TestApp {
-        let (database_url, dir) = match (options.database_url.clone(), std::env::var("TEST_DATABASE_URL")) {
-            (Some(shared), _) => (shared, None),
-            (None, Ok(url)) if !url.is_empty() => (fresh_postgres(&url).await, None),
-            _ => {
-                let dir = tempfile::tempdir().unwrap();
-                (format!("sqlite://{}", dir.path().join("palaver.db").display()), Some(std::sync::Arc::new(dir)))
-            }
+        let (database_url, dir) = match options.database_url.clone() {
+            Some(shared) => (shared, None),
+            None => fresh_database().await,
         };
         // The sandbox is probed only where a test asks for code_interpreter: elsewhere it
         // would cost every server a probe (and here the helper is not this test binary).

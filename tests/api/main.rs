@@ -24,6 +24,7 @@ mod metrics;
 mod mock;
 mod models;
 mod openapi;
+mod otel;
 mod outage;
 mod replicas;
 mod resume;

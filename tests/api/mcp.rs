@@ -12,6 +12,9 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 
+/// A JSON-RPC method and the `traceparent` its request carried.
+type MethodTrace = (String, Option<String>);
+
 #[derive(Clone, Default)]
 struct Shared {
     /// The session id the server currently knows (`initialize` issues a new one).
@@ -20,6 +23,8 @@ struct Shared {
     calls: Arc<Mutex<Vec<Value>>>,
     /// `Authorization` headers received, in order.
     authorizations: Arc<Mutex<Vec<Option<String>>>>,
+    /// Each request's method and `traceparent` header, in order.
+    traceparents: Arc<Mutex<Vec<MethodTrace>>>,
 }
 
 pub struct FakeMcp {
@@ -46,6 +51,11 @@ impl FakeMcp {
         self.shared.authorizations.lock().unwrap().clone()
     }
 
+    /// Each request's JSON-RPC method and `traceparent` header (`None`: not sent).
+    pub fn traceparents(&self) -> Vec<MethodTrace> {
+        self.shared.traceparents.lock().unwrap().clone()
+    }
+
     /// Forgets the session, as a restarted server would: the next request with it gets 404.
     pub fn expire_session(&self) {
         self.shared.session.lock().unwrap().clear();
@@ -65,6 +75,8 @@ async fn rpc(State(shared): State<Shared>, headers: HeaderMap, Json(message): Js
     let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
     shared.authorizations.lock().unwrap().push(auth);
     let method = message["method"].as_str().unwrap_or_default();
+    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    shared.traceparents.lock().unwrap().push((method.to_owned(), traceparent));
     let id = message["id"].clone();
     if method != "initialize" {
         let known = shared.session.lock().unwrap().clone();

@@ -4,7 +4,7 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -42,6 +42,8 @@ pub enum Reply {
 struct Shared {
     script: Arc<Mutex<VecDeque<Reply>>>,
     requests: Arc<Mutex<Vec<Value>>>,
+    /// The `traceparent` header of each chat request.
+    traceparents: Arc<Mutex<Vec<Option<String>>>>,
     gate: Arc<Notify>,
 }
 
@@ -72,6 +74,11 @@ impl FakeUpstream {
     /// Every chat request body received so far.
     pub fn requests(&self) -> Vec<Value> {
         self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// The `traceparent` header of each chat request so far (`None`: not sent).
+    pub fn traceparents(&self) -> Vec<Option<String>> {
+        self.shared.traceparents.lock().unwrap().clone()
     }
 
     pub fn last_request(&self) -> Value {
@@ -124,8 +131,10 @@ fn pieces(contents: Vec<Value>) -> Response {
     sse(stream)
 }
 
-async fn chat(State(shared): State<Shared>, Json(body): Json<Value>) -> Response {
+async fn chat(State(shared): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     shared.requests.lock().unwrap().push(body);
+    let traceparent = headers.get("traceparent").map(|v| v.to_str().unwrap().to_owned());
+    shared.traceparents.lock().unwrap().push(traceparent);
     let mut reply = shared.script.lock().unwrap().pop_front().unwrap_or(Reply::Text("default answer"));
     if let Reply::Held(inner) = reply {
         shared.gate.notified().await;

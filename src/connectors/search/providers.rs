@@ -39,6 +39,9 @@ async fn answer<T: for<'de> Deserialize<'de>>(
     provider: &str,
     request: reqwest::RequestBuilder,
 ) -> Result<T, SearchError> {
+    // The provider is a service the operator chose; the pages read after a search are
+    // anyone's, and get no `traceparent`.
+    let request = crate::telemetry::traces::propagate(request);
     let response = request.send().await.map_err(|e| SearchError::transport(provider, e))?;
     let status = response.status();
     if !status.is_success() {

@@ -1,17 +1,20 @@
 //! Prometheus metrics: the names, written once, and the process's recorder. Every layer
 //! records through the functions here (the `metrics` facade: a lookup and an atomic add
 //! per update, nothing when nobody scrapes); `GET /metrics` renders the text format.
+//! OpenTelemetry traces, when configured, are in `traces`.
 //!
 //! Durations are histograms with fixed buckets, not summaries: they aggregate across
 //! replicas. Labels are bounded sets: route templates (never raw paths), known methods,
 //! and at most `MAX_LABEL_VALUES` model or upstream names (the rest count as `other`).
+
+pub mod traces;
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::sync::RwLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Seconds: from half a millisecond (a stored turn's own cost) to two minutes (a long model
 /// answer).
@@ -195,8 +198,20 @@ pub fn tool_execution(tool: &str, outcome: &'static str, elapsed: Duration) {
     histogram!("palaver_tool_execution_duration_seconds", "tool" => tool).record(elapsed.as_secs_f64());
 }
 
-/// `operation`: `conversation_for_turn`, `history` or `commit_turn`.
-pub fn store_operation(operation: &'static str, elapsed: Duration) {
+/// Runs one of a turn's store operations (`conversation_for_turn`, `history` or
+/// `commit_turn`) in its span, and times it.
+pub async fn store_operation<T>(
+    operation: &'static str,
+    system: &'static str,
+    call: impl std::future::Future<Output = T>,
+) -> T {
+    let started = Instant::now();
+    let done = tracing::Instrument::instrument(call, traces::store_span(operation, system)).await;
+    store_duration(operation, started.elapsed());
+    done
+}
+
+fn store_duration(operation: &'static str, elapsed: Duration) {
     match handles().store.iter().find(|(name, _)| *name == operation) {
         Some((_, histogram)) => histogram.record(elapsed.as_secs_f64()),
         None => histogram!("palaver_store_operation_duration_seconds", "operation" => operation)
