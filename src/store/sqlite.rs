@@ -206,9 +206,6 @@ enum Message {
 #[derive(Clone)]
 pub struct SqliteStore {
     jobs: tokio::sync::mpsc::UnboundedSender<Message>,
-    /// A second connection for the turn's point read, run on the calling thread (see
-    /// `read_here`); `None` for an in-memory database, which one connection alone sees.
-    reader: Option<std::sync::Arc<std::sync::Mutex<Option<Connection>>>>,
 }
 
 /// The start-up log's description of a SQLite `DATABASE_URL`.
@@ -247,33 +244,11 @@ impl SqliteStore {
         // channels spin and yield first, which showed up as CPU in the profile).
         let (jobs, queue) = tokio::sync::mpsc::unbounded_channel::<Message>();
         spawn_worker(conn, queue)?;
-        let mut store = SqliteStore { jobs, reader: None };
+        let store = SqliteStore { jobs };
         if migrate {
             store.run(|conn| migrate_schema(conn).map_err(StoreError::Other)).await?;
         }
-        if !target.in_memory {
-            let reader = target.open().context("opening the SQLite database")?;
-            // Never waits for a lock: a busy file sends the read to the SQLite thread instead,
-            // so the runtime's thread is never held by another process's transaction.
-            reader.busy_timeout(Duration::ZERO)?;
-            reader.pragma_update(None, "query_only", true)?;
-            store.reader = Some(std::sync::Arc::new(std::sync::Mutex::new(Some(reader))));
-        }
         Ok(store)
-    }
-
-    /// Runs a point read (a few rows by key, microseconds of work) on the calling thread,
-    /// through the reader connection: the hand-off to the SQLite thread and back costs two
-    /// context switches, which on a small VM cost more than the read. `None` when the read
-    /// must go to the SQLite thread after all: no reader, the reader in use by another
-    /// thread (never waited for), or the file busy. A WAL reader never waits for a writer.
-    fn read_here<T>(&self, job: &impl Fn(&Connection) -> StoreResult<T>) -> Option<StoreResult<T>> {
-        let reader = self.reader.as_ref()?.try_lock().ok()?;
-        let result = job(reader.as_ref()?);
-        match result {
-            Err(StoreError::Unavailable(_)) => None,
-            done => Some(done),
-        }
     }
 
     /// Runs `job` on the SQLite thread and waits for its answer without blocking the runtime.
@@ -753,11 +728,6 @@ impl Database for SqliteStore {
     }
 
     async fn close(&self) {
-        // The SQLite thread's connection must be the last one open, so that closing it
-        // removes the `-wal` and `-shm` files.
-        if let Some(reader) = &self.reader {
-            reader.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        }
         let (done, closed) = oneshot::channel();
         if self.jobs.send(Message::Close(done)).is_ok() {
             let _ = closed.await;
@@ -1125,16 +1095,12 @@ impl ConversationStore for SqliteStore {
     ) -> StoreResult<(ConversationRecord, Option<AgentRecord>)> {
         let asked = id.as_str();
         let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
-        // Every turn's first store call: read here, not on the SQLite thread.
-        let query = move |conn: &Connection| {
+        self.read(move |conn| {
             let mut statement = conn.prepare_cached(&SQL.select_conversation_with_agent)?;
             Ok(statement.query_row(params![ws, id], |row| rows::conversation_with_agent(row))?)
-        };
-        let found = match self.read_here(&query) {
-            Some(found) => found,
-            None => self.read(query).await,
-        };
-        found.not_found_as("Conversation", asked)
+        })
+        .await
+        .not_found_as("Conversation", asked)
     }
 
     async fn list_conversations(
