@@ -56,7 +56,8 @@ pub struct Config {
     pub upstream_connect_timeout_ms: u64,
 
     /// Longest silence of an upstream while it answers, in milliseconds; then the turn
-    /// fails with a 504 and stores nothing.
+    /// fails with a 504 and stores nothing. A turn answered as one JSON body asks the
+    /// upstream for one JSON answer, silent until whole: this bounds all of it.
     #[arg(global = true, long, env = "PALAVER_UPSTREAM_READ_TIMEOUT_MS", default_value_t = 120_000)]
     pub upstream_read_timeout_ms: u64,
 

@@ -344,6 +344,10 @@ async fn writer(id: usize, bases: Vec<String>, tally: Arc<Tally>, seed: u64) {
     let mut conversation: Option<String> = None;
     let mut in_conversation = 0;
     let mut n = 0u64;
+    // The previous turn got no answer (its replica was killed): it may still commit (a
+    // Postgres COMMIT sent just before the kill completes), so the next turn on the same
+    // conversation may rightly lose the compare-and-set on its head with a 409.
+    let mut fate_unknown = false;
     while !tally.stop.load(Ordering::Relaxed) {
         n += 1;
         let input = format!("w{id} t{n}");
@@ -379,7 +383,7 @@ async fn writer(id: usize, bases: Vec<String>, tally: Arc<Tally>, seed: u64) {
             }
             Outcome::Failed(status) => {
                 tally.count(format!("{kind} {status}"));
-                if *status != 503 {
+                if *status != 503 && !(*status == 409 && fate_unknown) {
                     tally
                         .unexpected
                         .lock()
@@ -389,6 +393,7 @@ async fn writer(id: usize, bases: Vec<String>, tally: Arc<Tally>, seed: u64) {
             }
             Outcome::NoAnswer => tally.count(format!("{kind} no answer")),
         }
+        fate_unknown = outcome == Outcome::NoAnswer;
         if during_outage && still_outage {
             // The whole request ran while the database was down: only a 503 is right (the
             // server itself is up, so it must answer).
@@ -714,7 +719,13 @@ impl Fault {
             Fault::StallAfterHeaders => header_end,
             Fault::ResetMidStream | Fault::CloseMidStream | Fault::Gated => {
                 let end = header_end?;
-                let first = seen[end..].windows(2).position(|w| w == b"\n\n")? + 2;
+                let body = &seen[end..];
+                let first = match body.windows(2).position(|w| w == b"\n\n") {
+                    Some(event_end) => event_end + 2,
+                    // A JSON answer (a turn nobody streams) has no events: half of it.
+                    None if body.starts_with(b"{") && body.len() > 1 => body.len() / 2,
+                    None => return None,
+                };
                 if self == Fault::Gated {
                     return Some(end + first);
                 }
@@ -807,7 +818,8 @@ async fn proxy_connection(
             }
             return Ok(()); // Dropping both halves closes the socket (a reset with zero linger).
         }
-        let pieces = if fault == Fault::Trickle { 96 } else { seen.len() };
+        // Small enough that even a short JSON answer takes longer in all than the read timeout.
+        let pieces = if fault == Fault::Trickle { 48 } else { seen.len() };
         for piece in seen[written..].chunks(pieces) {
             client_write.write_all(piece).await?;
             if fault == Fault::Trickle {
@@ -821,8 +833,8 @@ async fn proxy_connection(
     Ok(())
 }
 
-/// An OpenAI-compatible upstream streaming "echo: <the last user message>" word by word,
-/// closing each connection after its answer.
+/// An OpenAI-compatible upstream answering "echo: <the last user message>", streamed word by
+/// word when asked (else one JSON answer), closing each connection after its answer.
 async fn fake_upstream() -> std::net::SocketAddr {
     use axum::routing::post;
     async fn chat(axum::Json(body): axum::Json<Value>) -> axum::response::Response {
@@ -832,6 +844,15 @@ async fn fake_upstream() -> std::net::SocketAddr {
             .map(output_text)
             .unwrap_or_default();
         let text = format!("echo: {last}");
+        if body["stream"] != true {
+            let answer = json!({"id": "c", "object": "chat.completion", "created": 1, "model": "fake",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]});
+            return axum::response::Response::builder()
+                .header("content-type", "application/json")
+                .header("connection", "close")
+                .body(axum::body::Body::from(answer.to_string()))
+                .expect("a response");
+        }
         let mut events = String::new();
         let chunk = |delta: Value, finish: Option<&str>| {
             let body = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fake",

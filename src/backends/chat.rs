@@ -114,6 +114,10 @@ pub struct ChatRequest<'a> {
     pub stored: Option<StoredMessages<'a>>,
     pub tools: Cow<'a, [ChatTool<'a>]>,
     pub args: Cow<'a, CompletionArgs>,
+    /// Whether the answer is passed on as it comes (a streamed turn or completion). When it
+    /// is not, an upstream is asked for one JSON answer: cheaper for it and for palaver than
+    /// a stream nobody watches. The deltas come out the same either way.
+    pub stream: bool,
     /// Who asks: upstreams never see it; the scripted `mock` model matches rules on it and
     /// keeps its journal per workspace.
     pub caller: Caller<'a>,

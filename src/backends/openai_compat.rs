@@ -347,7 +347,7 @@ pub fn request_body<'a>(dialect: Dialect, request: &'a ChatRequest<'_>) -> ChatB
     });
     ChatBody {
         model: &request.model,
-        stream: true,
+        stream: request.stream,
         tools: &request.tools,
         temperature: args.temperature,
         top_p: args.top_p,
@@ -363,7 +363,7 @@ pub fn request_body<'a>(dialect: Dialect, request: &'a ChatRequest<'_>) -> ChatB
         tool_choice,
         // OpenAI-style servers send usage in streams only when asked; Mistral always does
         // and rejects the field.
-        stream_options: (!mistral).then_some(StreamOptions { include_usage: true }),
+        stream_options: (request.stream && !mistral).then_some(StreamOptions { include_usage: true }),
     }
 }
 
@@ -380,9 +380,11 @@ struct StreamChunk<'a> {
     error: Option<Value>,
 }
 
+/// A streamed chunk's choice, or a whole answer's: its `message` reads as one delta that
+/// holds everything.
 #[derive(Deserialize)]
 struct StreamChoice {
-    #[serde(default)]
+    #[serde(default, alias = "message")]
     delta: Option<StreamDelta>,
     #[serde(default)]
     finish_reason: Option<String>,
@@ -513,6 +515,23 @@ fn parse_chunk(data: &str, finished: &mut bool) -> Result<Vec<ChatDelta>> {
     Ok(deltas)
 }
 
+/// The deltas of an answer asked for as one JSON body.
+async fn whole_answer(name: &str, response: reqwest::Response) -> Result<DeltaStream> {
+    let body = response.bytes().await.map_err(|error| {
+        // A JSON answer is silent until it is whole: the read timeout bounds all of it.
+        let code = if error.is_timeout() { Code::UpstreamTimeout } else { Code::UpstreamFailed };
+        Error::Upstream { code, message: format!("upstream `{name}` answer failed: {}", error_chain(&error)) }
+    })?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| Error::upstream(502, format!("upstream `{name}` sent an answer that is not UTF-8")))?;
+    let mut finished = false;
+    let deltas = parse_chunk(text, &mut finished)?;
+    if !finished {
+        return Err(Error::upstream(502, format!("upstream `{name}` sent an answer without a finish reason")));
+    }
+    Ok(futures::stream::iter(deltas.into_iter().map(Ok)).boxed())
+}
+
 #[async_trait::async_trait]
 impl ModelBackend for OpenAiCompat {
     fn citation_style(&self) -> CitationStyle {
@@ -531,10 +550,11 @@ impl ModelBackend for OpenAiCompat {
 
     async fn chat_stream(&self, request: ChatRequest<'_>) -> Result<DeltaStream> {
         let body = encode_request(self.dialect, &request);
+        let accept = if request.stream { "text/event-stream" } else { "application/json" };
         let mut builder = self
             .http
             .post(self.chat_url.clone())
-            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .header(reqwest::header::ACCEPT, accept)
             .header(reqwest::header::CONTENT_TYPE, "application/json");
         builder = traces::propagate(builder);
         if let Some(key) = &self.api_key {
@@ -551,6 +571,9 @@ impl ModelBackend for OpenAiCompat {
             return Err(upstream_status(status.as_u16(), &error_message(&text)));
         }
         let name = self.name.clone();
+        if !request.stream {
+            return whole_answer(&name, response).await;
+        }
         let mut events = response.bytes_stream().eventsource();
         let stream = async_stream::stream! {
             let mut finished = false;
@@ -617,8 +640,39 @@ mod tests {
             stored: None,
             tools: vec![].into(),
             args: std::borrow::Cow::Owned(args),
+            stream: true,
             caller: Default::default(),
         }
+    }
+
+    /// A turn nobody watches asks for one JSON answer; its deltas are those of the same
+    /// answer streamed.
+    #[test]
+    fn a_whole_answer_gives_the_deltas_of_the_same_answer_streamed() {
+        let mut unwatched = request(CompletionArgs::default());
+        unwatched.stream = false;
+        let body = serde_json::to_value(request_body(Dialect::Openai, &unwatched)).unwrap();
+        assert_eq!(body["stream"], false);
+        assert!(body.get("stream_options").is_none(), "only streams are asked for usage");
+        let whole = r#"{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,
+            "message":{"role":"assistant","content":"Hi there","tool_calls":[{"id":"c1","type":"function",
+            "function":{"name":"f","arguments":"{\"a\":1}"}}]},"finish_reason":"tool_calls"}],
+            "usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
+        let streamed = [
+            r#"{"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi there"}}]}"#,
+            r#"{"model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#,
+        ];
+
+        let mut finished = false;
+        let from_whole = parse_chunk(whole, &mut finished).unwrap();
+        assert!(finished);
+        let mut from_stream = Vec::new();
+        let mut stream_finished = false;
+        for chunk in streamed {
+            from_stream.extend(parse_chunk(chunk, &mut stream_finished).unwrap());
+        }
+
+        assert_eq!(from_whole, from_stream);
     }
 
     #[test]
@@ -681,6 +735,7 @@ mod tests {
             stored: None,
             tools: vec![].into(),
             args: Cow::Owned(CompletionArgs { temperature: Some(0.5), ..Default::default() }),
+            stream: true,
             caller: Default::default(),
         };
 
@@ -709,6 +764,7 @@ mod tests {
                 stored,
                 tools: vec![].into(),
                 args: Cow::Owned(CompletionArgs::default()),
+                stream: true,
                 caller: Default::default(),
             }
         }

@@ -163,7 +163,8 @@ async fn prepare(
         round: 1,
     };
     let (tools, args) = (tools.into(), Cow::Owned(args));
-    Ok((ChatRequest { model, messages, stored: None, tools, args, caller }, request.stream))
+    let stream = request.stream;
+    Ok((ChatRequest { model, messages, stored: None, tools, args, stream, caller }, stream))
 }
 
 /// What a completion route answers.

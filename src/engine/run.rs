@@ -479,6 +479,8 @@ async fn run_rounds(engine: &Engine, plan: &mut TurnPlan, out: &mut Emitter, rou
             stored: context.stored_at.map(|at| StoredMessages { at, build: &stored, json: plan.history.chat_json() }),
             tools: Cow::Borrowed(&in_force.toolbox.chat),
             args: Cow::Borrowed(&settings.args),
+            // A streamed run's log keeps its deltas for followers even after its client left.
+            stream: out.log.is_some(),
             caller: Caller {
                 workspace: Some(Cow::Borrowed(plan.ws.as_str())),
                 agent_id: settings.agent_id.as_deref().map(Cow::Borrowed),

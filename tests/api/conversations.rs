@@ -40,13 +40,13 @@ async fn a_first_turn_sends_instructions_input_tools_and_arguments_upstream() {
                 {"role": "system", "content": "Be brief."},
                 {"role": "user", "content": "Who is Albert Einstein?"}
             ],
-            "stream": true,
+            // Nobody watches a JSON turn: the upstream answers in one JSON body.
+            "stream": false,
             "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather.",
                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}, "strict": false}}],
             "temperature": 0.3,
             "top_p": 0.95,
-            "seed": 7,
-            "stream_options": {"include_usage": true}
+            "seed": 7
         })
     );
     assert_eq!(response["object"], "conversation.response");

@@ -45,6 +45,8 @@ async fn a_plain_answer_streams_started_deltas_and_done_with_stored_ids_and_cont
 
     let events = app.stream("/v1/conversations", &json!({"model": "m", "inputs": "hi", "stream": true})).await;
 
+    let asked = upstream.last_request();
+    assert_eq!((&asked["stream"], &asked["stream_options"]), (&json!(true), &json!({"include_usage": true})));
     assert_eq!(
         names(&events),
         [

@@ -132,7 +132,89 @@ fn pieces(contents: Vec<Value>) -> Response {
 }
 
 async fn chat(State(shared): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let streamed = body["stream"] == true;
     shared.requests.lock().unwrap().push(body);
+    let response = scripted(shared, headers).await;
+    if streamed {
+        response
+    } else {
+        whole(response)
+    }
+}
+
+/// The scripted answer as one JSON body, for a request that did not ask for a stream: the
+/// streamed answer's chunks, gathered as they come (delays and gates included), then sent
+/// at once; a stream cut short is a JSON body cut short.
+fn whole(response: Response) -> Response {
+    let is_stream = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v == "text/event-stream");
+    if !is_stream {
+        return response;
+    }
+    let mut chunks = response.into_body().into_data_stream();
+    let body = async_stream::stream! {
+        use futures::StreamExt;
+        let mut sse = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            match chunk {
+                Ok(bytes) => sse.extend_from_slice(&bytes),
+                Err(error) => {
+                    yield Ok(Bytes::from_static(b"{\"id\":\"cmpl-1\",\"choices\":[{\"message\":{\"content\":\""));
+                    yield Err(std::io::Error::other(error));
+                    return;
+                }
+            }
+        }
+        yield Ok::<Bytes, std::io::Error>(Bytes::from(gathered(&String::from_utf8_lossy(&sse)).to_string()));
+    };
+    Response::builder().header(header::CONTENT_TYPE, "application/json").body(Body::from_stream(body)).unwrap()
+}
+
+/// The chat completion a stream of chunks adds up to.
+fn gathered(sse: &str) -> Value {
+    let (mut parts, mut calls, mut finish, mut usage) =
+        (Vec::<Value>::new(), Vec::<Value>::new(), Value::Null, Value::Null);
+    for data in sse.lines().filter_map(|line| line.strip_prefix("data: ")).filter(|data| *data != "[DONE]") {
+        let chunk: Value = serde_json::from_str(data).unwrap();
+        if !chunk["usage"].is_null() {
+            usage = chunk["usage"].clone();
+        }
+        let Some(choice) = chunk["choices"].get(0) else { continue };
+        if !choice["finish_reason"].is_null() {
+            finish = choice["finish_reason"].clone();
+        }
+        match &choice["delta"]["content"] {
+            Value::Array(items) => parts.extend(items.iter().cloned()),
+            Value::String(text) => parts.push(json!({"type": "text", "text": text})),
+            _ => {}
+        }
+        for call in choice["delta"]["tool_calls"].as_array().into_iter().flatten() {
+            let index = call["index"].as_u64().unwrap() as usize;
+            if calls.len() <= index {
+                calls.push(json!({"id": call["id"], "type": "function",
+                    "function": {"name": call["function"]["name"], "arguments": ""}}));
+            }
+            let arguments = calls[index]["function"]["arguments"].as_str().unwrap().to_owned();
+            calls[index]["function"]["arguments"] =
+                Value::from(arguments + call["function"]["arguments"].as_str().unwrap_or_default());
+        }
+    }
+    // Plain text answers are a string, as OpenAI-style servers send them; Mistral's
+    // reference chunks keep the list.
+    let content = if parts.iter().all(|p| p["type"] == "text") {
+        Value::from(parts.iter().map(|p| p["text"].as_str().unwrap()).collect::<String>())
+    } else {
+        Value::Array(parts)
+    };
+    let mut message = json!({"role": "assistant", "content": content});
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    json!({"id": "cmpl-1", "object": "chat.completion", "created": 1, "model": "fake-model",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage})
+}
+
+/// The next scripted reply, as a stream (or an error status).
+async fn scripted(shared: Shared, headers: HeaderMap) -> Response {
     let traceparent = headers.get("traceparent").map(|v| v.to_str().unwrap().to_owned());
     shared.traceparents.lock().unwrap().push(traceparent);
     let mut reply = shared.script.lock().unwrap().pop_front().unwrap_or(Reply::Text("default answer"));

@@ -1,7 +1,8 @@
 """A scripted fake of an OpenAI-compatible model server for the SDK suites (stdlib only).
 
 POST /v1/chat/completions   answers with the next scripted reply, or by default with
-                            "echo: <last user message>"; always streamed (palaver asks so)
+                            "echo: <last user message>"; streamed when asked
+                            (`"stream": true`), else one JSON answer
 POST /control/script        body: a JSON list of replies to queue
 POST /control/reset         forgets the queue and the recorded requests
 GET  /control/requests      every chat request body received so far
@@ -104,6 +105,20 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(data)
             return
+        words = reply.get("text", "").split(" ") if reply.get("text") else []
+        calls = reply.get("tool_calls", [])
+        completion = len(words) + len(calls)
+        usage = {"prompt_tokens": 10, "completion_tokens": completion, "total_tokens": 10 + completion}
+        finish = "tool_calls" if calls else "stop"
+        if body.get("stream") is not True:
+            message = {"role": "assistant", "content": " ".join(words)}
+            if calls:
+                message["tool_calls"] = [{"id": call["id"], "type": "function",
+                                          "function": {"name": call["name"], "arguments": call["arguments"]}}
+                                         for call in calls]
+            return self.send_json(200, {"id": "cmpl-fake", "object": "chat.completion", "created": 1,
+                                        "model": body.get("model"), "usage": usage,
+                                        "choices": [{"index": 0, "message": message, "finish_reason": finish}]})
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Connection", "close")
@@ -117,15 +132,13 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
             self.wfile.flush()
 
-        words = reply.get("text", "").split(" ") if reply.get("text") else []
         for index, word in enumerate(words):
             chunk({"role": "assistant", "content": word if index == 0 else " " + word})
-        for index, call in enumerate(reply.get("tool_calls", [])):
+        for index, call in enumerate(calls):
             chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
                                    "function": {"name": call["name"], "arguments": call["arguments"]}}]})
-        chunk({}, "tool_calls" if reply.get("tool_calls") else "stop")
-        completion = len(words) + len(reply.get("tool_calls", []))
-        chunk({}, usage={"prompt_tokens": 10, "completion_tokens": completion, "total_tokens": 10 + completion})
+        chunk({}, finish)
+        chunk({}, usage=usage)
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
         self.close_connection = True
