@@ -25,9 +25,11 @@ use opentelemetry_sdk::Resource;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tracing::field::Empty;
+use tracing::subscriber::Interest;
 use tracing::{Level, Metadata, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::{FilterFn, Targets};
+use tracing_subscriber::filter::{DynFilterFn, Targets};
+use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
@@ -88,13 +90,31 @@ impl Traces {
     where
         S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
     {
-        let filter = FilterFn::new(move |metadata: &Metadata<'_>| {
+        let keeps = move |metadata: &Metadata<'_>| {
             if metadata.is_span() {
                 metadata.target().starts_with("palaver") && *metadata.level() <= Level::DEBUG
             } else {
                 logs.would_enable(metadata.target(), metadata.level())
             }
-        });
+        };
+        let at_callsite = keeps.clone();
+        // Never `Interest::always`: a per-layer filter hands its decision from `enabled` to
+        // `on_new_span` through a thread-local, and the macros skip `enabled` on a callsite
+        // every filter always enables, so such a span reads whatever the thread's last
+        // `enabled` left there. sqlx's `tracing::enabled!` check after each query leaves
+        // "disabled": the next span on that thread (a request's, on Postgres) vanished from
+        // both the log and the traces (tokio-rs/tracing#2519). `sometimes` for the
+        // callsites kept here makes every span and event ask, and `enabled` is cheap.
+        let filter = DynFilterFn::new(move |metadata: &Metadata<'_>, _: &Context<'_, S>| keeps(metadata))
+            .with_callsite_filter(
+                move |metadata| {
+                    if at_callsite(metadata) {
+                        Interest::sometimes()
+                    } else {
+                        Interest::never()
+                    }
+                },
+            );
         tracing_opentelemetry::layer()
             .with_tracer(self.provider.tracer("palaver"))
             // Most spans are made here, so their source location and target would name this
