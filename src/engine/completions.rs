@@ -5,6 +5,7 @@
 use super::agents as agent_rules;
 use super::calls::CallAssembler;
 use super::context;
+use super::round::ModelRound;
 use super::Engine;
 use crate::backends::chat::{
     Caller, ChatDelta, ChatMessage, ChatRequest, ChatTool, FunctionCallBody, ToolCall, ToolFunction,
@@ -25,6 +26,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde_json::Value;
 use std::borrow::Cow;
+use tracing::Instrument;
 
 fn chat_messages(values: Vec<Value>) -> Result<Vec<ChatMessage<'static>>> {
     let mut messages = Vec::with_capacity(values.len());
@@ -204,7 +206,12 @@ pub async fn chat_completion(engine: &Engine, ws: &WorkspaceId, body: bytes::Byt
         None => return Err(Error::invalid(FieldError::body(&["model".into()], "missing", "Field required"))),
     };
     if let Some(upstream) = engine.models.upstream(&model) {
-        return Ok(CompletionAnswer::Relayed(upstream.passthrough(body).await?));
+        // The round's span covers the call until the upstream's headers: the body is
+        // relayed unread, so the answer's usage and finish reasons stay unknown.
+        let round = ModelRound::start(&model, &*upstream, 1);
+        let relayed = upstream.passthrough(body).instrument(round.span().clone()).await;
+        round.end(relayed.as_ref().err());
+        return Ok(CompletionAnswer::Relayed(relayed?));
     }
     let mut request: CompletionRequest = decode_value(&["body".into()], value)?;
     request.agent_id = None;
@@ -223,21 +230,28 @@ async fn answer(engine: &Engine, request: ChatRequest<'static>, stream: bool) ->
 /// One finished completion, shaped like the hosted chat completion response.
 async fn complete(engine: &Engine, request: ChatRequest<'static>) -> Result<ChatCompletion> {
     let model = request.model.clone();
-    let mut stream = engine.models.backend(&model).chat_stream(request).await?;
+    let backend = engine.models.backend(&model);
+    let (mut round, mut stream) = ModelRound::start(&model, &*backend, 1).call(&*backend, request).await?;
     let mut text = String::new();
     let mut calls = CallAssembler::<()>::default();
-    let mut usage = Usage::default();
-    while let Some(delta) = stream.next().await {
-        match delta? {
-            ChatDelta::Text(t) => text.push_str(&t),
-            ChatDelta::ToolCall(fragment) => {
-                calls.push(fragment, || ());
+    let span = round.span().clone();
+    let answered = async {
+        while let Some(delta) = stream.next().await {
+            match delta? {
+                ChatDelta::Text(t) => text.push_str(&t),
+                ChatDelta::ToolCall(fragment) => {
+                    calls.push(fragment, || ());
+                }
+                delta @ (ChatDelta::Usage(_) | ChatDelta::Finish { .. }) => round.note(delta),
+                // Only a run has sources to cite.
+                ChatDelta::Reference(_) => {}
             }
-            ChatDelta::Usage(u) => usage = u,
-            // Only a run has sources to cite.
-            ChatDelta::Reference(_) | ChatDelta::Finish { .. } => {}
         }
-    }
+        Ok(())
+    };
+    let answered: Result<()> = answered.instrument(span).await;
+    let usage = round.end(answered.as_ref().err()).unwrap_or_default();
+    answered?;
     let finish_reason = if calls.is_empty() { "stop" } else { "tool_calls" };
     let tool_calls: Vec<CompletedToolCall> = calls
         .into_calls()
@@ -274,7 +288,8 @@ fn completion_id() -> String {
 /// A failure mid-answer ends with `finish_reason: "error"`.
 async fn chunks(engine: &Engine, request: ChatRequest<'static>) -> Result<BoxStream<'static, ChatCompletionChunk>> {
     let model = request.model.clone();
-    let mut deltas = engine.models.backend(&model).chat_stream(request).await?;
+    let backend = engine.models.backend(&model);
+    let (mut round, mut deltas) = ModelRound::start(&model, &*backend, 1).call(&*backend, request).await?;
     let id = completion_id();
     let created = Timestamp::now().unix_seconds();
     let chunk =
@@ -289,9 +304,9 @@ async fn chunks(engine: &Engine, request: ChatRequest<'static>) -> Result<BoxStr
     let text = |text: String| ChunkDelta { content: Some(text), ..Default::default() };
     let chunks = async_stream::stream! {
         yield chunk(ChunkDelta { role: Some("assistant"), content: Some(String::new()), ..Default::default() }, None, None);
-        let mut usage = Usage::default();
         let mut called = false;
-        while let Some(delta) = deltas.next().await {
+        // The client reads the answer as it comes: the round's span covers each read.
+        while let Some(delta) = deltas.next().instrument(round.span().clone()).await {
             match delta {
                 Ok(ChatDelta::Text(t)) => yield chunk(text(t), None, None),
                 Ok(ChatDelta::ToolCall(fragment)) => {
@@ -304,15 +319,17 @@ async fn chunks(engine: &Engine, request: ChatRequest<'static>) -> Result<BoxStr
                     };
                     yield chunk(ChunkDelta { tool_calls: Some(vec![call]), ..Default::default() }, None, None);
                 }
-                Ok(ChatDelta::Usage(u)) => usage = u,
-                Ok(ChatDelta::Reference(_) | ChatDelta::Finish { .. }) => {}
+                Ok(delta @ (ChatDelta::Usage(_) | ChatDelta::Finish { .. })) => round.note(delta),
+                Ok(ChatDelta::Reference(_)) => {}
                 Err(error) => {
                     tracing::warn!(%error, "completion stream failed");
+                    let usage = round.end(Some(&error)).unwrap_or_default();
                     yield chunk(text(String::new()), Some("error"), Some(usage));
                     return;
                 }
             }
         }
+        let usage = round.end(None).unwrap_or_default();
         let finish = if called { "tool_calls" } else { "stop" };
         yield chunk(text(String::new()), Some(finish), Some(usage));
     };

@@ -13,6 +13,7 @@ pub mod fold;
 pub mod history;
 pub mod idempotency;
 pub mod mock;
+pub mod round;
 pub mod run;
 pub mod streams;
 pub mod tools;

@@ -9,6 +9,7 @@ use super::calls::{CallAssembler, CallParts};
 use super::citations::{MarkerScanner, Piece, Sources};
 use super::context;
 use super::fold::Fold;
+use super::round::ModelRound;
 use super::streams::RunLog;
 use super::tools::Toolbox;
 use super::Engine;
@@ -488,13 +489,10 @@ async fn run_rounds(engine: &Engine, plan: &mut TurnPlan, out: &mut Emitter, rou
                 round: *rounds,
             },
         };
-        let round = traces::model_round_span(&settings.model, in_force.backend.provider(), *rounds);
-        let stream = match tracing::Instrument::instrument(in_force.backend.chat_stream(request), round.clone()).await {
-            Ok(stream) => stream,
-            Err(error) => {
-                Answer::default().ended(&round, Some(&error));
-                return out.fail(&error).await;
-            }
+        let round = ModelRound::start(&settings.model, &*in_force.backend, *rounds);
+        let (round, stream) = match round.call(&*in_force.backend, request).await {
+            Ok(called) => called,
+            Err(error) => return out.fail(&error).await,
         };
         match consume(stream, &in_force, out, &mut results, round).await {
             Ok(round) => {
@@ -551,28 +549,6 @@ struct Round {
     outcome: RoundOutcome,
 }
 
-/// What the upstream said of its answer besides the answer itself.
-#[derive(Default)]
-struct Answer {
-    usage: Option<crate::domain::conversations::Usage>,
-    finish_reasons: Vec<String>,
-    model: Option<String>,
-}
-
-impl Answer {
-    fn ended(&self, span: &tracing::Span, error: Option<&Error>) {
-        traces::model_round_ended(
-            span,
-            traces::RoundEnd {
-                tokens: self.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
-                response_model: self.model.as_deref(),
-                finish_reasons: &self.finish_reasons,
-                error: error.map(|e| e.code().name()),
-            },
-        );
-    }
-}
-
 /// Streams one model answer out as events: text as `message.output.delta`s of one entry,
 /// each client function call as `function.call.delta`s of its own entry; calls to server
 /// tools run (or wait for a confirmation) once the answer is complete. The round's span
@@ -582,11 +558,11 @@ async fn consume(
     in_force: &InForce<'_>,
     out: &mut Emitter,
     results: &mut ToolResults,
-    round: tracing::Span,
+    mut round: ModelRound,
 ) -> Result<Round, Error> {
     let mut speech = Speech::new(in_force, results);
     let mut calls = CallAssembler::<RoundCall>::default();
-    let mut answer = Answer::default();
+    let span = round.span().clone();
     let streamed = async {
         while let Some(delta) = stream.next().await {
             match delta? {
@@ -617,20 +593,14 @@ async fn consume(
                         out.emit(function_delta(in_force, call, name, arguments, None)).await;
                     }
                 }
-                ChatDelta::Usage(u) => answer.usage = Some(u),
-                ChatDelta::Finish { reason, model } => {
-                    answer.finish_reasons.push(reason);
-                    answer.model = model.or(answer.model.take());
-                }
+                delta @ (ChatDelta::Usage(_) | ChatDelta::Finish { .. }) => round.note(delta),
             }
         }
         Ok(())
     };
-    let streamed: Result<(), Error> = tracing::Instrument::instrument(streamed, round.clone()).await;
-    answer.ended(&round, streamed.as_ref().err());
-    drop(round);
+    let streamed: Result<(), Error> = tracing::Instrument::instrument(streamed, span).await;
+    let usage = round.end(streamed.as_ref().err()).unwrap_or_default();
     streamed?;
-    let usage = answer.usage.unwrap_or_default();
     speech.close(in_force, results, out, false).await;
     if let Some(call) = calls.nameless() {
         let id = call.id.clone().unwrap_or_default();

@@ -263,6 +263,99 @@ async fn a_server_tool_run_is_a_span_of_the_turn_between_its_model_rounds() {
     assert_eq!(call.1, Some(format!("00-{}-{}-01", tool.trace_id, tool.span_id)));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_completion_is_one_model_round_of_its_request_like_a_turns() {
+    let sink = Sink::start().await;
+    let upstream = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, _database) = traced_server(&sink, &upstream, "", &dir).await;
+    let base = format!("http://{}", server.addr());
+    let client = reqwest::Client::new();
+    let agent: Value = client
+        .post(format!("{base}/v1/agents"))
+        .json(&json!({"model": "fake-model", "name": "a"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    upstream.script([Reply::Text("Hello there."), Reply::Text("Hello again.")]);
+    let messages = json!([{"role": "user", "content": "Hi"}]);
+
+    let response = client
+        .post(format!("{base}/v1/agents/completions"))
+        .header("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN_ID}-01"))
+        .json(&json!({"agent_id": agent["id"], "messages": messages}))
+        .send()
+        .await
+        .unwrap();
+    let streamed = client
+        .post(format!("{base}/v1/agents/completions"))
+        .json(&json!({"agent_id": agent["id"], "messages": messages, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 200);
+    assert!(streamed.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+    assert!(server.terminate().success());
+    let spans = sink.spans_when(|spans| spans.iter().filter(|s| s.name == "chat fake-model").count() == 2).await;
+    let streamed_round = spans.iter().find(|s| s.name == "chat fake-model" && s.trace_id != TRACE_ID).unwrap();
+    assert_eq!(streamed_round.attr("gen_ai.usage.output_tokens"), 2, "a streamed answer's round too");
+    assert_eq!(streamed_round.attr("gen_ai.response.finish_reasons"), &json!(["stop"]));
+    assert_eq!(ancestors(&spans, streamed_round).last(), Some(&"POST /v1/agents/completions"));
+    let traced: Vec<Received> = spans.iter().filter(|s| s.trace_id == TRACE_ID).cloned().collect();
+    let request = named(&traced, "POST /v1/agents/completions");
+    assert_eq!(request.parent_span_id, CALLER_SPAN_ID);
+    let round = named(&traced, "chat fake-model");
+    assert_eq!(round.kind, SpanKind::Client as i32);
+    assert_eq!(round.attr("gen_ai.operation.name"), "chat");
+    assert_eq!(round.attr("gen_ai.provider.name"), "openai");
+    assert_eq!(round.attr("gen_ai.system"), "openai");
+    assert_eq!(round.attr("gen_ai.request.model"), "fake-model");
+    assert_eq!(round.attr("gen_ai.response.model"), "fake-model");
+    assert_eq!(round.attr("gen_ai.usage.input_tokens"), 11);
+    assert_eq!(round.attr("gen_ai.usage.output_tokens"), 2);
+    assert_eq!(round.attr("gen_ai.response.finish_reasons"), &json!(["stop"]));
+    assert_eq!(round.attr("palaver.round"), 1);
+    assert!(ancestors(&traced, round).contains(&request.name.as_str()), "{:?}", ancestors(&traced, round));
+    assert!(traced.iter().all(|s| s.name != "turn"), "nothing is stored: no turn");
+    let traceparents = upstream.traceparents();
+    assert_eq!(traceparents[0].as_deref(), Some(format!("00-{TRACE_ID}-{}-01", round.span_id).as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_chat_completion_is_a_client_span_naming_the_model() {
+    let sink = Sink::start().await;
+    let upstream = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, _database) = traced_server(&sink, &upstream, "", &dir).await;
+    let base = format!("http://{}", server.addr());
+    upstream.script([Reply::Text("relayed")]);
+
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .header("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN_ID}-01"))
+        .json(&json!({"model": "fake-model", "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().contains("relayed"));
+    assert!(server.terminate().success());
+    let spans =
+        sink.spans_when(|spans| spans.iter().any(|s| s.trace_id == TRACE_ID && s.name == "chat fake-model")).await;
+    let traced: Vec<Received> = spans.iter().filter(|s| s.trace_id == TRACE_ID).cloned().collect();
+    let relay = named(&traced, "chat fake-model");
+    assert_eq!(relay.kind, SpanKind::Client as i32);
+    assert_eq!(relay.attr("gen_ai.request.model"), "fake-model");
+    assert!(ancestors(&traced, relay).contains(&"POST /v1/chat/completions"), "{:?}", ancestors(&traced, relay));
+    let traceparents = upstream.traceparents();
+    assert_eq!(traceparents, [Some(format!("00-{TRACE_ID}-{}-01", relay.span_id))]);
+}
+
 #[tokio::test]
 async fn without_otel_settings_no_traceparent_is_read_or_passed_on() {
     let (app, upstream) = TestApp::with_upstream_options(Options::default()).await;
