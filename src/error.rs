@@ -341,6 +341,12 @@ pub fn decode_value<T: serde::de::DeserializeOwned>(prefix: &[Loc], value: Value
     serde_path_to_error::deserialize(value).map_err(|e| Error::invalid(from_serde(prefix, e)))
 }
 
+/// Same as [`decode_value`] for a value that stays where it is: checking a part of a body
+/// kept as JSON (a content chunk may hold megabytes of base64).
+pub fn decode_ref<'de, T: serde::Deserialize<'de>>(prefix: &[Loc], value: &'de Value) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| Error::invalid(from_serde(prefix, e)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

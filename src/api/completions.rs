@@ -6,7 +6,7 @@ use super::extract::{ApiJson, RawBody};
 use super::openapi::Errors;
 use super::sse;
 use crate::domain::chat_completions::ChatCompletion;
-use crate::domain::chat_completions::CompletionRequest;
+use crate::domain::chat_completions::{ChatCompletionRequest, CompletionRequest};
 use crate::engine::completions::{self as engine, CompletionAnswer};
 use crate::error::Result;
 use crate::AppState;
@@ -53,7 +53,7 @@ async fn agent_completion(
 /// `POST /v1/chat/completions`: passed through unchanged to the upstream the model routes
 /// to (status, content type and body, streamed); the built-in model answers itself.
 #[utoipa::path(post, path = "/v1/chat/completions", operation_id = "chat_completion_v1_chat_completions_post", tag = "chat",
-    request_body(content = Object, description = "A chat completion request, passed to the model's upstream as it is.",
+    request_body(content = ChatCompletionRequest,
         example = json!({"model": "echo", "messages": [{"role": "user", "content": "Hello"}]})), responses(
         (status = 200, description = "The completion; with `stream: true`, its chunks, closed by `[DONE]`.",
             content((ChatCompletion = "application/json"), (sse::ChunkFrame = "text/event-stream"))),

@@ -1,6 +1,7 @@
 //! Conversation entries and content chunks (the official SDKs' entries and chunks contract): the six entry
 //! types as stored and returned, and the validation of entries clients send as `inputs`.
 
+use super::chunks::{self, MessageInputContent, MessageInputContentChunks, MessageOutputContent};
 use super::ids::{generate_tool_call_id, EntryId};
 use super::shared_fields;
 use super::time::Timestamp;
@@ -9,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// `content` of a message: a plain string, or a list of chunks. Chunks are kept as JSON
-/// (validated on the way in) because palaver passes them through rather than interpreting
-/// them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// (checked on the way in, see [`chunks`]) because palaver passes them through rather than
+/// interpreting them; fields document them with the union of the chunks their place takes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Content {
     Text(String),
@@ -69,6 +70,7 @@ shared_fields! {
     #[schema(as = MessageInputEntry)]
     pub struct MessageInput {
         pub role: String,
+        #[schema(value_type = MessageInputContent, inline)]
         pub content: Content,
         #[serde(default)]
         pub prefix: bool,
@@ -79,6 +81,7 @@ shared_fields! {
     pub struct MessageOutput {
         #[serde(default = "assistant")]
         pub role: String,
+        #[schema(value_type = MessageOutputContent, inline)]
         pub content: Content,
         pub agent_id: Option<String>,
         pub model: Option<String>,
@@ -293,41 +296,6 @@ fn required(value: &Option<String>, base: &[Loc], field: &str, errors: &mut Vec<
     })
 }
 
-/// Validates the chunks of an input message (`entries-and-chunks.md#content-chunks`).
-fn validate_input_chunks(chunks: &[Value], base: &[Loc], errors: &mut Vec<FieldError>) {
-    for (index, chunk) in chunks.iter().enumerate() {
-        let mut path = base.to_vec();
-        path.push(index.into());
-        let Some(object) = chunk.as_object() else {
-            errors.push(FieldError::body(&path, "dict_type", "Input should be a chunk object"));
-            continue;
-        };
-        let kind = object.get("type").and_then(Value::as_str).unwrap_or("text");
-        let required: &[&str] = match kind {
-            "text" => &["text"],
-            "image_url" => &["image_url"],
-            "document_url" => &["document_url"],
-            "tool_file" => &["tool", "file_id"],
-            "thinking" => &["thinking"],
-            _ => {
-                let msg = format!(
-                    "Input should be one of `text`, `image_url`, `document_url`, `tool_file`, `thinking`, got `{kind}`"
-                );
-                errors.push(FieldError::body(&at(&path, "type"), "enum", msg));
-                continue;
-            }
-        };
-        for field in required {
-            if !object.contains_key(*field) {
-                errors.push(missing(&path, field));
-            }
-        }
-        if kind == "text" && object.get("text").is_some_and(|t| !t.is_string()) {
-            errors.push(FieldError::body(&at(&path, "text"), "string_type", "Input should be a string"));
-        }
-    }
-}
-
 impl Inputs {
     /// The input entries, stamped with fresh ids, or every problem found. `base` is the
     /// location of `inputs` in the body.
@@ -499,7 +467,9 @@ fn check_content(content: &Option<Content>, path: &[Loc], errors: &mut Vec<Field
             Content::Text(String::new())
         }
         Some(Content::Chunks(chunks)) => {
-            validate_input_chunks(chunks, &at(path, "content"), errors);
+            // A `message.output` sent back keeps to the input chunks: citations
+            // (`tool_reference`) are the server's to make.
+            chunks::check(chunks, &at(path, "content"), MessageInputContentChunks::KINDS, errors);
             Content::Chunks(chunks.clone())
         }
         Some(text) => text.clone(),
@@ -567,6 +537,13 @@ mod tests {
 
         assert_eq!(unknown.field_name(), "inputs.0.colour");
         assert_eq!(chunk.field_name(), "inputs.0.content.0.type");
+    }
+
+    #[test]
+    fn a_chunk_is_checked_in_the_shape_of_its_type() {
+        let error = first_error(json!([{"role": "user", "content": [{"type": "image_url", "image_url": 5}]}]));
+
+        assert_eq!(error.field_name(), "inputs.0.content.0.image_url");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod agents;
 #[cfg(test)]
 pub mod arbitrary;
 pub mod chat_completions;
+pub mod chunks;
 pub mod completion;
 pub mod conversations;
 pub mod entries;
@@ -43,3 +44,21 @@ macro_rules! shared_fields {
     };
 }
 pub(crate) use shared_fields;
+
+/// Declares a string with one allowed value (a chunk's `type`, a message's `role`) as a
+/// one-variant enum: it decodes from that value only (`null` included is refused) and
+/// documents as an enum of it. Fields of such a type take `#[schema(inline)]`.
+macro_rules! literal {
+    // `tt`, not `literal`: utoipa does not see through the invisible group a `literal`
+    // fragment comes wrapped in, and would document the variant's own name.
+    ($(#[$attr:meta])* $name:ident = $value:tt) => {
+        $(#[$attr])*
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+        pub enum $name {
+            #[default]
+            #[serde(rename = $value)]
+            Value,
+        }
+    };
+}
+pub(crate) use literal;

@@ -32,7 +32,10 @@ impl ToolType {
     }
 }
 
+/// A tool of an agent or conversation, of any `type` (documented as `AgentTool`: `Tool`
+/// is the official name of a completion request's tool).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = AgentTool)]
 #[serde(deny_unknown_fields)]
 pub struct Tool {
     #[serde(rename = "type")]
@@ -128,6 +131,21 @@ pub fn function_name(name: &str) -> String {
     out
 }
 
+impl Function {
+    /// Checks that the name is one chat APIs accept; `at` is the function's location.
+    pub fn check_name(&self, at: &[Loc], errors: &mut Vec<FieldError>) {
+        if !is_valid_function_name(&self.name) {
+            let mut path = at.to_vec();
+            path.push("name".into());
+            errors.push(FieldError::body(
+                &path,
+                "string_pattern_mismatch",
+                "Function names are 1 to 64 characters among a-z, A-Z, 0-9, `_` and `-`",
+            ));
+        }
+    }
+}
+
 impl Tool {
     /// Checks the fields that depend on `type`; `at` is the tool's location in the body.
     pub fn validate(&self, at: &[Loc], errors: &mut Vec<FieldError>) {
@@ -159,15 +177,7 @@ impl Tool {
         forbidden(!is_connector && self.connector_id.is_some(), "connector_id", errors);
         forbidden(!is_connector && self.authorization.is_some(), "authorization", errors);
         if let Some(function) = &self.function {
-            if !is_valid_function_name(&function.name) {
-                let mut path = field("function");
-                path.push("name".into());
-                errors.push(FieldError::body(
-                    &path,
-                    "string_pattern_mismatch",
-                    "Function names are 1 to 64 characters among a-z, A-Z, 0-9, `_` and `-`",
-                ));
-            }
+            function.check_name(&field("function"), errors);
         }
         if let Some(connector_id) = &self.connector_id {
             if connector_id.trim().is_empty() {

@@ -229,5 +229,8 @@ mod tests {
             serde_json::json!({"type": "tool_reference", "tool": "web_search_premium", "title": "c", "url": "https://c"})
         );
         assert_eq!(sources.chunk(3), None);
+        let documented: Result<crate::domain::chunks::ToolReferenceChunk, _> =
+            serde_json::from_value(sources.chunk(0).unwrap());
+        assert!(documented.is_ok(), "the chunk has the documented `ToolReferenceChunk` shape");
     }
 }

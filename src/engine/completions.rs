@@ -13,15 +13,15 @@ use crate::backends::chat::{
 use crate::backends::openai_compat::Passthrough;
 use crate::domain::agents::VersionSelector;
 use crate::domain::chat_completions::{
-    AssistantMessage, CalledFunction, ChatCompletion, ChatCompletionChunk, ChunkChoice, ChunkDelta, ChunkFunction,
-    ChunkToolCall, CompletedToolCall, CompletionChoice, CompletionRequest, MessageIn, ToolIn,
+    Arguments, AssistantMessage, CalledFunction, ChatCompletion, ChatCompletionChunk, ChunkChoice, ChunkDelta,
+    ChunkFunction, ChunkToolCall, CompletedToolCall, CompletionChoice, CompletionRequest, Message, ToolIn,
 };
 use crate::domain::completion::{CompletionArgs, ToolChoice};
 use crate::domain::conversations::Usage;
 use crate::domain::entries::Content;
 use crate::domain::ids::{AgentId, WorkspaceId};
 use crate::domain::time::Timestamp;
-use crate::error::{decode_json, decode_value, Error, FieldError, Loc, Result};
+use crate::error::{decode_json, decode_value, Error, FieldError, Result};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde_json::Value;
@@ -31,18 +31,11 @@ use tracing::Instrument;
 fn chat_messages(values: Vec<Value>) -> Result<Vec<ChatMessage<'static>>> {
     let mut messages = Vec::with_capacity(values.len());
     for (index, value) in values.into_iter().enumerate() {
-        let prefix: Vec<Loc> = vec!["body".into(), "messages".into(), index.into()];
-        let message: MessageIn = decode_value(&prefix, value)?;
-        let at = |field: &str| {
-            FieldError::body(&["messages".into(), index.into(), field.into()], "missing", "Field required")
-        };
-        let text = message.content.as_ref().map(Content::text).unwrap_or_default();
-        messages.push(match message.role.as_str() {
-            "system" => ChatMessage::System { content: text.into() },
-            "user" => {
-                ChatMessage::User { content: Cow::Owned(message.content.ok_or_else(|| Error::invalid(at("content")))?) }
-            }
-            "assistant" => ChatMessage::Assistant {
+        let text = |content: Option<Content>| content.as_ref().map(Content::text).unwrap_or_default();
+        messages.push(match Message::decode(value, &["messages".into(), index.into()])? {
+            Message::System(message) => ChatMessage::System { content: text(message.content).into() },
+            Message::User(message) => ChatMessage::User { content: Cow::Owned(message.content) },
+            Message::Assistant(message) => ChatMessage::Assistant {
                 content: message.content.map(Cow::Owned),
                 tool_calls: message
                     .tool_calls
@@ -54,24 +47,19 @@ fn chat_messages(values: Vec<Value>) -> Result<Vec<ChatMessage<'static>>> {
                         function: FunctionCallBody {
                             name: call.function.name.into(),
                             arguments: match call.function.arguments {
-                                Value::String(s) => s.into(),
-                                other => other.to_string().into(),
+                                Arguments::Text(text) => text.into(),
+                                Arguments::Object(object) => Value::Object(object).to_string().into(),
                             },
                         },
                     })
                     .collect(),
                 prefix: message.prefix.unwrap_or(false),
             },
-            "tool" => ChatMessage::Tool {
-                tool_call_id: message.tool_call_id.ok_or_else(|| Error::invalid(at("tool_call_id")))?.into(),
+            Message::Tool(message) => ChatMessage::Tool {
+                tool_call_id: message.tool_call_id.into(),
                 name: message.name.unwrap_or_default().into(),
-                content: text.into(),
+                content: text(message.content).into(),
             },
-            other => {
-                let loc = ["messages".into(), index.into(), "role".into()];
-                let msg = format!("Input should be `system`, `user`, `assistant` or `tool`, got `{other}`");
-                return Err(Error::invalid(FieldError::body(&loc, "enum", msg)));
-            }
         });
     }
     if messages.is_empty() {
@@ -90,12 +78,17 @@ fn request_tools(tools: Option<Vec<Value>>) -> Result<Vec<ChatTool<'static>>> {
     for (index, value) in tools.unwrap_or_default().into_iter().enumerate() {
         let tool: ToolIn = decode_value(&["body".into(), "tools".into(), index.into()], value)?;
         if let (None | Some("function"), Some(function)) = (tool.kind.as_deref(), tool.function) {
+            let mut errors = Vec::new();
+            function.check_name(&["tools".into(), index.into(), "function".into()], &mut errors);
+            if !errors.is_empty() {
+                return Err(Error::Invalid(errors));
+            }
             out.push(ChatTool {
                 kind: "function",
                 function: ToolFunction {
                     name: Cow::Owned(function.name),
                     description: function.description.map(Cow::Owned),
-                    parameters: Cow::Owned(function.parameters.unwrap_or_default()),
+                    parameters: Cow::Owned(function.parameters),
                     strict: function.strict,
                 },
             });

@@ -785,6 +785,16 @@ mod tests {
     use CallKind::*;
 
     #[test]
+    fn a_file_a_tool_made_shows_as_a_documented_tool_file_chunk() {
+        let file = ProducedFile { file_id: "f1".into(), file_name: "plot".into(), file_type: "png".into() };
+
+        let chunk = file_chunk("code_interpreter", &file);
+
+        let documented: crate::domain::chunks::ToolFileChunk = serde_json::from_value(chunk).unwrap();
+        assert_eq!((documented.tool.as_str(), documented.file_id.as_str()), ("code_interpreter", "f1"));
+    }
+
+    #[test]
     fn a_round_without_calls_finishes_the_turn() {
         assert_eq!(RoundOutcome::after([]), RoundOutcome::Finished);
     }

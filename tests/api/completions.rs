@@ -102,3 +102,87 @@ async fn chat_completions_for_the_echo_model_are_answered_by_palaver() {
     assert_eq!(response["choices"][0]["message"]["content"], "ping pong");
     assert_eq!(response["model"], "echo");
 }
+
+/// The `loc` of each 422 item, dotted after `body`.
+async fn error_fields(response: reqwest::Response) -> Vec<String> {
+    let body = json_of(response, 422).await;
+    body["detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            let loc: Vec<String> = item["loc"].as_array().unwrap()[1..]
+                .iter()
+                .map(|l| l.as_str().map_or_else(|| l.to_string(), str::to_owned))
+                .collect();
+            loc.join(".")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_message_is_checked_in_the_shape_of_its_role_with_its_chunks() {
+    let app = TestApp::spawn().await;
+    let with = |message: Value| json!({"model": "echo", "messages": [{"role": "user", "content": "hi"}, message]});
+
+    let cases = [
+        (json!({"role": "system", "content": "x", "tool_calls": []}), "messages.1.tool_calls"),
+        (json!({"role": "tool", "content": "x"}), "messages.1.tool_call_id"),
+        (json!({"role": "critic", "content": "x"}), "messages.1.role"),
+        (json!({"role": "user", "content": [{"type": "image_url"}]}), "messages.1.content.0.image_url"),
+        (
+            json!({"role": "user", "content": [{"type": "tool_reference", "tool": "t", "title": "t"}]}),
+            "messages.1.content.0.type",
+        ),
+        (
+            json!({"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": 3}}]}),
+            "messages.1.tool_calls.0.function.arguments",
+        ),
+    ];
+
+    for (message, field) in cases {
+        let response = app.post("/v1/chat/completions", &with(message.clone())).await;
+        assert_eq!(error_fields(response).await, [field], "{message}");
+    }
+}
+
+#[tokio::test]
+async fn chunks_of_every_chat_type_and_tool_calls_as_objects_are_accepted() {
+    let app = TestApp::spawn().await;
+    let content = json!([
+        {"type": "text", "text": "look"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/i.png", "detail": "low"}},
+        {"type": "document_url", "document_url": "https://example.com/d.pdf"},
+        {"type": "file", "file_id": "f"},
+        {"type": "input_audio", "input_audio": "AAAA"},
+        {"type": "thinking", "thinking": [{"type": "text", "text": "hm"}]}
+    ]);
+    let messages = json!([
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": content},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "index": 0,
+            "function": {"name": "f", "arguments": {"a": 1}}}]},
+        {"role": "tool", "tool_call_id": "c1", "name": "f", "content": "42"},
+        {"role": "user", "content": "and?"}
+    ]);
+
+    let response = app.ok("/v1/chat/completions", &json!({"model": "echo", "messages": messages})).await;
+
+    assert_eq!(response["choices"][0]["message"]["content"], "and?");
+}
+
+#[tokio::test]
+async fn a_request_tool_is_a_function_tool_as_an_agent_declares_one() {
+    let app = TestApp::spawn().await;
+    let with = |tool: Value| json!({"model": "echo", "messages": [{"role": "user", "content": "hi"}], "tools": [tool]});
+
+    let no_parameters =
+        app.post("/v1/chat/completions", &with(json!({"type": "function", "function": {"name": "f"}}))).await;
+    let bad_name =
+        app.post("/v1/chat/completions", &with(json!({"function": {"name": "a.b", "parameters": {}}}))).await;
+    let other_type = app.post("/v1/chat/completions", &with(json!({"type": "web_search"}))).await;
+
+    assert_eq!(error_fields(no_parameters).await, ["tools.0.function.parameters"]);
+    assert_eq!(error_fields(bad_name).await, ["tools.0.function.name"]);
+    assert_eq!(other_type.status(), 200, "tools of other types are left out, as before");
+}

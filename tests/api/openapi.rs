@@ -64,6 +64,20 @@ async fn the_document_is_openapi_3_1_with_the_official_names() {
         "HTTPValidationError",
         "ValidationError",
         "ErrorResponse",
+        "TextChunk",
+        "ImageURLChunk",
+        "DocumentURLChunk",
+        "ToolFileChunk",
+        "ToolReferenceChunk",
+        "ThinkingChunk",
+        "ContentChunk",
+        "SystemMessage",
+        "UserMessage",
+        "AssistantMessage",
+        "ToolMessage",
+        "Tool",
+        "Function",
+        "ChatCompletionRequest",
     ] {
         assert!(schemas.contains_key(name), "schema {name} is missing");
     }
@@ -112,4 +126,37 @@ async fn every_documented_operation_is_served() {
         assert_ne!(status, 405, "{method} {path}: {body}");
         assert!(!body.contains("No route for"), "{method} {path}: {body}");
     }
+}
+
+#[tokio::test]
+async fn contents_messages_and_tools_are_documented_item_by_item() {
+    let (_app, doc) = document().await;
+    let schemas = &doc["components"]["schemas"];
+    let refs = |schema: &Value| -> Vec<String> {
+        schema["oneOf"].as_array().unwrap().iter().map(|m| m["$ref"].as_str().unwrap().to_owned()).collect()
+    };
+    let named =
+        |names: &[&str]| -> Vec<String> { names.iter().map(|name| format!("#/components/schemas/{name}")).collect() };
+
+    for (entry, chunks) in
+        [("MessageInputEntry", "MessageInputContentChunks"), ("MessageOutputEntry", "MessageOutputContentChunks")]
+    {
+        let content = &schemas[entry]["properties"]["content"];
+        assert_eq!(content["oneOf"][1]["items"]["$ref"], format!("#/components/schemas/{chunks}"), "{entry}");
+    }
+    assert!(refs(&schemas["MessageOutputContentChunks"]).contains(&named(&["ToolReferenceChunk"])[0]));
+    for request in ["AgentsCompletionRequest", "ChatCompletionRequest"] {
+        let properties = &schemas[request]["properties"];
+        assert_eq!(
+            refs(&properties["messages"]["items"]),
+            named(&["SystemMessage", "UserMessage", "AssistantMessage", "ToolMessage"]),
+            "{request}"
+        );
+        assert_eq!(properties["tools"]["items"]["$ref"], "#/components/schemas/Tool", "{request}");
+    }
+    assert_eq!(schemas["Tool"]["properties"]["function"]["oneOf"][1]["$ref"], "#/components/schemas/Function");
+    assert_eq!(
+        schemas["ChatCompletionChoice"]["properties"]["message"]["$ref"], "#/components/schemas/AssistantMessage",
+        "one schema for an answer, sent or received"
+    );
 }
