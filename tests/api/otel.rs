@@ -105,23 +105,35 @@ async fn export(State(spans): State<Arc<Mutex<Vec<Received>>>>, body: Bytes) -> 
     ([(header::CONTENT_TYPE, "application/x-protobuf")], ExportTraceServiceResponse::default().encode_to_vec())
 }
 
-/// `palaver serve` exporting to `sink`, answered by `upstream`.
-async fn traced_server(
-    sink: &Sink,
-    upstream: &FakeUpstream,
-    config: &str,
-    dir: &tempfile::TempDir,
-) -> (Server, Option<Arc<tempfile::TempDir>>) {
-    let (database_url, database_dir) = fresh_database().await;
-    let config_file = dir.path().join("palaver.toml");
-    std::fs::write(&config_file, format!("{config}\n[code_interpreter]\nsandbox = \"off\"\n")).unwrap();
-    let mut command = palaver();
-    command
-        .args(["serve", "--addr", "127.0.0.1:0", "--database-url", &database_url])
-        .args(["--upstream-url", &upstream.url, "--config"])
-        .arg(&config_file)
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &sink.url);
-    (Server::start(command), database_dir)
+/// `palaver serve` exporting to an OTLP sink of its own, answered by a fake upstream.
+struct Traced {
+    sink: Sink,
+    upstream: FakeUpstream,
+    server: Server,
+    base: String,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+    _database: Option<Arc<tempfile::TempDir>>,
+}
+
+impl Traced {
+    /// `config`: more of the TOML config file.
+    async fn start(config: &str) -> Traced {
+        let (sink, upstream) = (Sink::start().await, FakeUpstream::start().await);
+        let dir = tempfile::tempdir().unwrap();
+        let (database_url, database) = fresh_database().await;
+        let config_file = dir.path().join("palaver.toml");
+        std::fs::write(&config_file, format!("{config}\n[code_interpreter]\nsandbox = \"off\"\n")).unwrap();
+        let mut command = palaver();
+        command
+            .args(["serve", "--addr", "127.0.0.1:0", "--database-url", &database_url])
+            .args(["--upstream-url", &upstream.url, "--config"])
+            .arg(&config_file)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &sink.url);
+        let mut server = Server::start(command);
+        let base = format!("http://{}", server.addr());
+        Traced { sink, upstream, server, base, client: reqwest::Client::new(), _dir: dir, _database: database }
+    }
 }
 
 /// The span named `name` among `spans`.
@@ -148,12 +160,7 @@ const CALLER_SPAN_ID: &str = "00f067aa0ba902b7";
 // server's process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_turn_is_one_trace_under_the_callers_from_the_request_to_the_model_round_and_the_store() {
-    let sink = Sink::start().await;
-    let upstream = FakeUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (mut server, _database) = traced_server(&sink, &upstream, "", &dir).await;
-    let base = format!("http://{}", server.addr());
-    let client = reqwest::Client::new();
+    let Traced { sink, upstream, server, base, client, _dir, _database } = Traced::start("").await;
     upstream.script([Reply::Text("Hello there."), Reply::Text("Fine, thanks.")]);
     let started: Value = client
         .post(format!("{base}/v1/conversations"))
@@ -230,13 +237,8 @@ async fn a_streamed_turn_is_one_trace_under_the_callers_from_the_request_to_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_tool_run_is_a_span_of_the_turn_between_its_model_rounds() {
-    let sink = Sink::start().await;
-    let upstream = FakeUpstream::start().await;
     let mcp = FakeMcp::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (mut server, _database) = traced_server(&sink, &upstream, &mcp.config("orders"), &dir).await;
-    let base = format!("http://{}", server.addr());
-    let client = reqwest::Client::new();
+    let Traced { sink, upstream, server, base, client, _dir, _database } = Traced::start(&mcp.config("orders")).await;
     upstream
         .script([Reply::ToolCalls("", vec![("call_1", "lookup_order", r#"{"id": 42}"#)]), Reply::Text("It shipped.")]);
     let body = json!({"model": "fake-model", "inputs": "Where is order 42?",
@@ -265,12 +267,7 @@ async fn a_server_tool_run_is_a_span_of_the_turn_between_its_model_rounds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_completion_is_one_model_round_of_its_request_like_a_turns() {
-    let sink = Sink::start().await;
-    let upstream = FakeUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (mut server, _database) = traced_server(&sink, &upstream, "", &dir).await;
-    let base = format!("http://{}", server.addr());
-    let client = reqwest::Client::new();
+    let Traced { sink, upstream, server, base, client, _dir, _database } = Traced::start("").await;
     let agent: Value = client
         .post(format!("{base}/v1/agents"))
         .json(&json!({"model": "fake-model", "name": "a"}))
@@ -327,14 +324,10 @@ async fn an_agent_completion_is_one_model_round_of_its_request_like_a_turns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relayed_chat_completion_is_a_client_span_naming_the_model() {
-    let sink = Sink::start().await;
-    let upstream = FakeUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (mut server, _database) = traced_server(&sink, &upstream, "", &dir).await;
-    let base = format!("http://{}", server.addr());
+    let Traced { sink, upstream, server, base, client, _dir, _database } = Traced::start("").await;
     upstream.script([Reply::Text("relayed")]);
 
-    let response = reqwest::Client::new()
+    let response = client
         .post(format!("{base}/v1/chat/completions"))
         .header("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN_ID}-01"))
         .json(&json!({"model": "fake-model", "messages": [{"role": "user", "content": "Hi"}]}))
