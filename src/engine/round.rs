@@ -6,12 +6,14 @@
 use crate::backends::chat::{ChatDelta, ChatRequest, DeltaStream, ModelBackend};
 use crate::domain::conversations::Usage;
 use crate::error::Error;
-use crate::telemetry::traces;
+use crate::telemetry::{self, traces};
 use tracing::{Instrument, Span};
 
 /// A model round in flight: its span, and the usage, finish reasons and model the upstream
 /// reported so far.
 pub struct ModelRound {
+    /// The model asked for: the label its tokens are counted under.
+    requested: String,
     span: Span,
     usage: Option<Usage>,
     finish_reasons: Vec<String>,
@@ -22,6 +24,7 @@ impl ModelRound {
     /// The `number`th call of `model` in its turn (1 outside conversations).
     pub fn start(model: &str, backend: &dyn ModelBackend, number: u32) -> ModelRound {
         ModelRound {
+            requested: model.to_owned(),
             span: traces::model_round_span(model, backend.provider(), number),
             usage: None,
             finish_reasons: Vec::new(),
@@ -61,8 +64,13 @@ impl ModelRound {
         }
     }
 
-    /// Records the answer (or `error`) on the span and closes it; returns the usage.
+    /// Records the answer (or `error`) on the span and closes it, and counts its tokens
+    /// (`palaver_tokens_total`, a failed answer's too: the upstream spent them); returns the
+    /// usage.
     pub fn end(self, error: Option<&Error>) -> Option<Usage> {
+        if let Some(usage) = &self.usage {
+            telemetry::tokens(&self.requested, usage.prompt_tokens, usage.completion_tokens);
+        }
         traces::model_round_ended(
             &self.span,
             traces::RoundEnd {

@@ -496,7 +496,6 @@ async fn run_rounds(engine: &Engine, plan: &mut TurnPlan, out: &mut Emitter, rou
         };
         match consume(stream, &in_force, out, &mut results, round).await {
             Ok(round) => {
-                telemetry::tokens(&settings.model, round.usage.prompt_tokens, round.usage.completion_tokens);
                 usage.add(round.usage);
                 match round.outcome {
                     RoundOutcome::AnotherRound => continue,

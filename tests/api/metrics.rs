@@ -50,6 +50,23 @@ async fn after_a_few_turns_the_metrics_show_requests_turns_rounds_upstreams_toke
 }
 
 #[tokio::test]
+async fn an_agent_completion_counts_its_tokens_like_a_turn() {
+    let (app, upstream) = TestApp::with_upstream().await;
+    upstream.script([Reply::Text("four words of answer")]);
+    let agent = app.create_agent(json!({"model": "completion-metered", "name": "m"})).await;
+
+    app.ok(
+        "/v1/agents/completions",
+        &json!({"agent_id": agent["id"], "messages": [{"role": "user", "content": "Hi"}]}),
+    )
+    .await;
+
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let output = sample(&text, r#"palaver_tokens_total{model="completion-metered",kind="output"}"#);
+    assert_eq!(output, Some(4.0), "{text}");
+}
+
+#[tokio::test]
 async fn with_keys_the_main_address_wants_one_and_the_metrics_address_does_not() {
     let options = Options {
         api_keys: vec!["k1".into()],
