@@ -136,6 +136,13 @@ impl Traced {
     }
 }
 
+/// The JSON answer to a POST of `body` (set-up requests, whose tracing is not under test).
+async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> Value {
+    let response = client.post(url).json(body).send().await.unwrap();
+    assert!(response.status().is_success(), "{url}: {}", response.status());
+    response.json().await.unwrap()
+}
+
 /// The span named `name` among `spans`.
 fn named<'a>(spans: &'a [Received], name: &str) -> &'a Received {
     let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
@@ -162,15 +169,8 @@ const CALLER_SPAN_ID: &str = "00f067aa0ba902b7";
 async fn a_streamed_turn_is_one_trace_under_the_callers_from_the_request_to_the_model_round_and_the_store() {
     let Traced { sink, upstream, server, base, client, _dir, _database } = Traced::start("").await;
     upstream.script([Reply::Text("Hello there."), Reply::Text("Fine, thanks.")]);
-    let started: Value = client
-        .post(format!("{base}/v1/conversations"))
-        .json(&json!({"model": "fake-model", "inputs": "Hi"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let started =
+        post_json(&client, &format!("{base}/v1/conversations"), &json!({"model": "fake-model", "inputs": "Hi"})).await;
     let conversation_id = started["conversation_id"].as_str().unwrap().to_owned();
 
     let response = client
@@ -268,15 +268,7 @@ async fn a_server_tool_run_is_a_span_of_the_turn_between_its_model_rounds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_completion_is_one_model_round_of_its_request_like_a_turns() {
     let Traced { sink, upstream, server, base, client, _dir, _database } = Traced::start("").await;
-    let agent: Value = client
-        .post(format!("{base}/v1/agents"))
-        .json(&json!({"model": "fake-model", "name": "a"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let agent = post_json(&client, &format!("{base}/v1/agents"), &json!({"model": "fake-model", "name": "a"})).await;
     upstream.script([Reply::Text("Hello there."), Reply::Text("Hello again.")]);
     let messages = json!([{"role": "user", "content": "Hi"}]);
 
