@@ -1,9 +1,13 @@
 //! SQLite store: the zero set-up default. One file in WAL mode.
 //!
-//! SQLite calls block, so they run on a thread of our own that owns the store's one
-//! connection. A store call is one closure sent to it, so a whole use case — a turn's
-//! commit with its `BEGIN`, compare-and-set, inserts and `COMMIT` — costs one thread
-//! hand-off. (With sqlx every statement, and the ping it makes whenever a connection goes
+//! The store's one connection is owned by a thread of our own, which runs what would block:
+//! calls that must wait (for another process's lock, for a `synchronous=FULL` commit's disk
+//! sync, for the connection while another call has it) and large blob chunks. A store call
+//! is one closure, so a whole use case — a turn's commit with its `BEGIN`, compare-and-set,
+//! inserts and `COMMIT` — costs at most one thread hand-off, and writes that queue while
+//! the thread works share one commit. When the connection is idle and a call cannot wait
+//! on anything, the caller runs it on its own thread with no hand-off at all (see
+//! [`Shared`]). (With sqlx every statement, and the ping it makes whenever a connection goes
 //! back to its pool, was a hand-off of its own: a quarter of palaver's CPU per turn went to
 //! those wake-ups.)
 //!
@@ -12,7 +16,8 @@
 //! writer committed (every turn), and readers and writer contended for the WAL locks —
 //! profiled, that cost more than reads ever gained from running in parallel. Writes queue
 //! in-process instead of sleeping in SQLite's busy handler; another process on the same
-//! file (a second palaver) is still waited for through the busy timeout.
+//! file (a second palaver) is still waited for through the busy timeout, on the thread. A
+//! second connection only checkpoints, on a thread of its own ([`Checkpointer`]).
 
 use super::blobs::{BlobKey, ChunkTable};
 use super::rows::{self, ReadRow};
@@ -38,7 +43,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha384};
 use std::panic::AssertUnwindSafe;
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -193,10 +199,18 @@ type Settle = Box<dyn FnOnce(StoreResult<()>) + Send>;
 /// WAL frame headers) are written once, and its locks taken once, for all of them.
 const MAX_WRITES_PER_COMMIT: usize = 64;
 
+/// WAL pages after which the thread checkpoints, as SQLite's own automatic checkpoint
+/// would (its default). Counted from estimates: SQLite does not tell how many pages a
+/// commit wrote without a hook of unsafe code.
+const CHECKPOINT_AFTER_PAGES: usize = 1000;
+/// A generous estimate of the WAL pages one ordinary write adds (a turn writes ~10).
+const PAGES_PER_WRITE: usize = 16;
+
 /// What the SQLite thread is asked to do.
 enum Message {
     Run(Job),
-    Write(WriteJob),
+    /// With an estimate of the WAL pages it writes.
+    Write(WriteJob, usize),
     /// Checkpoint, close the connection (SQLite then removes the `-wal` and `-shm` files)
     /// and stop; later calls fail as on a stopped thread.
     Close(oneshot::Sender<()>),
@@ -206,6 +220,133 @@ enum Message {
 #[derive(Clone)]
 pub struct SqliteStore {
     jobs: tokio::sync::mpsc::UnboundedSender<Message>,
+    shared: Arc<Shared>,
+}
+
+/// What the callers and the SQLite thread share.
+///
+/// A call runs on the caller's own thread when the connection is idle and nothing queues
+/// for it: at one request at a time a turn then costs no thread hand-off (each was two
+/// context switches, on a VM often the wake-up of an idle core: 8.2 voluntary switches per
+/// turn became 4.8). That cannot hold the runtime up for long: it is done only when a
+/// commit writes the page cache without waiting for the disk (`synchronous=NORMAL`),
+/// SQLite's busy handler is off for it (a lock held by another process sends the call to
+/// the thread, which waits), and checkpoints — the step that syncs the disk — run on the
+/// [`Checkpointer`]'s thread. Under load the connection is often busy, calls queue, and the
+/// thread commits them in batches.
+struct Shared {
+    /// `None` once closed.
+    conn: Mutex<Option<Connection>>,
+    /// Messages sent to the thread and not yet taken: while there are any, callers queue
+    /// behind them rather than go first.
+    queued: AtomicUsize,
+    /// Calls may run on the caller's thread (see above).
+    inline: bool,
+    busy_timeout: Duration,
+    /// Estimated WAL pages written since the last checkpoint.
+    unchecked_pages: AtomicUsize,
+    /// The checkpointer's queue; `None` when SQLite checkpoints by itself.
+    checkpoints: Option<std::sync::mpsc::SyncSender<Nudge>>,
+}
+
+enum Nudge {
+    Checkpoint,
+    Stop,
+}
+
+/// A connection of its own that checkpoints the WAL on a thread of its own. In WAL mode a
+/// checkpoint runs beside the writer, so no call waits for the disk syncs it makes (with
+/// SQLite's automatic checkpoint, the commit that crossed the mark did, and every call
+/// queued behind it).
+struct Checkpointer {
+    nudges: std::sync::mpsc::SyncSender<Nudge>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(target: &Target) -> anyhow::Result<Self> {
+        let conn = target.open().context("opening the SQLite checkpointer's connection")?;
+        let (nudges, nudged) = std::sync::mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name("palaver-checkpoint".to_owned())
+            .spawn(move || {
+                while let Ok(Nudge::Checkpoint) = nudged.recv() {
+                    // PASSIVE, as SQLite's automatic checkpoint: it never waits for readers or
+                    // the writer, and what it cannot copy now the next one does.
+                    if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!(%error, "SQLite: checkpoint failed");
+                    }
+                }
+            })
+            .context("starting the SQLite checkpointer")?;
+        Ok(Checkpointer { nudges, thread })
+    }
+
+    /// Waits for a checkpoint under way, and closes the connection.
+    fn stop(self) {
+        let _ = self.nudges.send(Nudge::Stop);
+        let _ = self.thread.join();
+    }
+}
+
+impl Shared {
+    /// The connection, if it is free and no one queues for it, to use on this thread.
+    fn idle_connection(&self) -> Option<MutexGuard<'_, Option<Connection>>> {
+        if !self.inline || self.queued.load(Ordering::Acquire) != 0 {
+            return None;
+        }
+        let guard = match self.conn.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => self.recover(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        guard.is_some().then_some(guard)
+    }
+
+    /// The connection, waiting for it (on the SQLite thread).
+    fn connection(&self) -> MutexGuard<'_, Option<Connection>> {
+        match self.conn.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => self.recover(poisoned.into_inner()),
+        }
+    }
+
+    /// After a call that panicked on a caller's thread (its transaction rolled back as it
+    /// unwound): restores the busy handler it had switched off.
+    fn recover<'a>(&'a self, guard: MutexGuard<'a, Option<Connection>>) -> MutexGuard<'a, Option<Connection>> {
+        self.conn.clear_poison();
+        if let Some(conn) = guard.as_ref() {
+            let _ = conn.busy_timeout(self.busy_timeout);
+        }
+        guard
+    }
+
+    /// Counts a commit's pages, and has the WAL checkpointed when they are enough.
+    fn wrote(&self, pages: usize) {
+        let Some(nudge) = &self.checkpoints else { return };
+        let before = self.unchecked_pages.fetch_add(pages, Ordering::Relaxed);
+        if before < CHECKPOINT_AFTER_PAGES && before + pages >= CHECKPOINT_AFTER_PAGES {
+            self.unchecked_pages.store(0, Ordering::Relaxed);
+            // Full: a checkpoint is already due, and it will copy these pages too.
+            let _ = nudge.try_send(Nudge::Checkpoint);
+        }
+    }
+
+    /// Runs `call` on `conn` with SQLite's busy handler off: a lock held by another process
+    /// fails it at once with `SQLITE_BUSY` instead of sleeping on the runtime.
+    fn without_waiting<R>(&self, conn: &mut Connection, call: impl FnOnce(&mut Connection) -> R) -> R {
+        let _ = conn.busy_timeout(Duration::ZERO);
+        let result = call(conn);
+        let _ = conn.busy_timeout(self.busy_timeout);
+        result
+    }
+}
+
+/// The database file is locked by another process.
+const BUSY: &str = "the database file is locked by another process";
+
+fn is_busy(error: &StoreError) -> bool {
+    matches!(error, StoreError::Unavailable(why) if why == BUSY)
 }
 
 /// The start-up log's description of a SQLite `DATABASE_URL`.
@@ -243,12 +384,32 @@ impl SqliteStore {
         // the waiting elsewhere. The receiver parks without spinning (crossbeam-style
         // channels spin and yield first, which showed up as CPU in the profile).
         let (jobs, queue) = tokio::sync::mpsc::unbounded_channel::<Message>();
-        spawn_worker(conn, queue)?;
-        let store = SqliteStore { jobs };
+        let checkpointer = match target.checkpoints_on_thread() {
+            true => Some(Checkpointer::start(&target)?),
+            false => None,
+        };
+        let shared = Arc::new(Shared {
+            conn: Mutex::new(Some(conn)),
+            queued: AtomicUsize::new(0),
+            inline: target.calls_inline(),
+            busy_timeout: target.busy_timeout,
+            unchecked_pages: AtomicUsize::new(0),
+            checkpoints: checkpointer.as_ref().map(|c| c.nudges.clone()),
+        });
+        spawn_worker(Inbox { jobs: queue, shared: shared.clone() }, checkpointer)?;
+        let store = SqliteStore { jobs, shared };
         if migrate {
             store.run(|conn| migrate_schema(conn).map_err(StoreError::Other)).await?;
         }
         Ok(store)
+    }
+
+    fn send(&self, message: Message) -> StoreResult<()> {
+        self.shared.queued.fetch_add(1, Ordering::AcqRel);
+        self.jobs.send(message).map_err(|_| {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            stopped()
+        })
     }
 
     /// Runs `job` on the SQLite thread and waits for its answer without blocking the runtime.
@@ -261,13 +422,56 @@ impl SqliteStore {
         let job: Job = Box::new(move |conn| {
             let _ = reply.send(job(conn));
         });
-        self.jobs.send(Message::Run(job)).map_err(|_| stopped())?;
+        self.send(Message::Run(job))?;
         answer.await.map_err(|_| stopped())?
     }
 
-    /// Runs `job` in a write transaction on the SQLite thread: all of it or none of it is
-    /// committed, and the answer comes after the commit.
+    /// Runs `job` in a write transaction, on this thread if the connection is idle (see
+    /// [`Shared`]), else on the SQLite thread: all of it or none of it is committed, and the
+    /// answer comes after the commit.
     async fn write<T, F>(&self, job: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        match self.write_here(job) {
+            Ok(result) => result,
+            Err(job) => self.write_on_thread(PAGES_PER_WRITE, job).await,
+        }
+    }
+
+    /// Runs `job` in its own transaction on this thread if the connection is idle; gives it
+    /// back when it is not, or when another process holds the write lock.
+    fn write_here<T, F>(&self, job: F) -> Result<StoreResult<T>, F>
+    where
+        F: FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T>,
+    {
+        let Some(mut guard) = self.shared.idle_connection() else { return Err(job) };
+        let Some(conn) = guard.as_mut() else { return Err(job) };
+        let result = self.shared.without_waiting(conn, |conn| {
+            // IMMEDIATE: see `write_batch`.
+            let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+                Ok(tx) => tx,
+                Err(error) => {
+                    let error = StoreError::from(error);
+                    return if is_busy(&error) { Err(job) } else { Ok(Err(error)) };
+                }
+            };
+            Ok(job(&tx).and_then(|value| {
+                tx.commit()?;
+                Ok(value)
+            }))
+        });
+        drop(guard);
+        if matches!(result, Ok(Ok(_))) {
+            self.shared.wrote(PAGES_PER_WRITE);
+        }
+        result
+    }
+
+    /// Runs `job` in a write transaction on the SQLite thread, perhaps sharing it with other
+    /// queued writes; `pages` estimates what it adds to the WAL.
+    async fn write_on_thread<T, F>(&self, pages: usize, job: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T> + Send + 'static,
@@ -281,16 +485,29 @@ impl SqliteStore {
             });
             (succeeded, settle)
         });
-        self.jobs.send(Message::Write(job)).map_err(|_| stopped())?;
+        self.send(Message::Write(job, pages))?;
         answer.await.map_err(|_| stopped())?
     }
 
+    /// Runs `job`, on this thread if the connection is idle, else on the SQLite thread.
     async fn read<T, F>(&self, job: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
     {
+        if let Some(result) = self.read_here(&job) {
+            return result;
+        }
         self.run(move |conn| job(conn)).await
+    }
+
+    /// `None` when the connection is busy, or when another process's lock stopped the read
+    /// (in WAL mode only while it recovers or truncates the log); the thread then waits.
+    fn read_here<T>(&self, job: &impl Fn(&Connection) -> StoreResult<T>) -> Option<StoreResult<T>> {
+        let mut guard = self.shared.idle_connection()?;
+        let conn = guard.as_mut()?;
+        let result = self.shared.without_waiting(conn, |conn| job(conn));
+        (!matches!(&result, Err(error) if is_busy(error))).then_some(result)
     }
 }
 
@@ -332,6 +549,18 @@ impl Target {
         })
     }
 
+    /// Whether calls may run on the caller's thread: only when a commit does not wait for
+    /// the disk.
+    fn calls_inline(&self) -> bool {
+        self.synchronous == SqliteSynchronous::Normal
+    }
+
+    /// Whether a [`Checkpointer`] does the checkpoints: SQLite's own would sync the disk
+    /// inside whichever commit crossed the mark, perhaps on the runtime.
+    fn checkpoints_on_thread(&self) -> bool {
+        self.calls_inline() && !self.in_memory && !self.read_only
+    }
+
     fn open(&self) -> rusqlite::Result<Connection> {
         let conn = if self.in_memory {
             Connection::open_in_memory()?
@@ -357,6 +586,9 @@ impl Target {
             SqliteSynchronous::Full => "FULL",
         };
         conn.pragma_update(None, "synchronous", synchronous)?;
+        if self.checkpoints_on_thread() {
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        }
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // Pages are read through a memory map instead of a read() per page.
         conn.pragma_update(None, "mmap_size", 268_435_456)?;
@@ -365,24 +597,57 @@ impl Target {
     }
 }
 
-fn spawn_worker(mut conn: Connection, mut jobs: tokio::sync::mpsc::UnboundedReceiver<Message>) -> anyhow::Result<()> {
+/// The SQLite thread's end of the queue.
+struct Inbox {
+    jobs: tokio::sync::mpsc::UnboundedReceiver<Message>,
+    shared: Arc<Shared>,
+}
+
+impl Inbox {
+    /// The next message, waiting for one; `None` once every store handle is gone.
+    fn wait(&mut self) -> Option<Message> {
+        let message = self.jobs.blocking_recv()?;
+        self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+        Some(message)
+    }
+
+    /// The next message if one is queued.
+    fn next(&mut self) -> Option<Message> {
+        let message = self.jobs.try_recv().ok()?;
+        self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+        Some(message)
+    }
+}
+
+fn spawn_worker(mut inbox: Inbox, checkpointer: Option<Checkpointer>) -> anyhow::Result<()> {
+    let mut checkpointer = checkpointer;
     std::thread::Builder::new()
         .name("palaver-sqlite".to_owned())
         .spawn(move || {
+            let shared = inbox.shared.clone();
             // Ends when the store (the sender) is dropped, or when asked to close.
             let mut next = None;
-            while let Some(message) = next.take().or_else(|| jobs.blocking_recv()) {
+            while let Some(message) = next.take().or_else(|| inbox.wait()) {
+                let mut guard = shared.connection();
+                let Some(conn) = guard.as_mut() else { return };
                 match message {
                     Message::Run(job) => {
                         // A panicking job drops its reply (the caller gets an error) and rolls
                         // back its transaction; the thread and its connection keep serving.
-                        if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn))).is_err() {
+                        if std::panic::catch_unwind(AssertUnwindSafe(|| job(conn))).is_err() {
                             tracing::error!("a SQLite job panicked");
                         }
                     }
-                    Message::Write(job) => next = write_batch(&mut conn, job, &mut jobs),
+                    Message::Write(job, pages) => next = write_batch(conn, (job, pages), &mut inbox),
                     Message::Close(done) => {
-                        close_connection(conn);
+                        // First, so that the connection closed next is the last one: SQLite
+                        // then removes the `-wal` and `-shm` files.
+                        if let Some(checkpointer) = checkpointer.take() {
+                            checkpointer.stop();
+                        }
+                        if let Some(conn) = guard.take() {
+                            close_connection(conn);
+                        }
                         let _ = done.send(());
                         return;
                     }
@@ -396,11 +661,8 @@ fn spawn_worker(mut conn: Connection, mut jobs: tokio::sync::mpsc::UnboundedRece
 /// Runs `first` and the writes queued behind it in one transaction, each of the later ones
 /// inside a savepoint so that a failing write rolls back only itself; answers them all after
 /// the commit. Returns the message that ended the batch (a read or a close), to run next.
-fn write_batch(
-    conn: &mut Connection,
-    first: WriteJob,
-    jobs: &mut tokio::sync::mpsc::UnboundedReceiver<Message>,
-) -> Option<Message> {
+fn write_batch(conn: &mut Connection, first: (WriteJob, usize), inbox: &mut Inbox) -> Option<Message> {
+    let (first, mut pages) = first;
     // IMMEDIATE takes the write lock at BEGIN: a transaction never has to upgrade a read
     // snapshot, which SQLite refuses with SQLITE_BUSY instead of waiting.
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
@@ -426,13 +688,16 @@ fn write_batch(
     }
     let mut next = None;
     while settles.len() < MAX_WRITES_PER_COMMIT {
-        let job = match jobs.try_recv() {
-            Ok(Message::Write(job)) => job,
-            Ok(other) => {
+        let job = match inbox.next() {
+            Some(Message::Write(job, more)) => {
+                pages += more;
+                job
+            }
+            Some(other) => {
                 next = Some(other);
                 break;
             }
-            Err(_) => break,
+            None => break,
         };
         if let Err(error) = tx.execute_batch("SAVEPOINT batched") {
             // Not run: its caller hears why; the batch so far still commits.
@@ -459,6 +724,9 @@ fn write_batch(
         }
     }
     let committed = tx.commit().map_err(StoreError::from);
+    if committed.is_ok() {
+        inbox.shared.wrote(pages);
+    }
     for settle in settles {
         settle(committed.as_ref().map(|_| ()).map_err(copy_error));
     }
@@ -532,7 +800,7 @@ impl From<rusqlite::Error> for StoreError {
             // The file cannot serve now; a retry later may succeed. Nothing was written: the
             // transaction rolls back.
             rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::DatabaseBusy => {
-                StoreError::Unavailable("the database file is locked by another process".to_owned())
+                StoreError::Unavailable(BUSY.to_owned())
             }
             rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::DatabaseLocked => {
                 StoreError::Unavailable("the database file is locked".to_owned())
@@ -729,7 +997,7 @@ impl Database for SqliteStore {
 
     async fn close(&self) {
         let (done, closed) = oneshot::channel();
-        if self.jobs.send(Message::Close(done)).is_ok() {
+        if self.send(Message::Close(done)).is_ok() {
             let _ = closed.await;
         }
     }
@@ -763,7 +1031,7 @@ impl AgentStore for SqliteStore {
         let asked = id.as_str();
         let (ws, id, version) = (ws.as_str().to_owned(), id.as_str().to_owned(), version.clone());
         self.read(move |conn| {
-            let record = match version {
+            let record = match &version {
                 VersionSelector::Active => {
                     conn.prepare_cached(&SQL.select_active_agent)?.query_row(params![ws, id], own_agent_record)?
                 }
@@ -1223,7 +1491,9 @@ impl FileStore for SqliteStore {
 impl ChunkTable for SqliteStore {
     async fn insert_chunk(&self, key: &BlobKey, seq: i64, chunk: bytes::Bytes) -> StoreResult<()> {
         let (ws, file) = (key.workspace.as_str().to_owned(), key.file.as_str().to_owned());
-        self.write(move |tx| {
+        // Chunks are large: their copies stay off the runtime.
+        let pages = chunk.len() / 4096 + PAGES_PER_WRITE;
+        self.write_on_thread(pages, move |tx| {
             tx.prepare_cached(&SQL.insert_chunk)?.execute(params![ws, file, seq, chunk.as_ref()])?;
             Ok(())
         })
@@ -1232,7 +1502,7 @@ impl ChunkTable for SqliteStore {
 
     async fn chunk(&self, key: &BlobKey, seq: i64) -> StoreResult<Option<bytes::Bytes>> {
         let (ws, file) = (key.workspace.as_str().to_owned(), key.file.as_str().to_owned());
-        self.read(move |conn| {
+        self.run(move |conn| {
             let data: Option<Vec<u8>> = conn
                 .prepare_cached(&SQL.select_chunk)?
                 .query_row(params![ws, file, seq], |row| row.get("data"))
@@ -1244,7 +1514,7 @@ impl ChunkTable for SqliteStore {
 
     async fn delete_chunks(&self, key: &BlobKey) -> StoreResult<()> {
         let (ws, file) = (key.workspace.as_str().to_owned(), key.file.as_str().to_owned());
-        self.write(move |tx| {
+        self.write_on_thread(PAGES_PER_WRITE, move |tx| {
             tx.prepare_cached(&SQL.delete_chunks)?.execute(params![ws, file])?;
             Ok(())
         })
@@ -1276,9 +1546,7 @@ mod tests {
     #[tokio::test]
     async fn a_failing_write_in_a_shared_commit_rolls_back_only_itself() {
         use super::{params, StoreError, SQL};
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("b.db").display());
-        let store = super::SqliteStore::connect(&url, Default::default()).await.unwrap();
+        let (_dir, _, store) = store_in_a_file().await;
         let insert = |name: &'static str, fail: bool| {
             store.write(move |tx| {
                 tx.prepare_cached(&SQL.insert_setting)?.execute(params![name, "v"])?;
@@ -1311,6 +1579,104 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(names, ["a", "c"]);
+    }
+
+    /// A store on a file of its own, in a directory that lasts as long as the first value.
+    async fn store_in_a_file() -> (tempfile::TempDir, std::path::PathBuf, super::SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("palaver.db");
+        let url = format!("sqlite://{}", path.display());
+        let store = super::SqliteStore::connect(&url, Default::default()).await.unwrap();
+        (dir, path, store)
+    }
+
+    /// Until the next call runs on the caller's thread: the SQLite thread answers a call
+    /// (the migrations, say) just before it lets go of the connection.
+    async fn until_idle(store: &super::SqliteStore) {
+        while store.shared.idle_connection().is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// A write that finds the file locked by another process (its own connection here) is
+    /// not failed at once, as the caller's try with the busy handler off would be: it waits
+    /// on the SQLite thread until the lock is released.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_behind_another_process_lock_waits_for_it() {
+        use super::{params, SQL};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (_dir, path, store) = store_in_a_file().await;
+        until_idle(&store).await;
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let released = std::sync::Arc::new(AtomicBool::new(false));
+        let releaser = std::thread::spawn({
+            let released = released.clone();
+            move || {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                released.store(true, Ordering::SeqCst);
+                other.execute_batch("COMMIT").unwrap();
+            }
+        });
+
+        let written = store
+            .write(|tx| {
+                tx.prepare_cached(&SQL.insert_setting)?.execute(params!["late", "v"])?;
+                Ok(())
+            })
+            .await;
+
+        assert!(written.is_ok(), "{written:?}");
+        assert!(released.load(Ordering::SeqCst), "the write went ahead of the other connection's lock");
+        releaser.join().unwrap();
+    }
+
+    /// With SQLite's automatic checkpoint off, the checkpointer still moves the WAL's pages
+    /// into the database file as writes add them.
+    #[tokio::test]
+    async fn the_checkpointer_moves_written_pages_into_the_database_file() {
+        use super::{params, SQL};
+        let (_dir, path, store) = store_in_a_file().await;
+        let before = std::fs::metadata(&path).unwrap().len();
+        let value = "x".repeat(8 * 1024);
+        for i in 0..200 {
+            let (name, value) = (format!("setting-{i}"), value.clone());
+            store
+                .write(move |tx| {
+                    tx.prepare_cached(&SQL.insert_setting)?.execute(params![name, value])?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+        }
+
+        // 1.6 MB written: the file holds it once a checkpoint (on its own thread) copied it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::fs::metadata(&path).unwrap().len() < before + 1_000_000 {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint copied the writes into the file");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A call that panics on the caller's thread leaves the connection usable, and still
+    /// waiting for other processes' locks.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_that_panics_on_the_callers_thread_leaves_the_store_usable() {
+        let (_dir, _, store) = store_in_a_file().await;
+        until_idle(&store).await;
+        let panicking = store.clone();
+        let failed =
+            tokio::spawn(async move { panicking.read(|_| -> super::StoreResult<()> { panic!("boom") }).await });
+        assert!(failed.await.unwrap_err().is_panic());
+
+        let answered: i64 =
+            store.read(|conn| Ok(conn.query_row("SELECT 41 + 1", [], |row| row.get(0))?)).await.unwrap();
+
+        assert_eq!(answered, 42);
+        // On the thread: a call on the caller's thread sees the handler off for itself.
+        let timeout: i64 =
+            store.run(|conn| Ok(conn.pragma_query_value(None, "busy_timeout", |row| row.get(0))?)).await.unwrap();
+        assert_eq!(timeout, 5000, "the busy handler is back on");
     }
 
     #[test]
