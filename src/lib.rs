@@ -183,9 +183,12 @@ impl App {
             tracing::info!("shutting down");
             token.cancel();
         };
-        api::server::serve(self.listener, router, self.limits, shutdown).await?;
-        // Turns whose clients already left still finish and commit, within a bound.
+        let threads = api::server::ConnectionThreads::start(api::server::ConnectionThreads::default_count())?;
+        api::server::serve(self.listener, &threads, router, self.limits, shutdown).await?;
+        // Turns whose clients already left still finish and commit, within a bound (on the
+        // connection threads, which stop only after this).
         engine.shut_down(SHUTDOWN_GRACE).await;
+        drop(threads);
         Ok(())
     }
 }
