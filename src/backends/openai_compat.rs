@@ -49,7 +49,46 @@ pub struct OpenAiCompat {
     dialect: Dialect,
     /// `{base_url}/chat/completions`, parsed once.
     chat_url: reqwest::Url,
-    http: reqwest::Client,
+    http: ThreadClients,
+}
+
+/// An HTTP client per thread, each with its own connection pool. A pooled connection is
+/// driven by a task on the thread that opened it; with one pool for all, a request served
+/// on one connection thread often used a connection another thread drives, and each of its
+/// reads and writes woke that thread.
+struct ThreadClients {
+    /// Tells this upstream's clients apart in each thread's table.
+    id: usize,
+    build: Box<dyn Fn() -> reqwest::Result<reqwest::Client> + Send + Sync>,
+    /// Used where a thread's own client cannot be built (it was built once at start, so
+    /// this is not expected).
+    shared: reqwest::Client,
+}
+
+thread_local! {
+    static THREAD_CLIENTS: std::cell::RefCell<std::collections::HashMap<usize, reqwest::Client>> =
+        Default::default();
+}
+
+impl ThreadClients {
+    fn new(build: impl Fn() -> reqwest::Result<reqwest::Client> + Send + Sync + 'static) -> reqwest::Result<Self> {
+        static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let shared = build()?;
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(ThreadClients { id, build: Box::new(build), shared })
+    }
+
+    /// This thread's client (cheap: a reference count).
+    fn here(&self) -> reqwest::Client {
+        THREAD_CLIENTS.with_borrow_mut(|clients| {
+            if let Some(client) = clients.get(&self.id) {
+                return client.clone();
+            }
+            let client = (self.build)().unwrap_or_else(|_| self.shared.clone());
+            clients.insert(self.id, client.clone());
+            client
+        })
+    }
 }
 
 /// Flow-control window of a shared HTTP/2 upstream connection (64 MiB).
@@ -105,22 +144,25 @@ impl OpenAiCompat {
         options: UpstreamOptions,
     ) -> anyhow::Result<Self> {
         let UpstreamOptions { dialect, timeouts, http2_prior_knowledge } = options;
-        let mut http = reqwest::Client::builder()
-            .connect_timeout(timeouts.connect)
-            .read_timeout(timeouts.read)
-            // Keep-alive connections are reused by every run: no per-request handshake.
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            // An upstream that redirects is misconfigured; following would hide it.
-            .redirect(reqwest::redirect::Policy::none());
-        if http2_prior_knowledge {
-            // All runs share one connection. h2 caps the small DATA frames buffered per
-            // connection at half its window; SSE answers are many small frames, and when
-            // thousands of streams speak at once the default window closes the connection
-            // (`too_many_data_frames`). The window bounds buffering, it is not allocated.
-            http = http.http2_prior_knowledge().http2_initial_connection_window_size(HTTP2_CONNECTION_WINDOW);
-        }
-        let http = http.build()?;
+        let http = ThreadClients::new(move || {
+            let mut http = reqwest::Client::builder()
+                .connect_timeout(timeouts.connect)
+                .read_timeout(timeouts.read)
+                // Keep-alive connections are reused by every run: no per-request handshake.
+                .pool_idle_timeout(Duration::from_secs(90))
+                .tcp_nodelay(true)
+                // An upstream that redirects is misconfigured; following would hide it.
+                .redirect(reqwest::redirect::Policy::none());
+            if http2_prior_knowledge {
+                // All of a thread's runs share one connection. h2 caps the small DATA frames
+                // buffered per connection at half its window; SSE answers are many small
+                // frames, and when thousands of streams speak at once the default window
+                // closes the connection (`too_many_data_frames`). The window bounds
+                // buffering, it is not allocated.
+                http = http.http2_prior_knowledge().http2_initial_connection_window_size(HTTP2_CONNECTION_WINDOW);
+            }
+            http.build()
+        })?;
         let base_url = base_url.trim_end_matches('/').to_owned();
         let chat_url = reqwest::Url::parse(&format!("{base_url}/chat/completions"))
             .with_context(|| format!("upstream `{name}` has an invalid URL `{base_url}`"))?;
@@ -167,7 +209,7 @@ impl OpenAiCompat {
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let builder = traces::propagate(self.http.request(method, format!("{}{}", self.base_url, path)));
+        let builder = traces::propagate(self.http.here().request(method, format!("{}{}", self.base_url, path)));
         match &self.api_key {
             Some(key) => builder.bearer_auth(key),
             None => builder,
@@ -553,6 +595,7 @@ impl ModelBackend for OpenAiCompat {
         let accept = if request.stream { "text/event-stream" } else { "application/json" };
         let mut builder = self
             .http
+            .here()
             .post(self.chat_url.clone())
             .header(reqwest::header::ACCEPT, accept)
             .header(reqwest::header::CONTENT_TYPE, "application/json");
@@ -632,6 +675,30 @@ mod tests {
     use crate::backends::chat::{ChatMessage, StoredMessages};
     use crate::domain::completion::CompletionArgs;
     use crate::domain::entries::Content;
+
+    /// Each thread builds its own client once and keeps using it; another thread gets
+    /// another.
+    #[test]
+    fn each_thread_builds_its_client_once() {
+        let built = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = built.clone();
+        let clients = ThreadClients::new(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            reqwest::Client::builder().build()
+        })
+        .unwrap();
+        let count = || built.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(count(), 1, "the shared one, built at start");
+
+        clients.here();
+        clients.here();
+        assert_eq!(count(), 2);
+        std::thread::scope(|scope| {
+            scope.spawn(|| clients.here());
+        });
+
+        assert_eq!(count(), 3);
+    }
 
     fn request(args: CompletionArgs) -> ChatRequest<'static> {
         ChatRequest {
