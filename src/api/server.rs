@@ -93,17 +93,32 @@ impl ConnectionThreads {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let Some(thread) = self.threads.iter().min_by_key(|t| t.open.load(Ordering::Relaxed)) else { return };
-        let open = thread.open.clone();
-        open.fetch_add(1, Ordering::Relaxed);
+        let served = Served::on(thread);
         let job = Box::new(move || {
             tokio::spawn(async move {
+                let _served = served;
                 serve().await;
-                open.fetch_sub(1, Ordering::Relaxed);
             });
         });
         // Only fails once the thread is gone, after a panic in its runtime: the connection
         // is dropped, as a task that panicked would drop it.
         let _ = thread.jobs.send(job);
+    }
+}
+
+/// Counts a connection on its thread for as long as it lives, even when its task panics.
+struct Served(Arc<AtomicUsize>);
+
+impl Served {
+    fn on(thread: &ConnectionThread) -> Self {
+        thread.open.fetch_add(1, Ordering::Relaxed);
+        Served(thread.open.clone())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -203,6 +218,20 @@ mod tests {
         seen.sort();
         assert_eq!(seen, ["palaver-http-0", "palaver-http-0", "palaver-http-1", "palaver-http-1"]);
         release.send(true).unwrap();
+    }
+
+    /// A connection whose task panicked no longer counts against its thread.
+    #[tokio::test]
+    async fn a_connection_that_panicked_no_longer_counts() {
+        let threads = ConnectionThreads::start(1).unwrap();
+        threads.spawn(|| async { panic!("a connection's task panicked") });
+
+        let open = &threads.threads[0].open;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while open.load(Ordering::Relaxed) != 0 {
+            assert!(std::time::Instant::now() < deadline, "the panicked connection still counts");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     #[test]
