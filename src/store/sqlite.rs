@@ -606,21 +606,25 @@ struct Inbox {
 impl Inbox {
     /// The next message, waiting for one; `None` once every store handle is gone.
     fn wait(&mut self) -> Option<Message> {
-        let message = self.jobs.blocking_recv()?;
-        self.shared.queued.fetch_sub(1, Ordering::AcqRel);
-        Some(message)
+        let message = self.jobs.blocking_recv();
+        self.taken(message)
     }
 
     /// The next message if one is queued.
     fn next(&mut self) -> Option<Message> {
-        let message = self.jobs.try_recv().ok()?;
-        self.shared.queued.fetch_sub(1, Ordering::AcqRel);
-        Some(message)
+        let message = self.jobs.try_recv().ok();
+        self.taken(message)
+    }
+
+    fn taken(&self, message: Option<Message>) -> Option<Message> {
+        if message.is_some() {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        message
     }
 }
 
-fn spawn_worker(mut inbox: Inbox, checkpointer: Option<Checkpointer>) -> anyhow::Result<()> {
-    let mut checkpointer = checkpointer;
+fn spawn_worker(mut inbox: Inbox, mut checkpointer: Option<Checkpointer>) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("palaver-sqlite".to_owned())
         .spawn(move || {
