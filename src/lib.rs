@@ -177,6 +177,11 @@ impl App {
                 }
             }
         });
+        // Streamed runs' events, for resumes on other replicas (nothing to do without them).
+        tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.streams.share().await }
+        });
         tracing::info!(addr = %self.listener.local_addr()?, "palaver listening");
         let shutdown = async move {
             signal.await;
@@ -188,6 +193,7 @@ impl App {
         // Turns whose clients already left still finish and commit, within a bound (on the
         // connection threads, which stop only after this).
         engine.shut_down(SHUTDOWN_GRACE).await;
+        engine.streams.flush().await;
         drop(threads);
         Ok(())
     }

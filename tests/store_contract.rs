@@ -1053,13 +1053,14 @@ async fn a_conversations_latest_run_keeps_its_events_until_purged(store: Arc<dyn
         async move {
             let events: Vec<StoredEvent> = events.iter().map(|&n| event(n)).collect();
             let run = RunWrite {
+                ws: &ws,
                 conversation_id: "conv_1",
                 run_id,
                 started_at: seconds(started),
                 events: &events,
                 finished_at: finished.map(seconds),
             };
-            store.write_run(&ws, run).await.unwrap();
+            store.write_runs(&[run]).await.unwrap();
         }
     };
     assert_eq!(store.run_events(&ws, "conv_1", -1).await.unwrap(), None);
@@ -1084,4 +1085,25 @@ async fn a_conversations_latest_run_keeps_its_events_until_purged(store: Arc<dyn
     assert_eq!(store.purge_runs(seconds(35)).await.unwrap(), 0, "a run that ended after the bound is kept");
     assert_eq!(store.purge_runs(seconds(50)).await.unwrap(), 1);
     assert_eq!(store.run_events(&ws, "conv_1", -1).await.unwrap(), None);
+
+    // Several conversations' runs in one batch, across workspaces, each where it belongs.
+    let other_ws = WorkspaceId("ws_b".into());
+    let (first, second) = ([event(0), event(1)], [event(0)]);
+    let run = |ws, conversation_id, run_id, events| RunWrite {
+        ws,
+        conversation_id,
+        run_id,
+        started_at: seconds(60),
+        events,
+        finished_at: None,
+    };
+    let runs = [run(&other_ws, "conv_9", "run_c", &second[..]), run(&ws, "conv_2", "run_d", &first[..])];
+    store.write_runs(&runs).await.unwrap();
+    let (d, c) = (
+        store.run_events(&ws, "conv_2", -1).await.unwrap().unwrap(),
+        store.run_events(&other_ws, "conv_9", -1).await.unwrap().unwrap(),
+    );
+    assert_eq!((d.run_id.as_str(), d.events.len()), ("run_d", 2));
+    assert_eq!((c.run_id.as_str(), c.events.len()), ("run_c", 1));
+    assert_eq!(store.run_events(&ws, "conv_9", -1).await.unwrap(), None, "each run stays in its workspace");
 }

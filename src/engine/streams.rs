@@ -27,8 +27,48 @@ type Key = (WorkspaceId, ConversationId);
 pub struct RunLogs {
     logs: Mutex<HashMap<Key, Arc<RunLog>>>,
     retention: Duration,
-    /// The store the logs are also written to, when other replicas read it.
-    shared: Option<Arc<dyn Store>>,
+    /// The logs also written to the store, when other replicas read it.
+    sharing: Option<Sharing>,
+}
+
+/// The runs whose events go to the shared store. Every `SHARE_EVERY` one batch carries the
+/// new events of all of them, in one transaction: with a task per run, each run cost
+/// Postgres a commit of its own, and a streamed turn twice the database work of a turn
+/// answered as JSON.
+struct Sharing {
+    store: Arc<dyn Store>,
+    runs: Mutex<Vec<SharedRun>>,
+    /// Wakes the writer when a run starts while it waits for one.
+    started: tokio::sync::Notify,
+    /// Held while a batch is written: the writer's loop and the flush at shut-down take
+    /// turns, so neither writes a run's events twice.
+    writing: tokio::sync::Mutex<()>,
+}
+
+struct SharedRun {
+    ws: WorkspaceId,
+    conversation_id: ConversationId,
+    run_id: String,
+    started_at: Timestamp,
+    log: Arc<RunLog>,
+    /// Events written so far; `None` before the first batch, which is written even when
+    /// empty (it makes the run its conversation's latest).
+    written: Option<usize>,
+    /// Its end is written, or writing failed: it leaves the list.
+    done: bool,
+}
+
+/// What one run adds to a batch.
+struct Pending {
+    index: usize,
+    ws: WorkspaceId,
+    conversation_id: ConversationId,
+    run_id: String,
+    started_at: Timestamp,
+    events: Vec<StoredEvent>,
+    /// Events in the log once these are written.
+    total: usize,
+    finished: bool,
 }
 
 /// How often a run's new events are written to a shared store, and how often a resume on
@@ -70,7 +110,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl RunLogs {
     /// `shared`: the store other replicas read, if the logs are to be written to it.
     pub fn new(retention: Duration, shared: Option<Arc<dyn Store>>) -> Self {
-        RunLogs { logs: Mutex::new(HashMap::new()), retention, shared }
+        let sharing = shared.map(|store| Sharing {
+            store,
+            runs: Mutex::default(),
+            started: tokio::sync::Notify::new(),
+            writing: tokio::sync::Mutex::new(()),
+        });
+        RunLogs { logs: Mutex::new(HashMap::new()), retention, sharing }
     }
 
     pub fn retention(&self) -> Duration {
@@ -89,10 +135,39 @@ impl RunLogs {
             self.sweep(&mut logs);
             logs.insert((ws.clone(), conversation_id.clone()), log.clone());
         }
-        if let Some(store) = &self.shared {
-            tokio::spawn(share(store.clone(), ws.clone(), conversation_id.clone(), log.clone()));
+        if let Some(sharing) = &self.sharing {
+            lock(&sharing.runs).push(SharedRun {
+                ws: ws.clone(),
+                conversation_id: conversation_id.clone(),
+                run_id: uuid::Uuid::now_v7().to_string(),
+                started_at: Timestamp::now(),
+                log: log.clone(),
+                written: None,
+                done: false,
+            });
+            sharing.started.notify_one();
         }
         log
+    }
+
+    /// Writes the runs' events to the shared store, a batch every `SHARE_EVERY` while any
+    /// run is being shared, until the process ends. Returns at once without a shared store.
+    pub async fn share(&self) {
+        let Some(sharing) = &self.sharing else { return };
+        loop {
+            if lock(&sharing.runs).is_empty() {
+                sharing.started.notified().await;
+            }
+            tokio::time::sleep(SHARE_EVERY).await;
+            sharing.write_batch().await;
+        }
+    }
+
+    /// Writes what the runs have not written yet: at shut-down, once the last turns ended.
+    pub async fn flush(&self) {
+        if let Some(sharing) = &self.sharing {
+            sharing.write_batch().await;
+        }
     }
 
     /// The events after `after` of the conversation's latest streamed run, then the rest as
@@ -114,7 +189,7 @@ impl RunLogs {
                 self.retention.as_secs()
             ),
         };
-        let Some(store) = self.shared.clone() else { return Err(not_found()) };
+        let Some(store) = self.sharing.as_ref().map(|sharing| sharing.store.clone()) else { return Err(not_found()) };
         let after = after.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
         let Some(first) = store.run_events(ws, conversation_id.as_str(), after).await? else { return Err(not_found()) };
         let expired = first
@@ -157,7 +232,7 @@ impl RunLogs {
 
     /// Deletes the shared logs of runs that ended longer ago than the retention.
     pub async fn purge_shared(&self) -> Result<u64, Error> {
-        let Some(store) = &self.shared else { return Ok(0) };
+        let Some(store) = self.sharing.as_ref().map(|sharing| &sharing.store) else { return Ok(0) };
         let before = Timestamp::now().minus(self.retention);
         Ok(store.purge_runs(before).await?)
     }
@@ -185,42 +260,78 @@ impl RunLogs {
     }
 }
 
-/// Writes a run's events to the shared store as they come, a batch every `SHARE_EVERY`,
-/// and its end. A failure is logged: the run itself never waits for this.
-async fn share(store: Arc<dyn Store>, ws: WorkspaceId, conversation_id: ConversationId, log: Arc<RunLog>) {
-    let run_id = uuid::Uuid::now_v7().to_string();
-    let started_at = Timestamp::now();
-    let mut progress = log.progress.subscribe();
-    let mut written = 0;
-    loop {
-        // A batch per interval: a run shorter than one is written in one statement.
-        tokio::time::sleep(SHARE_EVERY).await;
-        let (_, finished) = *progress.borrow_and_update();
-        let batch: Vec<StoredEvent> = lock(&log.events)
-            .get(written..)
-            .unwrap_or_default()
+impl Sharing {
+    /// One batch: the events each run added since the last, and the ends of runs that
+    /// finished. A failure is logged and those runs are no longer shared: a run never
+    /// waits for this.
+    async fn write_batch(&self) {
+        let _writing = self.writing.lock().await;
+        let pending: Vec<Pending> =
+            lock(&self.runs).iter().enumerate().filter_map(|(index, run)| run.pending(index)).collect();
+        if pending.is_empty() {
+            return;
+        }
+        let now = Timestamp::now();
+        let writes: Vec<RunWrite<'_>> = pending
             .iter()
-            .enumerate()
-            .filter_map(|(i, event)| {
-                let frame = Frame::of((written + i) as u64, event)?;
-                Some(StoredEvent { seq: frame.number as i64, name: frame.name, data: frame.data })
+            .map(|p| RunWrite {
+                ws: &p.ws,
+                conversation_id: p.conversation_id.as_str(),
+                run_id: &p.run_id,
+                started_at: p.started_at,
+                events: &p.events,
+                finished_at: p.finished.then_some(now),
             })
             .collect();
-        let run = RunWrite {
-            conversation_id: conversation_id.as_str(),
-            run_id: &run_id,
-            started_at,
-            events: &batch,
-            finished_at: finished.then(Timestamp::now),
+        let written = self.store.write_runs(&writes).await;
+        if let Err(error) = &written {
+            tracing::warn!(%error, runs = pending.len(), "streamed runs' events could not be shared for resuming");
+        }
+        // Only this (under `writing`) removes runs, and `open` only appends: the indexes
+        // taken above still point at the same runs.
+        let mut runs = lock(&self.runs);
+        for p in &pending {
+            let run = &mut runs[p.index];
+            run.written = Some(p.total);
+            run.done = p.finished || written.is_err();
+        }
+        runs.retain(|run| !run.done);
+    }
+}
+
+impl SharedRun {
+    /// What the next batch writes of this run, if anything.
+    fn pending(&self, index: usize) -> Option<Pending> {
+        // Read before the events: a run marked finished has all its events in the log.
+        let finished = self.log.progress.borrow().1;
+        let from = self.written.unwrap_or(0);
+        let (events, total) = {
+            let log = lock(&self.log.events);
+            let events: Vec<StoredEvent> = log
+                .get(from..)
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .filter_map(|(i, event)| {
+                    let frame = Frame::of((from + i) as u64, event)?;
+                    Some(StoredEvent { seq: frame.number as i64, name: frame.name, data: frame.data })
+                })
+                .collect();
+            (events, log.len())
         };
-        if let Err(error) = store.write_run(&ws, run).await {
-            tracing::warn!(%error, "a run's events could not be shared for resuming");
-            return;
+        if self.written.is_some() && total == from && !finished {
+            return None;
         }
-        written += batch.len();
-        if finished || progress.changed().await.is_err() {
-            return;
-        }
+        Some(Pending {
+            index,
+            ws: self.ws.clone(),
+            conversation_id: self.conversation_id.clone(),
+            run_id: self.run_id.clone(),
+            started_at: self.started_at,
+            events,
+            total,
+            finished,
+        })
     }
 }
 

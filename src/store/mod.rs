@@ -411,9 +411,10 @@ pub struct RunEvents {
     pub events: Vec<StoredEvent>,
 }
 
-/// A batch of a streamed run's events, as `RunStore::write_run` takes it.
+/// A batch of a streamed run's events, as `RunStore::write_runs` takes it.
 #[derive(Debug, Clone, Copy)]
 pub struct RunWrite<'a> {
+    pub ws: &'a WorkspaceId,
     pub conversation_id: &'a str,
     pub run_id: &'a str,
     pub started_at: Timestamp,
@@ -424,9 +425,11 @@ pub struct RunWrite<'a> {
 /// The runs of streams, kept for resuming from another replica.
 #[async_trait]
 pub trait RunStore: Send + Sync {
-    /// Writes a batch of a run: makes it the conversation's latest run (unless a run that
-    /// started later already is), adds its events, and with `finished_at` marks its end.
-    async fn write_run(&self, ws: &WorkspaceId, run: RunWrite<'_>) -> StoreResult<()>;
+    /// Writes a batch of each run, all in one transaction: makes it its conversation's
+    /// latest run (unless a run that started later already is), adds its events, and with
+    /// `finished_at` marks its end. Two runs of one conversation may come in either order:
+    /// the one that started later stays the latest.
+    async fn write_runs(&self, runs: &[RunWrite<'_>]) -> StoreResult<()>;
 
     /// The events numbered after `after` of the conversation's latest run; `None` when it
     /// has none.

@@ -1218,16 +1218,31 @@ impl IdempotencyStore for SqliteStore {
 
 #[async_trait]
 impl RunStore for SqliteStore {
-    async fn write_run(&self, ws: &WorkspaceId, run: RunWrite<'_>) -> StoreResult<()> {
-        let (ws, conversation, run_id) =
-            (ws.as_str().to_owned(), run.conversation_id.to_owned(), run.run_id.to_owned());
-        let (started, finished) = (run.started_at.micros(), run.finished_at.map(|at| at.micros()));
-        let events = run.events.to_vec();
+    async fn write_runs(&self, runs: &[RunWrite<'_>]) -> StoreResult<()> {
+        type Owned = (String, String, String, i64, Option<i64>, Vec<StoredEvent>);
+        let runs: Vec<Owned> = runs
+            .iter()
+            .map(|run| {
+                let (ws, conversation, run_id) =
+                    (run.ws.as_str().to_owned(), run.conversation_id.to_owned(), run.run_id.to_owned());
+                (
+                    ws,
+                    conversation,
+                    run_id,
+                    run.started_at.micros(),
+                    run.finished_at.map(|at| at.micros()),
+                    run.events.to_vec(),
+                )
+            })
+            .collect();
         self.write(move |tx| {
-            tx.prepare_cached(&SQL.upsert_run)?.execute(params![ws, conversation, run_id, started, finished])?;
+            let mut upsert = tx.prepare_cached(&SQL.upsert_run)?;
             let mut insert = tx.prepare_cached(&SQL.insert_run_event)?;
-            for event in &events {
-                insert.execute(params![ws, conversation, run_id, event.seq, event.name, event.data])?;
+            for (ws, conversation, run_id, started, finished, events) in &runs {
+                upsert.execute(params![ws, conversation, run_id, started, finished])?;
+                for event in events {
+                    insert.execute(params![ws, conversation, run_id, event.seq, event.name, event.data])?;
+                }
             }
             Ok(())
         })
