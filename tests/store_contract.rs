@@ -938,6 +938,9 @@ fn start(conversation: &ConversationRecord, entries: Vec<Entry>) -> TurnWrite {
         expected_head: None,
         parent: None,
         entries,
+        // Starts take the batching path, appends the one a lone turn takes (SQLite writes
+        // those on the caller's thread): the contract holds on both.
+        alone: false,
     }
 }
 
@@ -957,6 +960,7 @@ fn append(
         expected_head: Some(head.clone()),
         parent: Some((head.clone(), depth)),
         entries,
+        alone: true,
     }
 }
 

@@ -756,6 +756,8 @@ async fn commit(engine: &Engine, plan: &mut TurnPlan, outputs: &[Entry]) -> Resu
         expected_head: plan.expected_head.clone(),
         parent: plan.parent.clone(),
         entries,
+        // This turn is one of the tracked runs.
+        alone: engine.runs.len() <= 1,
     };
     let committed =
         telemetry::store_operation("commit_turn", engine.store.system(), engine.store.commit_turn(&plan.ws, &turn))

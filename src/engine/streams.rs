@@ -405,6 +405,62 @@ mod tests {
         assert_eq!(log.clone().follow(None).count().await, 3);
     }
 
+    async fn shared_store() -> Arc<dyn Store> {
+        crate::store::connect("sqlite::memory:", Default::default()).await.unwrap()
+    }
+
+    /// Each batch carries what every run added since the last, for all runs in one write;
+    /// a run whose end was written leaves the list.
+    #[tokio::test]
+    async fn runs_are_shared_in_batches_of_what_each_added() {
+        let store = shared_store().await;
+        let logs = RunLogs::new(Duration::from_secs(60), Some(store.clone()));
+        let ws = WorkspaceId::default_workspace();
+        let (a, b) = (ConversationId("conv_a".into()), ConversationId("conv_b".into()));
+        let (log_a, log_b) = (logs.open(&ws, &a), logs.open(&ws, &b));
+        log_a.push(&started());
+        logs.flush().await;
+        let read = |id: &'static str| store.run_events(&ws, id, -1);
+        assert_eq!(read("conv_a").await.unwrap().unwrap().events.len(), 1);
+        assert_eq!(read("conv_b").await.unwrap().unwrap().events.len(), 0, "a run with no event yet is the latest too");
+
+        log_a.push(&started());
+        log_a.finish();
+        log_b.push(&started());
+        logs.flush().await;
+        logs.flush().await;
+
+        let (run_a, run_b) = (read("conv_a").await.unwrap().unwrap(), read("conv_b").await.unwrap().unwrap());
+        assert_eq!(run_a.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [0, 1], "each event once");
+        assert!(run_a.finished_at.is_some());
+        assert_eq!((run_b.events.len(), run_b.finished_at), (1, None));
+        let sharing = logs.sharing.as_ref().unwrap();
+        assert_eq!(lock(&sharing.runs).len(), 1, "the finished run left the list");
+    }
+
+    /// The writer, idle while no run is shared, wakes for one that starts.
+    #[tokio::test]
+    async fn the_writer_wakes_for_a_run_that_starts_while_it_waits() {
+        let store = shared_store().await;
+        let logs = Arc::new(RunLogs::new(Duration::from_secs(60), Some(store.clone())));
+        let writer = tokio::spawn({
+            let logs = logs.clone();
+            async move { logs.share().await }
+        });
+        tokio::time::sleep(SHARE_EVERY * 2).await;
+        let (ws, id) = (WorkspaceId::default_workspace(), ConversationId("conv_1".into()));
+        let log = logs.open(&ws, &id);
+        log.push(&started());
+        log.finish();
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.run_events(&ws, id.as_str(), -1).await.unwrap().is_none_or(|run| run.finished_at.is_none()) {
+            assert!(Instant::now() < deadline, "the run was not written");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        writer.abort();
+    }
+
     #[tokio::test]
     async fn a_finished_log_expires_after_the_retention() {
         let logs = RunLogs::new(Duration::ZERO, None);

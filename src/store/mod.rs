@@ -503,6 +503,9 @@ pub struct TurnWrite {
     pub parent: Option<(EntryId, i64)>,
     /// Inputs, then outputs, chained in this order.
     pub entries: Vec<Entry>,
+    /// No other turn is running in this process, so none is about to share this one's
+    /// commit: a store that batches commits may write it at once instead.
+    pub alone: bool,
 }
 
 /// How to open a store.

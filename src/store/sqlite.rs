@@ -5,9 +5,9 @@
 //! sync, for the connection while another call has it) and large blob chunks. A store call
 //! is one closure, so a whole use case — a turn's commit with its `BEGIN`, compare-and-set,
 //! inserts and `COMMIT` — costs at most one thread hand-off, and writes that queue while
-//! the thread works share one commit. Every write goes to the thread; a read finding the
-//! connection idle runs on the caller's own thread with no hand-off at all (see
-//! [`Shared`]). (With sqlx every statement, and the ping it makes whenever a connection goes
+//! the thread works share one commit. A read finding the connection idle runs on the
+//! caller's own thread with no hand-off at all, as does a turn's commit when no other turn
+//! is running (see [`Shared`]). (With sqlx every statement, and the ping it makes whenever a connection goes
 //! back to its pool, was a hand-off of its own: a quarter of palaver's CPU per turn went to
 //! those wake-ups.)
 //!
@@ -230,11 +230,15 @@ pub struct SqliteStore {
 /// the wake-up of an idle core). That cannot hold the runtime up for long: SQLite's busy
 /// handler is off for it (a lock held by another process sends the read to the thread,
 /// which waits), and checkpoints — the step that syncs the disk — run on the
-/// [`Checkpointer`]'s thread. Writes always go to the thread (see `SqliteStore::write`),
-/// which commits those that queue in batches.
+/// [`Checkpointer`]'s thread. Writes go to the thread, which commits those that queue in
+/// batches; only a turn's commit that no other turn could join runs here (see
+/// `SqliteStore::write_now`).
 struct Shared {
     /// `None` once closed.
     conn: Mutex<Option<Connection>>,
+    /// A write may run on the caller's thread (`SqliteStore::write_now`): only when a
+    /// commit does not wait for the disk (`synchronous=NORMAL`).
+    writes_here: bool,
     /// Messages sent to the thread and not yet taken: while there are any, callers queue
     /// behind them rather than go first.
     queued: AtomicUsize,
@@ -386,6 +390,7 @@ impl SqliteStore {
         };
         let shared = Arc::new(Shared {
             conn: Mutex::new(Some(conn)),
+            writes_here: target.synchronous == SqliteSynchronous::Normal,
             queued: AtomicUsize::new(0),
             busy_timeout: target.busy_timeout,
             unchecked_pages: AtomicUsize::new(0),
@@ -424,19 +429,62 @@ impl SqliteStore {
     /// Runs `job` in a write transaction on the SQLite thread, perhaps sharing it with other
     /// queued writes: all of it or none of it is committed, and the answer comes after the
     /// commit.
-    ///
-    /// Never on the caller's thread, unlike a read. Measured both ways (outside bench,
-    /// alternating builds, since each connection thread has its own runtime): at c=32 a
-    /// write handed to the thread gave 7–8% more turns/s for 9–13% less CPU per turn — the
-    /// connection thread serves its other connections while the commit runs, and writes
-    /// that queue meanwhile share it — and at c=1 the added latency was the same within
-    /// ±0.015 ms.
     async fn write<T, F>(&self, job: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T> + Send + 'static,
     {
         self.write_counting(PAGES_PER_WRITE, job).await
+    }
+
+    /// `write`, but on this thread when the connection is idle and nothing queues for it: for
+    /// a write no other is about to join (`TurnWrite::alone`). Measured both ways
+    /// (alternating builds, outside bench): every write on the thread added ~0.013 ms to a
+    /// turn at c=1 (1.6 more context switches per turn), while at c=32 it gave 7–8% more
+    /// turns/s for 9–13% less CPU per turn — the connection thread serves its other
+    /// connections while the commit runs, and writes that queue meanwhile share it.
+    async fn write_now<T, F>(&self, job: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        match self.write_here(job) {
+            Ok(result) => result,
+            Err(job) => self.write(job).await,
+        }
+    }
+
+    /// Runs `job` in its own transaction on this thread if the connection is idle and a
+    /// commit does not wait for the disk; gives it back otherwise, or when another process
+    /// holds the write lock.
+    fn write_here<T, F>(&self, job: F) -> Result<StoreResult<T>, F>
+    where
+        F: FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T>,
+    {
+        if !self.shared.writes_here {
+            return Err(job);
+        }
+        let Some(mut guard) = self.shared.idle_connection() else { return Err(job) };
+        let Some(conn) = guard.as_mut() else { return Err(job) };
+        let result = self.shared.without_waiting(conn, |conn| {
+            // IMMEDIATE: see `write_batch`.
+            let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+                Ok(tx) => tx,
+                Err(error) => {
+                    let error = StoreError::from(error);
+                    return if is_busy(&error) { Err(job) } else { Ok(Err(error)) };
+                }
+            };
+            Ok(job(&tx).and_then(|value| {
+                tx.commit()?;
+                Ok(value)
+            }))
+        });
+        drop(guard);
+        if matches!(result, Ok(Ok(_))) {
+            self.shared.wrote(PAGES_PER_WRITE);
+        }
+        result
     }
 
     /// `write`, for a job that adds about `pages` pages to the WAL.
@@ -1297,7 +1345,7 @@ impl ConversationStore for SqliteStore {
             }
         };
         let entries = EntryColumns::of(turn);
-        self.write(move |tx| {
+        let job = move |tx: &rusqlite::Transaction<'_>| {
             // The conversation row first: a lost compare-and-set stops before any insert.
             match row {
                 RowWrite::Insert(values) => {
@@ -1323,8 +1371,11 @@ impl ConversationStore for SqliteStore {
                 insert.execute(params_from_iter(after(&ws, row)))?;
             }
             Ok(())
-        })
-        .await
+        };
+        match turn.alone {
+            true => self.write_now(job).await,
+            false => self.write(job).await,
+        }
     }
 
     async fn conversation(&self, ws: &WorkspaceId, id: &ConversationId) -> StoreResult<ConversationRecord> {
@@ -1581,7 +1632,8 @@ mod tests {
     }
 
     /// A write that finds the file locked by another process (its own connection here) is
-    /// not failed at once: it waits on the SQLite thread until the lock is released.
+    /// not failed at once, as the caller's try with the busy handler off would be: it waits
+    /// on the SQLite thread until the lock is released.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_behind_another_process_lock_waits_for_it() {
         use super::{params, SQL};
@@ -1601,7 +1653,7 @@ mod tests {
         });
 
         let written = store
-            .write(|tx| {
+            .write_now(|tx| {
                 tx.prepare_cached(&SQL.insert_setting)?.execute(params!["late", "v"])?;
                 Ok(())
             })
