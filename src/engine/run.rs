@@ -193,7 +193,7 @@ fn start(
         let (tx, log) = events.unzip();
         let mut out = Emitter { tx, log, queued: None, fold: Fold::default(), started, first_delta: false };
         let rounds = run(&engine, &mut plan, &mut out).await;
-        if let Some(log) = &out.log {
+        if let Some(log) = out.log.take() {
             log.finish();
         }
         let outcome = match &out.fold.failure {
@@ -208,7 +208,7 @@ fn start(
         traces::turn_ended(&turn, outcome, rounds);
         if let Some(folded) = folded {
             // A client that went away no longer waits for this; the turn is stored anyway.
-            let _ = folded.send(out.fold);
+            let _ = folded.send(std::mem::take(&mut out.fold));
         }
     };
     runs.spawn(tracing::Instrument::instrument(fut, span));
@@ -225,6 +225,16 @@ struct Emitter {
     /// When the run started, and whether its first delta went out (time to first delta).
     started: Instant,
     first_delta: bool,
+}
+
+/// A run that panicked (or whose task was dropped) still ends its log: followers of a
+/// resumed stream stop, and the run's end is shared with other replicas.
+impl Drop for Emitter {
+    fn drop(&mut self) {
+        if let Some(log) = self.log.take() {
+            log.finish();
+        }
+    }
 }
 
 impl Emitter {
@@ -784,6 +794,27 @@ async fn commit(engine: &Engine, plan: &mut TurnPlan, outputs: &[Entry]) -> Resu
 mod tests {
     use super::*;
     use CallKind::*;
+
+    #[tokio::test]
+    async fn a_run_that_ends_without_finishing_still_ends_its_log() {
+        use futures::StreamExt;
+        use std::time::Duration;
+        let logs = crate::engine::streams::RunLogs::new(Duration::from_secs(60), None);
+        let log = logs.open(&WorkspaceId::default_workspace(), &ConversationId("conv_1".into()));
+        let out = Emitter {
+            tx: None,
+            log: Some(log.clone()),
+            queued: None,
+            fold: Fold::default(),
+            started: Instant::now(),
+            first_delta: false,
+        };
+
+        drop(out);
+
+        let followed = tokio::time::timeout(Duration::from_secs(5), log.follow(None).count()).await;
+        assert_eq!(followed, Ok(0), "a follower of the log stops");
+    }
 
     #[test]
     fn a_file_a_tool_made_shows_as_a_documented_tool_file_chunk() {
