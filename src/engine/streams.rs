@@ -22,10 +22,17 @@ use tokio::sync::watch;
 /// Most logs kept at once; past it the oldest finished ones go first.
 const MOST_LOGS: usize = 1_000;
 
+/// Logs left once the oldest finished ones are dropped: a tenth of `MOST_LOGS` is dropped in
+/// one go, so that a streamed turn does not pay for a scan of every log when they are full.
+const TRIMMED_LOGS: usize = MOST_LOGS - MOST_LOGS / 10;
+
+/// How often expired logs are dropped; one found in between is treated as gone already.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 type Key = (WorkspaceId, ConversationId);
 
 pub struct RunLogs {
-    logs: Mutex<HashMap<Key, Arc<RunLog>>>,
+    logs: Mutex<Logs>,
     retention: Duration,
     /// The logs also written to the store, when other replicas read it.
     sharing: Option<Sharing>,
@@ -56,6 +63,15 @@ struct SharedRun {
     written: Option<usize>,
     /// Its end is written, or writing failed: it leaves the list.
     done: bool,
+}
+
+struct Logs {
+    by_key: HashMap<Key, Arc<RunLog>>,
+    swept_at: Instant,
+    /// The count at which the oldest finished logs are dropped next: `MOST_LOGS`, or more
+    /// while most logs are of running runs (which are never dropped), so that each trim
+    /// frees a tenth's worth of slots before the next scan.
+    trim_at: usize,
 }
 
 /// What one run adds to a batch.
@@ -116,7 +132,8 @@ impl RunLogs {
             started: tokio::sync::Notify::new(),
             writing: tokio::sync::Mutex::new(()),
         });
-        RunLogs { logs: Mutex::new(HashMap::new()), retention, sharing }
+        let logs = Logs { by_key: HashMap::new(), swept_at: Instant::now(), trim_at: MOST_LOGS };
+        RunLogs { logs: Mutex::new(logs), retention, sharing }
     }
 
     pub fn retention(&self) -> Duration {
@@ -133,7 +150,7 @@ impl RunLogs {
         {
             let mut logs = lock(&self.logs);
             self.sweep(&mut logs);
-            logs.insert((ws.clone(), conversation_id.clone()), log.clone());
+            logs.by_key.insert((ws.clone(), conversation_id.clone()), log.clone());
         }
         if let Some(sharing) = &self.sharing {
             lock(&sharing.runs).push(SharedRun {
@@ -241,22 +258,32 @@ impl RunLogs {
     /// retention.
     pub fn find(&self, ws: &WorkspaceId, conversation_id: &ConversationId) -> Option<Arc<RunLog>> {
         let logs = lock(&self.logs);
-        let log = logs.get(&(ws.clone(), conversation_id.clone()))?;
+        let log = logs.by_key.get(&(ws.clone(), conversation_id.clone()))?;
         (!log.expired(self.retention)).then(|| log.clone())
     }
 
-    /// Drops expired logs, and the oldest finished ones past `MOST_LOGS`.
-    fn sweep(&self, logs: &mut HashMap<Key, Arc<RunLog>>) {
-        logs.retain(|_, log| !log.expired(self.retention));
-        if logs.len() < MOST_LOGS {
+    /// Drops expired logs (at most every `SWEEP_EVERY`), and when the logs reach `trim_at`,
+    /// the oldest finished ones down to `TRIMMED_LOGS`.
+    fn sweep(&self, logs: &mut Logs) {
+        let now = Instant::now();
+        if now.duration_since(logs.swept_at) >= SWEEP_EVERY {
+            logs.by_key.retain(|_, log| !log.expired(self.retention));
+            logs.swept_at = now;
+        }
+        if logs.by_key.len() < logs.trim_at {
             return;
         }
-        let mut finished: Vec<(Instant, Key)> =
-            logs.iter().filter_map(|(key, log)| lock(&log.finished_at).map(|at| (at, key.clone()))).collect();
-        finished.sort_unstable_by_key(|(at, _)| *at);
-        for (_, key) in finished.into_iter().take(logs.len() + 1 - MOST_LOGS) {
-            logs.remove(&key);
+        let mut finished: Vec<(Instant, &Key)> =
+            logs.by_key.iter().filter_map(|(key, log)| lock(&log.finished_at).map(|at| (at, key))).collect();
+        let excess = logs.by_key.len().saturating_sub(TRIMMED_LOGS).min(finished.len());
+        if excess < finished.len() {
+            finished.select_nth_unstable_by_key(excess, |(at, _)| *at);
         }
+        let oldest: Vec<Key> = finished[..excess].iter().map(|(_, key)| (*key).clone()).collect();
+        for key in &oldest {
+            logs.by_key.remove(key);
+        }
+        logs.trim_at = MOST_LOGS.max(logs.by_key.len() + MOST_LOGS / 10);
     }
 }
 
@@ -459,6 +486,41 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         writer.abort();
+    }
+
+    /// Past `MOST_LOGS` the oldest finished logs go, a tenth at a time; running ones stay
+    /// however many there are.
+    #[test]
+    fn the_oldest_finished_logs_go_first_and_running_ones_stay() {
+        let logs = RunLogs::new(Duration::from_secs(60), None);
+        let ws = WorkspaceId::default_workspace();
+        let id = |n: usize| ConversationId(format!("conv_{n}"));
+        let running: Vec<Arc<RunLog>> = (0..MOST_LOGS / 2).map(|n| logs.open(&ws, &id(n))).collect();
+        for n in MOST_LOGS / 2..MOST_LOGS {
+            logs.open(&ws, &id(n)).finish();
+        }
+        assert_eq!(lock(&logs.logs).by_key.len(), MOST_LOGS);
+
+        logs.open(&ws, &id(MOST_LOGS)).finish();
+
+        assert_eq!(lock(&logs.logs).by_key.len(), TRIMMED_LOGS + 1);
+        let dropped = MOST_LOGS - TRIMMED_LOGS;
+        for n in MOST_LOGS / 2..MOST_LOGS / 2 + dropped {
+            assert!(logs.find(&ws, &id(n)).is_none(), "conv_{n} is among the oldest finished");
+        }
+        assert!(logs.find(&ws, &id(MOST_LOGS / 2 + dropped)).is_some());
+        assert!((0..MOST_LOGS / 2).all(|n| logs.find(&ws, &id(n)).is_some()), "running logs stay");
+
+        // Once every log is of a running run, none can go: the logs grow past MOST_LOGS,
+        // and each scan that finds nothing to drop puts the next a tenth further on.
+        let more: Vec<Arc<RunLog>> = (MOST_LOGS + 1..MOST_LOGS * 2).map(|n| logs.open(&ws, &id(n))).collect();
+        let (count, trim_at) = {
+            let kept = lock(&logs.logs);
+            (kept.by_key.len(), kept.trim_at)
+        };
+        assert_eq!(count, MOST_LOGS / 2 + more.len(), "every finished log went, no running one");
+        assert!((count..=count + MOST_LOGS / 10).contains(&trim_at), "{count} logs, next scan at {trim_at}");
+        drop((running, more));
     }
 
     #[tokio::test]
