@@ -910,7 +910,27 @@ async fn fresh_database(backend: &str, admin_url: &str, dir: &std::path::Path) -
     let name = format!("palaver_t_bench_{}", free_port());
     let mut admin = sqlx::PgConnection::connect(admin_url).await.expect("Postgres for the bench");
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+    CREATED_DATABASES.lock().unwrap().push(name.clone());
     format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0)
+}
+
+/// The Postgres databases this run created, dropped at its end.
+static CREATED_DATABASES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+async fn drop_created_databases(admin_url: &str) {
+    use sqlx::Connection;
+    let names = std::mem::take(&mut *CREATED_DATABASES.lock().unwrap());
+    if names.is_empty() {
+        return;
+    }
+    let mut admin = sqlx::PgConnection::connect(admin_url).await.expect("Postgres for the bench");
+    for name in names {
+        if let Err(error) =
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await
+        {
+            eprintln!("the bench database {name} could not be dropped: {error}");
+        }
+    }
 }
 
 fn main() {
@@ -965,6 +985,7 @@ fn main() {
                 }
             }
         }
+        drop_created_databases(&postgres).await;
         println!();
         println!("total bench time: {:.0} s", started.elapsed().as_secs_f64());
     });
