@@ -6,7 +6,9 @@
 //! sent straight to the fake upstream. Each measurement is repeated and the median of the
 //! runs is printed with the budget beside it. Loopback only; bounded in requests and time.
 //!
-//! Environment: `BENCH_BACKENDS` (`sqlite,postgres`), `BENCH_POSTGRES_URL` (admin URL,
+//! Environment: `BENCH_BACKENDS` (`sqlite,postgres,postgres-async`; `postgres-async` is the
+//! same server with `synchronous_commit=off` for palaver's sessions, so that palaver's own
+//! cost shows apart from the commit's wait for the disk), `BENCH_POSTGRES_URL` (admin URL,
 //! default `postgres://postgres@127.0.0.1:5432/test`), `BENCH_STREAMS` (10000),
 //! `BENCH_RUNS` (3), `BENCH_PALAVER` (the palaver binary to measure; default: this build's),
 //! `BENCH_MODES` (`outside,inside`: `outside` runs the fake upstream and the load generator
@@ -716,75 +718,87 @@ fn run_load(target: &str, url: &str, concurrency: usize, requests: usize, stream
 
 /// `BENCH_ROLE=load`: one thread, as a load generator's event loop; every worker keeps its
 /// own connection and runs 5-turn conversations until the shared request budget is spent.
+/// Bare HTTP/1.1 connections (hyper's, no client pool or JSON values) and byte searches in
+/// the answers: the generator's own CPU competes with palaver for the cores, so it has to
+/// cost about what wrk does, or the floor it measures is too low and the ratios flatter.
 fn run_load_role() {
     let var = |name: &str| std::env::var(name).unwrap();
     let (target, url) = (var("BENCH_LOAD_TARGET"), var("BENCH_LOAD_URL"));
     let concurrency: usize = var("BENCH_LOAD_CONCURRENCY").parse().unwrap();
     let requests: usize = var("BENCH_LOAD_REQUESTS").parse().unwrap();
     let stream = var("BENCH_LOAD_STREAM") == "true";
+    let floor = target == "floor";
+    // `http://host:port/prefix`: the upstream's base URL carries a path.
+    let address = url.strip_prefix("http://").unwrap().trim_end_matches('/');
+    let (host, prefix) = match address.split_once('/') {
+        Some((host, path)) => (host.to_owned(), format!("/{path}")),
+        None => (address.to_owned(), String::new()),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let report = runtime.block_on(async {
         let budget = Arc::new(AtomicUsize::new(requests));
         let started = Instant::now();
         let workers = (0..concurrency).map(|_| {
-            let (budget, target, url) = (budget.clone(), target.clone(), url.clone());
+            let (budget, host, prefix) = (budget.clone(), host.clone(), prefix.clone());
             async move {
-                let client = reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(1).build().unwrap();
+                use http_body_util::BodyExt;
+                let socket = tokio::net::TcpStream::connect(&host).await.unwrap();
+                socket.set_nodelay(true).unwrap();
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(socket)).await.unwrap();
+                tokio::spawn(connection);
                 let mut latencies = Vec::new();
                 'conversations: loop {
                     let mut conversation: Option<String> = None;
-                    let mut messages: Vec<Value> = Vec::new();
+                    let mut messages: Vec<String> = Vec::new();
                     for turn in 0..5 {
                         if budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err() {
                             break 'conversations;
                         }
-                        let input = format!("Question {turn}: how far is the moon?");
-                        let (request_url, body) = if target == "floor" {
-                            messages.push(json!({"role": "user", "content": input}));
-                            let body = json!({"model": "bench", "messages": messages, "stream": stream});
-                            (format!("{url}/chat/completions"), body)
+                        let input = format!("\"Question {turn}: how far is the moon?\"");
+                        let (path, body) = if floor {
+                            messages.push(format!("{{\"role\":\"user\",\"content\":{input}}}"));
+                            let messages = messages.join(",");
+                            let body = format!("{{\"model\":\"bench\",\"messages\":[{messages}],\"stream\":{stream}}}");
+                            (format!("{prefix}/chat/completions"), body)
                         } else {
                             match &conversation {
                                 None => (
-                                    format!("{url}/v1/conversations"),
-                                    json!({"model": "bench", "inputs": input, "stream": stream}),
+                                    format!("{prefix}/v1/conversations"),
+                                    format!("{{\"model\":\"bench\",\"inputs\":{input},\"stream\":{stream}}}"),
                                 ),
-                                Some(id) => {
-                                    (format!("{url}/v1/conversations/{id}"), json!({"inputs": input, "stream": stream}))
-                                }
+                                Some(id) => (
+                                    format!("{prefix}/v1/conversations/{id}"),
+                                    format!("{{\"inputs\":{input},\"stream\":{stream}}}"),
+                                ),
                             }
                         };
+                        let request = hyper::Request::post(&path)
+                            .header("host", &host)
+                            .header("content-type", "application/json")
+                            .body(http_body_util::Full::new(Bytes::from(body)))
+                            .unwrap();
                         let started = Instant::now();
-                        let response = client.post(&request_url).json(&body).send().await.unwrap();
-                        assert!(response.status().is_success(), "{request_url}: {}", response.status());
-                        if stream {
-                            let marker: &[u8] = if target == "floor" { b"content" } else { b"message.output.delta" };
-                            let mut body = response.bytes_stream();
-                            let (mut first, mut seen) = (None, Vec::new());
-                            while let Some(chunk) = body.next().await {
-                                let chunk = chunk.unwrap();
-                                if first.is_none() {
-                                    seen.extend_from_slice(&chunk);
-                                    if seen.windows(marker.len()).any(|w| w == marker) {
-                                        first = Some(started.elapsed());
-                                    }
-                                }
-                                if target != "floor" && conversation.is_none() {
-                                    if let Some(id) = conversation_id(&seen) {
-                                        conversation = Some(id);
-                                    }
-                                }
+                        let response = sender.send_request(request).await.unwrap();
+                        assert!(response.status().is_success(), "{path}: {}", response.status());
+                        let mut body = response.into_body();
+                        let marker: &[u8] = if floor { b"content" } else { b"message.output.delta" };
+                        let (mut first, mut seen) = (None, Vec::new());
+                        while let Some(frame) = body.frame().await {
+                            let Ok(data) = frame.unwrap().into_data() else { continue };
+                            if (!floor && conversation.is_none()) || (stream && first.is_none()) {
+                                seen.extend_from_slice(&data);
                             }
-                            latencies.push(first.expect("a first delta").as_secs_f64());
-                            messages.push(json!({"role": "assistant", "content": "Hello from the bench."}));
-                        } else {
-                            let answer: Value = response.json().await.unwrap();
-                            latencies.push(started.elapsed().as_secs_f64());
-                            if target == "floor" {
-                                messages.push(answer["choices"][0]["message"].clone());
-                            } else if conversation.is_none() {
-                                conversation = Some(answer["conversation_id"].as_str().unwrap().to_owned());
+                            if stream && first.is_none() && seen.windows(marker.len()).any(|w| w == marker) {
+                                first = Some(started.elapsed());
                             }
+                        }
+                        let end = started.elapsed();
+                        latencies.push(first.unwrap_or(end).as_secs_f64());
+                        if floor {
+                            messages.push(r#"{"role":"assistant","content":"Hello from the bench."}"#.to_owned());
+                        } else if conversation.is_none() {
+                            conversation = Some(conversation_id(&seen).expect("the start's conversation id"));
                         }
                     }
                 }
@@ -851,6 +865,10 @@ async fn bench_outside(name: &str, database_url: &str, runs: usize) -> Vec<Row> 
         Some(ratio <= 1.0),
     ));
     rows.push(row("added latency per stored turn, p99 (c=1)", ms(p99), "-".into(), "-", None));
+    if let Some(commit) = database_commit_p50(&db).await {
+        let share = format!("{} ({:.0}% of the added latency)", ms(commit), commit / added * 100.0);
+        rows.push(row("the database's one-row commit, p50 (c=1)", share, "-".into(), "-", None));
+    }
 
     // Throughput at concurrency 32, and palaver's CPU per turn: medians of (ratio to the
     // floor, turns/s, the floor's requests/s, CPU seconds per turn).
@@ -911,7 +929,31 @@ async fn fresh_database(backend: &str, admin_url: &str, dir: &std::path::Path) -
     let mut admin = sqlx::PgConnection::connect(admin_url).await.expect("Postgres for the bench");
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
     CREATED_DATABASES.lock().unwrap().push(name.clone());
-    format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0)
+    // libpq's `options` parameter, which sqlx passes on at connect time.
+    let options = if backend == "postgres-async" { "?options=-c%20synchronous_commit%3Doff" } else { "" };
+    format!("{}/{name}{options}", admin_url.rsplit_once('/').unwrap().0)
+}
+
+/// The database's own price for a commit: one-row INSERT transactions at concurrency 1,
+/// median seconds, on a table of their own in palaver's database (`None` for SQLite, whose
+/// commits palaver makes in-process).
+async fn database_commit_p50(database_url: &str) -> Option<f64> {
+    use sqlx::Connection;
+    if database_url.starts_with("sqlite:") {
+        return None;
+    }
+    let mut conn = sqlx::PgConnection::connect(database_url).await.expect("Postgres for the bench");
+    sqlx::query("CREATE TABLE bench_commits (id bigserial PRIMARY KEY, body text NOT NULL)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut latencies = Vec::with_capacity(500);
+    for _ in 0..500 {
+        let started = Instant::now();
+        sqlx::query("INSERT INTO bench_commits (body) VALUES ('a turn')").execute(&mut conn).await.unwrap();
+        latencies.push(started.elapsed().as_secs_f64());
+    }
+    Some(median(latencies))
 }
 
 /// The Postgres databases this run created, dropped at its end.
@@ -942,7 +984,7 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let started = Instant::now();
-        let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+        let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres,postgres-async".into());
         let postgres =
             std::env::var("BENCH_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
         let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
