@@ -151,7 +151,7 @@ impl App {
             });
         }
         // Histograms keep their buckets; upkeep drops what no longer changes. Expired
-        // idempotency keys go every few minutes.
+        // idempotency keys and files go every few minutes.
         let upkeep = token.clone();
         let keys = engine.clone();
         tokio::spawn(async move {
@@ -170,6 +170,11 @@ impl App {
                             }
                             if let Err(error) = keys.streams.purge_shared().await {
                                 tracing::warn!(%error, "the events of old runs were not deleted");
+                            }
+                            match keys.files.purge_expired(domain::time::Timestamp::now()).await {
+                                Ok(0) => {}
+                                Ok(purged) => tracing::info!(purged, "expired files deleted"),
+                                Err(error) => tracing::warn!(%error, "expired files not deleted"),
                             }
                         }
                     }

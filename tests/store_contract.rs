@@ -73,6 +73,7 @@ contract! {
     another_workspace_sees_none_of_a_conversation,
     a_stored_file_reads_back_whole_and_files_are_listed_newest_first_with_the_total,
     a_deleted_file_is_gone_and_another_workspace_sees_none,
+    a_file_is_gone_from_its_expiry_on_and_purged_soonest_expired_first,
     files_are_filtered_by_purpose_name_source_sample_type_and_mimetype_and_counted_so,
     a_blob_in_the_database_streams_back_in_order_and_is_deleted,
     a_failed_blob_write_leaves_nothing,
@@ -693,9 +694,9 @@ async fn a_stored_file_reads_back_whole_and_files_are_listed_newest_first_with_t
         store.insert_file(&ws, &file(id, at(second))).await.unwrap();
     }
 
-    let read = store.file(&ws, &FileId("f-mid".into())).await.unwrap();
-    let (first, total) = store.list_files(&ws, &FileFilter::default(), page(0, 2)).await.unwrap();
-    let (second, again) = store.list_files(&ws, &FileFilter::default(), page(2, 2)).await.unwrap();
+    let read = store.file(&ws, &FileId("f-mid".into()), at(9)).await.unwrap();
+    let (first, total) = store.list_files(&ws, &FileFilter::default(), page(0, 2), at(9)).await.unwrap();
+    let (second, again) = store.list_files(&ws, &FileFilter::default(), page(2, 2), at(9)).await.unwrap();
 
     assert_eq!(read, file("f-mid", at(2)));
     let ids = |files: &[FileRecord]| files.iter().map(|f| f.id.as_str().to_owned()).collect::<Vec<_>>();
@@ -721,7 +722,7 @@ async fn files_are_filtered_by_purpose_name_source_sample_type_and_mimetype_and_
     let listed = |filter: FileFilter| {
         let store = store.clone();
         let ws = ws.clone();
-        async move { ids(store.list_files(&ws, &filter, page(0, 10)).await.unwrap()) }
+        async move { ids(store.list_files(&ws, &filter, page(0, 10), at(9)).await.unwrap()) }
     };
 
     let by_purpose = listed(FileFilter { purpose: Some("batch".into()), ..Default::default() }).await;
@@ -732,7 +733,7 @@ async fn files_are_filtered_by_purpose_name_source_sample_type_and_mimetype_and_
     let by_mimetype =
         listed(FileFilter { mimetypes: vec!["image/svg+xml".into(), "text/plain".into()], ..Default::default() }).await;
     let paged = ids(store
-        .list_files(&ws, &FileFilter { sample_types: vec!["instruct".into()], ..Default::default() }, page(0, 1))
+        .list_files(&ws, &FileFilter { sample_types: vec!["instruct".into()], ..Default::default() }, page(0, 1), at(9))
         .await
         .unwrap());
 
@@ -749,14 +750,51 @@ async fn a_deleted_file_is_gone_and_another_workspace_sees_none(store: Arc<dyn S
     store.insert_file(&ws, &file("f-1", at(1))).await.unwrap();
     let id = FileId("f-1".into());
 
-    assert!(matches!(store.file(&other, &id).await, Err(StoreError::NotFound { what: "File", .. })));
-    assert_eq!(store.list_files(&other, &FileFilter::default(), page(0, 10)).await.unwrap(), (vec![], 0));
-    assert!(matches!(store.delete_file(&other, &id).await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(store.file(&other, &id, at(9)).await, Err(StoreError::NotFound { what: "File", .. })));
+    assert_eq!(store.list_files(&other, &FileFilter::default(), page(0, 10), at(9)).await.unwrap(), (vec![], 0));
+    assert!(matches!(store.delete_file(&other, &id, at(9)).await, Err(StoreError::NotFound { .. })));
 
-    store.delete_file(&ws, &id).await.unwrap();
+    store.delete_file(&ws, &id, at(9)).await.unwrap();
 
-    assert!(matches!(store.file(&ws, &id).await, Err(StoreError::NotFound { what: "File", .. })));
-    assert_eq!(store.list_files(&ws, &FileFilter::default(), page(0, 10)).await.unwrap().1, 0);
+    assert!(matches!(store.file(&ws, &id, at(9)).await, Err(StoreError::NotFound { what: "File", .. })));
+    assert_eq!(store.list_files(&ws, &FileFilter::default(), page(0, 10), at(9)).await.unwrap().1, 0);
+}
+
+async fn a_file_is_gone_from_its_expiry_on_and_purged_soonest_expired_first(store: Arc<dyn Store>) {
+    let ws = home();
+    let expiring = |id: &str, expires_at: Option<i64>| FileRecord { expires_at, ..file(id, at(1)) };
+    for f in
+        [expiring("f-keep", None), expiring("f-soon", Some(1_900_000_000)), expiring("f-later", Some(1_900_000_100))]
+    {
+        store.insert_file(&ws, &f).await.unwrap();
+    }
+    let (before, expiry) = (seconds(1_899_999_999), seconds(1_900_000_000));
+    let soon = FileId("f-soon".into());
+    let listed = |now: Timestamp| {
+        let (store, ws) = (store.clone(), ws.clone());
+        async move {
+            let (files, total) = store.list_files(&ws, &FileFilter::default(), page(0, 10), now).await.unwrap();
+            (files.into_iter().map(|f| f.id.0).collect::<Vec<_>>(), total)
+        }
+    };
+
+    assert!(store.file(&ws, &soon, before).await.is_ok());
+    assert!(matches!(store.file(&ws, &soon, expiry).await, Err(StoreError::NotFound { what: "File", .. })));
+    assert_eq!(listed(before).await.1, 3);
+    assert_eq!(listed(expiry).await.1, 2, "the expired file is not listed or counted");
+    assert!(matches!(store.delete_file(&ws, &soon, expiry).await, Err(StoreError::NotFound { .. })));
+    assert!(store.file(&ws, &soon, before).await.is_ok(), "the row stays until the purge");
+
+    let purged = store.purge_expired_files(expiry, 10).await.unwrap();
+    let again = store.purge_expired_files(expiry, 10).await.unwrap();
+
+    assert_eq!(purged, vec![(ws.clone(), soon.clone())]);
+    assert_eq!(again, vec![]);
+    assert!(matches!(store.file(&ws, &soon, before).await, Err(StoreError::NotFound { .. })));
+    let much_later = seconds(2_000_000_000);
+    let one = store.purge_expired_files(much_later, 1).await.unwrap();
+    assert_eq!(one, vec![(ws.clone(), FileId("f-later".into()))]);
+    assert_eq!(listed(much_later).await, (vec!["f-keep".to_owned()], 1), "a file without expiry stays");
 }
 
 fn body(pieces: Vec<Vec<u8>>) -> ByteStream<'static> {

@@ -218,7 +218,7 @@ impl Files {
     }
 
     pub async fn file(&self, ws: &WorkspaceId, id: &FileId) -> Result<FileRecord> {
-        Ok(self.store.file(ws, id).await?)
+        Ok(self.store.file(ws, id, Timestamp::now()).await?)
     }
 
     /// Page `page` (from 0) of `page_size` files that `filter` keeps, newest first, with how
@@ -231,12 +231,12 @@ impl Files {
         page_size: i64,
     ) -> Result<(Vec<FileRecord>, i64)> {
         let page = Page { offset: page.saturating_mul(page_size), limit: page_size };
-        Ok(self.store.list_files(ws, filter, page).await?)
+        Ok(self.store.list_files(ws, filter, page, Timestamp::now()).await?)
     }
 
     /// The file and its bytes, streamed from the blob store.
     pub async fn content(&self, ws: &WorkspaceId, id: &FileId) -> Result<(FileRecord, ByteStream<'static>)> {
-        let record = self.store.file(ws, id).await?;
+        let record = self.store.file(ws, id, Timestamp::now()).await?;
         let bytes = self.blobs.blob(&BlobKey::new(ws, id)).await.map_err(|error| match error {
             // A row always has its bytes (they are written first): missing ones are a fault.
             StoreError::NotFound { .. } => {
@@ -249,17 +249,38 @@ impl Files {
 
     /// Deletes the row, then the bytes: a failure between leaves only unnamed bytes.
     pub async fn delete(&self, ws: &WorkspaceId, id: &FileId) -> Result<()> {
-        self.store.delete_file(ws, id).await?;
+        self.store.delete_file(ws, id, Timestamp::now()).await?;
+        self.delete_bytes(ws, id).await;
+        Ok(())
+    }
+
+    async fn delete_bytes(&self, ws: &WorkspaceId, id: &FileId) {
         if let Err(error) = self.blobs.delete_blob(&BlobKey::new(ws, id)).await {
             tracing::warn!(file_id = %id, %error, "file deleted, but its bytes could not be removed");
         }
-        Ok(())
+    }
+
+    /// Deletes the files whose `expiry` passed before `now` (rows, then bytes), in batches,
+    /// and returns how many. Reads stop seeing a file when it expires; this frees its space.
+    pub async fn purge_expired(&self, now: Timestamp) -> Result<usize> {
+        const BATCH: i64 = 100;
+        let mut purged = 0;
+        loop {
+            let keys = self.store.purge_expired_files(now, BATCH).await?;
+            for (ws, id) in &keys {
+                self.delete_bytes(ws, id).await;
+            }
+            purged += keys.len();
+            if (keys.len() as i64) < BATCH {
+                return Ok(purged);
+            }
+        }
     }
 
     /// The path and query of a link to the file's content that works without an API key
     /// until `expiry_hours` from now.
     pub async fn signed_path(&self, ws: &WorkspaceId, id: &FileId, expiry_hours: i64) -> Result<String> {
-        self.store.file(ws, id).await?;
+        self.store.file(ws, id, Timestamp::now()).await?;
         let expires = Timestamp::now().unix_seconds() + expiry_hours * 3600;
         let signature = hex::encode(self.mac(ws.as_str(), id, expires).finalize().into_bytes());
         Ok(format!("/v1/files/{id}/content?workspace={}&expires={expires}&signature={signature}", ws.as_str()))

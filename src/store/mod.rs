@@ -34,6 +34,7 @@ macro_rules! migrations {
             (3, "files", include_str!(concat!("../../migrations/", $dialect, "/0003_files.sql"))),
             (4, "idempotency", include_str!(concat!("../../migrations/", $dialect, "/0004_idempotency.sql"))),
             (5, "run_events", include_str!(concat!("../../migrations/", $dialect, "/0005_run_events.sql"))),
+            (6, "files_expiry", include_str!(concat!("../../migrations/", $dialect, "/0006_files_expiry.sql"))),
         ]
     };
 }
@@ -349,7 +350,10 @@ pub trait FileStore: Send + Sync {
     /// Writes a file's row (its blob is already stored). `Conflict` when the id is taken.
     async fn insert_file(&self, ws: &WorkspaceId, file: &FileRecord) -> StoreResult<()>;
 
-    async fn file(&self, ws: &WorkspaceId, id: &FileId) -> StoreResult<FileRecord>;
+    /// A file that expired before `now` is not found, here as in the other reads and the
+    /// delete: it is gone from the API's view from its `expires_at` on, though its row and
+    /// bytes stay until `purge_expired_files`.
+    async fn file(&self, ws: &WorkspaceId, id: &FileId, now: Timestamp) -> StoreResult<FileRecord>;
 
     /// A page of the workspace's files that `filter` keeps, newest first, and how many it
     /// keeps in all.
@@ -358,10 +362,15 @@ pub trait FileStore: Send + Sync {
         ws: &WorkspaceId,
         filter: &FileFilter,
         page: Page,
+        now: Timestamp,
     ) -> StoreResult<(Vec<FileRecord>, i64)>;
 
     /// Deletes a file's row (its blob goes after).
-    async fn delete_file(&self, ws: &WorkspaceId, id: &FileId) -> StoreResult<()>;
+    async fn delete_file(&self, ws: &WorkspaceId, id: &FileId, now: Timestamp) -> StoreResult<()>;
+
+    /// Deletes the rows of up to `limit` files expired at `now`, soonest expired first, and
+    /// returns their keys, for their blobs to go after.
+    async fn purge_expired_files(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<(WorkspaceId, FileId)>>;
 }
 
 /// Filters of `GET /v1/files`; each one unset keeps every file.

@@ -946,11 +946,12 @@ impl FileStore for PgStore {
         })
     }
 
-    async fn file(&self, ws: &WorkspaceId, id: &FileId) -> StoreResult<FileRecord> {
+    async fn file(&self, ws: &WorkspaceId, id: &FileId, now: Timestamp) -> StoreResult<FileRecord> {
         on_connection!(self, |conn| {
             let row = sqlx::query(sql::SELECT_FILE.as_str())
                 .bind(ws.as_str())
                 .bind(id.as_str())
+                .bind(now.unix_seconds())
                 .fetch_one(&mut *conn)
                 .await?;
             Ok(rows::file_record(&row)?)
@@ -963,6 +964,7 @@ impl FileStore for PgStore {
         ws: &WorkspaceId,
         filter: &FileFilter,
         page: Page,
+        now: Timestamp,
     ) -> StoreResult<(Vec<FileRecord>, i64)> {
         let search = filter.search.as_deref().map(super::contains_pattern);
         let any_of = |values: &[String]| (!values.is_empty()).then(|| values.to_vec());
@@ -976,6 +978,7 @@ impl FileStore for PgStore {
                 .bind(sources.clone())
                 .bind(sample_types.clone())
                 .bind(mimetypes.clone())
+                .bind(now.unix_seconds())
         };
         on_connection!(self, |conn| {
             let found = filtered(LIST_FILES.as_str()).bind(page.limit).bind(page.offset).fetch_all(&mut *conn).await?;
@@ -985,12 +988,25 @@ impl FileStore for PgStore {
         })
     }
 
-    async fn delete_file(&self, ws: &WorkspaceId, id: &FileId) -> StoreResult<()> {
+    async fn delete_file(&self, ws: &WorkspaceId, id: &FileId, now: Timestamp) -> StoreResult<()> {
         on_connection!(self, |conn| {
-            let done = sqlx::query(sql::DELETE_FILE).bind(ws.as_str()).bind(id.as_str()).execute(&mut *conn).await?;
+            let query = sqlx::query(sql::DELETE_FILE.as_str()).bind(ws.as_str()).bind(id.as_str());
+            let done = query.bind(now.unix_seconds()).execute(&mut *conn).await?;
             super::found(done.rows_affected())
         })
         .not_found_as("File", id.as_str())
+    }
+
+    async fn purge_expired_files(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<(WorkspaceId, FileId)>> {
+        on_connection!(self, |conn| {
+            let rows = sqlx::query(sql::PURGE_EXPIRED_FILES)
+                .bind(now.unix_seconds())
+                .bind(limit)
+                .fetch_all(&mut *conn)
+                .await?;
+            let key = |row: &PgRow| Ok((WorkspaceId(row.try_get("workspace")?), FileId(row.try_get("id")?)));
+            Ok(rows.iter().map(key).collect::<sqlx::Result<Vec<_>>>()?)
+        })
     }
 }
 

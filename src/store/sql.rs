@@ -409,12 +409,19 @@ pub const HISTORY: &str = "WITH RECURSIVE chain(id, parent_id, depth, body) AS (
 /// Binds: workspace, then `File::ALL`.
 pub static INSERT_FILE: LazyLock<String> = LazyLock::new(|| insert::<File>("files"));
 
-/// Binds: workspace, id.
-pub static SELECT_FILE: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {} FROM files WHERE workspace = $1 AND id = $2", list(File::ALL, None)));
+/// A file past its `expires_at` is gone for every read and delete, before the purge
+/// removes it: `now` is the parameter bound to the time in unix seconds.
+fn unexpired(now: &str) -> String {
+    format!("(expires_at IS NULL OR expires_at > {now})")
+}
 
-/// The filters of `GET /v1/files`. Binds: workspace, purpose, filename pattern, then the
-/// lists of sources, sample types and mimetypes (each NULL for "any"). `any_of(column,
+/// Binds: workspace, id, now.
+pub static SELECT_FILE: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {} FROM files WHERE workspace = $1 AND id = $2 AND {}", list(File::ALL, None), unexpired("$3"))
+});
+
+/// The filters of `GET /v1/files`. Binds: workspace, purpose, filename pattern, the lists
+/// of sources, sample types and mimetypes (each NULL for "any"), then now. `any_of(column,
 /// param)` is the backend's test that the column is one of the list bound as `param`
 /// (`= ANY(…)`, or `IN (json_each …)`).
 fn files_matching(any_of: fn(&str, &str) -> String) -> String {
@@ -424,17 +431,19 @@ fn files_matching(any_of: fn(&str, &str) -> String) -> String {
          AND ($3 IS NULL OR LOWER(filename) LIKE $3 ESCAPE '\\') \
          AND ($4 IS NULL OR {}) \
          AND ($5 IS NULL OR {}) \
-         AND ($6 IS NULL OR {})",
+         AND ($6 IS NULL OR {}) \
+         AND {}",
         any_of("source", "$4"),
         any_of("sample_type", "$5"),
-        any_of("mimetype", "$6")
+        any_of("mimetype", "$6"),
+        unexpired("$7")
     )
 }
 
 /// Newest first. Binds: the filters of `files_matching`, then limit, offset.
 pub fn list_files(any_of: fn(&str, &str) -> String) -> String {
     format!(
-        "SELECT {} {} ORDER BY created_at DESC, id DESC LIMIT $7 OFFSET $8",
+        "SELECT {} {} ORDER BY created_at DESC, id DESC LIMIT $8 OFFSET $9",
         list(File::ALL, None),
         files_matching(any_of)
     )
@@ -445,7 +454,15 @@ pub fn count_files(any_of: fn(&str, &str) -> String) -> String {
     format!("SELECT COUNT(*) AS total {}", files_matching(any_of))
 }
 
-pub const DELETE_FILE: &str = "DELETE FROM files WHERE workspace = $1 AND id = $2";
+/// Binds: workspace, id, now.
+pub static DELETE_FILE: LazyLock<String> =
+    LazyLock::new(|| format!("DELETE FROM files WHERE workspace = $1 AND id = $2 AND {}", unexpired("$3")));
+
+/// Deletes up to `$2` files whose `expires_at` is at or before `$1`, soonest expired first.
+/// Yields the workspace and id of each, for their bytes to go next.
+pub const PURGE_EXPIRED_FILES: &str = "DELETE FROM files WHERE (workspace, id) IN \
+     (SELECT workspace, id FROM files WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2) \
+     RETURNING workspace, id";
 
 /// One chunk of a file's bytes (the database as blob store). Binds: workspace, file id,
 /// chunk number, bytes.

@@ -109,6 +109,7 @@ struct Statements {
     list_files: String,
     count_files: String,
     delete_file: String,
+    purge_expired_files: String,
     insert_chunk: String,
     select_chunk: String,
     delete_chunks: String,
@@ -158,7 +159,8 @@ static SQL: LazyLock<Statements> = LazyLock::new(|| Statements {
     select_file: numbered(&sql::SELECT_FILE),
     list_files: numbered(&sql::list_files(in_json_list)),
     count_files: numbered(&sql::count_files(in_json_list)),
-    delete_file: numbered(sql::DELETE_FILE),
+    delete_file: numbered(&sql::DELETE_FILE),
+    purge_expired_files: numbered(sql::PURGE_EXPIRED_FILES),
     insert_chunk: numbered(sql::INSERT_CHUNK),
     select_chunk: numbered(sql::SELECT_CHUNK),
     delete_chunks: numbered(sql::DELETE_CHUNKS),
@@ -1474,11 +1476,12 @@ impl FileStore for SqliteStore {
         .await
     }
 
-    async fn file(&self, ws: &WorkspaceId, id: &FileId) -> StoreResult<FileRecord> {
+    async fn file(&self, ws: &WorkspaceId, id: &FileId, now: Timestamp) -> StoreResult<FileRecord> {
         let asked = id.as_str();
-        let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
+        let (ws, id, now) = (ws.as_str().to_owned(), id.as_str().to_owned(), now.unix_seconds());
         self.read(move |conn| {
-            Ok(conn.prepare_cached(&SQL.select_file)?.query_row(params![ws, id], |row| rows::file_record(row))?)
+            let mut select = conn.prepare_cached(&SQL.select_file)?;
+            Ok(select.query_row(params![ws, id, now], |row| rows::file_record(row))?)
         })
         .await
         .not_found_as("File", asked)
@@ -1489,18 +1492,19 @@ impl FileStore for SqliteStore {
         ws: &WorkspaceId,
         filter: &FileFilter,
         page: Page,
+        now: Timestamp,
     ) -> StoreResult<(Vec<FileRecord>, i64)> {
-        let ws = ws.as_str().to_owned();
+        let (ws, now) = (ws.as_str().to_owned(), now.unix_seconds());
         let purpose = filter.purpose.clone();
         let search = filter.search.as_deref().map(super::contains_pattern);
         let any_of = |values: &[String]| (!values.is_empty()).then(|| to_json(values));
         let (sources, sample_types) = (any_of(&filter.sources), any_of(&filter.sample_types));
         let mimetypes = any_of(&filter.mimetypes);
         self.read(move |conn| {
-            let filters = params![ws, purpose, search, sources, sample_types, mimetypes];
+            let filters = params![ws, purpose, search, sources, sample_types, mimetypes, now];
             let mut list = conn.prepare_cached(&SQL.list_files)?;
             let rows = list.query_map(
-                params![ws, purpose, search, sources, sample_types, mimetypes, page.limit, page.offset],
+                params![ws, purpose, search, sources, sample_types, mimetypes, now, page.limit, page.offset],
                 |row| rows::file_record(row),
             )?;
             let files = rows.collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1510,12 +1514,24 @@ impl FileStore for SqliteStore {
         .await
     }
 
-    async fn delete_file(&self, ws: &WorkspaceId, id: &FileId) -> StoreResult<()> {
+    async fn delete_file(&self, ws: &WorkspaceId, id: &FileId, now: Timestamp) -> StoreResult<()> {
         let asked = id.as_str();
-        let (ws, id) = (ws.as_str().to_owned(), id.as_str().to_owned());
-        self.write(move |tx| super::found(tx.prepare_cached(&SQL.delete_file)?.execute(params![ws, id])? as u64))
+        let (ws, id, now) = (ws.as_str().to_owned(), id.as_str().to_owned(), now.unix_seconds());
+        self.write(move |tx| super::found(tx.prepare_cached(&SQL.delete_file)?.execute(params![ws, id, now])? as u64))
             .await
             .not_found_as("File", asked)
+    }
+
+    async fn purge_expired_files(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<(WorkspaceId, FileId)>> {
+        let now = now.unix_seconds();
+        self.write(move |tx| {
+            let mut purge = tx.prepare_cached(&SQL.purge_expired_files)?;
+            let keys = purge.query_map(params![now, limit], |row| {
+                Ok((WorkspaceId(row.get("workspace")?), FileId(row.get("id")?)))
+            })?;
+            Ok(keys.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
     }
 }
 

@@ -249,6 +249,53 @@ async fn a_deleted_file_is_a_404_everywhere() {
     assert_eq!(json_of(app.get("/v1/files").await, 200).await["total"], 0);
 }
 
+/// Moves a file's `expiry` into the past in the database: the shortest one a client may
+/// set is an hour.
+async fn expire_now(database_url: &str, id: &str) {
+    const EXPIRE: &str = "UPDATE files SET expires_at = 1 WHERE id = $1";
+    match database_url.strip_prefix("sqlite://") {
+        Some(path) => assert_eq!(rusqlite::Connection::open(path).unwrap().execute(EXPIRE, [id]).unwrap(), 1),
+        None => {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(database_url).await.unwrap();
+            assert_eq!(sqlx::query(EXPIRE).bind(id).execute(&mut conn).await.unwrap().rows_affected(), 1);
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_expired_upload_is_a_404_everywhere_and_the_purge_removes_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || Options { config_toml: Some(files_config("fs", Some(dir.path()), "")), ..Default::default() };
+    let app = TestApp::spawn_with(options()).await;
+    let parts = [("file", Some("brief.txt"), b"short-lived".as_slice()), ("expiry", None, b"1".as_slice())];
+    let brief = json_of(upload_parts(&app, &parts).await, 200).await["id"].as_str().unwrap().to_owned();
+    let kept = upload(&app, "kept.txt", b"kept").await["id"].as_str().unwrap().to_owned();
+    let bytes_of = |id: &str| dir.path().join("default").join(id);
+
+    expire_now(&app.database_url, &brief).await;
+
+    for path in [format!("/v1/files/{brief}"), format!("/v1/files/{brief}/content"), format!("/v1/files/{brief}/url")] {
+        assert_eq!(json_of(app.get(&path).await, 404).await["code"], "not_found", "{path}");
+    }
+    assert_eq!(app.delete(&format!("/v1/files/{brief}")).await.status(), 404);
+    let listed = json_of(app.get("/v1/files").await, 200).await;
+    assert_eq!((listed["data"][0]["id"].as_str(), &listed["total"]), (Some(kept.as_str()), &json!(1)));
+    assert!(bytes_of(&brief).exists(), "the bytes stay until the purge");
+
+    // The purge runs at start-up, then every few minutes.
+    app.shut_down().await;
+    let again = TestApp::spawn_with(Options { database_url: Some(app.database_url.clone()), ..options() }).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while bytes_of(&brief).exists() {
+        assert!(std::time::Instant::now() < deadline, "the expired file's bytes were purged");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    assert_eq!(download(&again, &format!("/v1/files/{kept}/content")).await.2, b"kept");
+    assert_eq!(json_of(again.get("/v1/files").await, 200).await["total"], 1);
+}
+
 /// A link as the server would sign it, for any expiry time.
 fn forged_link(base: &str, workspace: &str, id: &str, expires: i64) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(SECRET.as_bytes()).unwrap();
