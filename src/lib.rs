@@ -182,6 +182,27 @@ impl App {
                 }
             }
         });
+        // Bytes no file names (left by a crash): a sweep reads every blob's name, so it runs
+        // at start-up and then seldom, on a task of its own.
+        tokio::spawn({
+            let (files, stop) = (engine.files.clone(), token.clone());
+            async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(6 * 3600));
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => {
+                            let before = domain::time::Timestamp::now().minus(engine::files::UNNAMED_BYTES_AGE);
+                            match files.sweep_unnamed(before).await {
+                                Ok(0) => {}
+                                Ok(swept) => tracing::info!(swept, "bytes no file named deleted"),
+                                Err(error) => tracing::warn!(%error, "bytes no file names not swept"),
+                            }
+                        }
+                        _ = stop.cancelled() => break,
+                    }
+                }
+            }
+        });
         // Streamed runs' events, for resumes on other replicas (nothing to do without them).
         tokio::spawn({
             let engine = engine.clone();

@@ -77,6 +77,7 @@ contract! {
     files_are_filtered_by_purpose_name_source_sample_type_and_mimetype_and_counted_so,
     a_blob_in_the_database_streams_back_in_order_and_is_deleted,
     a_failed_blob_write_leaves_nothing,
+    blobs_no_file_names_are_listed_once_written_before_the_time_asked,
     a_setting_keeps_the_first_value_written,
     an_idempotency_key_is_claimed_once_answered_then_replayed,
     a_released_or_expired_or_abandoned_key_can_be_claimed_again,
@@ -835,6 +836,24 @@ async fn a_failed_blob_write_leaves_nothing(store: Arc<dyn Store>) {
 
     assert!(written.is_err());
     assert!(matches!(read_blob(&store, &key).await, Err(StoreError::NotFound { .. })));
+}
+
+async fn blobs_no_file_names_are_listed_once_written_before_the_time_asked(store: Arc<dyn Store>) {
+    let ws = home();
+    let (named, unnamed) = (FileId("f-named".into()), FileId("f-unnamed".into()));
+    for id in [&named, &unnamed] {
+        store.put_blob(&BlobKey::new(&ws, id), body(vec![b"bytes".to_vec()])).await.unwrap();
+    }
+    store.insert_file(&ws, &file("f-named", at(1))).await.unwrap();
+    let listed = |before: Timestamp| {
+        use futures::TryStreamExt;
+        let store = store.clone();
+        async move { store.blobs_before(before).try_collect::<Vec<BlobKey>>().await.unwrap() }
+    };
+    let now = Timestamp::now();
+
+    assert_eq!(listed(now.plus(std::time::Duration::from_secs(60))).await, vec![BlobKey::new(&ws, &unnamed)]);
+    assert_eq!(listed(now.minus(std::time::Duration::from_secs(60))).await, vec![], "written since");
 }
 
 async fn a_setting_keeps_the_first_value_written(store: Arc<dyn Store>) {

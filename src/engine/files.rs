@@ -29,6 +29,10 @@ const SIGNING_SECRET_SETTING: &str = "files.signing_secret";
 /// The longest `expiry` of `GET /v1/files/{id}/url`, in hours (a week, as upstream).
 pub const MAX_EXPIRY_HOURS: i64 = 168;
 
+/// How old bytes without a file must be before the sweep deletes them: far longer than any
+/// upload takes, since an upload's bytes are written before its row.
+pub const UNNAMED_BYTES_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// The Files service the HTTP routes and the built-in tools share.
 pub struct Files {
     store: Arc<dyn Store>,
@@ -260,6 +264,30 @@ impl Files {
         }
     }
 
+    /// Deletes the bytes that no file names and that were written before `before`: a crash
+    /// between an upload's bytes and its row (or between a deleted row and its bytes) leaves
+    /// them. `before` must leave room for the longest upload, whose bytes have no row yet.
+    /// Returns how many blobs went.
+    pub async fn sweep_unnamed(&self, before: Timestamp) -> Result<usize> {
+        let now = Timestamp::now();
+        let mut candidates = self.blobs.blobs_before(before);
+        let mut swept = 0;
+        while let Some(key) = candidates.next().await {
+            let key = key?;
+            match self.store.file(&key.workspace, &key.file, now).await {
+                Err(StoreError::NotFound { .. }) => {}
+                named => {
+                    named?;
+                    continue;
+                }
+            }
+            self.blobs.delete_blob(&key).await?;
+            tracing::info!(file_id = %key.file, workspace = %key.workspace.as_str(), "deleted bytes no file named");
+            swept += 1;
+        }
+        Ok(swept)
+    }
+
     /// Deletes the files whose `expiry` passed before `now` (rows, then bytes), in batches,
     /// and returns how many. Reads stop seeing a file when it expires; this frees its space.
     pub async fn purge_expired(&self, now: Timestamp) -> Result<usize> {
@@ -370,6 +398,59 @@ mod tests {
         assert_eq!(chunks.concat(), b"png bytes");
         let elsewhere = files.file(&WorkspaceId("ws_other".into()), &record.id).await;
         assert!(matches!(elsewhere, Err(Error::NotFound { what: "File", .. })), "{elsewhere:?}");
+    }
+
+    /// Bytes received and then left without a row, as a crash before `register` leaves them.
+    async fn crash_before_register(files: &Files, ws: &WorkspaceId) -> BlobKey {
+        let body = futures::stream::once(std::future::ready(Ok(Bytes::from_static(b"unnamed"))));
+        let received = files.receive(ws, body).await.unwrap();
+        let key = received.key.clone();
+        std::mem::forget(received);
+        key
+    }
+
+    async fn readable(files: &Files, key: &BlobKey) -> bool {
+        files.blobs.blob(key).await.is_ok()
+    }
+
+    async fn bytes_no_file_names_are_swept_once_old_enough(files: Files) {
+        let ws = WorkspaceId("ws_sweep".into());
+        let named = files.store_output(&ws, "kept.txt", None, Bytes::from_static(b"kept")).await.unwrap();
+        let unnamed = crash_before_register(&files, &ws).await;
+        let now = Timestamp::now();
+
+        let too_young = files.sweep_unnamed(now.minus(std::time::Duration::from_secs(3600))).await.unwrap();
+        assert_eq!(too_young, 0, "an upload may still be writing them");
+        assert!(readable(&files, &unnamed).await);
+
+        let swept = files.sweep_unnamed(now.plus(std::time::Duration::from_secs(60))).await.unwrap();
+
+        assert_eq!(swept, 1);
+        assert!(!readable(&files, &unnamed).await, "the unnamed bytes are gone");
+        let (_, bytes) = files.content(&ws, &named.id).await.unwrap();
+        assert_eq!(bytes.try_collect::<Vec<Bytes>>().await.unwrap().concat(), b"kept", "a file's bytes stay");
+    }
+
+    #[tokio::test]
+    async fn bytes_no_file_names_are_swept_from_the_database_once_old_enough() {
+        bytes_no_file_names_are_swept_once_old_enough(in_memory().await).await;
+    }
+
+    #[tokio::test]
+    async fn bytes_no_file_names_are_swept_from_a_directory_once_old_enough_with_partial_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::connect("sqlite::memory:", Default::default()).await.unwrap();
+        let blobs: Arc<dyn BlobStore> = Arc::new(crate::store::blobs::fs::FsBlobs::open(dir.path()));
+        let files = Files::open(store, blobs, &FilesConfig::default()).await.unwrap();
+        std::fs::create_dir_all(dir.path().join("ws_sweep")).unwrap();
+        let partial = dir.path().join("ws_sweep").join(".cut-short.partial");
+        std::fs::write(&partial, b"half").unwrap();
+        std::fs::write(dir.path().join("NOTES"), b"not a workspace").unwrap();
+
+        bytes_no_file_names_are_swept_once_old_enough(files).await;
+
+        assert!(!partial.exists(), "a crash's partial file goes too");
+        assert!(dir.path().join("NOTES").exists(), "what is not a blob stays");
     }
 
     #[tokio::test]

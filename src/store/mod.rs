@@ -34,7 +34,7 @@ macro_rules! migrations {
             (3, "files", include_str!(concat!("../../migrations/", $dialect, "/0003_files.sql"))),
             (4, "idempotency", include_str!(concat!("../../migrations/", $dialect, "/0004_idempotency.sql"))),
             (5, "run_events", include_str!(concat!("../../migrations/", $dialect, "/0005_run_events.sql"))),
-            (6, "files_expiry", include_str!(concat!("../../migrations/", $dialect, "/0006_files_expiry.sql"))),
+            (6, "files_upkeep", include_str!(concat!("../../migrations/", $dialect, "/0006_files_upkeep.sql"))),
         ]
     };
 }

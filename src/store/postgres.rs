@@ -1017,7 +1017,8 @@ impl ChunkTable for PgStore {
     async fn insert_chunk(&self, key: &BlobKey, seq: i64, chunk: bytes::Bytes) -> StoreResult<()> {
         on_connection!(self, |conn| {
             let query = sqlx::query(sql::INSERT_CHUNK).bind(key.workspace.as_str()).bind(key.file.as_str());
-            query.bind(seq).bind(chunk.as_ref()).execute(&mut *conn).await?;
+            let query = query.bind(seq).bind(chunk.as_ref()).bind(Timestamp::now().unix_seconds());
+            query.execute(&mut *conn).await?;
             Ok(())
         })
     }
@@ -1038,6 +1039,17 @@ impl ChunkTable for PgStore {
             let query = sqlx::query(sql::DELETE_CHUNKS).bind(key.workspace.as_str()).bind(key.file.as_str());
             query.execute(&mut *conn).await?;
             Ok(())
+        })
+    }
+
+    async fn unnamed_chunks(&self, before: Timestamp, limit: i64) -> StoreResult<Vec<BlobKey>> {
+        on_connection!(self, |conn| {
+            let query = sqlx::query(sql::UNNAMED_CHUNKS).bind(before.unix_seconds()).bind(limit);
+            let rows = query.fetch_all(&mut *conn).await?;
+            let key = |row: &PgRow| {
+                Ok(BlobKey { workspace: WorkspaceId(row.try_get("workspace")?), file: FileId(row.try_get("file_id")?) })
+            };
+            Ok(rows.iter().map(key).collect::<sqlx::Result<Vec<_>>>()?)
         })
     }
 }

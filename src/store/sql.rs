@@ -465,8 +465,16 @@ pub const PURGE_EXPIRED_FILES: &str = "DELETE FROM files WHERE (workspace, id) I
      RETURNING workspace, id";
 
 /// One chunk of a file's bytes (the database as blob store). Binds: workspace, file id,
-/// chunk number, bytes.
-pub const INSERT_CHUNK: &str = "INSERT INTO file_chunks (workspace, file_id, seq, data) VALUES ($1, $2, $3, $4)";
+/// chunk number, bytes, now (unix seconds).
+pub const INSERT_CHUNK: &str =
+    "INSERT INTO file_chunks (workspace, file_id, seq, data, created_at) VALUES ($1, $2, $3, $4, $5)";
+
+/// Blobs that no file row names, whose first chunk was written before `$1` (unix seconds;
+/// NULL: before chunks had times), at most `$2`. Yields `workspace`, `file_id`.
+pub const UNNAMED_CHUNKS: &str = "SELECT workspace, file_id FROM file_chunks c \
+     WHERE seq = 0 AND (created_at IS NULL OR created_at < $1) \
+     AND NOT EXISTS (SELECT 1 FROM files f WHERE f.workspace = c.workspace AND f.id = c.file_id) \
+     LIMIT $2";
 
 /// Binds: workspace, file id, chunk number. Yields `data`.
 pub const SELECT_CHUNK: &str = "SELECT data FROM file_chunks WHERE workspace = $1 AND file_id = $2 AND seq = $3";

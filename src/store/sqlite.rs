@@ -111,6 +111,7 @@ struct Statements {
     delete_file: String,
     purge_expired_files: String,
     insert_chunk: String,
+    unnamed_chunks: String,
     select_chunk: String,
     delete_chunks: String,
     insert_setting: String,
@@ -162,6 +163,7 @@ static SQL: LazyLock<Statements> = LazyLock::new(|| Statements {
     delete_file: numbered(&sql::DELETE_FILE),
     purge_expired_files: numbered(sql::PURGE_EXPIRED_FILES),
     insert_chunk: numbered(sql::INSERT_CHUNK),
+    unnamed_chunks: numbered(sql::UNNAMED_CHUNKS),
     select_chunk: numbered(sql::SELECT_CHUNK),
     delete_chunks: numbered(sql::DELETE_CHUNKS),
     insert_setting: numbered(sql::INSERT_SETTING),
@@ -1541,9 +1543,9 @@ impl FileStore for SqliteStore {
 impl ChunkTable for SqliteStore {
     async fn insert_chunk(&self, key: &BlobKey, seq: i64, chunk: bytes::Bytes) -> StoreResult<()> {
         let (ws, file) = (key.workspace.as_str().to_owned(), key.file.as_str().to_owned());
-        let pages = chunk.len() / 4096 + PAGES_PER_WRITE;
+        let (pages, now) = (chunk.len() / 4096 + PAGES_PER_WRITE, Timestamp::now().unix_seconds());
         self.write_counting(pages, move |tx| {
-            tx.prepare_cached(&SQL.insert_chunk)?.execute(params![ws, file, seq, chunk.as_ref()])?;
+            tx.prepare_cached(&SQL.insert_chunk)?.execute(params![ws, file, seq, chunk.as_ref(), now])?;
             Ok(())
         })
         .await
@@ -1566,6 +1568,18 @@ impl ChunkTable for SqliteStore {
         self.write(move |tx| {
             tx.prepare_cached(&SQL.delete_chunks)?.execute(params![ws, file])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn unnamed_chunks(&self, before: Timestamp, limit: i64) -> StoreResult<Vec<BlobKey>> {
+        let before = before.unix_seconds();
+        self.read(move |conn| {
+            let mut unnamed = conn.prepare_cached(&SQL.unnamed_chunks)?;
+            let keys = unnamed.query_map(params![before, limit], |row| {
+                Ok(BlobKey { workspace: WorkspaceId(row.get("workspace")?), file: FileId(row.get("file_id")?) })
+            })?;
+            Ok(keys.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }

@@ -502,7 +502,7 @@ async fn a_file_round_trips_through_s3() {
          path_style = true\nprefix = \"palaver/\"\naccess_key_id_env = \"PALAVER_TEST_S3_KEY_ID\"\n\
          secret_access_key_env = \"PALAVER_TEST_S3_SECRET\"\n"
     );
-    let app = TestApp::spawn_with(Options { config_toml: Some(config), ..Default::default() }).await;
+    let app = TestApp::spawn_with(Options { config_toml: Some(config.clone()), ..Default::default() }).await;
 
     let id = round_trip(&app).await;
     // Larger than object_store's buffer: a multipart upload.
@@ -531,4 +531,27 @@ async fn a_file_round_trips_through_s3() {
     assert_eq!(app.delete(&format!("/v1/files/{id}")).await.status(), 200);
     let gone = bucket_client.get(&object_path).await;
     assert!(matches!(gone, Err(object_store::Error::NotFound { .. })), "the object goes with the file: {gone:?}");
+
+    // The sweep of bytes no file names lists the blobs under the prefix, and nothing else.
+    for other in ["palaver/default/7d3b0b3e-stray", "palaver/deeper/a/b", "elsewhere/default/x"] {
+        bucket_client.put(&object_store::path::Path::from(other), b"x".to_vec().into()).await.unwrap();
+    }
+    let files: palaver::config::FilesConfig = toml::from_str(config.split_once("\n").unwrap().1).unwrap();
+    let s3 = palaver::store::blobs::s3::S3Blobs::from_config(&files).unwrap();
+    let listed = |before: palaver::domain::time::Timestamp| {
+        use futures::TryStreamExt;
+        use palaver::store::blobs::BlobStore;
+        let s3 = &s3;
+        async move {
+            let keys: Vec<_> = s3.blobs_before(before).try_collect().await.unwrap();
+            let mut names: Vec<String> = keys.iter().map(|k| k.path().unwrap()).collect();
+            names.sort();
+            names
+        }
+    };
+    let now = palaver::domain::time::Timestamp::now();
+    let mut expected = vec![format!("default/{}", big["id"].as_str().unwrap()), "default/7d3b0b3e-stray".to_owned()];
+    expected.sort();
+    assert_eq!(listed(now.plus(std::time::Duration::from_secs(60))).await, expected);
+    assert_eq!(listed(now.minus(std::time::Duration::from_secs(3600))).await, Vec::<String>::new());
 }

@@ -3,7 +3,9 @@
 //! and renamed into place, so a reader never sees a partial file and a crash leaves at most
 //! a stray `.partial` file.
 
-use super::{BlobKey, BlobStore, ByteStream, CHUNK_BYTES};
+use super::{BlobKey, BlobKeys, BlobStore, ByteStream, CHUNK_BYTES};
+use crate::domain::ids::{FileId, WorkspaceId};
+use crate::domain::time::Timestamp;
 use crate::store::{StoreError, StoreResult};
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -90,5 +92,39 @@ impl BlobStore for FsBlobs {
             Err(e) if e.kind() != ErrorKind::NotFound => Err(io_error(e, "removing a file")),
             _ => Ok(()),
         }
+    }
+
+    /// Every `<workspace>/<file id>` last written before `before`. The partial files of
+    /// writes a crash cut short (as old) are removed on the way: nothing can name them.
+    fn blobs_before(&self, before: Timestamp) -> BlobKeys<'_> {
+        let before = std::time::UNIX_EPOCH + std::time::Duration::from_micros(before.micros().max(0) as u64);
+        let old = move |entry: &std::fs::Metadata| entry.modified().is_ok_and(|at| at < before);
+        let listing = |e| io_error(e, "listing the files directory");
+        Box::pin(async_stream::try_stream! {
+            let mut workspaces = match tokio::fs::read_dir(&self.dir).await {
+                Err(e) if e.kind() == ErrorKind::NotFound => return,
+                found => found.map_err(listing)?,
+            };
+            while let Some(workspace) = workspaces.next_entry().await.map_err(listing)? {
+                let Ok(workspace_id) = workspace.file_name().into_string() else { continue };
+                if !workspace.file_type().await.map_err(listing)?.is_dir() {
+                    continue;
+                }
+                let mut files = tokio::fs::read_dir(workspace.path()).await.map_err(listing)?;
+                while let Some(file) = files.next_entry().await.map_err(listing)? {
+                    let Ok(name) = file.file_name().into_string() else { continue };
+                    if !file.metadata().await.is_ok_and(|m| m.is_file() && old(&m)) {
+                        continue;
+                    }
+                    if name.starts_with('.') {
+                        if name.ends_with(".partial") {
+                            let _ = tokio::fs::remove_file(file.path()).await;
+                        }
+                        continue;
+                    }
+                    yield BlobKey { workspace: WorkspaceId(workspace_id.clone()), file: FileId(name) };
+                }
+            }
+        })
     }
 }

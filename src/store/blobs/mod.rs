@@ -12,6 +12,7 @@ pub mod s3;
 
 use super::{StoreError, StoreResult};
 use crate::domain::ids::{FileId, WorkspaceId};
+use crate::domain::time::Timestamp;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
@@ -19,6 +20,9 @@ use futures::StreamExt;
 
 /// Bytes as they arrive or leave; an `Err` from a body being written aborts the write.
 pub type ByteStream<'a> = BoxStream<'a, std::io::Result<Bytes>>;
+
+/// Blobs found by a listing, as it goes.
+pub type BlobKeys<'a> = BoxStream<'a, StoreResult<BlobKey>>;
 
 /// The size of the database's chunks (and of a directory's read buffer's multiple): small
 /// enough that a request holds little memory, large enough that a big file is few rows.
@@ -65,6 +69,11 @@ pub trait BlobStore: Send + Sync {
 
     /// Removes the blob; one that is already gone is fine.
     async fn delete_blob(&self, key: &BlobKey) -> StoreResult<()>;
+
+    /// The blobs written before `before`, for the sweep of bytes that no file names (a
+    /// crash between an upload's bytes and its row leaves them). A store may leave out
+    /// blobs it knows a file names; the sweep checks the others against the files.
+    fn blobs_before(&self, before: Timestamp) -> BlobKeys<'_>;
 }
 
 /// A table of numbered chunks (the database as blob store): what each dialect supplies.
@@ -77,7 +86,15 @@ pub(crate) trait ChunkTable: Clone + Send + Sync + 'static {
     async fn chunk(&self, key: &BlobKey, seq: i64) -> StoreResult<Option<Bytes>>;
 
     async fn delete_chunks(&self, key: &BlobKey) -> StoreResult<()>;
+
+    /// Up to `limit` blobs whose first chunk was written before `before` (or before chunks
+    /// had times) and that no file row names.
+    async fn unnamed_chunks(&self, before: Timestamp, limit: i64) -> StoreResult<Vec<BlobKey>>;
 }
+
+/// The most unnamed blobs one sweep of the database removes: they come only from crashes,
+/// and the next sweep takes the rest.
+const UNNAMED_PER_SWEEP: i64 = 1000;
 
 /// One short write per chunk, no connection or lock held between them: other requests go
 /// between the chunks of a large upload.
@@ -124,6 +141,14 @@ impl<T: ChunkTable> BlobStore for T {
 
     async fn delete_blob(&self, key: &BlobKey) -> StoreResult<()> {
         self.delete_chunks(key).await
+    }
+
+    fn blobs_before(&self, before: Timestamp) -> BlobKeys<'_> {
+        Box::pin(async_stream::try_stream! {
+            for key in self.unnamed_chunks(before, UNNAMED_PER_SWEEP).await? {
+                yield key;
+            }
+        })
     }
 }
 

@@ -3,8 +3,10 @@
 //! Uploads go through `object_store`'s buffered writer: one PUT for a small file, a
 //! multipart upload (aborted on failure) for a large one, never the whole file in memory.
 
-use super::{BlobKey, BlobStore, ByteStream};
+use super::{BlobKey, BlobKeys, BlobStore, ByteStream};
 use crate::config::FilesConfig;
+use crate::domain::ids::{FileId, WorkspaceId};
+use crate::domain::time::Timestamp;
 use crate::store::{StoreError, StoreResult};
 use anyhow::Context;
 use async_trait::async_trait;
@@ -95,5 +97,31 @@ impl BlobStore for S3Blobs {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(other) => Err(s3_error(other, key)),
         }
+    }
+
+    /// Every object under the prefix named `<workspace>/<file id>` and last modified before
+    /// `before`; other objects in the bucket are left out.
+    fn blobs_before(&self, before: Timestamp) -> BlobKeys<'_> {
+        // A prefix that ends a "directory" narrows the listing; any other is matched below.
+        let under = self.prefix.rsplit_once('/').map(|(directory, _)| Path::from(directory));
+        let objects = self.store.list(under.as_ref());
+        Box::pin(objects.filter_map(move |object| {
+            let found = match object {
+                Err(error) => Some(Err(StoreError::Other(anyhow::Error::new(error).context("listing the S3 bucket")))),
+                Ok(meta) if meta.last_modified.timestamp_micros() < before.micros() => {
+                    let name = meta.location.as_ref().strip_prefix(self.prefix.as_str()).unwrap_or_default();
+                    name.split_once('/')
+                        .map(|(workspace, file)| BlobKey {
+                            workspace: WorkspaceId(workspace.to_owned()),
+                            file: FileId(file.to_owned()),
+                        })
+                        // Names that are not blob keys (deeper paths, other tools' objects) stay.
+                        .filter(|key| key.path().is_ok_and(|path| path == name))
+                        .map(Ok)
+                }
+                Ok(_) => None,
+            };
+            std::future::ready(found)
+        }))
     }
 }
