@@ -885,16 +885,36 @@ async fn fake_upstream() -> std::net::SocketAddr {
 /// that long) succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_stalls_resets_and_trickles_through_a_fault_proxy() {
+    upstream_faults(false).await;
+}
+
+/// The same faults when the environment names an HTTP proxy (`HTTP_PROXY`) for the
+/// upstream: palaver sends its calls to the proxy, here the fault proxy forwarding the
+/// absolute-form requests to the upstream, so each fault strikes only if the call went
+/// through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_faults_through_the_http_proxy_the_environment_names() {
+    upstream_faults(true).await;
+}
+
+async fn upstream_faults(through_http_proxy: bool) {
     let upstream = fake_upstream().await;
     let (proxy, proxy_addr) = Proxy::start(upstream).await;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let database = format!("sqlite://{}", dir.path().join("palaver.db").display());
-    let upstream_url = format!("http://{proxy_addr}/v1");
-    let env = [
+    let (upstream_url, http_proxy) = match through_http_proxy {
+        true => (format!("http://{upstream}/v1"), format!("http://{proxy_addr}")),
+        false => (format!("http://{proxy_addr}/v1"), String::new()),
+    };
+    let read_timeout = READ_TIMEOUT_MS.to_string();
+    let mut env = vec![
         ("DATABASE_URL", database.as_str()),
         ("PALAVER_UPSTREAM_URL", upstream_url.as_str()),
-        ("PALAVER_UPSTREAM_READ_TIMEOUT_MS", &READ_TIMEOUT_MS.to_string()),
+        ("PALAVER_UPSTREAM_READ_TIMEOUT_MS", read_timeout.as_str()),
     ];
+    if through_http_proxy {
+        env.push(("HTTP_PROXY", http_proxy.as_str()));
+    }
     let mut palaver = Palaver::start(&env, dir.path().join("palaver.log"));
     palaver.ready().await;
     let client = http();

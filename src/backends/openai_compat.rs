@@ -14,10 +14,18 @@ use crate::telemetry::{self, traces};
 use anyhow::Context;
 use bytes::Bytes;
 use eventsource_stream::Eventsource;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
+use http::header::{self, HeaderValue};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Which flavour of the chat completions API an upstream speaks.
@@ -44,13 +52,34 @@ impl Dialect {
 pub struct OpenAiCompat {
     name: String,
     base_url: String,
-    api_key: Option<String>,
+    /// `Bearer <key>`, made once.
+    authorization: Option<HeaderValue>,
     declared_models: Vec<String>,
     dialect: Dialect,
     /// `{base_url}/chat/completions`, parsed once.
-    chat_url: reqwest::Url,
-    http: ThreadClients,
+    chat_uri: http::Uri,
+    /// Longest silence between two bytes of an answer (and before its head).
+    read_timeout: Duration,
+    http: Transport,
 }
+
+/// How requests reach an upstream: hyper's client, or reqwest when the environment routes
+/// this upstream through a proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, minus
+/// `NO_PROXY`), which reqwest implements and palaver's own path does not.
+enum Transport {
+    Direct(ThreadClients),
+    Proxied(reqwest::Client),
+}
+
+/// An upstream's answer: its head, and its body as it comes.
+struct Answer {
+    status: http::StatusCode,
+    content_type: Option<String>,
+    body: futures::stream::BoxStream<'static, std::result::Result<Bytes, BodyError>>,
+}
+
+/// hyper's pooled client over plain TCP or rustls.
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// An HTTP client per thread, each with its own connection pool. A pooled connection is
 /// driven by a task on the thread that opened it; with one pool for all, a request served
@@ -59,35 +88,109 @@ pub struct OpenAiCompat {
 struct ThreadClients {
     /// Tells this upstream's clients apart in each thread's table.
     id: usize,
-    build: Box<dyn Fn() -> reqwest::Result<reqwest::Client> + Send + Sync>,
-    /// Used where a thread's own client cannot be built (it was built once at start, so
-    /// this is not expected).
-    shared: reqwest::Client,
+    build: Box<dyn Fn() -> HttpClient + Send + Sync>,
 }
 
 thread_local! {
-    static THREAD_CLIENTS: std::cell::RefCell<std::collections::HashMap<usize, reqwest::Client>> =
+    static THREAD_CLIENTS: std::cell::RefCell<std::collections::HashMap<usize, HttpClient>> =
         Default::default();
 }
 
 impl ThreadClients {
-    fn new(build: impl Fn() -> reqwest::Result<reqwest::Client> + Send + Sync + 'static) -> reqwest::Result<Self> {
+    fn new(build: impl Fn() -> HttpClient + Send + Sync + 'static) -> Self {
         static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let shared = build()?;
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(ThreadClients { id, build: Box::new(build), shared })
+        ThreadClients { id, build: Box::new(build) }
     }
 
-    /// This thread's client (cheap: a reference count).
-    fn here(&self) -> reqwest::Client {
-        THREAD_CLIENTS.with_borrow_mut(|clients| {
-            if let Some(client) = clients.get(&self.id) {
-                return client.clone();
+    /// This thread's client (cheap: reference counts).
+    fn here(&self) -> HttpClient {
+        THREAD_CLIENTS.with_borrow_mut(|clients| clients.entry(self.id).or_insert_with(&self.build).clone())
+    }
+}
+
+/// The roots upstream certificates are checked against: Mozilla's (webpki-roots) and the
+/// system's (an internal CA of a self-hosted model server), read once.
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::LazyLock<Arc<rustls::ClientConfig>> = std::sync::LazyLock::new(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    });
+    CONFIG.clone()
+}
+
+fn http_client(timeouts: Timeouts, http2_prior_knowledge: bool) -> HttpClient {
+    let mut tcp = HttpConnector::new();
+    tcp.set_connect_timeout(Some(timeouts.connect));
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*tls_config()).clone())
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(tcp);
+    let mut builder = Client::builder(TokioExecutor::new());
+    // Keep-alive connections are reused by every run: no per-request handshake.
+    builder.pool_idle_timeout(Duration::from_secs(90)).timer(TokioTimer::new());
+    if http2_prior_knowledge {
+        // All of a thread's runs share one connection. h2 caps the small DATA frames
+        // buffered per connection at half its window; SSE answers are many small frames,
+        // and when thousands of streams speak at once the default window closes the
+        // connection (`too_many_data_frames`). The window bounds buffering, it is not
+        // allocated.
+        builder.http2_only(true).http2_initial_connection_window_size(HTTP2_CONNECTION_WINDOW);
+    }
+    builder.build(connector)
+}
+
+/// Why an upstream's answer stopped coming.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("no byte for {0:?}")]
+    Silent(Duration),
+    #[error(transparent)]
+    Transport(#[from] hyper::Error),
+    #[error(transparent)]
+    Proxied(reqwest::Error),
+}
+
+/// An answer's bytes as they come, each within `read` of the one before.
+fn body_bytes(body: Incoming, read: Duration) -> impl Stream<Item = std::result::Result<Bytes, BodyError>> {
+    futures::stream::unfold(Some(body), move |body| async move {
+        let mut body = body?;
+        loop {
+            match tokio::time::timeout(read, body.frame()).await {
+                Err(_) => return Some((Err(BodyError::Silent(read)), None)),
+                Ok(None) => return None,
+                Ok(Some(Err(error))) => return Some((Err(BodyError::Transport(error)), None)),
+                Ok(Some(Ok(frame))) => {
+                    // Trailers carry nothing palaver reads.
+                    if let Ok(data) = frame.into_data() {
+                        return Some((Ok(data), Some(body)));
+                    }
+                }
             }
-            let client = (self.build)().unwrap_or_else(|_| self.shared.clone());
-            clients.insert(self.id, client.clone());
-            client
-        })
+        }
+    })
+}
+
+impl Answer {
+    /// The whole body, each piece within the read timeout of the one before.
+    async fn whole_body(self) -> std::result::Result<Bytes, BodyError> {
+        let mut pieces = self.body;
+        let mut whole = bytes::BytesMut::new();
+        while let Some(piece) = pieces.next().await {
+            whole.extend_from_slice(&piece?);
+        }
+        Ok(whole.freeze())
     }
 }
 
@@ -144,59 +247,113 @@ impl OpenAiCompat {
         options: UpstreamOptions,
     ) -> anyhow::Result<Self> {
         let UpstreamOptions { dialect, timeouts, http2_prior_knowledge } = options;
-        let http = ThreadClients::new(move || {
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        let chat_uri = format!("{base_url}/chat/completions")
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|uri| uri.scheme().is_some() && uri.host().is_some())
+            .with_context(|| format!("upstream `{name}` has an invalid URL `{base_url}`"))?;
+        let proxied = hyper_util::client::proxy::matcher::Matcher::from_env().intercept(&chat_uri).is_some();
+        let http = if proxied {
+            tracing::info!(upstream = name, "model calls go through the proxy the environment names");
             let mut http = reqwest::Client::builder()
                 .connect_timeout(timeouts.connect)
                 .read_timeout(timeouts.read)
-                // Keep-alive connections are reused by every run: no per-request handshake.
                 .pool_idle_timeout(Duration::from_secs(90))
                 .tcp_nodelay(true)
                 // An upstream that redirects is misconfigured; following would hide it.
                 .redirect(reqwest::redirect::Policy::none());
             if http2_prior_knowledge {
-                // All of a thread's runs share one connection. h2 caps the small DATA frames
-                // buffered per connection at half its window; SSE answers are many small
-                // frames, and when thousands of streams speak at once the default window
-                // closes the connection (`too_many_data_frames`). The window bounds
-                // buffering, it is not allocated.
                 http = http.http2_prior_knowledge().http2_initial_connection_window_size(HTTP2_CONNECTION_WINDOW);
             }
-            http.build()
-        })?;
-        let base_url = base_url.trim_end_matches('/').to_owned();
-        let chat_url = reqwest::Url::parse(&format!("{base_url}/chat/completions"))
-            .with_context(|| format!("upstream `{name}` has an invalid URL `{base_url}`"))?;
+            Transport::Proxied(http.build().with_context(|| format!("upstream `{name}`: the HTTP client"))?)
+        } else {
+            Transport::Direct(ThreadClients::new(move || http_client(timeouts, http2_prior_knowledge)))
+        };
+        let authorization = match &api_key {
+            Some(key) => {
+                let mut value = HeaderValue::try_from(format!("Bearer {key}"))
+                    .with_context(|| format!("upstream `{name}`: the API key is not a valid header value"))?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
         Ok(OpenAiCompat {
             name: name.to_owned(),
-            chat_url,
-            api_key,
+            chat_uri,
+            authorization,
             declared_models,
             dialect: dialect.unwrap_or_else(|| Dialect::guess(&base_url)),
             base_url,
+            read_timeout: timeouts.read,
             http,
         })
+    }
+
+    /// Sends a request to the upstream: its head must come within the read timeout.
+    async fn send(
+        &self,
+        method: http::Method,
+        uri: http::Uri,
+        accept: &'static str,
+        body: Option<Bytes>,
+    ) -> Result<Answer> {
+        let mut headers = http::HeaderMap::with_capacity(4);
+        headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(authorization) = &self.authorization {
+            headers.insert(header::AUTHORIZATION, authorization.clone());
+        }
+        traces::inject(&mut headers);
+        let read = self.read_timeout;
+        let body = body.unwrap_or_default();
+        let clients = match &self.http {
+            Transport::Direct(clients) => clients,
+            Transport::Proxied(client) => {
+                let request = client.request(method, uri.to_string()).headers(headers).body(body);
+                let response = request.send().await.map_err(|e| upstream_unreachable(&self.name, &e))?;
+                let (status, content_type) = (response.status(), content_type(response.headers()));
+                let body = response.bytes_stream().map(move |piece| {
+                    piece.map_err(|e| if e.is_timeout() { BodyError::Silent(read) } else { BodyError::Proxied(e) })
+                });
+                return Ok(Answer { status, content_type, body: body.boxed() });
+            }
+        };
+        let mut request = http::Request::new(Full::new(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        match tokio::time::timeout(read, clients.here().request(request)).await {
+            Ok(Ok(response)) => {
+                let content_type = content_type(response.headers());
+                let (status, body) = (response.status(), body_bytes(response.into_body(), read).boxed());
+                Ok(Answer { status, content_type, body })
+            }
+            Ok(Err(error)) => Err(upstream_unreachable(&self.name, &error)),
+            Err(_) => Err(Error::Upstream {
+                code: Code::UpstreamTimeout,
+                message: format!("upstream `{}` did not answer within {read:?}", self.name),
+            }),
+        }
+    }
+
+    /// `{base_url}{path}`.
+    fn uri(&self, path: &str) -> Result<http::Uri> {
+        format!("{}{path}", self.base_url)
+            .parse()
+            .map_err(|e| Error::Internal(anyhow::anyhow!("upstream `{}`: bad URL: {e}", self.name)))
     }
 
     /// `POST /chat/completions` passed through unchanged (for clients whose base URL is
     /// palaver): the upstream's own status, content type and body, streamed.
     pub async fn passthrough(&self, body: bytes::Bytes) -> Result<Passthrough> {
-        let response = self
-            .request(reqwest::Method::POST, "/chat/completions")
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| upstream_unreachable(&self.name, &e))?;
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/json")
-            .to_owned();
+        let uri = self.uri("/chat/completions")?;
+        let answer = self.send(http::Method::POST, uri, "*/*", Some(body)).await?;
         Ok(Passthrough {
-            status: response.status().as_u16(),
-            content_type,
-            body: response.bytes_stream().map(|chunk| chunk.map_err(std::io::Error::other)).boxed(),
+            status: answer.status.as_u16(),
+            content_type: answer.content_type.unwrap_or_else(|| "application/json".to_owned()),
+            body: answer.body.map(|chunk| chunk.map_err(std::io::Error::other)).boxed(),
         })
     }
 
@@ -208,34 +365,27 @@ impl OpenAiCompat {
         &self.base_url
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let builder = traces::propagate(self.http.here().request(method, format!("{}{}", self.base_url, path)));
-        match &self.api_key {
-            Some(key) => builder.bearer_auth(key),
-            None => builder,
-        }
-    }
-
     /// The models this upstream serves: those declared in the config file, or else the
     /// upstream's own `GET /models`.
     pub async fn cards(&self) -> Result<Vec<ModelCard>> {
         if !self.declared_models.is_empty() {
             return Ok(self.declared_models.iter().map(|id| self.card(id.clone(), None, None, None, None)).collect());
         }
-        let response = self
-            .request(reqwest::Method::GET, "/models")
-            .timeout(Duration::from_secs(15))
-            .send()
-            .await
-            .map_err(|e| upstream_unreachable(&self.name, &e))?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            return Err(upstream_status(status.as_u16(), &body));
-        }
-        let list: UpstreamModelList = response.json().await.map_err(|e| {
-            Error::upstream(502, format!("upstream `{}` sent an unreadable model list: {e}", self.name))
-        })?;
+        let listed = async {
+            let answer = self.send(http::Method::GET, self.uri("/models")?, "application/json", None).await?;
+            let status = answer.status;
+            let body = answer.whole_body().await.map_err(|e| upstream_failed(&self.name, "model list", &e))?;
+            if !status.is_success() {
+                return Err(upstream_status(status.as_u16(), &String::from_utf8_lossy(&body)));
+            }
+            serde_json::from_slice::<UpstreamModelList>(&body).map_err(|e| {
+                Error::upstream(502, format!("upstream `{}` sent an unreadable model list: {e}", self.name))
+            })
+        };
+        let list = tokio::time::timeout(Duration::from_secs(15), listed).await.map_err(|_| Error::Upstream {
+            code: Code::UpstreamTimeout,
+            message: format!("upstream `{}` did not list its models within 15 s", self.name),
+        })??;
         Ok(list
             .data
             .into_iter()
@@ -274,9 +424,33 @@ pub fn upstream_status(status: u16, body: &str) -> Error {
     Error::upstream(status, format!("upstream answered {status}: {detail}"))
 }
 
-fn upstream_unreachable(name: &str, error: &reqwest::Error) -> Error {
-    let code = if error.is_timeout() { Code::UpstreamTimeout } else { Code::UpstreamFailed };
+fn upstream_unreachable(name: &str, error: &(dyn std::error::Error + 'static)) -> Error {
+    let code = if timed_out(error) { Code::UpstreamTimeout } else { Code::UpstreamFailed };
     Error::Upstream { code, message: format!("upstream `{name}` could not be reached: {}", error_chain(error)) }
+}
+
+/// An answer that stopped coming: silence past the read timeout is a timeout.
+fn upstream_failed(name: &str, what: &str, error: &BodyError) -> Error {
+    let code = if matches!(error, BodyError::Silent(_)) { Code::UpstreamTimeout } else { Code::UpstreamFailed };
+    Error::Upstream { code, message: format!("upstream `{name}` {what} failed: {}", error_chain(error)) }
+}
+
+/// Whether a cause of `error` is a timed-out I/O operation (a connect timeout).
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+            || error.downcast_ref::<reqwest::Error>().is_some_and(reqwest::Error::is_timeout)
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
+fn content_type(headers: &http::HeaderMap) -> Option<String> {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 /// An error with its causes (`a: b: c`): transport errors say little without them.
@@ -558,12 +732,9 @@ fn parse_chunk(data: &str, finished: &mut bool) -> Result<Vec<ChatDelta>> {
 }
 
 /// The deltas of an answer asked for as one JSON body.
-async fn whole_answer(name: &str, response: reqwest::Response) -> Result<DeltaStream> {
-    let body = response.bytes().await.map_err(|error| {
-        // A JSON answer is silent until it is whole: the read timeout bounds all of it.
-        let code = if error.is_timeout() { Code::UpstreamTimeout } else { Code::UpstreamFailed };
-        Error::Upstream { code, message: format!("upstream `{name}` answer failed: {}", error_chain(&error)) }
-    })?;
+async fn whole_answer(name: &str, answer: Answer) -> Result<DeltaStream> {
+    // A JSON answer is silent until it is whole: the read timeout bounds each piece of it.
+    let body = answer.whole_body().await.map_err(|error| upstream_failed(name, "answer", &error))?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| Error::upstream(502, format!("upstream `{name}` sent an answer that is not UTF-8")))?;
     let mut finished = false;
@@ -591,33 +762,22 @@ impl ModelBackend for OpenAiCompat {
     }
 
     async fn chat_stream(&self, request: ChatRequest<'_>) -> Result<DeltaStream> {
-        let body = encode_request(self.dialect, &request);
+        let body = Bytes::from(encode_request(self.dialect, &request));
         let accept = if request.stream { "text/event-stream" } else { "application/json" };
-        let mut builder = self
-            .http
-            .here()
-            .post(self.chat_url.clone())
-            .header(reqwest::header::ACCEPT, accept)
-            .header(reqwest::header::CONTENT_TYPE, "application/json");
-        builder = traces::propagate(builder);
-        if let Some(key) = &self.api_key {
-            builder = builder.bearer_auth(key);
-        }
         let started = std::time::Instant::now();
-        let sent = builder.body(body).send().await;
-        let status = sent.as_ref().ok().map(|r| r.status().as_u16());
+        let sent = self.send(http::Method::POST, self.chat_uri.clone(), accept, Some(body)).await;
+        let status = sent.as_ref().ok().map(|answer| answer.status.as_u16());
         telemetry::upstream_request(&self.name, status, started.elapsed());
-        let response = sent.map_err(|e| upstream_unreachable(&self.name, &e))?;
-        let status = response.status();
+        let answer = sent?;
+        let (status, name) = (answer.status, self.name.clone());
         if !status.is_success() {
-            let text = response.text().await.unwrap_or_default();
-            return Err(upstream_status(status.as_u16(), &error_message(&text)));
+            let text = answer.whole_body().await.unwrap_or_default();
+            return Err(upstream_status(status.as_u16(), &error_message(&String::from_utf8_lossy(&text))));
         }
-        let name = self.name.clone();
         if !request.stream {
-            return whole_answer(&name, response).await;
+            return whole_answer(&name, answer).await;
         }
-        let mut events = response.bytes_stream().eventsource();
+        let mut events = answer.body.eventsource();
         let stream = async_stream::stream! {
             let mut finished = false;
             while let Some(event) = events.next().await {
@@ -629,9 +789,9 @@ impl ModelBackend for OpenAiCompat {
                             other => error_chain(other),
                         };
                         let message = format!("upstream `{name}` stream failed: {cause}");
-                        // reqwest's read timeout (the upstream fell silent) arrives as a
-                        // transport error of the body.
-                        let timed_out = matches!(&error, eventsource_stream::EventStreamError::Transport(t) if t.is_timeout());
+                        // The upstream fell silent past the read timeout.
+                        let timed_out =
+                            matches!(&error, eventsource_stream::EventStreamError::Transport(BodyError::Silent(_)));
                         let code = if timed_out { Code::UpstreamTimeout } else { Code::UpstreamFailed };
                         yield Err(Error::Upstream { code, message });
                         return;
@@ -684,20 +844,19 @@ mod tests {
         let counted = built.clone();
         let clients = ThreadClients::new(move || {
             counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            reqwest::Client::builder().build()
-        })
-        .unwrap();
+            http_client(Timeouts { connect: Duration::from_secs(1), read: Duration::from_secs(1) }, false)
+        });
         let count = || built.load(std::sync::atomic::Ordering::SeqCst);
-        assert_eq!(count(), 1, "the shared one, built at start");
+        assert_eq!(count(), 0, "none before a thread asks");
 
         clients.here();
         clients.here();
-        assert_eq!(count(), 2);
+        assert_eq!(count(), 1);
         std::thread::scope(|scope| {
             scope.spawn(|| clients.here());
         });
 
-        assert_eq!(count(), 3);
+        assert_eq!(count(), 2);
     }
 
     fn request(args: CompletionArgs) -> ChatRequest<'static> {

@@ -235,8 +235,15 @@ pub fn propagate(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         return request;
     }
     let mut headers = http::HeaderMap::new();
-    TraceContextPropagator::new().inject_context(&Span::current().context(), &mut HeaderInjector(&mut headers));
+    inject(&mut headers);
     request.headers(headers)
+}
+
+/// Adds the current span's `traceparent` to the headers of a request being built.
+pub fn inject(headers: &mut http::HeaderMap) {
+    if enabled() {
+        TraceContextPropagator::new().inject_context(&Span::current().context(), &mut HeaderInjector(headers));
+    }
 }
 
 /// A turn: it outlives its request when streamed, and stays in its trace.
