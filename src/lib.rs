@@ -25,10 +25,21 @@ use tokio_util::task::TaskTracker;
 /// How long shutdown waits for runs in flight to commit.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Everything a handler may touch: the engine, and what only HTTP needs. Cheap to clone,
-/// no generics in handler signatures.
+/// Everything a handler may touch: the engine, and what only HTTP needs. No generics in
+/// handler signatures, and one reference count to clone: axum clones the state into
+/// every extractor and middleware of every request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub engine: Arc<Engine>,
     pub keys: Arc<KeyRing>,
     /// Largest accepted request body, in bytes.
@@ -98,14 +109,14 @@ impl App {
             streams,
             files,
         };
-        let state = AppState {
+        let state = AppState(Arc::new(Shared {
             engine: Arc::new(engine),
             keys: Arc::new(keys),
             max_body_bytes: config.max_body_bytes,
             shutdown: CancellationToken::new(),
             flights: Default::default(),
             body_timeout: std::time::Duration::from_millis(config.client_body_timeout_ms),
-        };
+        }));
         let listener = TcpListener::bind(config.addr).await?;
         let metrics_listener = match config.metrics_addr {
             Some(addr) => Some(TcpListener::bind(addr).await?),

@@ -57,14 +57,15 @@ pub(crate) use read_row;
 /// The agent's row and version of a row, named as `naming` says.
 pub(crate) fn agent_record<R: ReadRow>(row: &R, naming: Naming) -> Result<AgentRecord, R::Error> {
     use sql::{Agent as A, AgentVersion as V};
+    // In select order (`sql::agent_columns`): SQLite's reader looks from the last column.
     Ok(AgentRecord {
         id: AgentId(row.text(naming.of(A::Id))?),
-        version: row.int(naming.of(V::Version))?,
         active_version: row.int(naming.of(A::ActiveVersion))?,
         latest_version: row.int(naming.of(A::LatestVersion))?,
         revision: row.int(naming.of(A::Revision))?,
         created_at: row.time(naming.of(A::CreatedAt))?,
         updated_at: row.time(naming.of(A::UpdatedAt))?,
+        version: row.int(naming.of(V::Version))?,
         config: row.json(naming.of(V::Config))?,
     })
 }
@@ -121,9 +122,11 @@ pub(crate) fn file_record<R: ReadRow>(row: &R) -> Result<FileRecord, R::Error> {
 pub(crate) fn conversation_with_agent<R: ReadRow>(
     row: &R,
 ) -> Result<(ConversationRecord, Option<AgentRecord>), R::Error> {
+    // The conversation's columns come first in the select list (read in order, as above).
+    let conversation = conversation_record(row)?;
     let agent = match row.optional_int(Naming::Joined.of(sql::AgentVersion::Version))? {
         Some(_) => Some(agent_record(row, Naming::Joined)?),
         None => None,
     };
-    Ok((conversation_record(row)?, agent))
+    Ok((conversation, agent))
 }
