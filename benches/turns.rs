@@ -13,7 +13,9 @@
 //! `BENCH_RUNS` (3), `BENCH_PALAVER` (the palaver binary to measure; default: this build's),
 //! `BENCH_MODES` (`outside,inside`: `outside` runs the fake upstream and the load generator
 //! as processes of their own — this binary re-run with `BENCH_ROLE` — as an outside client
-//! sees palaver; `inside` keeps both in the bench process and measures the rest).
+//! sees palaver; `inside` keeps both in the bench process and measures the rest). The
+//! outside mode ends with its two ratios measured again against a model-like upstream, one
+//! that spends 200 µs of CPU on one thread per answer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -105,7 +107,16 @@ fn whole_hand_off(function: &str) -> axum::body::Body {
     axum::body::Body::from(body.to_string())
 }
 
-async fn start_upstream() -> (String, Upstream) {
+/// Spends `cost` of this thread's CPU, as a model server's own work on an answer would.
+fn spin(cost: Duration) {
+    let until = Instant::now() + cost;
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
+
+/// `cost`: CPU the upstream spends on each answer before sending it (none: answers at once).
+async fn start_upstream(cost: Option<Duration>) -> (String, Upstream) {
     let upstream = Upstream { hold: Default::default(), release: Arc::new(Notify::new()), held: Default::default() };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -122,6 +133,9 @@ async fn start_upstream() -> (String, Upstream) {
                         use http_body_util::BodyExt;
                         let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                         let streamed = body.windows(13).any(|w| w == b"\"stream\":true");
+                        if let Some(cost) = cost {
+                            spin(cost);
+                        }
                         let (body, content_type) = match (handoff_to(&body), streamed) {
                             (Some(target), true) => (hand_off(target), "text/event-stream"),
                             (Some(target), false) => (whole_hand_off(&target), "application/json"),
@@ -669,19 +683,27 @@ fn role(name: &str, env: &[(&str, String)]) -> Command {
 }
 
 /// Starts the fake upstream as its own process and returns it with its base URL.
-fn spawn_upstream_process() -> (Role, String) {
+/// `cost_us`: CPU microseconds it spends on each answer, on one thread (`BENCH_UPSTREAM_CPU_US`).
+fn spawn_upstream_process(cost_us: Option<u64>) -> (Role, String) {
     use std::io::BufRead;
-    let mut child = role("upstream", &[]).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+    let env: Vec<(&str, String)> = cost_us.map(|us| ("BENCH_UPSTREAM_CPU_US", us.to_string())).into_iter().collect();
+    let mut child = role("upstream", &env).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     (Role { child }, line.trim().to_owned())
 }
 
 /// `BENCH_ROLE=upstream`: serve the fake upstream until killed.
+/// With `BENCH_UPSTREAM_CPU_US`, it serves on one thread, as a single-process model server
+/// (a Python one, say) does, and spends that CPU on each answer.
 fn run_upstream_role() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let cost = std::env::var("BENCH_UPSTREAM_CPU_US").ok().map(|us| Duration::from_micros(us.parse().unwrap()));
+    let runtime = match cost {
+        Some(_) => tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap(),
+    };
     runtime.block_on(async {
-        let (url, _) = start_upstream().await;
+        let (url, _) = start_upstream(cost).await;
         println!("{url}");
         std::future::pending::<()>().await;
     });
@@ -820,42 +842,76 @@ fn conversation_id(seen: &[u8]) -> Option<String> {
     Some(text[at..at + end].to_owned())
 }
 
+/// palaver and its upstream as processes, loaded from a third: each figure measured
+/// through palaver and, as its floor, straight at the upstream.
+struct Outside {
+    base: String,
+    upstream_url: String,
+    pid: u32,
+}
+
+impl Outside {
+    /// One load run, with palaver's CPU seconds over it.
+    async fn load(&self, target: &'static str, concurrency: usize, requests: usize, stream: bool) -> (LoadReport, f64) {
+        let url = if target == "floor" { self.upstream_url.clone() } else { self.base.clone() };
+        let cpu_before = cpu_seconds(self.pid);
+        let report =
+            tokio::task::spawn_blocking(move || run_load(target, &url, concurrency, requests, stream)).await.unwrap();
+        (report, cpu_seconds(self.pid) - cpu_before)
+    }
+
+    /// Warms both (connections, caches, the SQLite file) before measuring.
+    async fn warm(&self) {
+        self.load("palaver", 4, 200, false).await;
+        self.load("floor", 4, 200, false).await;
+    }
+
+    /// Medians of (added p50, the floor's p50, added p99) per stored turn at concurrency 1,
+    /// floor and palaver runs alternating; with `stream`, to the first delta.
+    async fn added_latency(&self, runs: usize, requests: usize, stream: bool) -> (f64, f64, f64) {
+        let (mut added, mut floors, mut p99s) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let (mut floor, _) = self.load("floor", 1, requests, stream).await;
+            let (mut ours, _) = self.load("palaver", 1, requests, stream).await;
+            let floor50 = percentile(&mut floor.latencies, 0.5);
+            added.push(percentile(&mut ours.latencies, 0.5) - floor50);
+            p99s.push(percentile(&mut ours.latencies, 0.99) - percentile(&mut floor.latencies, 0.99));
+            floors.push(floor50);
+        }
+        (median(added), median(floors), median(p99s))
+    }
+
+    /// Throughput at concurrency 32, and palaver's CPU per turn: medians of (ratio to the
+    /// floor, turns/s, the floor's requests/s, CPU seconds per turn).
+    async fn throughput(&self, runs: usize, requests: usize, stream: bool) -> (f64, f64, f64, f64) {
+        let (mut ratios, mut rates, mut floor_rates, mut cpus) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let (floor, _) = self.load("floor", 32, requests, stream).await;
+            let (ours, cpu) = self.load("palaver", 32, requests, stream).await;
+            let (rate, floor_rate) = (ours.requests as f64 / ours.elapsed, floor.requests as f64 / floor.elapsed);
+            ratios.push(rate / floor_rate);
+            rates.push(rate);
+            floor_rates.push(floor_rate);
+            cpus.push(cpu / ours.requests as f64);
+        }
+        (median(ratios), median(rates), median(floor_rates), median(cpus))
+    }
+}
+
+/// CPU the second, model-like upstream spends on each answer: about the ~0.25 ms an
+/// outside run's upstream took to answer at concurrency 1 on a machine like this one.
+const MODEL_LIKE_UPSTREAM_CPU_US: u64 = 200;
+
 async fn bench_outside(name: &str, database_url: &str, runs: usize) -> Vec<Row> {
     let dir = tempfile::tempdir().unwrap();
-    let (_upstream, upstream_url) = spawn_upstream_process();
+    let (_upstream, upstream_url) = spawn_upstream_process(None);
     let db = fresh_database(name, database_url, dir.path()).await;
     let palaver = spawn_palaver(&db, &upstream_url, false, dir.path()).await;
-    let (base, pid) = (palaver.base.clone(), palaver.child.id());
+    let outside = Outside { base: palaver.base.clone(), upstream_url, pid: palaver.child.id() };
     let mut rows = Vec::new();
-    // Warm both (connections, caches, the SQLite file) before measuring.
-    let _ = tokio::task::spawn_blocking({
-        let (base, upstream_url) = (base.clone(), upstream_url.clone());
-        move || (run_load("palaver", &base, 4, 200, false), run_load("floor", &upstream_url, 4, 200, false))
-    })
-    .await;
+    outside.warm().await;
 
-    let load = |target: &'static str, concurrency: usize, requests: usize, stream: bool| {
-        let url = if target == "floor" { upstream_url.clone() } else { base.clone() };
-        async move {
-            let cpu_before = cpu_seconds(pid);
-            let report = tokio::task::spawn_blocking(move || run_load(target, &url, concurrency, requests, stream))
-                .await
-                .unwrap();
-            (report, cpu_seconds(pid) - cpu_before)
-        }
-    };
-
-    // Latency per stored turn at concurrency 1, floor and palaver runs alternating.
-    let (mut added, mut floors, mut p99s) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..runs {
-        let (mut floor, _) = load("floor", 1, 500, false).await;
-        let (mut ours, _) = load("palaver", 1, 500, false).await;
-        let floor50 = percentile(&mut floor.latencies, 0.5);
-        added.push(percentile(&mut ours.latencies, 0.5) - floor50);
-        p99s.push(percentile(&mut ours.latencies, 0.99) - percentile(&mut floor.latencies, 0.99));
-        floors.push(floor50);
-    }
-    let (added, floor, p99) = (median(added), median(floors), median(p99s));
+    let (added, floor, p99) = outside.added_latency(runs, 500, false).await;
     let ratio = added / floor;
     rows.push(row(
         "added latency per stored turn, p50 (c=1)",
@@ -870,24 +926,9 @@ async fn bench_outside(name: &str, database_url: &str, runs: usize) -> Vec<Row> 
         rows.push(row("the database's one-row commit, p50 (c=1)", share, "-".into(), "-", None));
     }
 
-    // Throughput at concurrency 32, and palaver's CPU per turn: medians of (ratio to the
-    // floor, turns/s, the floor's requests/s, CPU seconds per turn).
-    let throughput = |stream: bool| async move {
-        let (mut ratios, mut rates, mut floor_rates, mut cpus) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..runs {
-            let (floor, _) = load("floor", 32, 6000, stream).await;
-            let (ours, cpu) = load("palaver", 32, 6000, stream).await;
-            let (rate, floor_rate) = (ours.requests as f64 / ours.elapsed, floor.requests as f64 / floor.elapsed);
-            ratios.push(rate / floor_rate);
-            rates.push(rate);
-            floor_rates.push(floor_rate);
-            cpus.push(cpu / ours.requests as f64);
-        }
-        (median(ratios), median(rates), median(floor_rates), median(cpus))
-    };
     // Streamed, 1,200 conversations: more than the run logs kept for resuming.
     for (stream, turn, target) in [(false, "turn", Some(0.35)), (true, "streamed turn", None)] {
-        let (ratio, rate, floor_rate, cpu) = throughput(stream).await;
+        let (ratio, rate, floor_rate, cpu) = outside.throughput(runs, 6000, stream).await;
         let label = if stream { "streamed throughput (c=32)" } else { "throughput (c=32)" };
         rows.push(row(
             label,
@@ -906,16 +947,34 @@ async fn bench_outside(name: &str, database_url: &str, runs: usize) -> Vec<Row> 
     }
 
     // Time to the first delta of a streamed turn, concurrency 1.
-    let (mut overheads, mut floors) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
-        let (mut floor, _) = load("floor", 1, 300, true).await;
-        let (mut ours, _) = load("palaver", 1, 300, true).await;
-        let floor50 = percentile(&mut floor.latencies, 0.5);
-        overheads.push(percentile(&mut ours.latencies, 0.5) - floor50);
-        floors.push(floor50);
-    }
-    let (overhead, floor) = (median(overheads), median(floors));
+    let (overhead, floor, _) = outside.added_latency(runs, 300, true).await;
     rows.push(row("time-to-first-delta overhead, p50", ms(overhead), ms(floor), "≤ 0.3 ms", Some(overhead <= 0.0003)));
+    drop(palaver);
+
+    // The same two ratios against an upstream that does some work per answer, as any
+    // model server does: the floor is then no longer a fraction of palaver's own cost.
+    let (_model_like, model_like_url) = spawn_upstream_process(Some(MODEL_LIKE_UPSTREAM_CPU_US));
+    let palaver = spawn_palaver(&db, &model_like_url, false, dir.path()).await;
+    let outside = Outside { base: palaver.base.clone(), upstream_url: model_like_url, pid: palaver.child.id() };
+    outside.warm().await;
+    let model_like = format!("upstream spending {MODEL_LIKE_UPSTREAM_CPU_US} µs CPU per answer");
+    let (added, floor, _) = outside.added_latency(runs, 500, false).await;
+    let ratio = added / floor;
+    rows.push(row(
+        &format!("{model_like}: added latency per stored turn, p50 (c=1)"),
+        format!("{} ({ratio:.2}× floor)", ms(added)),
+        ms(floor),
+        "≤ 1× floor",
+        Some(ratio <= 1.0),
+    ));
+    let (ratio, rate, floor_rate, _) = outside.throughput(runs, 3000, false).await;
+    rows.push(row(
+        &format!("{model_like}: throughput (c=32)"),
+        format!("{rate:.0} turns/s ({:.0}% of floor)", ratio * 100.0),
+        format!("{floor_rate:.0} req/s"),
+        "≥ 35% of floor",
+        Some(ratio >= 0.35),
+    ));
     drop(palaver);
     rows
 }
@@ -990,7 +1049,7 @@ fn main() {
         let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
         let streams: usize = std::env::var("BENCH_STREAMS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
         let modes = std::env::var("BENCH_MODES").unwrap_or_else(|_| "outside,inside".into());
-        let (upstream_url, upstream) = start_upstream().await;
+        let (upstream_url, upstream) = start_upstream(None).await;
         for mode in modes.split(',').map(str::trim).filter(|m| !m.is_empty()) {
             let mut report = Vec::new();
             for backend in backends.split(',').map(str::trim).filter(|b| !b.is_empty()) {
