@@ -35,10 +35,15 @@ impl Timestamp {
     }
 
     pub fn rfc3339(&self) -> String {
+        self.with_rfc3339(str::to_owned)
+    }
+
+    /// Calls `use_text` with the RFC 3339 text, written on the stack when it can be.
+    fn with_rfc3339<R>(&self, use_text: impl FnOnce(&str) -> R) -> R {
         let mut text = [0; RFC3339_LEN];
         match self.write_rfc3339(&mut text) {
-            Some(text) => text.to_owned(),
-            None => self.0.to_rfc3339_opts(SecondsFormat::Micros, true),
+            Some(text) => use_text(text),
+            None => use_text(&self.0.to_rfc3339_opts(SecondsFormat::Micros, true)),
         }
     }
 
@@ -72,11 +77,7 @@ const RFC3339_LEN: usize = "0000-00-00T00:00:00.000000Z".len();
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut text = [0; RFC3339_LEN];
-        match self.write_rfc3339(&mut text) {
-            Some(text) => serializer.serialize_str(text),
-            None => serializer.serialize_str(&self.rfc3339()),
-        }
+        self.with_rfc3339(|text| serializer.serialize_str(text))
     }
 }
 
